@@ -1,0 +1,64 @@
+// Read-only Model (memory-mapped weights, shared by all conversations) and per-conversation
+// Session (KV cache, position). Architectures register a factory in models/registry.cpp.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pyrt/gguf.h"
+#include "pyrt/threadpool.h"
+#include "pyrt/tokenizer.h"
+
+namespace pyrt {
+
+struct ModelOptions {
+  int n_threads = 0;             // 0: default_thread_count()
+  std::string kv_type = "f16";   // KV cache element type
+  int64_t n_ctx = 0;             // 0: the model's trained context length
+};
+
+class Session {
+ public:
+  virtual ~Session() = default;
+  // Appends n tokens; writes logits for every fed position ([n, vocab]) or only the last ([vocab]).
+  virtual void feed(const int32_t* ids, int64_t n, float* logits, bool all_logits) = 0;
+  virtual void reset() = 0;
+  virtual int64_t n_past() const = 0;
+  virtual int64_t n_ctx() const = 0;
+  virtual size_t kv_bytes() const = 0;
+  virtual std::map<std::string, double> stats() const = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  static std::shared_ptr<Model> load(const std::string& path, const ModelOptions& opts);
+
+  virtual std::unique_ptr<Session> new_session(int64_t n_ctx) = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t context_length() const = 0;
+
+  const std::string& architecture() const { return arch_; }
+  const GgufFile& file() const { return *file_; }
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  std::shared_ptr<Tokenizer> shared_tokenizer() const { return tokenizer_; }
+  int64_t n_params() const;
+  std::map<std::string, int64_t> tensor_type_counts() const;
+  const ModelOptions& options() const { return opts_; }
+  ThreadPool& pool() const { return *pool_; }
+
+ protected:
+  Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts);
+  std::string arch_;
+  std::shared_ptr<GgufFile> file_;
+  std::shared_ptr<Tokenizer> tokenizer_;
+  ModelOptions opts_;
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+// Architecture strings this build can run (the registry).
+std::vector<std::string> supported_architectures();
+
+}  // namespace pyrt

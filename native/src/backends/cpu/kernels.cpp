@@ -1,0 +1,57 @@
+#include "backends/cpu/kernels.h"
+
+#include <cstring>
+
+#include "pyrt/error.h"
+
+namespace pyrt::cpu {
+
+namespace {
+KernelTable pick() {
+#if defined(PYRT_HAVE_AVX2_KERNELS)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    return avx2_kernels();
+  }
+#endif
+  return generic_kernels();
+}
+KernelTable& active() {
+  static KernelTable t = pick();
+  return t;
+}
+}  // namespace
+
+const KernelTable& kernels() { return active(); }
+
+bool set_kernels(const char* name) {
+  if (std::strcmp(name, "generic") == 0) {
+    active() = generic_kernels();
+    return true;
+  }
+#if defined(PYRT_HAVE_AVX2_KERNELS)
+  if (std::strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    active() = avx2_kernels();
+    return true;
+  }
+#endif
+  if (std::strcmp(name, "auto") == 0) {
+    active() = pick();
+    return true;
+  }
+  return false;
+}
+
+float dot_row(const KernelTable& k, GgmlType type, const void* row, const float* x, int64_t n) {
+  switch (type) {
+    case GgmlType::F32: return k.dot_f32(static_cast<const float*>(row), x, n);
+    case GgmlType::F16: return k.dot_f16(row, x, n);
+    case GgmlType::BF16: return k.dot_bf16(row, x, n);
+    case GgmlType::Q8_0: return k.dot_q8_0(row, x, n);
+    case GgmlType::Q4_0: return k.dot_q4_0(row, x, n);
+    case GgmlType::Q4_1: return k.dot_q4_1(row, x, n);
+    default: fail(ErrorCode::kUnsupported, "no CPU kernel for tensor type " + type_name(static_cast<uint32_t>(type)));
+  }
+}
+
+}  // namespace pyrt::cpu

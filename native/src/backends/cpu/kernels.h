@@ -1,0 +1,35 @@
+// CPU inner kernels behind one dispatch table. kernels_generic.cpp is the living definition;
+// ISA-specific files (AVX2 now, NEON next) must match it within float reassociation error.
+#pragma once
+#include <cstdint>
+
+#include "pyrt/ggml_types.h"
+
+namespace pyrt::cpu {
+
+struct KernelTable {
+  const char* name;
+  float (*dot_f32)(const float* a, const float* b, int64_t n);
+  // Fused dequantize + dot of one weight row (type F32/F16/BF16/Q8_0/Q4_0/Q4_1) with float x.
+  float (*dot_q8_0)(const void* row, const float* x, int64_t n);
+  float (*dot_q4_0)(const void* row, const float* x, int64_t n);
+  float (*dot_q4_1)(const void* row, const float* x, int64_t n);
+  float (*dot_f16)(const void* row, const float* x, int64_t n);
+  float (*dot_bf16)(const void* row, const float* x, int64_t n);
+  void (*axpy_f32)(float a, const float* x, float* y, int64_t n);  // y += a*x
+  void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);
+};
+
+KernelTable generic_kernels();
+#if defined(PYRT_HAVE_AVX2_KERNELS)
+KernelTable avx2_kernels();
+#endif
+
+// The table picked for this CPU at first use.
+const KernelTable& kernels();
+// Force a table by name ("generic", "avx2") — tests compare ISA paths against the generic one.
+bool set_kernels(const char* name);
+
+float dot_row(const KernelTable& k, GgmlType type, const void* row, const float* x, int64_t n);
+
+}  // namespace pyrt::cpu

@@ -1,0 +1,85 @@
+// Portable scalar kernels: the reference every ISA-specific path is tested against.
+#include "backends/cpu/kernels.h"
+
+namespace pyrt::cpu {
+namespace {
+
+float g_dot_f32(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float s = 0;
+  for (; i < n; ++i) s += a[i] * b[i];
+  for (float v : acc) s += v;
+  return s;
+}
+
+float g_dot_q8_0(const void* row, const float* x, int64_t n) {
+  const auto* b = static_cast<const BlockQ8_0*>(row);
+  float s = 0;
+  for (int64_t i = 0; i < n / kQK8_0; ++i, x += kQK8_0) {
+    float bs = 0;
+    for (int j = 0; j < kQK8_0; ++j) bs += b[i].qs[j] * x[j];
+    s += bs * fp16_to_fp32(b[i].d);
+  }
+  return s;
+}
+
+float g_dot_q4_0(const void* row, const float* x, int64_t n) {
+  const auto* b = static_cast<const BlockQ4_0*>(row);
+  float s = 0;
+  for (int64_t i = 0; i < n / kQK4_0; ++i, x += kQK4_0) {
+    float bs = 0;
+    for (int j = 0; j < kQK4_0 / 2; ++j) {
+      bs += ((b[i].qs[j] & 0x0F) - 8) * x[j];
+      bs += ((b[i].qs[j] >> 4) - 8) * x[j + kQK4_0 / 2];
+    }
+    s += bs * fp16_to_fp32(b[i].d);
+  }
+  return s;
+}
+
+float g_dot_q4_1(const void* row, const float* x, int64_t n) {
+  const auto* b = static_cast<const BlockQ4_1*>(row);
+  float s = 0;
+  for (int64_t i = 0; i < n / kQK4_1; ++i, x += kQK4_1) {
+    float qx = 0, sx = 0;
+    for (int j = 0; j < kQK4_1 / 2; ++j) {
+      qx += (b[i].qs[j] & 0x0F) * x[j] + (b[i].qs[j] >> 4) * x[j + kQK4_1 / 2];
+      sx += x[j] + x[j + kQK4_1 / 2];
+    }
+    s += qx * fp16_to_fp32(b[i].d) + sx * fp16_to_fp32(b[i].m);
+  }
+  return s;
+}
+
+float g_dot_f16(const void* row, const float* x, int64_t n) {
+  const auto* h = static_cast<const uint16_t*>(row);
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += fp16_to_fp32(h[i]) * x[i];
+  return s;
+}
+
+float g_dot_bf16(const void* row, const float* x, int64_t n) {
+  const auto* h = static_cast<const uint16_t*>(row);
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += bf16_to_fp32(h[i]) * x[i];
+  return s;
+}
+
+void g_axpy_f32(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void g_axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * fp16_to_fp32(x[i]);
+}
+
+}  // namespace
+
+KernelTable generic_kernels() {
+  return {"generic", g_dot_f32, g_dot_q8_0, g_dot_q4_0, g_dot_q4_1, g_dot_f16, g_dot_bf16, g_axpy_f32, g_axpy_f16};
+}
+
+}  // namespace pyrt::cpu

@@ -1,0 +1,98 @@
+#include "core/ops.h"
+
+#include <cmath>
+
+#include "backends/cpu/kernels.h"
+#include "pyrt/error.h"
+
+namespace pyrt {
+
+Weight weight_from(const GgufTensorInfo& t) {
+  Weight w;
+  w.type = t.type;
+  w.data = t.data;
+  w.cols = t.ne[0];
+  w.rows = t.n_elements() / t.ne[0];
+  w.row_stride = row_bytes(t.type, w.cols);
+  w.name = t.name;
+  if (!type_traits(t.type).computable) {
+    fail(ErrorCode::kUnsupported, "tensor '" + t.name + "' has type " + type_name(static_cast<uint32_t>(t.type)) +
+                                      ", which this runtime does not compute yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+  }
+  return w;
+}
+
+void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& pool) {
+  const cpu::KernelTable& k = cpu::kernels();
+  const int64_t N = w.rows, K = w.cols;
+  constexpr int64_t kRowsPerTask = 16;
+  const int64_t n_tasks = (N + kRowsPerTask - 1) / kRowsPerTask;
+  if (T < 4 || w.type == GgmlType::F32) {
+    // Few tokens: fused dequantize-dot straight from the mapped weights.
+    pool.run(n_tasks, [&](int64_t task) {
+      const int64_t r1 = std::min(N, (task + 1) * kRowsPerTask);
+      for (int64_t r = task * kRowsPerTask; r < r1; ++r) {
+        const uint8_t* row = w.data + r * w.row_stride;
+        for (int64_t t = 0; t < T; ++t) y[t * N + r] = cpu::dot_row(k, w.type, row, x + t * K, K);
+      }
+    });
+    return;
+  }
+  // Many tokens: dequantize a tile of rows once, reuse it for every token.
+  pool.run(n_tasks, [&](int64_t task) {
+    thread_local std::vector<float> tile;
+    const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);
+    tile.resize(static_cast<size_t>(kRowsPerTask * K));
+    for (int64_t r = r0; r < r1; ++r) dequantize_row(w.type, w.data + r * w.row_stride, tile.data() + (r - r0) * K, K);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xt = x + t * K;
+      float* yt = y + t * N;
+      for (int64_t r = r0; r < r1; ++r) yt[r] = k.dot_f32(xt, tile.data() + (r - r0) * K, K);
+    }
+  });
+}
+
+void add_bias(float* y, const float* bias, int64_t T, int64_t n) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < n; ++i) y[t * n + i] += bias[i];
+}
+
+std::vector<float> rope_inv_freq(int n_rot, float base, const float* freq_factors) {
+  std::vector<float> inv(n_rot / 2);
+  for (int i = 0; i < n_rot / 2; ++i) {
+    // HF: 1 / base ** (arange(0, dim, 2).float() / dim), all in float32.
+    const float expo = static_cast<float>(2 * i) / static_cast<float>(n_rot);
+    inv[i] = 1.0f / std::pow(base, expo);
+    if (freq_factors) inv[i] /= freq_factors[i];
+  }
+  return inv;
+}
+
+void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq, RopeMode mode) {
+  const int half = n_rot / 2;
+  for (int i = 0; i < half; ++i) {
+    const float theta = pos * inv_freq[i];
+    const float c = std::cos(theta), s = std::sin(theta);
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + h * head_dim;
+      const int a = mode == RopeMode::kNorm ? 2 * i : i;
+      const int b = mode == RopeMode::kNorm ? 2 * i + 1 : i + half;
+      const float x0 = v[a], x1 = v[b];
+      v[a] = x0 * c - x1 * s;
+      v[b] = x0 * s + x1 * c;
+    }
+  }
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+}  // namespace pyrt

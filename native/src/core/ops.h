@@ -1,0 +1,38 @@
+// Shared graph helpers (RMSNorm, RoPE, matmul over quantized weights, causal attention).
+// Model files are built from these; they hold no architecture knowledge.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "pyrt/ggml_types.h"
+#include "pyrt/gguf.h"
+#include "pyrt/threadpool.h"
+
+namespace pyrt {
+
+// A 2-D weight used straight from the mmap: `rows` output features of `cols` inputs each.
+struct Weight {
+  GgmlType type = GgmlType::F32;
+  const uint8_t* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  size_t row_stride = 0;
+  std::string name;
+  bool valid() const { return data != nullptr; }
+};
+Weight weight_from(const GgufTensorInfo& t);
+
+void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps);
+// y[T, rows] = x[T, cols] @ W^T
+void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& pool);
+// Adds a bias vector of n floats to each of T rows.
+void add_bias(float* y, const float* bias, int64_t T, int64_t n);
+
+// RoPE tables for `n_rot` dims: inv_freq[i] = base^(-2i/n_rot) / freq_factor[i], in float32 like HF.
+std::vector<float> rope_inv_freq(int n_rot, float base, const float* freq_factors);
+enum class RopeMode { kNorm, kNeox };  // adjacent pairs (ggml NORM) vs rotate-half (NeoX)
+// Rotates each of n_heads vectors of head_dim in place for position `pos` (already scaled).
+void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq, RopeMode mode);
+
+void silu_mul(float* gate, const float* up, int64_t n);  // gate = silu(gate) * up
+
+}  // namespace pyrt

@@ -1,0 +1,478 @@
+#include "pyrt/tokenizer.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <queue>
+
+#include "core/unicode.h"
+#include "pyrt/error.h"
+
+namespace pyrt {
+
+namespace {
+
+using unicode::is_letter;
+using unicode::is_number;
+using unicode::is_punct;
+using unicode::is_space;
+
+// A matcher returns the length (in codepoints) of the match at `pos`, or 0.
+using Matcher = std::function<size_t(const std::vector<uint32_t>& cp, size_t pos, size_t end)>;
+
+bool is_other(uint32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); }
+size_t run(const std::vector<uint32_t>& cp, size_t pos, size_t end, bool (*pred)(uint32_t)) {
+  size_t i = pos;
+  while (i < end && pred(cp[i])) ++i;
+  return i - pos;
+}
+uint32_t lower_ascii(uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+// 's 't 're 've 'm 'll 'd (optionally case-insensitive, as in the Llama-3 pattern).
+size_t contraction(const std::vector<uint32_t>& cp, size_t pos, size_t end, bool icase) {
+  if (cp[pos] != '\'' || pos + 1 >= end) return 0;
+  auto at = [&](size_t i) { return i < end ? (icase ? lower_ascii(cp[i]) : cp[i]) : 0u; };
+  const uint32_t a = at(pos + 1), b = at(pos + 2);
+  if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+  if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+  return 0;
+}
+
+// Whitespace alternatives shared by both families: \s+(?!\S) | \s+
+size_t trailing_space(const std::vector<uint32_t>& cp, size_t pos, size_t end) {
+  const size_t n = run(cp, pos, end, is_space);
+  if (n == 0) return 0;
+  if (pos + n == end || n == 1) return n;
+  return n - 1;  // leave the last space to prefix the following word
+}
+
+// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+size_t match_gpt2(const std::vector<uint32_t>& cp, size_t pos, size_t end) {
+  if (size_t n = contraction(cp, pos, end, false)) return n;
+  const size_t sp = (cp[pos] == ' ' && pos + 1 < end) ? 1 : 0;
+  const uint32_t c = cp[pos + sp];
+  if (is_letter(c)) return sp + run(cp, pos + sp, end, is_letter);
+  if (is_number(c)) return sp + run(cp, pos + sp, end, is_number);
+  if (is_other(c)) return sp + run(cp, pos + sp, end, is_other);
+  return trailing_space(cp, pos, end);
+}
+
+bool is_newline(uint32_t c) { return c == '\r' || c == '\n'; }
+
+// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+size_t match_llama3(const std::vector<uint32_t>& cp, size_t pos, size_t end, size_t max_digits) {
+  if (size_t n = contraction(cp, pos, end, true)) return n;
+  const uint32_t c = cp[pos];
+  if (!is_newline(c) && !is_letter(c) && !is_number(c) && pos + 1 < end && is_letter(cp[pos + 1])) {
+    return 1 + run(cp, pos + 1, end, is_letter);
+  }
+  if (is_letter(c)) return run(cp, pos, end, is_letter);
+  if (is_number(c)) return std::min(max_digits, run(cp, pos, end, is_number));
+  const size_t sp = (c == ' ' && pos + 1 < end && is_other(cp[pos + 1])) ? 1 : 0;
+  if (is_other(cp[pos + sp])) {
+    size_t n = sp + run(cp, pos + sp, end, is_other);
+    return n + run(cp, pos + n, end, is_newline);
+  }
+  const size_t ws = run(cp, pos, end, is_space);
+  for (size_t k = ws; k > 0; --k) {
+    if (is_newline(cp[pos + k - 1])) return k;  // \s*[\r\n]+ ends at the last newline of the run
+  }
+  return trailing_space(cp, pos, end);
+}
+
+template <typename Pred>
+size_t optional_space_then_run(const std::vector<uint32_t>& cp, size_t pos, size_t end, Pred pred) {
+  const size_t sp = (is_space(cp[pos]) && pos + 1 < end && pred(cp[pos + 1])) ? 1 : 0;
+  const size_t n = run(cp, pos + sp, end, pred);
+  return n ? sp + n : 0;
+}
+
+bool is_cjk_deepseek(uint32_t c) {
+  return (c >= 0x4E00 && c <= 0x9FA5) || (c >= 0x0800 && c <= 0x4E00) || (c >= 0xAC00 && c <= 0xD7FF);
+}
+bool is_falcon_punct(uint32_t c) {
+  return is_punct(c) || c == '$' || c == '+' || c == '<' || c == '=' || c == '>' || c == '^' || c == '~' || c == '|' || c == '`';
+}
+bool is_ascii_digit(uint32_t c) { return c >= '0' && c <= '9'; }
+
+// Each pre-tokenizer is a sequence of regex splits; every split keeps the unmatched text too.
+std::vector<Matcher> pre_tokenizer(const std::string& pre, int* kind) {
+  const Matcher gpt2 = match_gpt2;
+  const Matcher digit = [](const std::vector<uint32_t>& cp, size_t pos, size_t) -> size_t { return is_number(cp[pos]) ? 1 : 0; };
+  *kind = 0;
+  if (pre == "gpt-2" || pre == "gpt2" || pre == "default" || pre.empty()) return {gpt2};
+  if (pre == "llama-bpe" || pre == "llama3" || pre == "dbrx" || pre == "smaug-bpe") {
+    *kind = 1;  // Llama-3 family: ignore_merges
+    return {[](const std::vector<uint32_t>& cp, size_t p, size_t e) { return match_llama3(cp, p, e, 3); }};
+  }
+  if (pre == "qwen2") return {[](const std::vector<uint32_t>& cp, size_t p, size_t e) { return match_llama3(cp, p, e, 1); }};
+  if (pre == "starcoder" || pre == "smollm" || pre == "refact") return {digit, gpt2};
+  if (pre == "falcon") {
+    return {[](const std::vector<uint32_t>& cp, size_t p, size_t e) { return run(cp, p, e, is_falcon_punct); }, gpt2,
+            [](const std::vector<uint32_t>& cp, size_t p, size_t e) -> size_t {
+              return (p + 3 <= e && is_ascii_digit(cp[p]) && is_ascii_digit(cp[p + 1]) && is_ascii_digit(cp[p + 2])) ? 3 : 0;
+            }};
+  }
+  if (pre == "deepseek-coder") {
+    return {[](const std::vector<uint32_t>& cp, size_t p, size_t) -> size_t { return is_newline(cp[p]) ? 1 : 0; },
+            [](const std::vector<uint32_t>& cp, size_t p, size_t e) { return optional_space_then_run(cp, p, e, is_letter); },
+            [](const std::vector<uint32_t>& cp, size_t p, size_t e) { return optional_space_then_run(cp, p, e, is_punct); },
+            [](const std::vector<uint32_t>& cp, size_t p, size_t e) { return run(cp, p, e, is_cjk_deepseek); },
+            digit};
+  }
+  fail(ErrorCode::kUnsupported, "unsupported pre-tokenizer '" + pre +
+                                    "' (supported: gpt-2, llama-bpe, qwen2, starcoder, smollm, falcon, deepseek-coder)");
+}
+
+// Apply the splits in order; returns [begin, end) codepoint ranges.
+std::vector<std::pair<size_t, size_t>> split(const std::vector<uint32_t>& cp, const std::vector<Matcher>& matchers) {
+  std::vector<std::pair<size_t, size_t>> parts{{0, cp.size()}};
+  for (const auto& m : matchers) {
+    std::vector<std::pair<size_t, size_t>> next;
+    for (auto [b, e] : parts) {
+      size_t pos = b, pending = b;
+      while (pos < e) {
+        const size_t n = m(cp, pos, e);
+        if (n == 0) {
+          ++pos;
+          continue;
+        }
+        if (pending < pos) next.emplace_back(pending, pos);
+        next.emplace_back(pos, pos + n);
+        pos += n;
+        pending = pos;
+      }
+      if (pending < e) next.emplace_back(pending, e);
+    }
+    parts.swap(next);
+  }
+  return parts;
+}
+
+const std::string kSpmSpace = "\xE2\x96\x81";  // U+2581 '▁'
+
+}  // namespace
+
+std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
+  auto t = std::shared_ptr<Tokenizer>(new Tokenizer());
+  const std::string model = f.get_string("tokenizer.ggml.model");
+  if (model.empty()) fail(ErrorCode::kFormat, f.path() + ": no tokenizer in this file (tokenizer.ggml.model missing)");
+  const GgufValue* toks = f.find("tokenizer.ggml.tokens");
+  if (!toks || toks->type != GgufType::ARRAY || toks->array_type != GgufType::STRING) {
+    fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.tokens missing or not an array of strings");
+  }
+  t->tokens_ = toks->array_str;
+  const size_t n = t->tokens_.size();
+  t->types_.assign(n, TokenType::kNormal);
+  if (const GgufValue* tt = f.find("tokenizer.ggml.token_type")) {
+    if (tt->type != GgufType::ARRAY || tt->array_int.size() != n) {
+      fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.token_type must be an integer array as long as the vocabulary");
+    }
+    for (size_t i = 0; i < n; ++i) t->types_[i] = static_cast<TokenType>(tt->array_int[i]);
+  }
+  t->token_to_id_.reserve(n);
+  for (size_t i = 0; i < n; ++i) t->token_to_id_.emplace(t->tokens_[i], static_cast<int32_t>(i));
+
+  t->pre_ = f.get_string("tokenizer.ggml.pre", "default");
+  if (model == "gpt2") {
+    t->kind_ = Kind::kBpe;
+    pre_tokenizer(t->pre_, &t->pre_kind_);  // validates the name early
+    t->ignore_merges_ = t->pre_kind_ == 1;
+    const GgufValue* merges = f.find("tokenizer.ggml.merges");
+    if (!merges || merges->type != GgufType::ARRAY || merges->array_type != GgufType::STRING) {
+      fail(ErrorCode::kFormat, f.path() + ": BPE tokenizer without tokenizer.ggml.merges");
+    }
+    t->merge_rank_.reserve(merges->array_str.size());
+    for (size_t i = 0; i < merges->array_str.size(); ++i) t->merge_rank_.emplace(merges->array_str[i], static_cast<int32_t>(i));
+    t->add_bos_ = t->pre_kind_ == 1;
+  } else if (model == "llama") {
+    t->kind_ = Kind::kSpm;
+    const GgufValue* sc = f.find("tokenizer.ggml.scores");
+    if (!sc || sc->type != GgufType::ARRAY || sc->array_float.size() != n) {
+      fail(ErrorCode::kFormat, f.path() + ": SentencePiece tokenizer needs tokenizer.ggml.scores as long as the vocabulary");
+    }
+    t->scores_.assign(sc->array_float.begin(), sc->array_float.end());
+    t->add_space_prefix_ = true;
+    t->add_bos_ = true;
+  } else {
+    fail(ErrorCode::kUnsupported, f.path() + ": unsupported tokenizer model '" + model + "' (supported: gpt2, llama)");
+  }
+  t->add_space_prefix_ = f.get_bool("tokenizer.ggml.add_space_prefix", t->add_space_prefix_);
+  t->add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", t->add_bos_);
+  t->add_eos_ = f.get_bool("tokenizer.ggml.add_eos_token", false);
+  auto id_or = [&](const char* key) {
+    int64_t v = f.get_int(key, -1);
+    return (v >= 0 && v < static_cast<int64_t>(n)) ? static_cast<int32_t>(v) : -1;
+  };
+  t->bos_ = id_or("tokenizer.ggml.bos_token_id");
+  t->eos_ = id_or("tokenizer.ggml.eos_token_id");
+  t->unk_ = id_or("tokenizer.ggml.unknown_token_id");
+  if (t->add_bos_ && t->bos_ < 0) t->add_bos_ = false;
+
+  for (size_t i = 0; i < n; ++i) {
+    if ((t->types_[i] == TokenType::kControl || t->types_[i] == TokenType::kUserDefined) && !t->tokens_[i].empty()) {
+      t->specials_.push_back(static_cast<int32_t>(i));
+    }
+  }
+  std::stable_sort(t->specials_.begin(), t->specials_.end(),
+                   [&](int32_t a, int32_t b) { return t->tokens_[a].size() > t->tokens_[b].size(); });
+  if (t->eos_ >= 0) t->eog_.push_back(t->eos_);
+  for (const char* name : {"<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>", "<|end_of_text|>"}) {
+    auto it = t->token_to_id_.find(name);
+    if (it != t->token_to_id_.end() && t->types_[it->second] == TokenType::kControl &&
+        std::find(t->eog_.begin(), t->eog_.end(), it->second) == t->eog_.end()) {
+      t->eog_.push_back(it->second);
+    }
+  }
+  return t;
+}
+
+bool Tokenizer::is_control(int32_t id) const { return id >= 0 && id < vocab_size() && types_[id] == TokenType::kControl; }
+
+const std::string& Tokenizer::token_text(int32_t id) const {
+  if (id < 0 || id >= vocab_size()) {
+    fail(ErrorCode::kOutOfRange, "token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(vocab_size() - 1) + ")");
+  }
+  return tokens_[id];
+}
+
+TokenType Tokenizer::token_type(int32_t id) const {
+  token_text(id);
+  return types_[id];
+}
+
+int32_t Tokenizer::byte_token(uint8_t b) const {
+  char buf[8];
+  std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
+  auto it = token_to_id_.find(buf);
+  if (it != token_to_id_.end()) return it->second;
+  it = token_to_id_.find(std::string(1, static_cast<char>(b)));
+  return it != token_to_id_.end() ? it->second : unk_;
+}
+
+std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special, bool parse_special) const {
+  std::vector<int32_t> out;
+  if (add_special && add_bos_) out.push_back(bos_);
+  // Partition the text around special tokens: user-defined ones always, control ones on request.
+  struct Frag {
+    size_t begin, end;
+    int32_t token;  // -1 for raw text
+  };
+  std::vector<Frag> frags;
+  if (!text.empty()) frags.push_back({0, text.size(), -1});
+  for (int32_t id : specials_) {
+    if (types_[id] == TokenType::kControl && !parse_special) continue;
+    const std::string& s = tokens_[id];
+    std::vector<Frag> next;
+    for (const Frag& fr : frags) {
+      if (fr.token >= 0) {
+        next.push_back(fr);
+        continue;
+      }
+      size_t pos = fr.begin;
+      for (;;) {
+        size_t hit = text.find(s, pos);
+        if (hit == std::string::npos || hit + s.size() > fr.end) break;
+        if (hit > pos) next.push_back({pos, hit, -1});
+        next.push_back({hit, hit + s.size(), id});
+        pos = hit + s.size();
+      }
+      if (pos < fr.end) next.push_back({pos, fr.end, -1});
+    }
+    frags.swap(next);
+  }
+  bool prev_special = true;  // SPM prefixes a space at the start and after special tokens
+  for (const Frag& fr : frags) {
+    if (fr.token >= 0) {
+      out.push_back(fr.token);
+      prev_special = true;
+      continue;
+    }
+    encode_text(text.substr(fr.begin, fr.end - fr.begin), out, prev_special);
+    prev_special = false;
+  }
+  if (add_special && add_eos_ && eos_ >= 0) out.push_back(eos_);
+  return out;
+}
+
+void Tokenizer::encode_text(const std::string& text, std::vector<int32_t>& out, bool prefix_space) const {
+  if (kind_ == Kind::kSpm) {
+    std::string s = (add_space_prefix_ && prefix_space) ? " " + text : text;
+    std::string escaped;
+    for (char c : s) {
+      if (c == ' ') escaped += kSpmSpace;
+      else escaped += c;
+    }
+    spm_text(escaped, out);
+    return;
+  }
+  std::vector<size_t> offsets;
+  const std::vector<uint32_t> cp = unicode::decode_utf8(text, &offsets);
+  int kind = 0;
+  for (auto [b, e] : split(cp, pre_tokenizer(pre_, &kind))) {
+    std::string word;
+    for (size_t i = offsets[b]; i < offsets[e]; ++i) word += unicode::byte_to_unicode(static_cast<uint8_t>(text[i]));
+    bpe_word(word, out);
+  }
+}
+
+void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) const {
+  if (ignore_merges_) {
+    auto it = token_to_id_.find(word);
+    if (it != token_to_id_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  // Symbols are UTF-8 characters in a doubly linked list; merge the lowest-ranked pair first,
+  // leftmost on ties, exactly as the merges table orders them.
+  struct Sym {
+    size_t off, len;
+    int prev, next;
+  };
+  std::vector<Sym> syms;
+  for (size_t i = 0; i < word.size();) {
+    const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(word[i])), word.size() - i);
+    syms.push_back({i, len, static_cast<int>(syms.size()) - 1, static_cast<int>(syms.size()) + 1});
+    i += len;
+  }
+  if (syms.empty()) return;
+  syms.back().next = -1;
+  struct Pair {
+    int32_t rank;
+    int left, right;
+    size_t size;
+    bool operator<(const Pair& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+  };
+  std::priority_queue<Pair> queue;
+  auto add_pair = [&](int l, int r) {
+    if (l < 0 || r < 0) return;
+    std::string key = word.substr(syms[l].off, syms[l].len) + " " + word.substr(syms[r].off, syms[r].len);
+    auto it = merge_rank_.find(key);
+    if (it != merge_rank_.end()) queue.push({it->second, l, r, syms[l].len + syms[r].len});
+  };
+  for (int i = 0; i + 1 < static_cast<int>(syms.size()); ++i) add_pair(i, i + 1);
+  while (!queue.empty()) {
+    Pair p = queue.top();
+    queue.pop();
+    Sym& l = syms[p.left];
+    Sym& r = syms[p.right];
+    if (l.len == 0 || r.len == 0 || l.len + r.len != p.size || l.next != p.right) continue;  // stale
+    l.len += r.len;
+    r.len = 0;
+    l.next = r.next;
+    if (r.next >= 0) syms[r.next].prev = p.left;
+    add_pair(l.prev, p.left);
+    add_pair(p.left, l.next);
+  }
+  for (int i = 0; i >= 0; i = syms[i].next) {
+    const std::string piece = word.substr(syms[i].off, syms[i].len);
+    auto it = token_to_id_.find(piece);
+    if (it != token_to_id_.end()) {
+      out.push_back(it->second);
+      continue;
+    }
+    for (size_t k = 0; k < piece.size();) {  // not in the vocabulary: fall back to its characters
+      const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(piece[k])), piece.size() - k);
+      auto ch = token_to_id_.find(piece.substr(k, len));
+      if (ch != token_to_id_.end()) out.push_back(ch->second);
+      else if (unk_ >= 0) out.push_back(unk_);
+      k += len;
+    }
+  }
+}
+
+void Tokenizer::spm_text(const std::string& text, std::vector<int32_t>& out) const {
+  struct Sym {
+    size_t off, len;
+    int prev, next;
+  };
+  std::vector<Sym> syms;
+  for (size_t i = 0; i < text.size();) {
+    const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(text[i])), text.size() - i);
+    syms.push_back({i, len, static_cast<int>(syms.size()) - 1, static_cast<int>(syms.size()) + 1});
+    i += len;
+  }
+  if (syms.empty()) return;
+  syms.back().next = -1;
+  struct Bigram {
+    float score;
+    int left, right;
+    size_t size;
+    bool operator<(const Bigram& o) const { return score != o.score ? score < o.score : left > o.left; }
+  };
+  std::priority_queue<Bigram> queue;
+  auto add_bigram = [&](int l, int r) {
+    if (l < 0 || r < 0) return;
+    const std::string s = text.substr(syms[l].off, syms[l].len + syms[r].len);
+    auto it = token_to_id_.find(s);
+    if (it == token_to_id_.end()) return;
+    queue.push({scores_[it->second], l, r, s.size()});
+  };
+  for (int i = 1; i < static_cast<int>(syms.size()); ++i) add_bigram(i - 1, i);
+  while (!queue.empty()) {
+    Bigram b = queue.top();
+    queue.pop();
+    Sym& l = syms[b.left];
+    Sym& r = syms[b.right];
+    if (l.len == 0 || r.len == 0 || l.len + r.len != b.size) continue;
+    l.len += r.len;
+    r.len = 0;
+    l.next = r.next;
+    if (r.next >= 0) syms[r.next].prev = b.left;
+    add_bigram(l.prev, b.left);
+    add_bigram(b.left, l.next);
+  }
+  // A bigram is only merged when the result is a vocabulary token, so a final symbol is either a
+  // token or one character missing from the vocabulary, which falls back to byte tokens.
+  for (int i = 0; i >= 0; i = syms[i].next) {
+    const std::string piece = text.substr(syms[i].off, syms[i].len);
+    auto it = token_to_id_.find(piece);
+    if (it != token_to_id_.end()) {
+      out.push_back(it->second);
+    } else {
+      for (unsigned char c : piece) out.push_back(byte_token(c));
+    }
+  }
+}
+std::string Tokenizer::token_bytes(int32_t id) const {
+  const std::string& t = token_text(id);
+  const TokenType ty = types_[id];
+  if (kind_ == Kind::kSpm) {
+    if (ty == TokenType::kByte && t.size() == 6) return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+    std::string s;
+    for (size_t i = 0; i < t.size();) {
+      if (t.compare(i, 3, kSpmSpace) == 0) {
+        s += ' ';
+        i += 3;
+      } else {
+        s += t[i++];
+      }
+    }
+    return s;
+  }
+  if (ty == TokenType::kControl || ty == TokenType::kUserDefined) return t;
+  std::string s;
+  for (uint32_t c : unicode::decode_utf8(t)) {
+    const int b = unicode::unicode_to_byte(c);
+    if (b >= 0) s += static_cast<char>(b);
+    else unicode::append_utf8(s, c);
+  }
+  return s;
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::string s;
+  bool strip_space = kind_ == Kind::kSpm && add_space_prefix_;
+  for (int32_t id : ids) {
+    std::string piece = token_bytes(id);
+    if (strip_space && !piece.empty() && !is_control(id)) {
+      if (piece[0] == ' ') piece.erase(0, 1);
+      strip_space = false;
+    }
+    s += piece;
+  }
+  return s;
+}
+
+}  // namespace pyrt

@@ -1,0 +1,222 @@
+// Llama family decoder: RMSNorm, RoPE (adjacent pairs: the converter permutes HF Q/K for it),
+// GQA attention over a KV cache, SwiGLU FFN, tied or untied output.
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "core/ops.h"
+#include "memory/kv_cache.h"
+#include "models/registry.h"
+#include "pyrt/error.h"
+
+namespace pyrt {
+
+namespace {
+
+struct LlamaHparams {
+  int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_rot = 0;
+  int64_t n_vocab = 0, n_ctx_train = 0;
+  float eps = 1e-5f, rope_base = 10000.0f, rope_scale = 1.0f;
+};
+
+struct LlamaLayer {
+  const float* attn_norm = nullptr;
+  const float* ffn_norm = nullptr;
+  Weight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+class LlamaModel;
+
+class LlamaSession : public Session {
+ public:
+  LlamaSession(const LlamaModel& m, int64_t n_ctx);
+  void feed(const int32_t* ids, int64_t n, float* logits, bool all_logits) override;
+  void reset() override;
+  int64_t n_past() const override { return n_past_; }
+  int64_t n_ctx() const override { return n_ctx_; }
+  size_t kv_bytes() const override { return cache_.bytes(); }
+  std::map<std::string, double> stats() const override;
+
+ private:
+  const LlamaModel& m_;
+  int64_t n_ctx_, n_past_ = 0;
+  KvCache cache_;
+  double compute_s_ = 0;
+  int64_t tokens_fed_ = 0, calls_ = 0;
+};
+
+class LlamaModel : public Model {
+ public:
+  LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts);
+  std::unique_ptr<Session> new_session(int64_t n_ctx) override {
+    return std::make_unique<LlamaSession>(*this, n_ctx > 0 ? n_ctx : default_ctx());
+  }
+  int64_t vocab_size() const override { return hp.n_vocab; }
+  int64_t context_length() const override { return hp.n_ctx_train; }
+  int64_t default_ctx() const { return opts_.n_ctx > 0 ? opts_.n_ctx : hp.n_ctx_train; }
+
+  LlamaHparams hp;
+  Weight tok_embd, output;
+  const float* output_norm = nullptr;
+  std::vector<LlamaLayer> layers;
+  std::vector<float> inv_freq;
+  KvType kv_type = KvType::kF16;
+
+ private:
+  const GgufTensorInfo& tensor(const std::string& name, std::vector<int64_t> shape) const;
+};
+
+const GgufTensorInfo& LlamaModel::tensor(const std::string& name, std::vector<int64_t> shape) const {
+  const GgufTensorInfo* t = file_->find_tensor(name);
+  if (!t) fail(ErrorCode::kFormat, file_->path() + ": tensor '" + name + "' is missing");
+  if (t->ne != shape) {
+    auto fmt = [](const std::vector<int64_t>& v) {
+      std::string s = "[";
+      for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+      return s + "]";
+    };
+    fail(ErrorCode::kFormat, file_->path() + ": tensor '" + name + "' has shape " + fmt(t->ne) + ", expected " + fmt(shape));
+  }
+  return *t;
+}
+
+const float* f32_data(const GgufTensorInfo& t, const std::string& path) {
+  if (t.type != GgmlType::F32) fail(ErrorCode::kUnsupported, path + ": norm tensor '" + t.name + "' must be F32");
+  return reinterpret_cast<const float*>(t.data);
+}
+
+LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : Model(std::move(f), opts) {
+  const GgufFile& g = *file_;
+  const std::string a = arch_ + ".";
+  auto pos_int = [&](const std::string& key) {
+    const int64_t v = g.require_int(a + key);
+    if (v <= 0 || v > (int64_t(1) << 31)) fail(ErrorCode::kFormat, g.path() + ": metadata '" + a + key + "' = " + std::to_string(v) + " is out of range");
+    return static_cast<int>(v);
+  };
+  hp.n_layer = pos_int("block_count");
+  hp.n_embd = pos_int("embedding_length");
+  hp.n_ff = pos_int("feed_forward_length");
+  hp.n_head = pos_int("attention.head_count");
+  hp.n_head_kv = static_cast<int>(g.get_int(a + "attention.head_count_kv", hp.n_head));
+  if (hp.n_head_kv <= 0 || hp.n_head % hp.n_head_kv != 0) {
+    fail(ErrorCode::kFormat, g.path() + ": head_count " + std::to_string(hp.n_head) + " is not a multiple of head_count_kv " + std::to_string(hp.n_head_kv));
+  }
+  if (hp.n_embd % hp.n_head != 0) fail(ErrorCode::kFormat, g.path() + ": embedding_length is not a multiple of head_count");
+  hp.head_dim = static_cast<int>(g.get_int(a + "attention.key_length", hp.n_embd / hp.n_head));
+  hp.n_rot = static_cast<int>(g.get_int(a + "rope.dimension_count", hp.head_dim));
+  if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2) fail(ErrorCode::kFormat, g.path() + ": invalid rope.dimension_count " + std::to_string(hp.n_rot));
+  hp.eps = static_cast<float>(g.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5));
+  hp.rope_base = static_cast<float>(g.get_float(a + "rope.freq_base", 10000.0));
+  hp.n_ctx_train = g.get_int(a + "context_length", 2048);
+  const std::string scaling = g.get_string(a + "rope.scaling.type", "none");
+  if (scaling == "linear") {
+    hp.rope_scale = 1.0f / static_cast<float>(g.get_float(a + "rope.scaling.factor", 1.0));
+  } else if (scaling != "none" && !scaling.empty()) {
+    fail(ErrorCode::kUnsupported, g.path() + ": rope scaling '" + scaling + "' is not supported yet (none, linear)");
+  }
+  kv_type = parse_kv_type(opts_.kv_type);
+
+  const GgufTensorInfo* emb = g.find_tensor("token_embd.weight");
+  if (!emb || emb->ne.size() != 2) fail(ErrorCode::kFormat, g.path() + ": tensor 'token_embd.weight' is missing or not 2-D");
+  hp.n_vocab = emb->ne[1];
+  const int64_t E = hp.n_embd, q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
+  tok_embd = weight_from(tensor("token_embd.weight", {E, hp.n_vocab}));
+  output_norm = f32_data(tensor("output_norm.weight", {E}), g.path());
+  output = g.find_tensor("output.weight") ? weight_from(tensor("output.weight", {E, hp.n_vocab})) : tok_embd;
+  layers.resize(hp.n_layer);
+  for (int i = 0; i < hp.n_layer; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    LlamaLayer& L = layers[i];
+    L.attn_norm = f32_data(tensor(p + "attn_norm.weight", {E}), g.path());
+    L.ffn_norm = f32_data(tensor(p + "ffn_norm.weight", {E}), g.path());
+    L.wq = weight_from(tensor(p + "attn_q.weight", {E, q_dim}));
+    L.wk = weight_from(tensor(p + "attn_k.weight", {E, kv_dim}));
+    L.wv = weight_from(tensor(p + "attn_v.weight", {E, kv_dim}));
+    L.wo = weight_from(tensor(p + "attn_output.weight", {q_dim, E}));
+    L.w_gate = weight_from(tensor(p + "ffn_gate.weight", {E, hp.n_ff}));
+    L.w_up = weight_from(tensor(p + "ffn_up.weight", {E, hp.n_ff}));
+    L.w_down = weight_from(tensor(p + "ffn_down.weight", {hp.n_ff, E}));
+  }
+  const float* freq_factors = nullptr;
+  if (g.find_tensor("rope_freqs.weight")) freq_factors = f32_data(tensor("rope_freqs.weight", {hp.n_rot / 2}), g.path());
+  inv_freq = rope_inv_freq(hp.n_rot, hp.rope_base, freq_factors);
+  if (tokenizer_ && tokenizer_->vocab_size() > hp.n_vocab) {
+    fail(ErrorCode::kFormat, g.path() + ": tokenizer has " + std::to_string(tokenizer_->vocab_size()) + " tokens but the embedding only " + std::to_string(hp.n_vocab));
+  }
+}
+
+LlamaSession::LlamaSession(const LlamaModel& m, int64_t n_ctx)
+    : m_(m), n_ctx_(n_ctx), cache_(m.hp.n_layer, int64_t(m.hp.n_head_kv) * m.hp.head_dim, n_ctx, m.kv_type) {
+  if (n_ctx <= 0) fail(ErrorCode::kInvalidArgument, "context size must be positive");
+}
+
+void LlamaSession::reset() {
+  n_past_ = 0;
+  cache_.clear();
+}
+
+std::map<std::string, double> LlamaSession::stats() const {
+  return {{"n_past", double(n_past_)}, {"n_ctx", double(n_ctx_)}, {"kv_bytes", double(cache_.bytes())},
+          {"tokens_fed", double(tokens_fed_)}, {"feed_calls", double(calls_)}, {"compute_s", compute_s_},
+          {"threads", double(m_.pool().size())}};
+}
+
+void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) {
+  if (T <= 0) fail(ErrorCode::kInvalidArgument, "feed() needs at least one token");
+  if (n_past_ + T > n_ctx_) {
+    fail(ErrorCode::kContextOverflow, "context overflow: " + std::to_string(n_past_) + " cached + " + std::to_string(T) +
+                                          " new tokens exceed the context of " + std::to_string(n_ctx_));
+  }
+  const LlamaHparams& hp = m_.hp;
+  for (int64_t t = 0; t < T; ++t) {
+    if (ids[t] < 0 || ids[t] >= hp.n_vocab) {
+      fail(ErrorCode::kOutOfRange, "token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+                                       " is outside the vocabulary (0.." + std::to_string(hp.n_vocab - 1) + ")");
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  ThreadPool& pool = m_.pool();
+  const int64_t E = hp.n_embd, q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
+  std::vector<float> x(T * E), xn(T * E), q(T * q_dim), k(T * kv_dim), v(T * kv_dim), att(T * q_dim);
+  std::vector<float> gate(T * hp.n_ff), up(T * hp.n_ff), tmp(T * E);
+  for (int64_t t = 0; t < T; ++t) dequantize_row(m_.tok_embd.type, m_.tok_embd.data + ids[t] * m_.tok_embd.row_stride, &x[t * E], E);
+  const AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+  for (int il = 0; il < hp.n_layer; ++il) {
+    const LlamaLayer& L = m_.layers[il];
+    for (int64_t t = 0; t < T; ++t) rms_norm(&x[t * E], L.attn_norm, &xn[t * E], E, hp.eps);
+    matmul(L.wq, xn.data(), T, q.data(), pool);
+    matmul(L.wk, xn.data(), T, k.data(), pool);
+    matmul(L.wv, xn.data(), T, v.data(), pool);
+    for (int64_t t = 0; t < T; ++t) {
+      const float pos = static_cast<float>(n_past_ + t) * hp.rope_scale;
+      rope(&q[t * q_dim], hp.n_head, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
+      rope(&k[t * kv_dim], hp.n_head_kv, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
+    }
+    cache_.store(il, n_past_, T, k.data(), v.data());
+    attend_causal(cache_, il, q.data(), n_past_, T, shape, att.data(), pool);
+    matmul(L.wo, att.data(), T, tmp.data(), pool);
+    for (int64_t i = 0; i < T * E; ++i) x[i] += tmp[i];
+
+    for (int64_t t = 0; t < T; ++t) rms_norm(&x[t * E], L.ffn_norm, &xn[t * E], E, hp.eps);
+    matmul(L.w_gate, xn.data(), T, gate.data(), pool);
+    matmul(L.w_up, xn.data(), T, up.data(), pool);
+    silu_mul(gate.data(), up.data(), T * hp.n_ff);
+    matmul(L.w_down, gate.data(), T, tmp.data(), pool);
+    for (int64_t i = 0; i < T * E; ++i) x[i] += tmp[i];
+  }
+  const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
+  for (int64_t t = first; t < T; ++t) rms_norm(&x[t * E], m_.output_norm, &xn[(t - first) * E], E, hp.eps);
+  matmul(m_.output, xn.data(), n_out, logits, pool);
+  n_past_ += T;
+  tokens_fed_ += T;
+  ++calls_;
+  compute_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::shared_ptr<Model> create_llama(std::shared_ptr<GgufFile> file, const ModelOptions& opts) {
+  return std::make_shared<LlamaModel>(std::move(file), opts);
+}
+
+}  // namespace pyrt

@@ -1,0 +1,53 @@
+#include "models/registry.h"
+
+#include <utility>
+
+#include "pyrt/error.h"
+
+namespace pyrt {
+
+namespace {
+// Architecture strings never change once shipped (they are written into converted files).
+const std::pair<const char*, ModelFactory> kRegistry[] = {
+    {"llama", create_llama},
+};
+}  // namespace
+
+std::vector<std::string> supported_architectures() {
+  std::vector<std::string> out;
+  for (const auto& e : kRegistry) out.emplace_back(e.first);
+  return out;
+}
+
+Model::Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts) : file_(std::move(file)), opts_(opts) {
+  arch_ = file_->get_string("general.architecture");
+  if (opts_.n_threads <= 0) opts_.n_threads = default_thread_count();
+  pool_ = std::make_unique<ThreadPool>(opts_.n_threads);
+  if (file_->find("tokenizer.ggml.model")) tokenizer_ = Tokenizer::from_gguf(*file_);
+}
+
+std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& opts) {
+  auto file = GgufFile::open(path);
+  const std::string arch = file->get_string("general.architecture");
+  if (arch.empty()) fail(ErrorCode::kFormat, path + ": metadata 'general.architecture' is missing");
+  for (const auto& e : kRegistry) {
+    if (arch == e.first) return e.second(std::move(file), opts);
+  }
+  std::string names;
+  for (const auto& e : kRegistry) names += std::string(names.empty() ? "" : ", ") + e.first;
+  fail(ErrorCode::kUnsupported, path + ": unsupported architecture '" + arch + "' (supported: " + names + ")");
+}
+
+int64_t Model::n_params() const {
+  int64_t n = 0;
+  for (const auto& t : file_->tensors()) n += t.n_elements();
+  return n;
+}
+
+std::map<std::string, int64_t> Model::tensor_type_counts() const {
+  std::map<std::string, int64_t> m;
+  for (const auto& t : file_->tensors()) ++m[type_name(static_cast<uint32_t>(t.type))];
+  return m;
+}
+
+}  // namespace pyrt

@@ -1,0 +1,10 @@
+#pragma once
+#include <memory>
+
+#include "pyrt/model.h"
+
+namespace pyrt {
+using ModelFactory = std::shared_ptr<Model> (*)(std::shared_ptr<GgufFile>, const ModelOptions&);
+// One line per architecture family, defined in that family's file.
+std::shared_ptr<Model> create_llama(std::shared_ptr<GgufFile> file, const ModelOptions& opts);
+}  // namespace pyrt

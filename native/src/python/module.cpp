@@ -1,0 +1,230 @@
+// pybind11 layer: mirrors the C++ API 1:1. The typed, documented front is pyruntime/ (Python).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "backends/cpu/kernels.h"
+#include "pyrt/error.h"
+#include "pyrt/ggml_types.h"
+#include "pyrt/gguf.h"
+#include "pyrt/model.h"
+#include "pyrt/sampler.h"
+#include "pyrt/tokenizer.h"
+
+namespace py = pybind11;
+using namespace pyrt;
+
+namespace {
+
+py::object metadata_value(const GgufValue& v) {
+  switch (v.type) {
+    case GgufType::STRING: return py::str(v.s);
+    case GgufType::BOOL: return py::bool_(v.u != 0);
+    case GgufType::FLOAT32: case GgufType::FLOAT64: return py::float_(v.f);
+    case GgufType::ARRAY: {
+      py::list out;
+      if (v.array_type == GgufType::STRING) for (const auto& s : v.array_str) out.append(py::str(s));
+      else if (v.array_type == GgufType::FLOAT32 || v.array_type == GgufType::FLOAT64) for (double d : v.array_float) out.append(d);
+      else if (v.array_type == GgufType::BOOL) for (int64_t d : v.array_int) out.append(py::bool_(d != 0));
+      else if (v.array_type == GgufType::ARRAY) for (const auto& n : v.array_nested) out.append(metadata_value(n));
+      else for (int64_t d : v.array_int) out.append(d);
+      return std::move(out);
+    }
+    default: return py::int_(v.as_int());
+  }
+}
+
+py::str utf8(const std::string& s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+  if (!o) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
+std::vector<int32_t> ids_from(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& a) {
+  if (a.ndim() != 1) throw Error(ErrorCode::kInvalidArgument, "token ids must be a 1-D sequence");
+  std::vector<int32_t> ids(static_cast<size_t>(a.size()));
+  auto r = a.unchecked<1>();
+  for (py::ssize_t i = 0; i < a.size(); ++i) {
+    if (r(i) < INT32_MIN || r(i) > INT32_MAX) throw Error(ErrorCode::kOutOfRange, "token id " + std::to_string(r(i)) + " does not fit in 32 bits");
+    ids[i] = static_cast<int32_t>(r(i));
+  }
+  return ids;
+}
+
+GgmlType type_by_name(const std::string& name) {
+  for (uint32_t id = 0; id < 64; ++id) {
+    const TypeTraits* t = type_traits(id);
+    if (t && name == t->name) return static_cast<GgmlType>(id);
+  }
+  throw Error(ErrorCode::kInvalidArgument, "unknown tensor type '" + name + "'");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pyruntime native core (use the pyruntime package, not this module directly)";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      py::object errors = py::module_::import("pyruntime.errors");
+      py::object cls = errors.attr("from_code")(static_cast<int>(e.code()));
+      PyErr_SetString(cls.ptr(), e.what());
+    }
+  });
+
+  m.def("supported_architectures", &supported_architectures);
+  m.def("kernels_name", [] { return std::string(cpu::kernels().name); });
+  m.def("set_kernels", [](const std::string& n) { return cpu::set_kernels(n.c_str()); });
+  m.def("fp32_to_fp16", [](py::array_t<float, py::array::c_style | py::array::forcecast> a) {
+    py::array_t<uint16_t> out(a.size());
+    for (py::ssize_t i = 0; i < a.size(); ++i) out.mutable_data()[i] = fp32_to_fp16(a.data()[i]);
+    return out;
+  });
+  m.def("quantize", [](const std::string& type, py::array_t<float, py::array::c_style | py::array::forcecast> a) {
+    const GgmlType t = type_by_name(type);
+    const int64_t n = a.size();
+    if (n % 32) throw Error(ErrorCode::kInvalidArgument, "quantize needs a multiple of 32 values");
+    std::string out(row_bytes(t, n), '\0');
+    if (t == GgmlType::Q8_0) quantize_row_q8_0(a.data(), reinterpret_cast<BlockQ8_0*>(out.data()), n);
+    else if (t == GgmlType::Q4_0) quantize_row_q4_0(a.data(), reinterpret_cast<BlockQ4_0*>(out.data()), n);
+    else if (t == GgmlType::Q4_1) quantize_row_q4_1(a.data(), reinterpret_cast<BlockQ4_1*>(out.data()), n);
+    else throw Error(ErrorCode::kUnsupported, "no quantizer for " + type);
+    return py::bytes(out);
+  }, py::arg("type"), py::arg("values"));
+  m.def("dequantize", [](const std::string& type, const py::bytes& data, int64_t n) {
+    const GgmlType t = type_by_name(type);
+    const std::string s = data;
+    if (n < 0 || n % type_traits(t).block_size || row_bytes(t, n) != s.size()) throw Error(ErrorCode::kInvalidArgument, "byte size does not match the element count");
+    py::array_t<float> out(n);
+    dequantize_row(t, s.data(), out.mutable_data(), n);
+    return out;
+  });
+  m.def("dot_row", [](const std::string& type, const py::bytes& row, py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    const GgmlType t = type_by_name(type);
+    const std::string s = row;
+    if (row_bytes(t, x.size()) != s.size()) throw Error(ErrorCode::kInvalidArgument, "row bytes do not match x");
+    return cpu::dot_row(cpu::kernels(), t, s.data(), x.data(), x.size());
+  });
+
+  py::class_<GgufFile, std::shared_ptr<GgufFile>>(m, "GGUFFile")
+      .def_static("open", &GgufFile::open, py::arg("path"))
+      .def_static("parse_bytes", [](const py::bytes& b) {
+        // Copies into a buffer owned by the parse; used by the fuzzer and the corruption tests.
+        std::string s = b;
+        auto f = GgufFile::from_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), "<bytes>");
+        return py::make_tuple(f->metadata().size(), f->tensors().size());
+      })
+      .def_property_readonly("path", &GgufFile::path)
+      .def_property_readonly("version", &GgufFile::version)
+      .def_property_readonly("alignment", &GgufFile::alignment)
+      .def_property_readonly("metadata", [](const GgufFile& f) {
+        py::dict d;
+        for (const auto& [k, v] : f.metadata()) d[py::str(k)] = metadata_value(v);
+        return d;
+      })
+      .def_property_readonly("tensors", [](const GgufFile& f) {
+        py::list out;
+        for (const auto& t : f.tensors()) {
+          py::dict d;
+          d["name"] = t.name;
+          d["type"] = type_name(static_cast<uint32_t>(t.type));
+          d["shape"] = t.ne;
+          d["offset"] = t.offset;
+          d["nbytes"] = t.nbytes;
+          out.append(d);
+        }
+        return out;
+      })
+      .def("tensor_f32", [](const GgufFile& f, const std::string& name) {
+        const GgufTensorInfo* t = f.find_tensor(name);
+        if (!t) throw Error(ErrorCode::kInvalidArgument, "no tensor named '" + name + "'");
+        std::vector<py::ssize_t> shape(t->ne.rbegin(), t->ne.rend());
+        py::array_t<float> out(shape);
+        dequantize_row(t->type, t->data, out.mutable_data(), t->n_elements());
+        return out;
+      });
+
+  py::class_<Tokenizer, std::shared_ptr<Tokenizer>>(m, "Tokenizer")
+      .def_static("from_gguf", [](const std::string& path) { return Tokenizer::from_gguf(*GgufFile::open(path)); })
+      .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false,
+           py::call_guard<py::gil_scoped_release>())
+      .def("decode", [](const Tokenizer& t, const std::vector<int32_t>& ids) { return utf8(t.decode(ids)); })
+      .def("token_bytes", [](const Tokenizer& t, int32_t id) { return py::bytes(t.token_bytes(id)); })
+      .def("token_text", [](const Tokenizer& t, int32_t id) { return utf8(t.token_text(id)); })
+      .def("is_control", &Tokenizer::is_control)
+      .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
+      .def_property_readonly("bos_id", &Tokenizer::bos)
+      .def_property_readonly("eos_id", &Tokenizer::eos)
+      .def_property_readonly("eog_ids", &Tokenizer::eog_ids)
+      .def_property_readonly("add_bos", &Tokenizer::add_bos)
+      .def_property_readonly("pre", &Tokenizer::pre)
+      .def_property_readonly("kind", [](const Tokenizer& t) { return t.kind() == Tokenizer::Kind::kBpe ? "bpe" : "spm"; });
+
+  py::class_<Session>(m, "Session")
+      .def("feed", [](Session& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids, bool all_logits, int64_t vocab) {
+        std::vector<int32_t> v = ids_from(ids);
+        if (v.empty()) throw Error(ErrorCode::kInvalidArgument, "feed() needs at least one token");
+        const int64_t rows = all_logits ? static_cast<int64_t>(v.size()) : 1;
+        py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(vocab)});
+        float* dst = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          s.feed(v.data(), static_cast<int64_t>(v.size()), dst, all_logits);
+        }
+        return out;
+      }, py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
+      .def("reset", &Session::reset)
+      .def_property_readonly("n_past", &Session::n_past)
+      .def_property_readonly("n_ctx", &Session::n_ctx)
+      .def_property_readonly("kv_bytes", &Session::kv_bytes)
+      .def("stats", &Session::stats);
+
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model")
+      .def_static("load", [](const std::string& path, int threads, const std::string& kv, int64_t n_ctx) {
+        ModelOptions o;
+        o.n_threads = threads;
+        o.kv_type = kv;
+        o.n_ctx = n_ctx;
+        py::gil_scoped_release nogil;
+        return Model::load(path, o);
+      }, py::arg("path"), py::arg("threads") = 0, py::arg("kv_type") = "f16", py::arg("n_ctx") = 0)
+      .def("new_session", &Model::new_session, py::arg("n_ctx") = 0, py::keep_alive<0, 1>())
+      .def_property_readonly("architecture", &Model::architecture)
+      .def_property_readonly("vocab_size", &Model::vocab_size)
+      .def_property_readonly("context_length", &Model::context_length)
+      .def_property_readonly("n_params", &Model::n_params)
+      .def_property_readonly("tensor_types", &Model::tensor_type_counts)
+      .def_property_readonly("threads", [](const Model& mm) { return mm.pool().size(); })
+      .def_property_readonly("path", [](const Model& mm) { return mm.file().path(); })
+      .def_property_readonly("metadata", [](const Model& mm) {
+        py::dict d;
+        for (const auto& [k, v] : mm.file().metadata()) {
+          if (v.type == GgufType::ARRAY && v.array_size > 64) continue;  // skip vocab-sized arrays
+          d[py::str(k)] = metadata_value(v);
+        }
+        return d;
+      })
+      .def_property_readonly("tokenizer", &Model::shared_tokenizer);
+
+  py::class_<Sampler>(m, "Sampler")
+      .def(py::init([](float temperature, int top_k, float top_p, float min_p, float repeat_penalty, int repeat_last_n, uint64_t seed) {
+             SamplerParams p;
+             p.temperature = temperature;
+             p.top_k = top_k;
+             p.top_p = top_p;
+             p.min_p = min_p;
+             p.repeat_penalty = repeat_penalty;
+             p.repeat_last_n = repeat_last_n;
+             p.seed = seed;
+             return std::make_unique<Sampler>(p);
+           }),
+           py::arg("temperature") = 0.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
+           py::arg("repeat_penalty") = 1.0f, py::arg("repeat_last_n") = 64, py::arg("seed") = 0)
+      .def("sample", [](Sampler& s, py::array_t<float, py::array::c_style | py::array::forcecast> logits) {
+        return s.sample(logits.data(), logits.size());
+      })
+      .def("accept", &Sampler::accept)
+      .def("reset", &Sampler::reset);
+}
