@@ -1,0 +1,51 @@
+"""``pyrt-convert``: HF folder or GGUF -> GGUF, with --quant f32|f16|q8_0|q4_0|q4_1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from converters.writer import QUANT_TYPES
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="pyrt-convert", description=__doc__)
+    p.add_argument("input", type=Path, help="HF model folder (config.json + *.safetensors) or a .gguf file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .gguf path")
+    p.add_argument("--quant", default="f16", choices=QUANT_TYPES, help="weight type for 2-D tensors (default f16)")
+    p.add_argument("--force", action="store_true", help="replace the output if it exists")
+    a = p.parse_args(argv)
+
+    def log(msg: str) -> None:
+        sys.stderr.write(msg + "\n")
+
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        log("pyrt-convert: error: the converter needs the 'gguf' package: pip install 'pyruntime[convert]'")
+        return 2
+    try:
+        if a.input.is_dir():
+            from converters.hf_llama import convert_hf_llama
+
+            convert_hf_llama(a.input, a.output, a.quant, a.force, log)
+        elif a.input.is_file():
+            with open(a.input, "rb") as f:
+                if f.read(4) != b"GGUF":
+                    raise ValueError(f"{a.input}: not a GGUF file and not a folder")
+            from converters.gguf_requant import requantize_gguf
+
+            requantize_gguf(a.input, a.output, a.quant, a.force, log)
+        else:
+            raise FileNotFoundError(f"{a.input}: no such file or folder")
+    except (ValueError, OSError, KeyError) as e:
+        log(f"pyrt-convert: error: {e}")
+        return 1
+    log(f"wrote {a.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

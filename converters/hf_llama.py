@@ -1,0 +1,118 @@
+"""HF Llama folder (config.json + *.safetensors [+ tokenizer.json]) -> GGUF, llama.cpp layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from converters.hf_tokenizer import convert_tokenizer
+from converters.safetensors_reader import load_folder
+from converters.writer import AtomicGGUF, quantize_tensor
+
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}
+
+
+class ConversionError(ValueError):
+    pass
+
+
+def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotates halves (rotate_half); GGUF llama rotates adjacent pairs. Reorder the output rows of
+    Q/K so the adjacent-pair RoPE computes the same thing (what llama.cpp's converter does)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _tensor_map(n_layers: int) -> dict[str, str]:
+    m = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+         "lm_head.weight": "output.weight"}
+    for i in range(n_layers):
+        hf, gg = f"model.layers.{i}.", f"blk.{i}."
+        m.update({
+            hf + "input_layernorm.weight": gg + "attn_norm.weight",
+            hf + "post_attention_layernorm.weight": gg + "ffn_norm.weight",
+            hf + "self_attn.q_proj.weight": gg + "attn_q.weight",
+            hf + "self_attn.k_proj.weight": gg + "attn_k.weight",
+            hf + "self_attn.v_proj.weight": gg + "attn_v.weight",
+            hf + "self_attn.o_proj.weight": gg + "attn_output.weight",
+            hf + "mlp.gate_proj.weight": gg + "ffn_gate.weight",
+            hf + "mlp.up_proj.weight": gg + "ffn_up.weight",
+            hf + "mlp.down_proj.weight": gg + "ffn_down.weight",
+        })
+    return m
+
+
+def convert_hf_llama(folder: Path, out: Path, quant: str, overwrite: bool, log: Callable[[str], None]) -> None:
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ConversionError(f"{folder}: no config.json")
+    cfg: dict[str, Any] = json.loads(cfg_path.read_text())
+    if cfg.get("model_type") != "llama":
+        raise ConversionError(f"{cfg_path}: model_type '{cfg.get('model_type')}' is not supported (supported: llama)")
+    for flag in ("attention_bias", "mlp_bias"):
+        if cfg.get(flag):
+            raise ConversionError(f"{cfg_path}: {flag}=true is not supported by the llama graph yet")
+    rope_scaling = cfg.get("rope_scaling") or {}
+    rope_kind = rope_scaling.get("rope_type", rope_scaling.get("type"))
+    if rope_kind not in (None, "default", "linear"):
+        raise ConversionError(f"{cfg_path}: rope_scaling type '{rope_kind}' is not supported yet (linear only)")
+    n_layers, n_head = int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
+    n_kv = int(cfg.get("num_key_value_heads") or n_head)
+    hidden = int(cfg["hidden_size"])
+    head_dim = int(cfg.get("head_dim") or hidden // n_head)
+    if head_dim * n_head != hidden:
+        raise ConversionError(f"{cfg_path}: head_dim {head_dim} x heads {n_head} != hidden_size {hidden} (not supported yet)")
+    tensors = load_folder(folder)
+    names = _tensor_map(n_layers)
+    tied = bool(cfg.get("tie_word_embeddings", False)) or "lm_head.weight" not in tensors
+    unknown = [k for k in tensors if k not in names and not k.endswith("rotary_emb.inv_freq")]
+    if unknown:
+        raise ConversionError(f"{folder}: tensors this converter does not know: {unknown[:5]}")
+    tok = convert_tokenizer(folder, cfg)
+    if tok is None:
+        log("note: no tokenizer.json; the converted model works on token ids only")
+
+    with AtomicGGUF(out, "llama", overwrite) as w:
+        w.add_name(cfg.get("_name_or_path") or folder.name)
+        w.add_file_type(FILE_TYPE[quant])
+        w.add_context_length(int(cfg.get("max_position_embeddings", 2048)))
+        w.add_embedding_length(hidden)
+        w.add_block_count(n_layers)
+        w.add_feed_forward_length(int(cfg["intermediate_size"]))
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_kv)
+        w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
+        w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+        w.add_rope_dimension_count(head_dim)
+        w.add_vocab_size(int(cfg["vocab_size"]))
+        if rope_kind == "linear":
+            import gguf
+
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(rope_scaling["factor"]))
+        if tok is not None:
+            w.add_tokenizer_model(tok["model"])
+            w.add_tokenizer_pre(tok["pre"])
+            w.add_token_list(tok["tokens"])
+            w.add_token_types(tok["token_types"])
+            w.add_token_merges(tok["merges"])
+            for key, fn in (("bos_token", w.add_bos_token_id), ("eos_token", w.add_eos_token_id),
+                            ("unk_token", w.add_unk_token_id), ("pad_token", w.add_pad_token_id)):
+                if tok[key] is not None:
+                    fn(tok[key])
+            w.add_add_bos_token(tok["add_bos"])
+            if "chat_template" in tok:
+                w.add_chat_template(tok["chat_template"])
+        for hf_name, arr in tensors.items():
+            if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and tied):
+                continue
+            gg_name = names[hf_name]
+            data = np.asarray(arr, dtype=np.float32)
+            if gg_name.endswith("attn_q.weight"):
+                data = permute_rope(data, n_head)
+            elif gg_name.endswith("attn_k.weight"):
+                data = permute_rope(data, n_kv)
+            q, raw = quantize_tensor(gg_name, data, quant, log)
+            w.add_tensor(gg_name, q, raw_dtype=raw)

@@ -1,0 +1,224 @@
+"""``pyrt``: pull, run, chat, info and bench from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+from pyruntime import registry
+from pyruntime.errors import PyruntimeError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", default=registry.DEFAULT_MODEL,
+                   help=f"GGUF path or registered name (default: {registry.DEFAULT_MODEL})")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: cores, max 8)")
+    p.add_argument("--kv-cache", default="f16", choices=["f16", "f32"], help="KV cache type")
+    p.add_argument("-c", "--ctx", type=int, default=None, help="context size (default: the model's)")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--max-new-tokens", type=int, default=128)
+    p.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+
+
+def _sampling(a: argparse.Namespace) -> dict[str, Any]:
+    return dict(max_new_tokens=a.max_new_tokens, temperature=a.temp, top_k=a.top_k, top_p=a.top_p,
+                min_p=a.min_p, repeat_penalty=a.repeat_penalty, seed=a.seed, stop=a.stop)
+
+
+def _load(a: argparse.Namespace) -> Any:
+    import pyruntime
+
+    return pyruntime.load(a.model, threads=a.threads, kv_cache=a.kv_cache, context=a.ctx)
+
+
+def _stats_line(s: dict[str, Any]) -> str:
+    return (f"[prompt {s['prompt_tokens']} tok, {s['prefill_tok_s']:.1f} tok/s | generated {s['generated_tokens']} tok, "
+            f"{s['decode_tok_s']:.1f} tok/s | ttft {s['ttft_s'] * 1000:.0f} ms | {s['finish_reason']}]")
+
+
+def _stream_out(stream: Any) -> Any:
+    for chunk in stream:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return stream.completion
+
+
+def cmd_pull(a: argparse.Namespace) -> int:
+    path = registry.pull(a.name, force=a.force)
+    print(path)
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    prompt = a.prompt
+    if prompt is None:
+        prompt = sys.stdin.read()
+    model = _load(a)
+    comp = _stream_out(model.generate(prompt, stream=True, **_sampling(a)))
+    sys.stderr.write(_stats_line(comp.stats) + "\n")
+    return 0
+
+
+def cmd_chat(a: argparse.Namespace) -> int:
+    model = _load(a)
+    messages: list[dict[str, str]] = []
+    if a.system:
+        messages.append({"role": "system", "content": a.system})
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if line.strip() in ("/exit", "/quit"):
+            break
+        messages.append({"role": "user", "content": line})
+        comp = _stream_out(model.chat(messages, stream=True, **_sampling(a)))
+        messages.append({"role": "assistant", "content": comp.text})
+        if a.verbose:
+            sys.stderr.write(_stats_line(comp.stats) + "\n")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    model = _load(a)
+    info = model.info
+    if a.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k:16} {v}")
+    return 0
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    from pyruntime import _core
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
+            "python": platform.python_version(), "kernels": _core.kernels_name()}
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    model = _load(a)
+    rng = np.random.default_rng(0)
+    vocab = model.vocab_size
+    results = []
+    tests: list[tuple[str, int, int]] = []
+    if a.n_prompt > 0:
+        tests.append((f"pp{a.n_prompt}", a.n_prompt, 0))
+    if a.n_gen > 0:
+        tests.append((f"tg{a.n_gen}", 1, a.n_gen))
+    for name, n_prompt, n_gen in tests:
+        times = []
+        for rep in range(a.repetitions + 1):  # the first run warms caches and is dropped
+            ids = rng.integers(0, vocab, size=n_prompt + n_gen).tolist()
+            sess = model.session(n_prompt + n_gen + 1)
+            t0 = time.perf_counter()
+            if n_gen == 0:
+                sess._feed(ids, all_logits=False)
+            else:
+                sess._feed(ids[:1], all_logits=False)
+                t0 = time.perf_counter()
+                for tid in ids[1 : 1 + n_gen]:
+                    sess._feed([tid], all_logits=False)
+            dt = time.perf_counter() - t0
+            if rep > 0:
+                times.append(dt)
+        n_tok = n_prompt if n_gen == 0 else n_gen
+        rates = [n_tok / t for t in times]
+        row = {"test": name, "tok_s": statistics.median(rates), "tok_s_min": min(rates), "tok_s_max": max(rates),
+               "runs": len(rates), "model": model.info["path"], "threads": model.info["threads"],
+               "tensor_types": model.info["tensor_types"], **machine_info()}
+        results.append(row)
+        if a.json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(f"{name:8} {row['tok_s']:9.2f} tok/s (median of {len(rates)}; min {min(rates):.2f}, max {max(rates):.2f})",
+                  flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyrt", description="pyruntime: run small language models on this machine")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sp = sub.add_parser("pull", help="fetch a registered model into the cache")
+    sp.add_argument("name", nargs="?", default=registry.DEFAULT_MODEL, choices=sorted(registry.REGISTRY))
+    sp.add_argument("--force", action="store_true", help="fetch again even if cached")
+    sp.set_defaults(func=cmd_pull)
+
+    sp = sub.add_parser("run", help="continue a prompt, streaming the text")
+    _add_model_args(sp)
+    sp.add_argument("-p", "--prompt", default=None, help="prompt text (default: read stdin)")
+    _add_sampling_args(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("chat", help="chat using the model's template (one user turn per line)")
+    _add_model_args(sp)
+    sp.add_argument("--system", default=None, help="system message")
+    sp.add_argument("-v", "--verbose", action="store_true", help="print a stats line after each reply")
+    _add_sampling_args(sp)
+    sp.set_defaults(func=cmd_chat)
+
+    sp = sub.add_parser("info", help="describe a model")
+    _add_model_args(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("bench", help="prefill (ppN) and decode (tgN) speed, llama-bench style")
+    _add_model_args(sp)
+    sp.add_argument("-p", "--n-prompt", type=int, default=512)
+    sp.add_argument("-n", "--n-gen", type=int, default=128)
+    sp.add_argument("-r", "--repetitions", type=int, default=5)
+    sp.add_argument("--json", action="store_true", help="one JSON object per line")
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PyruntimeError as e:
+        sys.stderr.write(f"pyrt: error: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Model (read-only weights) and Session (one conversation's state), plus generation and chat."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from pyruntime import _core
+from pyruntime.errors import (
+    ContextOverflowError,
+    InvalidArgumentError,
+    UnsupportedError,
+)
+from pyruntime.registry import resolve
+from pyruntime.tokenizer import Tokenizer
+
+Prompt = Union[str, Sequence[int]]
+KV_CACHE_TYPES = ("f32", "f16")
+DEVICES = ("cpu",)
+
+
+@dataclass
+class Completion:
+    """A finished generation: the new text, the new token ids (end-of-generation tokens and stop
+    strings excluded) and timing statistics."""
+
+    text: str
+    token_ids: list[int]
+    stats: dict[str, Any]
+
+
+@dataclass
+class Chunk:
+    """One streamed piece: the text it adds (may be empty while a UTF-8 character or a possible
+    stop string is incomplete) and the token that produced it."""
+
+    text: str
+    token_id: int
+
+
+class Session:
+    """Per-conversation state (KV cache, position) on top of a shared, read-only :class:`Model`."""
+
+    def __init__(self, model: Model, context: Optional[int] = None) -> None:
+        self._model = model
+        self._s = model._m.new_session(int(context or 0))
+
+    def feed(self, ids: Sequence[int]) -> np.ndarray:
+        """Append ``ids`` to the conversation; returns their logits, float32 ``[len(ids), vocab]``."""
+        return self._feed(ids, all_logits=True)
+
+    def _feed(self, ids: Sequence[int], all_logits: bool) -> np.ndarray:
+        arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if arr.size == 0:
+            raise InvalidArgumentError("feed() needs at least one token id")
+        return np.asarray(self._s.feed(arr, all_logits, self._model.vocab_size))
+
+    def reset(self) -> None:
+        """Forget the conversation (frees the KV cache)."""
+        self._s.reset()
+
+    @property
+    def n_past(self) -> int:
+        """Tokens held in the cache."""
+        return int(self._s.n_past)
+
+    @property
+    def n_ctx(self) -> int:
+        """Positions this session can hold."""
+        return int(self._s.n_ctx)
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes the KV cache holds right now."""
+        return int(self._s.kv_bytes)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this session: positions, cache bytes, compute time, device placement."""
+        s: dict[str, Any] = {k: (int(v) if float(v).is_integer() else float(v)) for k, v in self._s.stats().items()}
+        s["kv_cache"] = self._model.kv_cache
+        s["placement"] = {"all": "cpu", "kernels": _core.kernels_name(), "fallbacks": []}
+        return s
+
+
+class Model:
+    """A loaded model: memory-mapped weights shared by every :class:`Session`."""
+
+    def __init__(self, native: Any, path: str, kv_cache: str, device: str, context: Optional[int] = None) -> None:
+        self._m = native
+        self._path = path
+        self.kv_cache = kv_cache
+        self.device = device
+        self._default_context = context
+        tok = native.tokenizer
+        self.tokenizer: Optional[Tokenizer] = Tokenizer(tok) if tok is not None else None
+
+    # ---------------------------------------------------------------- information
+    @property
+    def vocab_size(self) -> int:
+        return int(self._m.vocab_size)
+
+    @property
+    def context_length(self) -> int:
+        return int(self._m.context_length)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the model is: path, architecture, parameter count, tensor types, sizes."""
+        meta = self._m.metadata
+        return {
+            "path": self._path,
+            "name": meta.get("general.name", ""),
+            "architecture": str(self._m.architecture),
+            "n_params": int(self._m.n_params),
+            "tensor_types": dict(self._m.tensor_types),
+            "context_length": self.context_length,
+            "vocab_size": self.vocab_size,
+            "file_bytes": os.path.getsize(self._path),
+            "tokenizer": None if self.tokenizer is None else f"{self.tokenizer.kind}/{self.tokenizer.pre}",
+            "chat_template": "tokenizer.chat_template" in meta,
+            "device": self.device,
+            "threads": int(self._m.threads),
+            "kv_cache": self.kv_cache,
+            "kernels": _core.kernels_name(),
+        }
+
+    # ---------------------------------------------------------------- tokens
+    def _tok(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise UnsupportedError(f"{self._path}: this model has no tokenizer; pass token ids instead of text")
+        return self.tokenizer
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """Token ids of ``text`` (with BOS when the vocabulary asks for it and ``add_special``)."""
+        return self._tok().encode(text, add_special=add_special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self._tok().decode(ids)
+
+    # ---------------------------------------------------------------- compute
+    def session(self, context: Optional[int] = None) -> Session:
+        """A new conversation. ``context`` defaults to the value given to :func:`load`."""
+        return Session(self, context or self._default_context)
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """A fresh forward over ``ids``: float32 logits ``[len(ids), vocab]``."""
+        return self.session().feed(ids)
+
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: Optional[Union[str, Sequence[str]]] = None,
+        stream: bool = False,
+    ) -> Union[Completion, Stream]:
+        """Continue ``prompt`` (text, or a list of token ids).
+
+        ``temperature=0`` is greedy; otherwise top-k, top-p and min-p filter the distribution and a
+        ``seed`` makes sampling reproducible. Generation ends at an end-of-generation token, a
+        ``stop`` string (not included in the text) or ``max_new_tokens``. With ``stream=True``
+        returns a :class:`Stream` of :class:`Chunk`; its ``completion`` is set when it ends.
+        """
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        gen = Stream(self, ids, _SamplingOptions(max_new_tokens, temperature, top_k, top_p, min_p,
+                                                  repeat_penalty, seed, _stop_list(stop)))
+        if stream:
+            return gen
+        for _ in gen:
+            pass
+        assert gen.completion is not None
+        return gen.completion
+
+    def chat(self, messages: Sequence[dict[str, str]], *, template: Optional[str] = None, **kwargs: Any) -> Union[Completion, Stream]:
+        """Generate the assistant's reply to ``messages`` (``[{"role": ..., "content": ...}]``),
+        formatted with the GGUF chat template (or ``template``). Takes the options of
+        :meth:`generate`."""
+        from pyruntime.chat import render_chat
+
+        meta = self._m.metadata
+        tmpl = template or meta.get("tokenizer.chat_template")
+        if not tmpl:
+            raise UnsupportedError(f"{self._path}: no chat template in the file; pass template=...")
+        tok = self._tok()
+        bos = tok._t.token_text(tok.bos_id) if tok.bos_id >= 0 else ""
+        eos = tok._t.token_text(tok.eos_id) if tok.eos_id >= 0 else ""
+        text = render_chat(tmpl, messages, bos_token=bos, eos_token=eos)
+        ids = tok.encode(text, add_special=False, parse_special=True)
+        return self.generate(ids, **kwargs)
+
+
+@dataclass
+class _SamplingOptions:
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+    seed: Optional[int]
+    stop: list[str] = field(default_factory=list)
+
+
+def _stop_list(stop: Optional[Union[str, Sequence[str]]]) -> list[str]:
+    if stop is None:
+        return []
+    items = [stop] if isinstance(stop, str) else list(stop)
+    if any(not s for s in items):
+        raise InvalidArgumentError("stop strings must not be empty")
+    return items
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters of ``text`` could start a stop string (must not be shown yet)."""
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return hold
+
+
+class Stream:
+    """Iterator of :class:`Chunk` for one generation; ``completion`` is set once it is exhausted."""
+
+    def __init__(self, model: Model, ids: list[int], opt: _SamplingOptions) -> None:
+        if not ids:
+            raise InvalidArgumentError("the prompt is empty: give at least one token")
+        if opt.max_new_tokens < 0:
+            raise InvalidArgumentError("max_new_tokens must be >= 0")
+        vocab = model.vocab_size
+        bad = [i for i in ids if i < 0 or i >= vocab]
+        if bad:
+            from pyruntime.errors import TokenOutOfRangeError
+
+            raise TokenOutOfRangeError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+        self._session = model.session()
+        if len(ids) > self._session.n_ctx:
+            raise ContextOverflowError(f"the prompt has {len(ids)} tokens but the context holds {self._session.n_ctx}")
+        self._model = model
+        self._ids = ids
+        self._opt = opt
+        seed = opt.seed if opt.seed is not None else int.from_bytes(os.urandom(8), "little")
+        self._sampler = _core.Sampler(opt.temperature, opt.top_k, opt.top_p, opt.min_p, opt.repeat_penalty, 64, seed)
+        self.completion: Optional[Completion] = None
+        self._iter = self._run()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self._iter
+
+    def __next__(self) -> Chunk:
+        return next(self._iter)
+
+    def _run(self) -> Iterator[Chunk]:
+        opt, model, sess = self._opt, self._model, self._session
+        tok = model.tokenizer
+        eog = set(tok.eog_ids) if tok is not None else set()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for i in self._ids[-64:]:
+            self._sampler.accept(i)
+        t0 = time.perf_counter()
+        logits = sess._feed(self._ids, all_logits=False)[0]
+        t_prefill = time.perf_counter() - t0
+        new_ids: list[int] = []
+        text = ""  # everything decoded so far
+        shown = 0  # characters of `text` already yielded
+        finish = "length"
+        ttft: Optional[float] = None
+        t_decode0 = time.perf_counter()
+        while len(new_ids) < opt.max_new_tokens:
+            token = int(self._sampler.sample(logits))
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            if token in eog:
+                finish = "stop"
+                break
+            self._sampler.accept(token)
+            new_ids.append(token)
+            if tok is not None:
+                text += decoder.decode(tok.token_bytes(token))
+            hit = min((p for p in (text.find(s) for s in opt.stop) if p >= 0), default=-1)
+            if hit >= 0:
+                text = text[:hit]
+                finish = "stop"
+                if len(text) > shown:
+                    yield Chunk(text[shown:], token)
+                shown = len(text)
+                break
+            visible = len(text) - _held_back(text, opt.stop)
+            yield Chunk(text[shown:visible] if visible > shown else "", token)
+            shown = max(shown, visible)
+            if len(new_ids) >= opt.max_new_tokens:
+                break
+            if sess.n_past >= sess.n_ctx:
+                finish = "context"
+                break
+            logits = sess._feed([token], all_logits=False)[0]
+        if finish == "length" and tok is not None:
+            text += decoder.decode(b"", final=True)
+            if len(text) > shown:
+                yield Chunk(text[shown:], new_ids[-1] if new_ids else -1)
+        t_end = time.perf_counter()
+        n_dec = max(len(new_ids) - 1, 0)
+        decode_s = t_end - t_decode0 - (ttft - t_prefill if ttft is not None else 0.0)
+        self.completion = Completion(
+            text=text,
+            token_ids=new_ids,
+            stats={
+                "prompt_tokens": len(self._ids),
+                "generated_tokens": len(new_ids),
+                "ttft_s": ttft if ttft is not None else t_prefill,
+                "prefill_s": t_prefill,
+                "prefill_tok_s": len(self._ids) / t_prefill if t_prefill > 0 else 0.0,
+                "decode_tok_s": n_dec / decode_s if n_dec > 0 and decode_s > 0 else 0.0,
+                "total_s": t_end - t0,
+                "finish_reason": finish,
+                "kv_bytes": sess.kv_bytes,
+            },
+        )
+
+
+def load(
+    path_or_name: Union[str, os.PathLike[str]],
+    *,
+    device: str = "cpu",
+    threads: Optional[int] = None,
+    kv_cache: str = "f16",
+    context: Optional[int] = None,
+) -> Model:
+    """Load a GGUF file, or a registered model name (pulled into the cache on first use).
+
+    ``threads`` defaults to the number of cores (at most 8); ``kv_cache`` is the KV cache element
+    type (``f16`` or ``f32``); ``context`` caps the positions per session (default: the model's
+    trained context; memory is only taken as positions fill).
+    """
+    if device not in DEVICES:
+        raise UnsupportedError(f"device '{device}' is not available in this build (available: {', '.join(DEVICES)})")
+    if kv_cache not in KV_CACHE_TYPES:
+        raise InvalidArgumentError(f"kv_cache '{kv_cache}' is not supported (supported: {', '.join(KV_CACHE_TYPES)})")
+    if threads is not None and threads < 1:
+        raise InvalidArgumentError("threads must be >= 1")
+    if context is not None and context < 1:
+        raise InvalidArgumentError("context must be >= 1")
+    path = str(resolve(path_or_name))
+    native = _core.Model.load(path, int(threads or 0), kv_cache, int(context or 0))
+    return Model(native, path, kv_cache, device, context)

