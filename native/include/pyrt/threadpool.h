@@ -23,7 +23,7 @@ class ThreadPool {
   void run(int64_t n, const std::function<void(int64_t)>& fn);
 
  private:
-  void worker_loop();
+  void worker_loop(uint64_t seen);
   void drain();
 
   std::vector<std::thread> workers_;

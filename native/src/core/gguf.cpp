@@ -128,9 +128,12 @@ class Cursor {
     pos_ += sizeof(T);
     return v;
   }
+  void seek(size_t pos) { pos_ = pos; }
   std::string read_string(const std::string& field) {
+    const size_t start = pos_;
     uint64_t n = read<uint64_t>(field);
     if (n > remaining()) {
+      pos_ = start;  // report the offset of the length field
       std::ostringstream os;
       os << "string length " << n << " exceeds the " << remaining() << " bytes left";
       error(field, os.str());
@@ -191,13 +194,15 @@ void read_value(Cursor& c, GgufType t, GgufValue& v, const std::string& field, i
   uint32_t et = c.read<uint32_t>(field + ".type");
   if (et > static_cast<uint32_t>(GgufType::FLOAT64)) c.error(field, "invalid array element type " + std::to_string(et));
   v.array_type = static_cast<GgufType>(et);
+  const size_t count_pos = c.pos();
   uint64_t n = c.read<uint64_t>(field + ".count");
   // Every element takes at least one byte (strings 8): reject counts the file cannot hold before allocating.
   size_t min_elem = v.array_type == GgufType::STRING ? 8 : (v.array_type == GgufType::ARRAY ? 12 : scalar_size(v.array_type));
   if (min_elem == 0 || n > c.remaining() / min_elem) {
     std::ostringstream os;
     os << "array count " << n << " cannot fit in the " << c.remaining() << " bytes left";
-    c.error(field, os.str());
+    c.seek(count_pos);
+    c.error(field + ".count", os.str());
   }
   v.array_size = n;
   GgufValue tmp;

@@ -10,7 +10,9 @@ int default_thread_count() {
 }
 
 ThreadPool::ThreadPool(int n_threads) {
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  // Workers start from generation 0, fixed here: reading it inside the thread could miss a job (or
+  // the shutdown) published before the thread got to run.
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(0); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -64,8 +66,7 @@ void ThreadPool::run(int64_t n, const std::function<void(int64_t)>& fn) {
   if (err) std::rethrow_exception(err);
 }
 
-void ThreadPool::worker_loop() {
-  uint64_t seen = generation_.load();
+void ThreadPool::worker_loop(uint64_t seen) {
   for (;;) {
     // Spin a little first: decode issues a job every few tens of microseconds.
     for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen; ++spin) {

