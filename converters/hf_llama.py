@@ -54,7 +54,9 @@ def convert_hf_llama(folder: Path, out: Path, quant: str, overwrite: bool, log: 
     for flag in ("attention_bias", "mlp_bias"):
         if cfg.get(flag):
             raise ConversionError(f"{cfg_path}: {flag}=true is not supported by the llama graph yet")
-    rope_scaling = cfg.get("rope_scaling") or {}
+    # transformers >= 5 writes `rope_parameters` (theta inside); 4.x writes `rope_theta` + `rope_scaling`.
+    rope_scaling = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_theta = float(rope_scaling.get("rope_theta", cfg.get("rope_theta", 10000.0)))
     rope_kind = rope_scaling.get("rope_type", rope_scaling.get("type"))
     if rope_kind not in (None, "default", "linear"):
         raise ConversionError(f"{cfg_path}: rope_scaling type '{rope_kind}' is not supported yet (linear only)")
@@ -84,7 +86,7 @@ def convert_hf_llama(folder: Path, out: Path, quant: str, overwrite: bool, log: 
         w.add_head_count(n_head)
         w.add_head_count_kv(n_kv)
         w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
-        w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+        w.add_rope_freq_base(rope_theta)
         w.add_rope_dimension_count(head_dim)
         w.add_vocab_size(int(cfg["vocab_size"]))
         if rope_kind == "linear":

@@ -1,0 +1,117 @@
+"""The pyrt and pyrt-convert command lines: output, stats, JSON, exit codes, files never clobbered."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+def pyrt(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyruntime", *args], capture_output=True, text=True, input=input,
+                          timeout=300, env={**os.environ})
+
+
+def convert_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "converters", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_run_streams_and_ends_with_stats(smollm2_path: Path) -> None:
+    r = pyrt("run", "-p", "Once upon a time", "-n", "12", "-t", "2")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip()) > 10
+    assert "generated 12 tok" in r.stderr and "tok/s" in r.stderr
+
+
+def test_info_json(smollm2_path: Path) -> None:
+    r = pyrt("info", "-m", str(smollm2_path), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["architecture"] == "llama" and info["vocab_size"] == 49152
+
+
+def test_bench_json(smollm2_path: Path) -> None:
+    r = pyrt("bench", "-m", str(smollm2_path), "-p", "32", "-n", "4", "-r", "1", "-t", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["test"] for row in rows] == ["pp32", "tg4"]
+    assert all(row["tok_s"] > 0 and "cpu" in row for row in rows)
+
+
+def test_chat_reads_turns_from_stdin(smollm2_path: Path) -> None:
+    r = pyrt("chat", "-n", "24", input="What is the capital of France?\n")
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "-m", "no-such-model", "-p", "hi"], "unknown model 'no-such-model'"),
+    (["run", "-p", ""], "prompt is empty"),
+    (["run", "-m", "/nonexistent/model.gguf", "-p", "hi"], "no such file"),
+    (["run", "-c", "8", "-p", "one two three four five six seven eight nine ten"], "context holds 8"),
+])
+def test_errors_exit_nonzero_with_message(args: list[str], message: str, smollm2_path: Path) -> None:
+    r = pyrt(*args)
+    assert r.returncode == 1
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_not_gguf_file(tmp_path: Path) -> None:
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"\x00" * 100)
+    r = pyrt("info", "-m", str(p))
+    assert r.returncode == 1 and "not a GGUF" in r.stderr
+
+
+def test_convert_cli_and_no_clobber(make_hf_llama: Callable[..., Path], tmp_path: Path) -> None:
+    hf = make_hf_llama("cli")
+    out = tmp_path / "m.gguf"
+    r = convert_cli(str(hf), "-o", str(out), "--quant", "q8_0")
+    assert r.returncode == 0, r.stderr
+    before = out.read_bytes()
+    r = convert_cli(str(hf), "-o", str(out), "--quant", "f16")
+    assert r.returncode == 1 and "exists" in r.stderr
+    assert out.read_bytes() == before
+    r = convert_cli(str(out), "-o", str(out), "--quant", "q4_0", "--force")
+    assert r.returncode == 1 and "refusing to overwrite the input" in r.stderr
+    assert out.read_bytes() == before
+    requant = tmp_path / "m-q4.gguf"
+    assert convert_cli(str(out), "-o", str(requant), "--quant", "q4_0").returncode == 0
+    r = pyrt("run", "-m", str(requant), "-p", "the", "-n", "4")
+    assert r.returncode == 0, r.stderr
+    assert not list(tmp_path.glob("*.part"))  # no temp files left behind
+
+
+def test_convert_cli_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    r = convert_cli(str(tmp_path / "empty"), "-o", str(tmp_path / "o.gguf"))
+    assert r.returncode == 1 and "config.json" in r.stderr
+    r = convert_cli(str(tmp_path / "missing"), "-o", str(tmp_path / "o.gguf"))
+    assert r.returncode == 1 and "no such file" in r.stderr
+    assert not (tmp_path / "o.gguf").exists()
+
+
+def test_failed_loads_do_not_hang() -> None:
+    """Regression: a pool torn down right after start-up used to miss its shutdown signal."""
+    code = (
+        "import pyruntime\n"
+        "for i in range(300):\n"
+        "    try: pyruntime.load('/dev/null/x.gguf', threads=4)\n"
+        "    except pyruntime.PyruntimeError: pass\n"
+        "from pyruntime import _core\n"
+        "import pathlib, tempfile\n"
+        "p = pathlib.Path(tempfile.mkdtemp()) / 'a.gguf'\n"
+        "import gguf\n"
+        "w = gguf.GGUFWriter(str(p), 'llama'); w.write_header_to_file(); w.write_kv_data_to_file(); w.close()\n"
+        "for i in range(300):\n"
+        "    try: _core.Model.load(str(p), 4, 'f16', 0)\n"
+        "    except pyruntime.PyruntimeError: pass\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "ok", r.stderr

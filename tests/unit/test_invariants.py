@@ -1,0 +1,71 @@
+"""Invariants of the decoder: cached == uncached, any chunking of the prompt == one pass, reset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+import pyruntime
+
+
+@pytest.fixture(scope="module")
+def tiny(make_hf_llama: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory,
+         convert: Callable[..., Path]) -> Path:
+    hf = make_hf_llama("inv", num_hidden_layers=3)
+    return convert(hf, tmp_path_factory.mktemp("inv") / "tiny.gguf", "q8_0")
+
+
+@pytest.mark.parametrize("kv", ["f32", "f16"])
+def test_token_by_token_equals_full_forward(tiny: Path, kv: str) -> None:
+    model = pyruntime.load(tiny, kv_cache=kv, threads=2)
+    ids = [int(i) for i in np.random.default_rng(0).integers(1, model.vocab_size, 70)]
+    full = model.logits(ids)
+    s = model.session()
+    steps = np.concatenate([s.feed([i]) for i in ids])
+    # Same cache contents either way (f16 rounding is per element), so the same tolerance holds.
+    assert np.abs(full - steps).max() <= 1e-4
+    assert s.n_past == len(ids)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+def test_chunked_prefill_equals_single_pass(tiny: Path, chunk: int) -> None:
+    model = pyruntime.load(tiny, kv_cache="f32", threads=2)
+    ids = [int(i) for i in np.random.default_rng(1).integers(1, model.vocab_size, 100)]
+    full = model.logits(ids)
+    s = model.session()
+    parts = np.concatenate([s.feed(ids[k : k + chunk]) for k in range(0, len(ids), chunk)])
+    assert np.abs(full - parts).max() <= 1e-4
+
+
+def test_reset_and_kv_bytes(tiny: Path) -> None:
+    model = pyruntime.load(tiny, kv_cache="f16")
+    s = model.session()
+    assert s.kv_bytes == 0
+    a = s.feed([5, 6, 7])
+    assert s.kv_bytes > 0 and s.n_past == 3
+    st = s.stats()
+    assert st["n_past"] == 3 and st["kv_cache"] == "f16" and st["placement"]["all"] == "cpu"
+    assert st["placement"]["fallbacks"] == []
+    s.reset()
+    assert s.n_past == 0 and s.kv_bytes == 0
+    np.testing.assert_array_equal(s.feed([5, 6, 7]), a)
+
+
+def test_f32_cache_is_twice_f16(tiny: Path) -> None:
+    s16 = pyruntime.load(tiny, kv_cache="f16").session()
+    s32 = pyruntime.load(tiny, kv_cache="f32").session()
+    s16.feed([1] * 10)
+    s32.feed([1] * 10)
+    assert s32.kv_bytes == 2 * s16.kv_bytes
+
+
+def test_sessions_are_independent(tiny: Path) -> None:
+    model = pyruntime.load(tiny)
+    a, b = model.session(), model.session()
+    la = a.feed([1, 2, 3])
+    b.feed([9, 9, 9, 9])
+    np.testing.assert_allclose(a.feed([4]), model.logits([1, 2, 3, 4])[-1:], atol=1e-4)
+    assert la.shape == (3, model.vocab_size)
