@@ -26,21 +26,26 @@ def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def _tensor_map(n_layers: int) -> dict[str, str]:
-    m = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-         "lm_head.weight": "output.weight"}
+    m = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
     for i in range(n_layers):
         hf, gg = f"model.layers.{i}.", f"blk.{i}."
-        m.update({
-            hf + "input_layernorm.weight": gg + "attn_norm.weight",
-            hf + "post_attention_layernorm.weight": gg + "ffn_norm.weight",
-            hf + "self_attn.q_proj.weight": gg + "attn_q.weight",
-            hf + "self_attn.k_proj.weight": gg + "attn_k.weight",
-            hf + "self_attn.v_proj.weight": gg + "attn_v.weight",
-            hf + "self_attn.o_proj.weight": gg + "attn_output.weight",
-            hf + "mlp.gate_proj.weight": gg + "ffn_gate.weight",
-            hf + "mlp.up_proj.weight": gg + "ffn_up.weight",
-            hf + "mlp.down_proj.weight": gg + "ffn_down.weight",
-        })
+        m.update(
+            {
+                hf + "input_layernorm.weight": gg + "attn_norm.weight",
+                hf + "post_attention_layernorm.weight": gg + "ffn_norm.weight",
+                hf + "self_attn.q_proj.weight": gg + "attn_q.weight",
+                hf + "self_attn.k_proj.weight": gg + "attn_k.weight",
+                hf + "self_attn.v_proj.weight": gg + "attn_v.weight",
+                hf + "self_attn.o_proj.weight": gg + "attn_output.weight",
+                hf + "mlp.gate_proj.weight": gg + "ffn_gate.weight",
+                hf + "mlp.up_proj.weight": gg + "ffn_up.weight",
+                hf + "mlp.down_proj.weight": gg + "ffn_down.weight",
+            }
+        )
     return m
 
 
@@ -65,7 +70,9 @@ def convert_hf_llama(folder: Path, out: Path, quant: str, overwrite: bool, log: 
     hidden = int(cfg["hidden_size"])
     head_dim = int(cfg.get("head_dim") or hidden // n_head)
     if head_dim * n_head != hidden:
-        raise ConversionError(f"{cfg_path}: head_dim {head_dim} x heads {n_head} != hidden_size {hidden} (not supported yet)")
+        raise ConversionError(
+            f"{cfg_path}: head_dim {head_dim} x heads {n_head} != hidden_size {hidden} (not supported yet)"
+        )
     tensors = load_folder(folder)
     names = _tensor_map(n_layers)
     tied = bool(cfg.get("tie_word_embeddings", False)) or "lm_head.weight" not in tensors
@@ -100,8 +107,12 @@ def convert_hf_llama(folder: Path, out: Path, quant: str, overwrite: bool, log: 
             w.add_token_list(tok["tokens"])
             w.add_token_types(tok["token_types"])
             w.add_token_merges(tok["merges"])
-            for key, fn in (("bos_token", w.add_bos_token_id), ("eos_token", w.add_eos_token_id),
-                            ("unk_token", w.add_unk_token_id), ("pad_token", w.add_pad_token_id)):
+            for key, fn in (
+                ("bos_token", w.add_bos_token_id),
+                ("eos_token", w.add_eos_token_id),
+                ("unk_token", w.add_unk_token_id),
+                ("pad_token", w.add_pad_token_id),
+            ):
                 if tok[key] is not None:
                     fn(tok[key])
             w.add_add_bos_token(tok["add_bos"])

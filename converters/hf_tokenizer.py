@@ -8,10 +8,14 @@ from typing import Any, Optional
 
 # Known pre-tokenizer regexes (as written in tokenizer.json) and llama.cpp's names for them.
 _GPT2_RE = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-              r"\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-             r"\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_RE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_RE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED = 1, 3, 4
 
@@ -51,7 +55,9 @@ def convert_tokenizer(folder: Path, config: dict[str, Any]) -> Optional[dict[str
     tj = json.loads(path.read_text(encoding="utf-8"))
     model = tj.get("model", {})
     if model.get("type") != "BPE":
-        raise TokenizerConversionError(f"{path}: only byte-level BPE tokenizers convert so far (got {model.get('type')})")
+        raise TokenizerConversionError(
+            f"{path}: only byte-level BPE tokenizers convert so far (got {model.get('type')})"
+        )
     vocab: dict[str, int] = dict(model["vocab"])
     added = {t["content"]: t for t in tj.get("added_tokens", [])}
     for content, t in added.items():
@@ -62,11 +68,16 @@ def convert_tokenizer(folder: Path, config: dict[str, Any]) -> Optional[dict[str
     for tok, i in vocab.items():
         tokens[i] = tok
         types[i] = TOKEN_NORMAL
-    for content, t in added.items():
+    for t in added.values():
         types[t["id"]] = TOKEN_CONTROL if t.get("special") else TOKEN_USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    meta: dict[str, Any] = {"model": "gpt2", "pre": _pre_name(tj.get("pre_tokenizer")), "tokens": tokens,
-                            "token_types": types, "merges": merges}
+    meta: dict[str, Any] = {
+        "model": "gpt2",
+        "pre": _pre_name(tj.get("pre_tokenizer")),
+        "tokens": tokens,
+        "token_types": types,
+        "merges": merges,
+    }
     tc_path = folder / "tokenizer_config.json"
     tc = json.loads(tc_path.read_text(encoding="utf-8")) if tc_path.is_file() else {}
 

@@ -9,8 +9,17 @@ from typing import Iterator
 
 import numpy as np
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I32": np.int32, "I64": np.int64,
-           "I8": np.int8, "U8": np.uint8, "I16": np.int16, "BOOL": np.bool_}
+_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "F64": np.float64,
+    "I32": np.int32,
+    "I64": np.int64,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "I16": np.int16,
+    "BOOL": np.bool_,
+}
 
 
 class SafetensorsError(ValueError):

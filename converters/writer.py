@@ -22,8 +22,11 @@ def quantize_tensor(name: str, arr: np.ndarray, quant: str, log: Callable[[str],
         return arr, None
     if quant == "f16":
         return arr.astype(np.float16), None
-    qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
-             "q4_1": gguf.GGMLQuantizationType.Q4_1}[quant]
+    qtype = {
+        "q8_0": gguf.GGMLQuantizationType.Q8_0,
+        "q4_0": gguf.GGMLQuantizationType.Q4_0,
+        "q4_1": gguf.GGMLQuantizationType.Q4_1,
+    }[quant]
     if arr.shape[-1] % 32 != 0:
         log(f"note: {name} row length {arr.shape[-1]} is not a multiple of 32; stored as F16")
         return arr.astype(np.float16), None

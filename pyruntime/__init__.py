@@ -9,7 +9,28 @@ Quick start::
 
 from __future__ import annotations
 
-from pyruntime.errors import (
+
+def _use_installed_native_module() -> None:
+    """In a source checkout (``python -m pytest`` in the repo puts it first on ``sys.path``), the
+    compiled ``_core`` lives in the installed copy: add that copy to this package's search path."""
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("pyruntime._core") is not None:
+        return
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        installed = Path(str(distribution("pyruntime").locate_file("pyruntime")))
+    except PackageNotFoundError:
+        return
+    if installed.is_dir() and installed.resolve() != Path(__file__).resolve().parent:
+        __path__.append(str(installed))
+
+
+_use_installed_native_module()
+
+from pyruntime.errors import (  # noqa: E402
     ContextOverflowError,
     FormatError,
     InvalidArgumentError,
@@ -18,8 +39,8 @@ from pyruntime.errors import (
     UnknownModelError,
     UnsupportedError,
 )
-from pyruntime.model import Chunk, Completion, Model, Session, Stream, load
-from pyruntime.tokenizer import Tokenizer
+from pyruntime.model import Chunk, Completion, Model, Session, Stream, load  # noqa: E402
+from pyruntime.tokenizer import Tokenizer  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -7,8 +7,14 @@ from typing import Any, Sequence
 from pyruntime.errors import InvalidArgumentError
 
 
-def render_chat(template: str, messages: Sequence[dict[str, str]], *, bos_token: str = "", eos_token: str = "",
-                add_generation_prompt: bool = True) -> str:
+def render_chat(
+    template: str,
+    messages: Sequence[dict[str, str]],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+) -> str:
     """Render ``messages`` with ``template`` in a sandbox (templates come from model files)."""
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -24,7 +30,10 @@ def render_chat(template: str, messages: Sequence[dict[str, str]], *, bos_token:
     env.globals["raise_exception"] = raise_exception
     try:
         return env.from_string(template).render(
-            messages=list(messages), bos_token=bos_token, eos_token=eos_token, add_generation_prompt=add_generation_prompt
+            messages=list(messages),
+            bos_token=bos_token,
+            eos_token=eos_token,
+            add_generation_prompt=add_generation_prompt,
         )
     except TemplateError as e:
         raise InvalidArgumentError(f"chat template failed: {e}") from e

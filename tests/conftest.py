@@ -48,8 +48,12 @@ def _train_tokenizer(vocab_size: int) -> Any:
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator([BOTCHAN.read_text(encoding="utf-8")[:100_000]], trainer)
     return tk
 
@@ -64,10 +68,20 @@ def make_hf_llama(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
 
     def make(name: str, *, with_tokenizer: bool = True, seed: int = 0, **cfg_kwargs: Any) -> Path:
         out = tmp_path_factory.mktemp(name)
-        defaults: dict[str, Any] = dict(vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=96,
-                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                        max_position_embeddings=512, rope_theta=10000.0, tie_word_embeddings=False,
-                                        bos_token_id=0, eos_token_id=0, rms_norm_eps=1e-5)
+        defaults: dict[str, Any] = dict(
+            vocab_size=tokenizer.get_vocab_size(),
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            rope_theta=10000.0,
+            tie_word_embeddings=False,
+            bos_token_id=0,
+            eos_token_id=0,
+            rms_norm_eps=1e-5,
+        )
         defaults.update(cfg_kwargs)
         torch.manual_seed(seed)
         model = LlamaForCausalLM(LlamaConfig(**defaults)).eval()
@@ -77,8 +91,9 @@ def make_hf_llama(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
                     p.mul_(4.0)
         model.save_pretrained(out)
         if with_tokenizer:
-            PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>",
-                                    eos_token="<|endoftext|>").save_pretrained(out)
+            PreTrainedTokenizerFast(
+                tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
+            ).save_pretrained(out)
         return out
 
     return make

@@ -13,8 +13,14 @@ import pytest
 
 
 def pyrt(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyruntime", *args], capture_output=True, text=True, input=input,
-                          timeout=300, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "pyruntime", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=300,
+        env={**os.environ},
+    )
 
 
 def convert_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,12 +55,15 @@ def test_chat_reads_turns_from_stdin(smollm2_path: Path) -> None:
     assert "Paris" in r.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["run", "-m", "no-such-model", "-p", "hi"], "unknown model 'no-such-model'"),
-    (["run", "-p", ""], "prompt is empty"),
-    (["run", "-m", "/nonexistent/model.gguf", "-p", "hi"], "no such file"),
-    (["run", "-c", "8", "-p", "one two three four five six seven eight nine ten"], "context holds 8"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "-m", "no-such-model", "-p", "hi"], "unknown model 'no-such-model'"),
+        (["run", "-p", ""], "prompt is empty"),
+        (["run", "-m", "/nonexistent/model.gguf", "-p", "hi"], "no such file"),
+        (["run", "-c", "8", "-p", "one two three four five six seven eight nine ten"], "context holds 8"),
+    ],
+)
 def test_errors_exit_nonzero_with_message(args: list[str], message: str, smollm2_path: Path) -> None:
     r = pyrt(*args)
     assert r.returncode == 1

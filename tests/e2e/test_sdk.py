@@ -78,7 +78,9 @@ def test_stop_strings(model: pyruntime.Model) -> None:
     c = model.generate("One, two, three,", max_new_tokens=24, stop=[word])
     assert word not in c.text and full.text.startswith(c.text)
     assert c.stats["finish_reason"] == "stop"
-    streamed = "".join(ch.text for ch in model.generate("One, two, three,", max_new_tokens=24, stop=[word], stream=True))
+    streamed = "".join(
+        ch.text for ch in model.generate("One, two, three,", max_new_tokens=24, stop=[word], stream=True)
+    )
     assert streamed == c.text
 
 
@@ -91,8 +93,9 @@ def test_sampling_seed_reproducible(model: pyruntime.Model) -> None:
 
 
 def test_chat_uses_template_and_stops(model: pyruntime.Model) -> None:
-    c = model.chat([{"role": "user", "content": "What is the capital of France? Answer in one word."}],
-                   max_new_tokens=32)
+    c = model.chat(
+        [{"role": "user", "content": "What is the capital of France? Answer in one word."}], max_new_tokens=32
+    )
     assert "Paris" in c.text
     assert c.stats["finish_reason"] == "stop"
     assert c.stats["prompt_tokens"] > 20  # template applied (system prompt + role markers)

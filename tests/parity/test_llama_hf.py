@@ -28,8 +28,9 @@ def hf_smollm2(smollm2_path: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(2)
-    return AutoModelForCausalLM.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name,
-                                                dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        str(smollm2_path.parent), gguf_file=smollm2_path.name, dtype=torch.float32
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_smollm2_greedy_generation_matches_hf(smollm2_path: Path, hf_smollm2: An
 
     model = pyruntime.load(smollm2_path, kv_cache="f32", threads=2)
     ids = model.tokenize("The old man looked at the sea and said", add_special=False)
-    ref = hf_smollm2.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
+    ref = hf_smollm2.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids) :].tolist()
     ours = model.generate(ids, max_new_tokens=24).token_ids
     assert ours == ref
 
@@ -76,15 +77,17 @@ def test_smollm2_greedy_generation_matches_hf(smollm2_path: Path, hf_smollm2: An
 CONFIGS: dict[str, dict[str, Any]] = {
     "gqa_untied": dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
     "mha_tied": dict(num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True),
-    "mqa_theta": dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=1, rope_theta=500000.0,
-                      num_hidden_layers=3),
+    "mqa_theta": dict(
+        hidden_size=96, num_attention_heads=6, num_key_value_heads=1, rope_theta=500000.0, num_hidden_layers=3
+    ),
     "linear_rope_scaling": dict(rope_scaling={"rope_type": "linear", "factor": 4.0}),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_random_llama_converted(name: str, make_hf_llama: Callable[..., Path], convert: Callable[..., Path],
-                                tmp_path: Path, botchan: str) -> None:
+def test_random_llama_converted(
+    name: str, make_hf_llama: Callable[..., Path], convert: Callable[..., Path], tmp_path: Path, botchan: str
+) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -99,8 +102,9 @@ def test_random_llama_converted(name: str, make_hf_llama: Callable[..., Path], c
     diff = np.abs(model.logits(ids) - hf_logits(hf, ids)).max()
     assert diff <= 1e-4, f"max |dlogit| = {diff}"
     prompt = ids[:12]
-    ref = hf.generate(torch.tensor([prompt]), max_new_tokens=48, do_sample=False, eos_token_id=None,
-                      pad_token_id=0)[0, len(prompt):].tolist()
+    ref = hf.generate(torch.tensor([prompt]), max_new_tokens=48, do_sample=False, eos_token_id=None, pad_token_id=0)[
+        0, len(prompt) :
+    ].tolist()
     ours = model.generate(prompt, max_new_tokens=48)
     # HF does not stop at EOS here; ours stops at end-of-generation tokens, so compare the common part.
     assert ours.token_ids == ref[: len(ours.token_ids)]
@@ -108,8 +112,9 @@ def test_random_llama_converted(name: str, make_hf_llama: Callable[..., Path], c
 
 
 @pytest.mark.parametrize("quant,max_kl", [("f16", 1e-4), ("q8_0", 2e-3), ("q4_1", 0.1), ("q4_0", 0.1)])
-def test_quantized_weights(quant: str, max_kl: float, make_hf_llama: Callable[..., Path],
-                           convert: Callable[..., Path], tmp_path: Path) -> None:
+def test_quantized_weights(
+    quant: str, max_kl: float, make_hf_llama: Callable[..., Path], convert: Callable[..., Path], tmp_path: Path
+) -> None:
     """Kernels: a quantized file gives the logits of its own weights dequantized by the reference
     (gguf-py, via GGUF -> f32 requantization) within 1e-3. Quantization error: KL against the f32
     model stays bounded (loose for 4-bit: random weights have no structure to preserve)."""

@@ -8,9 +8,13 @@ from typing import Any, Optional
 import numpy as np
 
 
-def write_gguf(path: Path, kv: Optional[dict[str, tuple[Any, Any, Any]]] = None,
-               tensors: Optional[dict[str, tuple[np.ndarray, Any]]] = None, arch: str = "llama",
-               alignment: Optional[int] = None) -> Path:
+def write_gguf(
+    path: Path,
+    kv: Optional[dict[str, tuple[Any, Any, Any]]] = None,
+    tensors: Optional[dict[str, tuple[np.ndarray, Any]]] = None,
+    arch: str = "llama",
+    alignment: Optional[int] = None,
+) -> Path:
     """kv: key -> (value, GGUFValueType, sub_type); tensors: name -> (array, raw_dtype or None)."""
     import gguf
 

@@ -18,13 +18,22 @@ def test_every_metadata_value_type(tmp_path: Path) -> None:
 
     T = gguf.GGUFValueType
     kv = {
-        "t.u8": (200, T.UINT8, None), "t.i8": (-100, T.INT8, None), "t.u16": (60000, T.UINT16, None),
-        "t.i16": (-30000, T.INT16, None), "t.u32": (4_000_000_000, T.UINT32, None),
-        "t.i32": (-2_000_000_000, T.INT32, None), "t.u64": (2**63 + 5, T.UINT64, None),
-        "t.i64": (-(2**62), T.INT64, None), "t.f32": (1.5, T.FLOAT32, None), "t.f64": (-2.25e-300, T.FLOAT64, None),
-        "t.bool": (True, T.BOOL, None), "t.str": ("héllo\u2581", T.STRING, None),
-        "t.arr_i32": ([1, -2, 3], T.ARRAY, T.INT32), "t.arr_f32": ([0.5, -1.0], T.ARRAY, T.FLOAT32),
-        "t.arr_str": (["a", "", "ü"], T.ARRAY, T.STRING), "t.arr_bool": ([True, False], T.ARRAY, T.BOOL),
+        "t.u8": (200, T.UINT8, None),
+        "t.i8": (-100, T.INT8, None),
+        "t.u16": (60000, T.UINT16, None),
+        "t.i16": (-30000, T.INT16, None),
+        "t.u32": (4_000_000_000, T.UINT32, None),
+        "t.i32": (-2_000_000_000, T.INT32, None),
+        "t.u64": (2**63 + 5, T.UINT64, None),
+        "t.i64": (-(2**62), T.INT64, None),
+        "t.f32": (1.5, T.FLOAT32, None),
+        "t.f64": (-2.25e-300, T.FLOAT64, None),
+        "t.bool": (True, T.BOOL, None),
+        "t.str": ("héllo\u2581", T.STRING, None),
+        "t.arr_i32": ([1, -2, 3], T.ARRAY, T.INT32),
+        "t.arr_f32": ([0.5, -1.0], T.ARRAY, T.FLOAT32),
+        "t.arr_str": (["a", "", "ü"], T.ARRAY, T.STRING),
+        "t.arr_bool": ([True, False], T.ARRAY, T.BOOL),
     }
     path = write_gguf(tmp_path / "kv.gguf", kv)
     meta = _core.GGUFFile.open(str(path)).metadata

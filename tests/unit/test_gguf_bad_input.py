@@ -55,13 +55,17 @@ def test_bad_version() -> None:
 
 def test_string_longer_than_file() -> None:
     data = header(n_kv=1) + struct.pack("<Q", 1 << 40) + b"abc" + b"\0" * 40
-    with pytest.raises(FormatError, match=r"string length 1099511627776 exceeds .* at offset 24 \(field 'metadata key #0'\)"):
+    with pytest.raises(
+        FormatError, match=r"string length 1099511627776 exceeds .* at offset 24 \(field 'metadata key #0'\)"
+    ):
         parse(data)
 
 
 def test_array_count_larger_than_file() -> None:
     data = header(n_kv=1) + gguf_str(b"k") + struct.pack("<IIQ", 9, 5, 1 << 50)
-    with pytest.raises(FormatError, match=r"array count 1125899906842624 cannot fit .* at offset 41 \(field 'k.count'\)"):
+    with pytest.raises(
+        FormatError, match=r"array count 1125899906842624 cannot fit .* at offset 41 \(field 'k.count'\)"
+    ):
         parse(data)
 
 
@@ -78,8 +82,12 @@ def test_bool_out_of_range() -> None:
 
 
 def tensor_info(name: bytes, dims: list[int], type_id: int, offset: int) -> bytes:
-    return gguf_str(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims) + struct.pack(
-        "<IQ", type_id, offset)
+    return (
+        gguf_str(name)
+        + struct.pack("<I", len(dims))
+        + b"".join(struct.pack("<Q", d) for d in dims)
+        + struct.pack("<IQ", type_id, offset)
+    )
 
 
 def test_unknown_tensor_type() -> None:
@@ -134,8 +142,10 @@ def test_unsupported_tensor_type(tmp_path: Path) -> None:
     import gguf
 
     T = gguf.GGUFValueType
-    kv = {f"llama.{k}": (v, T.UINT32, None) for k, v in
-          dict(block_count=1, embedding_length=256, feed_forward_length=256, context_length=64).items()}
+    kv = {
+        f"llama.{k}": (v, T.UINT32, None)
+        for k, v in dict(block_count=1, embedding_length=256, feed_forward_length=256, context_length=64).items()
+    }
     kv["llama.attention.head_count"] = (4, T.UINT32, None)
     q4k = np.zeros((16, 144), np.uint8)  # 16 rows of one 256-element Q4_K block
     p = write_gguf(tmp_path / "k.gguf", kv, {"token_embd.weight": (q4k, gguf.GGMLQuantizationType.Q4_K)})
@@ -147,16 +157,24 @@ def test_missing_tensor_and_wrong_shape(tmp_path: Path) -> None:
     import gguf
 
     T = gguf.GGUFValueType
-    kv = {f"llama.{k}": (v, T.UINT32, None) for k, v in
-          dict(block_count=1, embedding_length=32, feed_forward_length=64, context_length=64).items()}
+    kv = {
+        f"llama.{k}": (v, T.UINT32, None)
+        for k, v in dict(block_count=1, embedding_length=32, feed_forward_length=64, context_length=64).items()
+    }
     kv["llama.attention.head_count"] = (4, T.UINT32, None)
     f32 = np.zeros
-    p = write_gguf(tmp_path / "m.gguf", kv, {"token_embd.weight": (f32((10, 32), np.float32), None),
-                                             "output_norm.weight": (f32(32, np.float32), None)})
+    p = write_gguf(
+        tmp_path / "m.gguf",
+        kv,
+        {"token_embd.weight": (f32((10, 32), np.float32), None), "output_norm.weight": (f32(32, np.float32), None)},
+    )
     with pytest.raises(FormatError, match="tensor 'blk.0.attn_norm.weight' is missing"):
         pyruntime.load(p)
-    p = write_gguf(tmp_path / "s.gguf", kv, {"token_embd.weight": (f32((10, 32), np.float32), None),
-                                             "output_norm.weight": (f32(31, np.float32), None)})
+    p = write_gguf(
+        tmp_path / "s.gguf",
+        kv,
+        {"token_embd.weight": (f32((10, 32), np.float32), None), "output_norm.weight": (f32(31, np.float32), None)},
+    )
     with pytest.raises(FormatError, match=r"'output_norm.weight' has shape \[31\], expected \[32\]"):
         pyruntime.load(p)
 

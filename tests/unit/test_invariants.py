@@ -12,8 +12,9 @@ import pyruntime
 
 
 @pytest.fixture(scope="module")
-def tiny(make_hf_llama: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory,
-         convert: Callable[..., Path]) -> Path:
+def tiny(
+    make_hf_llama: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory, convert: Callable[..., Path]
+) -> Path:
     hf = make_hf_llama("inv", num_hidden_layers=3)
     return convert(hf, tmp_path_factory.mktemp("inv") / "tiny.gguf", "q8_0")
 

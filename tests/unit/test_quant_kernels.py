@@ -50,10 +50,12 @@ def test_quantizer_byte_identical_to_reference(qtype: str) -> None:
 
 def test_fp16_rounding_matches_numpy() -> None:
     rng = np.random.default_rng(3)
-    x = np.concatenate([
-        rng.standard_normal(100_000).astype(np.float32) * np.float32(10.0) ** rng.integers(-8, 5, 100_000),
-        np.array([0.0, -0.0, 65504.0, 65520.0, 1e9, -1e9, np.inf, -np.inf, 5.96e-8, 2.98e-8, 6.1e-5], np.float32),
-    ]).astype(np.float32)
+    x = np.concatenate(
+        [
+            rng.standard_normal(100_000).astype(np.float32) * np.float32(10.0) ** rng.integers(-8, 5, 100_000),
+            np.array([0.0, -0.0, 65504.0, 65520.0, 1e9, -1e9, np.inf, -np.inf, 5.96e-8, 2.98e-8, 6.1e-5], np.float32),
+        ]
+    ).astype(np.float32)
     with np.errstate(over="ignore"):
         want = x.astype(np.float16).view(np.uint16)
     np.testing.assert_array_equal(_core.fp32_to_fp16(x), want)

@@ -61,8 +61,17 @@ def test_repetition_penalty() -> None:
     assert s.sample(logits) == 0
 
 
-@pytest.mark.parametrize("kw", [dict(top_p=0.0), dict(top_p=1.5), dict(min_p=-0.1), dict(top_k=-1),
-                                dict(repeat_penalty=0.0), dict(temperature=float("nan"))])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+        dict(min_p=-0.1),
+        dict(top_k=-1),
+        dict(repeat_penalty=0.0),
+        dict(temperature=float("nan")),
+    ],
+)
 def test_invalid_parameters(kw: dict[str, float]) -> None:
     with pytest.raises(InvalidArgumentError):
         _core.Sampler(**kw)

@@ -28,8 +28,11 @@ def load_cases(vocab: str) -> list[tuple[str, list[int]]]:
 def test_llama_cpp_vectors_exact(vocab: str) -> None:
     tok = Tokenizer.from_gguf(TOKENIZER_DIR / f"ggml-vocab-{vocab}.gguf")
     cases = load_cases(vocab)
-    wrong = [(text, want, tok.encode(text, add_special=False)) for text, want in cases
-             if tok.encode(text, add_special=False) != want]
+    wrong = [
+        (text, want, tok.encode(text, add_special=False))
+        for text, want in cases
+        if tok.encode(text, add_special=False) != want
+    ]
     assert not wrong, f"{len(wrong)}/{len(cases)} cases differ, first: {wrong[0]!r}"
 
 

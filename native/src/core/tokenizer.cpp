@@ -247,7 +247,9 @@ int32_t Tokenizer::byte_token(uint8_t b) const {
   auto it = token_to_id_.find(buf);
   if (it != token_to_id_.end()) return it->second;
   it = token_to_id_.find(std::string(1, static_cast<char>(b)));
-  return it != token_to_id_.end() ? it->second : unk_;
+  if (it != token_to_id_.end()) return it->second;
+  if (unk_ >= 0) return unk_;
+  fail(ErrorCode::kFormat, std::string("the vocabulary cannot encode byte ") + buf + ": no byte token and no unknown token");
 }
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special, bool parse_special) const {
@@ -375,8 +377,13 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
     for (size_t k = 0; k < piece.size();) {  // not in the vocabulary: fall back to its characters
       const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(piece[k])), piece.size() - k);
       auto ch = token_to_id_.find(piece.substr(k, len));
-      if (ch != token_to_id_.end()) out.push_back(ch->second);
-      else if (unk_ >= 0) out.push_back(unk_);
+      if (ch != token_to_id_.end()) {
+        out.push_back(ch->second);
+      } else if (unk_ >= 0) {
+        out.push_back(unk_);
+      } else {
+        fail(ErrorCode::kFormat, "the vocabulary cannot encode '" + piece.substr(k, len) + "': no such token and no unknown token");
+      }
       k += len;
     }
   }

@@ -71,7 +71,11 @@ PYBIND11_MODULE(_core, m) {
     } catch (const Error& e) {
       py::object errors = py::module_::import("pyruntime.errors");
       py::object cls = errors.attr("from_code")(static_cast<int>(e.code()));
-      PyErr_SetString(cls.ptr(), e.what());
+      // Messages quote file content (keys, names), which may not be valid UTF-8.
+      const std::string msg = e.what();
+      PyObject* text = PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "backslashreplace");
+      PyErr_SetObject(cls.ptr(), text);
+      Py_XDECREF(text);
     }
   });
 
@@ -111,12 +115,18 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<GgufFile, std::shared_ptr<GgufFile>>(m, "GGUFFile")
       .def_static("open", &GgufFile::open, py::arg("path"))
-      .def_static("parse_bytes", [](const py::bytes& b) {
-        // Copies into a buffer owned by the parse; used by the fuzzer and the corruption tests.
+      .def_static("parse_bytes", [](const py::bytes& b, bool with_tokenizer) {
+        // Parses a copy of the bytes (fuzzer, corruption tests); optionally builds and exercises the
+        // tokenizer the metadata describes, which is the other consumer of untrusted metadata.
         std::string s = b;
         auto f = GgufFile::from_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), "<bytes>");
+        if (with_tokenizer && f->find("tokenizer.ggml.model")) {
+          auto tok = Tokenizer::from_gguf(*f);
+          auto ids = tok->encode("Hello world 123 <|im_end|>", true, true);
+          tok->decode(ids);
+        }
         return py::make_tuple(f->metadata().size(), f->tensors().size());
-      })
+      }, py::arg("data"), py::arg("with_tokenizer") = false)
       .def_property_readonly("path", &GgufFile::path)
       .def_property_readonly("version", &GgufFile::version)
       .def_property_readonly("alignment", &GgufFile::alignment)
