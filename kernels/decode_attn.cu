@@ -1,0 +1,205 @@
+// Split-K decode attention (Flash-Decoding) over f16 / q8_0 / q4_0 KV caches, read directly.
+// CTA (split, kv head, batch): all G query heads of the KV group, keys [start, end) of the split,
+// processed in sub-blocks of kKeys with an online softmax; then a combine kernel merges splits.
+#include <algorithm>
+#include <cmath>
+
+#include "common.cuh"
+#include "pyrt_cuda.h"
+
+namespace pyrt::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kKeys = 64;  // keys per sub-block
+constexpr int kMaxGroup = 8;
+
+template <KvFormat F>
+__device__ __forceinline__ float kv_at(const uint8_t* row, int c) {
+  if constexpr (F == KvFormat::kF16) return __half2float(reinterpret_cast<const half*>(row)[c]);
+  else if constexpr (F == KvFormat::kQ8_0) return q8_0_at(row, c);
+  else return q4_0_at(row, c);
+}
+
+template <KvFormat F, int D>
+__global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p, int row_bytes) {
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int G = p.Hq / p.Hkv;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __shared__ float sQ[kMaxGroup][D];
+  __shared__ float sP[kMaxGroup][kKeys];
+  __shared__ float sM[kMaxGroup], sL[kMaxGroup], sAlpha[kMaxGroup];
+
+  const int len = p.seqlens[b];
+  const int chunk = (len + p.n_splits - 1) / p.n_splits;
+  const int start = split * chunk, end = min(len, start + chunk);
+  const size_t part = (size_t(b) * p.Hq + size_t(kvh) * G) * p.n_splits + split;  // head g adds g * n_splits
+  if (start >= end) {  // empty split: weight 0 in the combine
+    for (int i = threadIdx.x; i < G * D; i += kThreads) p.o_partial[(part + size_t(i / D) * p.n_splits) * D + i % D] = 0.0f;
+    if (threadIdx.x < G) p.lse_partial[part + size_t(threadIdx.x) * p.n_splits] = -INFINITY;
+    return;
+  }
+  const float scale_log2 = p.scale * kLog2e;
+  for (int i = threadIdx.x; i < G * D; i += kThreads) {
+    sQ[i / D][i % D] = __half2float(p.q[(size_t(b) * p.Hq + size_t(kvh) * G + i / D) * D + i % D]);
+  }
+  if (threadIdx.x < G) {
+    sM[threadIdx.x] = -INFINITY;
+    sL[threadIdx.x] = 0.0f;
+  }
+  // Each thread owns outputs (g, c) = idx / D, idx % D for idx = threadIdx.x + j * kThreads.
+  constexpr int kOwned = (kMaxGroup * D + kThreads - 1) / kThreads;
+  float acc[kOwned];
+#pragma unroll
+  for (int j = 0; j < kOwned; ++j) acc[j] = 0.0f;
+
+  const uint8_t* kbase = static_cast<const uint8_t*>(p.k) + (size_t(b) * p.Hkv + kvh) * p.S_max * row_bytes;
+  const uint8_t* vbase = static_cast<const uint8_t*>(p.v) + (size_t(b) * p.Hkv + kvh) * p.S_max * row_bytes;
+  __syncthreads();
+
+  for (int kb = start; kb < end; kb += kKeys) {
+    const int n = min(kKeys, end - kb);
+    // Scores: a warp per key, lanes across D (coalesced), all G heads from one read of the key.
+    for (int j = warp; j < n; j += kThreads / 32) {
+      const uint8_t* krow = kbase + size_t(kb + j) * row_bytes;
+      float dots[kMaxGroup];
+#pragma unroll
+      for (int g = 0; g < kMaxGroup; ++g) dots[g] = 0.0f;
+      for (int c = lane; c < D; c += 32) {
+        const float kv = kv_at<F>(krow, c);
+#pragma unroll
+        for (int g = 0; g < kMaxGroup; ++g)
+          if (g < G) dots[g] += sQ[g][c] * kv;
+      }
+#pragma unroll
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= G) break;
+        const float s = warp_sum(dots[g]);
+        if (lane == 0) sP[g][j] = s * scale_log2;
+      }
+    }
+    __syncthreads();
+    // Softmax bookkeeping: one warp per head.
+    for (int g = warp; g < G; g += kThreads / 32) {
+      float mx = -INFINITY;
+      for (int j = lane; j < n; j += 32) mx = fmaxf(mx, sP[g][j]);
+      mx = warp_max(mx);
+      const float m_new = fmaxf(sM[g], mx);
+      float sum = 0.0f;
+      for (int j = lane; j < n; j += 32) {
+        const float e = exp2f(sP[g][j] - m_new);
+        sP[g][j] = e;
+        sum += e;
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) {
+        const float alpha = exp2f(sM[g] - m_new);
+        sAlpha[g] = alpha;
+        sL[g] = sL[g] * alpha + sum;
+        sM[g] = m_new;
+      }
+    }
+    __syncthreads();
+    // O += P V: consecutive threads read consecutive channels of each value row.
+#pragma unroll
+    for (int o = 0; o < kOwned; ++o) {
+      const int idx = threadIdx.x + o * kThreads;
+      if (idx >= G * D) break;
+      const int g = idx / D, c = idx % D;
+      float a = acc[o] * sAlpha[g];
+      for (int j = 0; j < n; ++j) a += sP[g][j] * kv_at<F>(vbase + size_t(kb + j) * row_bytes, c);
+      acc[o] = a;
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int o = 0; o < kOwned; ++o) {
+    const int idx = threadIdx.x + o * kThreads;
+    if (idx >= G * D) break;
+    const int g = idx / D, c = idx % D;
+    p.o_partial[(part + size_t(g) * p.n_splits) * D + c] = acc[o] / sL[g];
+  }
+  if (threadIdx.x < G) p.lse_partial[part + size_t(threadIdx.x) * p.n_splits] = sM[threadIdx.x] * kLn2 + logf(sL[threadIdx.x]);
+}
+
+// (O, LSE) merge over splits: associative, empty splits have LSE = -inf and weight 0.
+__global__ void combine_kernel(DecodeParams p) {
+  const int h = blockIdx.x, b = blockIdx.y;
+  const size_t base = (size_t(b) * p.Hq + h) * p.n_splits;
+  float L = -INFINITY;
+  for (int s = 0; s < p.n_splits; ++s) L = fmaxf(L, p.lse_partial[base + s]);
+  float wsum = 0.0f;
+  for (int s = 0; s < p.n_splits; ++s) wsum += L == -INFINITY ? 0.0f : expf(p.lse_partial[base + s] - L);
+  for (int c = threadIdx.x; c < p.D; c += blockDim.x) {
+    float o = 0.0f;
+    for (int s = 0; s < p.n_splits; ++s) {
+      const float w = L == -INFINITY ? 0.0f : expf(p.lse_partial[base + s] - L);
+      o += w * p.o_partial[(base + s) * p.D + c];
+    }
+    p.out[(size_t(b) * p.Hq + h) * p.D + c] = wsum > 0.0f ? o / wsum : 0.0f;
+  }
+  if (threadIdx.x == 0) p.lse[size_t(b) * p.Hq + h] = wsum > 0.0f ? L + logf(wsum) : -INFINITY;
+}
+
+template <KvFormat F>
+cudaError_t launch_format(const DecodeParams& p, cudaStream_t stream) {
+  dim3 grid(p.n_splits, p.Hkv, p.B);
+  const int rb = kv_row_bytes(F, p.D);
+  switch (p.D) {
+    case 64: decode_split_kernel<F, 64><<<grid, kThreads, 0, stream>>>(p, rb); break;
+    case 80: decode_split_kernel<F, 80><<<grid, kThreads, 0, stream>>>(p, rb); break;
+    case 96: decode_split_kernel<F, 96><<<grid, kThreads, 0, stream>>>(p, rb); break;
+    case 128: decode_split_kernel<F, 128><<<grid, kThreads, 0, stream>>>(p, rb); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+int kv_row_bytes(KvFormat f, int D) {
+  switch (f) {
+    case KvFormat::kF16: return D * 2;
+    case KvFormat::kQ8_0: return D / 32 * 34;
+    case KvFormat::kQ4_0: return D / 32 * 18;
+  }
+  return 0;
+}
+
+int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks, int max_splits) {
+  if (batch_nheads_mblocks >= 0.8f * num_sms) return 1;
+  max_splits = std::min({max_splits, num_sms, num_n_blocks});
+  if (max_splits < 1) return 1;
+  auto ceildiv = [](int a, int b) { return (a + b - 1) / b; };
+  auto eligible = [&](int s) { return s == 1 || ceildiv(num_n_blocks, s) != ceildiv(num_n_blocks, s - 1); };
+  float max_eff = 0.0f;
+  float eff[129] = {0};
+  for (int s = 1; s <= max_splits; ++s) {
+    if (!eligible(s)) continue;
+    const float waves = float(batch_nheads_mblocks) * s / num_sms;
+    eff[s] = waves / std::ceil(waves);
+    max_eff = std::max(max_eff, eff[s]);
+  }
+  for (int s = 1; s <= max_splits; ++s) {
+    if (eligible(s) && eff[s] >= 0.85f * max_eff) return s;
+  }
+  return 1;
+}
+
+cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream) {
+  if (p.B <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0 || p.Hq / p.Hkv > kMaxGroup || p.n_splits < 1 || p.D % 32 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  cudaError_t err;
+  switch (p.format) {
+    case KvFormat::kF16: err = launch_format<KvFormat::kF16>(p, stream); break;
+    case KvFormat::kQ8_0: err = launch_format<KvFormat::kQ8_0>(p, stream); break;
+    case KvFormat::kQ4_0: err = launch_format<KvFormat::kQ4_0>(p, stream); break;
+    default: return cudaErrorInvalidValue;
+  }
+  if (err != cudaSuccess) return err;
+  combine_kernel<<<dim3(p.Hq, p.B), 128, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace pyrt::cuda

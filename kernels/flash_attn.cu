@@ -1,0 +1,172 @@
+// FlashAttention-2-style prefill forward: one CTA per (query tile, head, batch); its four warps
+// split the query rows, so the online softmax needs no inter-warp communication. QK^T and PV run on
+// tensor cores (WMMA 16x16x16, fp16 in, fp32 accumulate); S, P and the running O live in shared memory.
+#include <mma.h>
+
+#include <cmath>
+
+#include "common.cuh"
+#include "pyrt_cuda.h"
+
+namespace pyrt::cuda {
+namespace {
+
+using namespace nvcuda;
+
+constexpr int kBr = 64;  // query rows per CTA (16 per warp)
+constexpr int kBc = 32;  // keys per tile
+constexpr int kWarps = 4;
+
+template <int D>
+struct FlashSmem {
+  static constexpr size_t q = size_t(kBr) * D * 2, k = size_t(kBc) * D * 2, v = k;
+  static constexpr size_t s = size_t(kBr) * kBc * 4, p = size_t(kBr) * kBc * 2, o = size_t(kBr) * D * 4;
+  static constexpr size_t ml = 2 * kBr * 4;
+  static constexpr size_t total = q + k + v + s + p + o + ml;
+};
+
+// Copies `rows` rows of D halves (row stride D) into shared memory, zero-filling rows >= valid.
+template <int D>
+__device__ void load_tile(half* dst, const half* src, int rows, int valid) {
+  constexpr int kVec = D / 8;  // 16-byte vectors per row
+  for (int i = threadIdx.x; i < rows * kVec; i += blockDim.x) {
+    const int r = i / kVec, c = i % kVec;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (r < valid) val = reinterpret_cast<const uint4*>(src + size_t(r) * D)[c];
+    reinterpret_cast<uint4*>(dst + size_t(r) * D)[c] = val;
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(FlashParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  using S = FlashSmem<D>;
+  half* sQ = reinterpret_cast<half*>(smem);
+  half* sK = reinterpret_cast<half*>(smem + S::q);
+  half* sV = reinterpret_cast<half*>(smem + S::q + S::k);
+  float* sS = reinterpret_cast<float*>(smem + S::q + S::k + S::v);
+  half* sP = reinterpret_cast<half*>(smem + S::q + S::k + S::v + S::s);
+  float* sO = reinterpret_cast<float*>(smem + S::q + S::k + S::v + S::s + S::p);
+  float* sM = reinterpret_cast<float*>(smem + S::q + S::k + S::v + S::s + S::p + S::o);
+  float* sL = sM + kBr;
+
+  const int q0 = blockIdx.x * kBr, h = blockIdx.y, b = blockIdx.z;
+  const int kvh = h / (p.Hq / p.Hkv);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * 16;
+  const half* qg = p.q + (size_t(b) * p.Hq + h) * p.Sq * D + size_t(q0) * D;
+  const half* kg = p.k + (size_t(b) * p.Hkv + kvh) * p.Sk * D;
+  const half* vg = p.v + (size_t(b) * p.Hkv + kvh) * p.Sk * D;
+  const float scale_log2 = p.scale * kLog2e;
+  const int offset = p.Sk - p.Sq;  // bottom-right causal alignment
+
+  load_tile<D>(sQ, qg, kBr, min(kBr, p.Sq - q0));
+  for (int i = threadIdx.x; i < kBr * D; i += blockDim.x) sO[i] = 0.0f;
+  for (int i = threadIdx.x; i < kBr; i += blockDim.x) {
+    sM[i] = -INFINITY;
+    sL[i] = 0.0f;
+  }
+  int n_tiles = (p.Sk + kBc - 1) / kBc;
+  if (p.causal) {
+    const int last_key = min(q0 + kBr, p.Sq) - 1 + offset;
+    n_tiles = last_key < 0 ? 0 : min(n_tiles, last_key / kBc + 1);
+  }
+
+  for (int t = 0; t < n_tiles; ++t) {
+    const int k0 = t * kBc;
+    __syncthreads();  // the previous tile's PV is done with sK/sV
+    load_tile<D>(sK, kg + size_t(k0) * D, kBc, min(kBc, p.Sk - k0));
+    load_tile<D>(sV, vg + size_t(k0) * D, kBc, min(kBc, p.Sk - k0));
+    __syncthreads();
+
+    // S[rows of this warp, :] = Q K^T
+    for (int n0 = 0; n0 < kBc; n0 += 16) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int kk = 0; kk < D; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::col_major> bk;
+        wmma::load_matrix_sync(a, sQ + row0 * D + kk, D);
+        wmma::load_matrix_sync(bk, sK + n0 * D + kk, D);
+        wmma::mma_sync(acc, a, bk, acc);
+      }
+      wmma::store_matrix_sync(sS + row0 * kBc + n0, acc, kBc, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // Online softmax, one row at a time across the warp (lane = key column).
+    for (int r = 0; r < 16; ++r) {
+      const int row = row0 + r, qi = q0 + row, key = k0 + lane;
+      const bool valid = key < p.Sk && (!p.causal || key <= qi + offset);
+      const float s = valid ? sS[row * kBc + lane] * scale_log2 : -INFINITY;
+      const float m_old = sM[row];
+      const float m_new = fmaxf(m_old, warp_max(s));
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // fully masked so far: avoid inf - inf
+      const float pj = valid ? exp2f(s - m_use) : 0.0f;
+      const float alpha = exp2f(m_old - m_use);
+      const float rowsum = warp_sum(pj);
+      sP[row * kBc + lane] = __float2half(pj);
+      for (int c = lane; c < D; c += 32) sO[row * D + c] *= alpha;
+      __syncwarp();
+      if (lane == 0) {
+        sM[row] = m_new;
+        sL[row] = sL[row] * alpha + rowsum;
+      }
+    }
+    __syncwarp();
+
+    // O[rows of this warp, :] += P V
+    for (int n0 = 0; n0 < D; n0 += 16) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, sO + row0 * D + n0, D, wmma::mem_row_major);
+      for (int kk = 0; kk < kBc; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::row_major> bv;
+        wmma::load_matrix_sync(a, sP + row0 * kBc + kk, kBc);
+        wmma::load_matrix_sync(bv, sV + kk * D + n0, D);
+        wmma::mma_sync(acc, a, bv, acc);
+      }
+      wmma::store_matrix_sync(sO + row0 * D + n0, acc, D, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+
+  // Epilogue: normalise and write rows that exist.
+  for (int r = 0; r < 16; ++r) {
+    const int row = row0 + r, qi = q0 + row;
+    if (qi >= p.Sq) break;
+    const float l = sL[row];
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float* og = p.out + ((size_t(b) * p.Hq + h) * p.Sq + qi) * D;
+    for (int c = lane; c < D; c += 32) og[c] = sO[row * D + c] * inv;
+    if (lane == 0) {
+      const float m = sM[row];
+      p.lse[(size_t(b) * p.Hq + h) * p.Sq + qi] = l > 0.0f ? m * kLn2 + logf(l) : -INFINITY;
+    }
+  }
+}
+
+template <int D>
+cudaError_t launch(const FlashParams& p, cudaStream_t stream) {
+  const size_t smem = FlashSmem<D>::total;
+  cudaError_t err = cudaFuncSetAttribute(flash_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (err != cudaSuccess) return err;
+  dim3 grid((p.Sq + kBr - 1) / kBr, p.Hq, p.B);
+  flash_fwd_kernel<D><<<grid, kWarps * 32, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream) {
+  if (p.B <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0 || p.Sq <= 0 || p.Sk <= 0) return cudaErrorInvalidValue;
+  switch (p.D) {
+    case 64: return launch<64>(p, stream);
+    case 80: return launch<80>(p, stream);
+    case 96: return launch<96>(p, stream);
+    case 128: return launch<128>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace pyrt::cuda

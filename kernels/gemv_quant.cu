@@ -1,0 +1,67 @@
+// Dequantizing GEMV for decode: a warp per output row, lanes across 32-element blocks (so a warp
+// reads consecutive blocks), x staged once per CTA in shared memory.
+#include "common.cuh"
+#include "pyrt_cuda.h"
+
+namespace pyrt::cuda {
+namespace {
+
+constexpr int kRowsPerCta = 4;
+
+template <int TYPE>
+__global__ void __launch_bounds__(kRowsPerCta * 32) gemv_kernel(const uint8_t* w, const float* x, float* y, int N, int K) {
+  extern __shared__ float sx[];
+  for (int i = threadIdx.x; i < K; i += blockDim.x) sx[i] = x[i];
+  __syncthreads();
+  const int row = blockIdx.x * kRowsPerCta + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= N) return;
+  constexpr int kBlockBytes = TYPE == 8 ? 34 : (TYPE == 2 ? 18 : 20);
+  const int n_blocks = K / 32;
+  const uint8_t* r = w + size_t(row) * n_blocks * kBlockBytes;
+  float sum = 0.0f;
+  for (int bi = lane; bi < n_blocks; bi += 32) {
+    const uint8_t* blk = r + size_t(bi) * kBlockBytes;
+    const float d = __half2float(*reinterpret_cast<const __half*>(blk));
+    const float* xs = sx + bi * 32;
+    float s = 0.0f;
+    if constexpr (TYPE == 8) {
+      const int8_t* qs = reinterpret_cast<const int8_t*>(blk + 2);
+#pragma unroll
+      for (int j = 0; j < 32; ++j) s += qs[j] * xs[j];
+      sum += d * s;
+    } else if constexpr (TYPE == 2) {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) s += ((blk[2 + j] & 0x0F) - 8) * xs[j] + ((blk[2 + j] >> 4) - 8) * xs[j + 16];
+      sum += d * s;
+    } else {
+      const float m = __half2float(*reinterpret_cast<const __half*>(blk + 2));
+      float sxs = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        s += (blk[4 + j] & 0x0F) * xs[j] + (blk[4 + j] >> 4) * xs[j + 16];
+        sxs += xs[j] + xs[j + 16];
+      }
+      sum += d * s + m * sxs;
+    }
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) y[row] = sum;
+}
+
+}  // namespace
+
+cudaError_t gemv_quant(int type, const void* w, const float* x, float* y, int N, int K, cudaStream_t stream) {
+  if (N <= 0 || K <= 0 || K % 32 != 0) return cudaErrorInvalidValue;
+  const dim3 grid((N + kRowsPerCta - 1) / kRowsPerCta);
+  const size_t smem = size_t(K) * sizeof(float);
+  const auto* wb = static_cast<const uint8_t*>(w);
+  switch (type) {
+    case 8: gemv_kernel<8><<<grid, kRowsPerCta * 32, smem, stream>>>(wb, x, y, N, K); break;
+    case 2: gemv_kernel<2><<<grid, kRowsPerCta * 32, smem, stream>>>(wb, x, y, N, K); break;
+    case 3: gemv_kernel<3><<<grid, kRowsPerCta * 32, smem, stream>>>(wb, x, y, N, K); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace pyrt::cuda

@@ -1,0 +1,58 @@
+// Host API of the CUDA kernels (device pointers in, cudaError_t out: errors are values).
+// The runtime and the `_cuda` Python module call these; nothing here needs a GPU to compile.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace pyrt::cuda {
+
+// FlashAttention-2-style forward. q: [B, Hq, Sq, D], k/v: [B, Hkv, Sk, D] (fp16, contiguous);
+// out: [B, Hq, Sq, D] fp32, lse: [B, Hq, Sq] fp32 (natural log; -inf for fully masked rows).
+// Causal masks are aligned bottom-right (query i sees keys j <= i + Sk - Sq). Query head h reads
+// KV head h / (Hq / Hkv). D in {64, 80, 96, 128}.
+struct FlashParams {
+  const half* q;
+  const half* k;
+  const half* v;
+  float* out;
+  float* lse;
+  int B, Hq, Hkv, Sq, Sk, D;
+  float scale;
+  bool causal;
+};
+cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream);
+
+// KV cache element formats the decode kernel reads directly (ggml block layouts along D).
+enum class KvFormat : int { kF16 = 0, kQ8_0 = 1, kQ4_0 = 2 };
+int kv_row_bytes(KvFormat f, int D);
+
+// Split-K decode attention (Flash-Decoding) for one query token per sequence over ragged lengths.
+// q: [B, Hq, D] fp16; k/v: [B, Hkv, S_max, row_bytes] in `format`; seqlens: [B] int32 (device).
+// All query heads of a KV group are processed by one CTA so K/V are read once. Each of n_splits
+// CTAs per (b, kv head) handles a contiguous key range and writes (O_s, LSE_s) into the
+// workspace [B, Hq, n_splits, D] / [B, Hq, n_splits]; a combine kernel merges them.
+struct DecodeParams {
+  const half* q;
+  const void* k;
+  const void* v;
+  const int* seqlens;
+  KvFormat format;
+  int B, Hq, Hkv, S_max, D;
+  float scale;
+  int n_splits;
+  float* o_partial;
+  float* lse_partial;
+  float* out;  // [B, Hq, D]
+  float* lse;  // [B, Hq]
+};
+cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream);
+
+// flash-attn's split count heuristic (SPEC 6.3).
+int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks, int max_splits);
+
+// y[N] = W[N, K] x[K] for ggml-quantized rows (type ids: Q8_0 = 8, Q4_0 = 2, Q4_1 = 3).
+cudaError_t gemv_quant(int ggml_type, const void* w, const float* x, float* y, int N, int K, cudaStream_t stream);
+
+}  // namespace pyrt::cuda

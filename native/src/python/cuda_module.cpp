@@ -1,0 +1,173 @@
+// pybind11 module `_cuda`: the CUDA kernels on numpy inputs (tests, benchmarks). Imported lazily by
+// pyruntime only when CUDA is asked for; with no GPU or driver it imports and reports 0 devices.
+#include <cuda_runtime_api.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "pyrt_cuda.h"
+
+namespace py = pybind11;
+using namespace pyrt::cuda;
+
+namespace {
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+// Device buffer with RAII; copies from/to numpy.
+struct DevBuf {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  explicit DevBuf(size_t n) : bytes(n) { check(cudaMalloc(&ptr, std::max<size_t>(n, 1)), "cudaMalloc"); }
+  DevBuf(const void* host, size_t n) : DevBuf(n) { check(cudaMemcpy(ptr, host, n, cudaMemcpyHostToDevice), "cudaMemcpy H2D"); }
+  ~DevBuf() { cudaFree(ptr); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr); }
+  void to_host(void* host) const { check(cudaMemcpy(host, ptr, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H"); }
+  void poison() const { check(cudaMemset(ptr, 0xFF, bytes), "cudaMemset"); }  // NaN for float outputs
+};
+
+int device_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+int sm_count() {
+  int dev = 0, n = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return n;
+}
+
+using HalfArray = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;  // fp16 bits
+using ByteArray = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+KvFormat parse_format(const std::string& s) {
+  if (s == "f16") return KvFormat::kF16;
+  if (s == "q8_0") return KvFormat::kQ8_0;
+  if (s == "q4_0") return KvFormat::kQ4_0;
+  throw std::invalid_argument("unknown kv format '" + s + "' (f16, q8_0, q4_0)");
+}
+
+template <typename F>
+float median_ms(F&& launch, int iters) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "cudaEventCreate");
+  check(cudaEventCreate(&b), "cudaEventCreate");
+  for (int i = 0; i < 3; ++i) check(launch(), "warm-up launch");
+  std::vector<float> t;
+  for (int i = 0; i < iters; ++i) {
+    cudaEventRecord(a);
+    check(launch(), "launch");
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+py::tuple run_flash(HalfArray q, HalfArray k, HalfArray v, bool causal, float scale, int iters) {
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4) throw std::invalid_argument("q, k, v must be [B, H, S, D]");
+  FlashParams p{};
+  p.B = int(q.shape(0)), p.Hq = int(q.shape(1)), p.Sq = int(q.shape(2)), p.D = int(q.shape(3));
+  p.Hkv = int(k.shape(1)), p.Sk = int(k.shape(2));
+  if (k.shape(0) != p.B || k.shape(3) != p.D || v.shape(0) != k.shape(0) || v.shape(1) != k.shape(1) ||
+      v.shape(2) != k.shape(2) || v.shape(3) != k.shape(3)) {
+    throw std::invalid_argument("k and v shapes must match [B, Hkv, Sk, D]");
+  }
+  DevBuf dq(q.data(), q.nbytes()), dk(k.data(), k.nbytes()), dv(v.data(), v.nbytes());
+  DevBuf dout(size_t(p.B) * p.Hq * p.Sq * p.D * 4), dlse(size_t(p.B) * p.Hq * p.Sq * 4);
+  dout.poison();
+  dlse.poison();
+  p.q = dq.as<half>(), p.k = dk.as<half>(), p.v = dv.as<half>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
+  p.scale = scale, p.causal = causal;
+  float ms = 0;
+  if (iters > 0) ms = median_ms([&] { return flash_attn_fwd(p, nullptr); }, iters);
+  else check(flash_attn_fwd(p, nullptr), "flash_attn_fwd");
+  check(cudaDeviceSynchronize(), "flash_attn_fwd (sync)");
+  py::array_t<float> out({p.B, p.Hq, p.Sq, p.D}), lse({p.B, p.Hq, p.Sq});
+  dout.to_host(out.mutable_data());
+  dlse.to_host(lse.mutable_data());
+  return py::make_tuple(out, lse, ms);
+}
+
+py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& format, std::vector<int> seqlens,
+                     int n_splits, float scale, int iters) {
+  if (q.ndim() != 3 || k.ndim() != 4 || v.ndim() != 4) throw std::invalid_argument("q [B, Hq, D], k/v [B, Hkv, S, row]");
+  DecodeParams p{};
+  p.format = parse_format(format);
+  p.B = int(q.shape(0)), p.Hq = int(q.shape(1)), p.D = int(q.shape(2));
+  p.Hkv = int(k.shape(1)), p.S_max = int(k.shape(2));
+  if (k.shape(3) != kv_row_bytes(p.format, p.D) || v.nbytes() != k.nbytes()) throw std::invalid_argument("k/v row bytes do not match the format");
+  if (int(seqlens.size()) != p.B) throw std::invalid_argument("one sequence length per batch row");
+  for (int s : seqlens)
+    if (s < 0 || s > p.S_max) throw std::invalid_argument("sequence length outside [0, S_max]");
+  if (n_splits <= 0) {
+    const int max_len = *std::max_element(seqlens.begin(), seqlens.end());
+    n_splits = num_splits_heuristic(p.B * p.Hkv, sm_count(), (max_len + 63) / 64, 128);
+  }
+  p.n_splits = n_splits;
+  DevBuf dq(q.data(), q.nbytes()), dk(k.data(), k.nbytes()), dv(v.data(), v.nbytes());
+  DevBuf dlen(seqlens.data(), seqlens.size() * 4);
+  DevBuf dop(size_t(p.B) * p.Hq * n_splits * p.D * 4), dlp(size_t(p.B) * p.Hq * n_splits * 4);
+  DevBuf dout(size_t(p.B) * p.Hq * p.D * 4), dlse(size_t(p.B) * p.Hq * 4);
+  dout.poison();
+  dlse.poison();
+  p.q = dq.as<half>(), p.k = dk.ptr, p.v = dv.ptr, p.seqlens = dlen.as<int>(), p.scale = scale;
+  p.o_partial = dop.as<float>(), p.lse_partial = dlp.as<float>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
+  float ms = 0;
+  if (iters > 0) ms = median_ms([&] { return decode_attn(p, nullptr); }, iters);
+  else check(decode_attn(p, nullptr), "decode_attn");
+  check(cudaDeviceSynchronize(), "decode_attn (sync)");
+  py::array_t<float> out({p.B, p.Hq, p.D}), lse({p.B, p.Hq});
+  dout.to_host(out.mutable_data());
+  dlse.to_host(lse.mutable_data());
+  return py::make_tuple(out, lse, n_splits, ms);
+}
+
+py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
+  const int K = int(x.size()), N = int(w.shape(0));
+  DevBuf dw(w.data(), w.nbytes()), dx(x.data(), x.nbytes()), dy(size_t(N) * 4);
+  dy.poison();
+  float ms = 0;
+  if (iters > 0) ms = median_ms([&] { return gemv_quant(type, dw.ptr, dx.as<float>(), dy.as<float>(), N, K, nullptr); }, iters);
+  else check(gemv_quant(type, dw.ptr, dx.as<float>(), dy.as<float>(), N, K, nullptr), "gemv_quant");
+  check(cudaDeviceSynchronize(), "gemv_quant (sync)");
+  py::array_t<float> y(N);
+  dy.to_host(y.mutable_data());
+  return py::make_tuple(y, ms);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cuda, m) {
+  m.doc() = "pyruntime CUDA kernels (loaded lazily; usable without a GPU only to ask device_count())";
+  m.def("device_count", &device_count);
+  m.def("device_name", [] {
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    return std::string(prop.name);
+  });
+  m.def("sm_count", &sm_count);
+  m.def("num_splits_heuristic", &num_splits_heuristic);
+  m.def("kv_row_bytes", [](const std::string& f, int d) { return kv_row_bytes(parse_format(f), d); });
+  m.def("flash_attn", &run_flash, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("causal"), py::arg("scale"),
+        py::arg("iters") = 0);
+  m.def("decode_attn", &run_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("format"), py::arg("seqlens"),
+        py::arg("n_splits") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
+  m.def("gemv", &run_gemv, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("iters") = 0);
+}
