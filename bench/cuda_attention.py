@@ -10,6 +10,7 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -131,6 +132,7 @@ def plot(rows: list[dict[str, Any]], path: Path, device: str) -> None:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()

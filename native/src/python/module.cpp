@@ -28,7 +28,7 @@ py::object metadata_value(const GgufValue& v) {
       else if (v.array_type == GgufType::BOOL) for (int64_t d : v.array_int) out.append(py::bool_(d != 0));
       else if (v.array_type == GgufType::ARRAY) for (const auto& n : v.array_nested) out.append(metadata_value(n));
       else for (int64_t d : v.array_int) out.append(d);
-      return std::move(out);
+      return out;
     }
     case GgufType::UINT8: case GgufType::UINT16: case GgufType::UINT32: case GgufType::UINT64: return py::int_(v.u);
     default: return py::int_(v.as_int());
