@@ -186,6 +186,34 @@ int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks
   return 1;
 }
 
+namespace {
+template <KvFormat F>
+int ctas_per_sm_format(int D) {
+  int n = 1;
+  switch (D) {
+    case 64: cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_split_kernel<F, 64>, kThreads, 0); break;
+    case 80: cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_split_kernel<F, 80>, kThreads, 0); break;
+    case 96: cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_split_kernel<F, 96>, kThreads, 0); break;
+    case 128: cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_split_kernel<F, 128>, kThreads, 0); break;
+    default: break;
+  }
+  return n > 0 ? n : 1;
+}
+}  // namespace
+
+int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len) {
+  int dev = 0, sms = 1;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    return 1;
+  }
+  const int per_sm = format == KvFormat::kF16    ? ctas_per_sm_format<KvFormat::kF16>(D)
+                     : format == KvFormat::kQ8_0 ? ctas_per_sm_format<KvFormat::kQ8_0>(D)
+                                                 : ctas_per_sm_format<KvFormat::kQ4_0>(D);
+  // Our split CTAs are small (128 threads, ~6 KB shared): many fit on an SM, so the heuristic's
+  // "SM" is a resident CTA slot rather than a whole multiprocessor.
+  return num_splits_heuristic(B * Hkv, sms * per_sm, (max_len + kKeys - 1) / kKeys, 128);
+}
+
 cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream) {
   if (p.B <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0 || p.Hq / p.Hkv > kMaxGroup || p.n_splits < 1 || p.D % 32 != 0) {
     return cudaErrorInvalidValue;

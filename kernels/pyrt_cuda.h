@@ -51,6 +51,8 @@ cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream);
 
 // flash-attn's split count heuristic (SPEC 6.3).
 int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks, int max_splits);
+// Split count for decode_attn on the current device: the heuristic over resident CTA slots.
+int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len);
 
 // y[N] = W[N, K] x[K] for ggml-quantized rows (type ids: Q8_0 = 8, Q4_0 = 2, Q4_1 = 3).
 cudaError_t gemv_quant(int ggml_type, const void* w, const float* x, float* y, int N, int K, cudaStream_t stream);

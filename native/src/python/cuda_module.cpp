@@ -118,7 +118,7 @@ py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& f
     if (s < 0 || s > p.S_max) throw std::invalid_argument("sequence length outside [0, S_max]");
   if (n_splits <= 0) {
     const int max_len = *std::max_element(seqlens.begin(), seqlens.end());
-    n_splits = num_splits_heuristic(p.B * p.Hkv, sm_count(), (max_len + 63) / 64, 128);
+    n_splits = decode_auto_splits(p.format, p.B, p.Hkv, p.D, max_len);
   }
   p.n_splits = n_splits;
   DevBuf dq(q.data(), q.nbytes()), dk(k.data(), k.nbytes()), dv(v.data(), v.nbytes());
