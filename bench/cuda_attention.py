@@ -7,6 +7,7 @@ Writes JSON (every measurement: median ms over 20 timed runs after warm-up, CUDA
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import subprocess
@@ -45,13 +46,35 @@ def prefill(cu: Any, lengths: list[int], heads: int, kv_heads: int, d: int) -> l
         v = rng.standard_normal((1, kv_heads, n, d)).astype(np.float16)
         _, _, ours = cu.flash_attn(q.view(np.uint16), k.view(np.uint16), v.view(np.uint16), True, d**-0.5, iters=20)
         tq, tk, tv = (torch.from_numpy(a).cuda() for a in (q, k, v))
-        theirs = torch_ms(lambda: F.scaled_dot_product_attention(tq, tk, tv, is_causal=True, enable_gqa=True))
+        theirs = torch_ms(
+            functools.partial(F.scaled_dot_product_attention, tq, tk, tv, is_causal=True, enable_gqa=True)
+        )
         flops = 4 * heads * n * n * d / 2  # causal: half of QK^T and PV
-        rows.append({"test": "prefill_causal", "seq": n, "heads": heads, "kv_heads": kv_heads, "d": d,
-                     "ours_ms": ours, "torch_sdpa_ms": theirs, "speedup": theirs / ours,
-                     "ours_tflops": flops / ours / 1e9})
+        rows.append(
+            {
+                "test": "prefill_causal",
+                "seq": n,
+                "heads": heads,
+                "kv_heads": kv_heads,
+                "d": d,
+                "ours_ms": ours,
+                "torch_sdpa_ms": theirs,
+                "speedup": theirs / ours,
+                "ours_tflops": flops / ours / 1e9,
+            }
+        )
         print(f"prefill L={n:6d}: ours {ours:8.3f} ms  sdpa {theirs:8.3f} ms  ratio {theirs / ours:5.2f}x", flush=True)
     return rows
+
+
+def encode_kv(x: np.ndarray, fmt: str) -> np.ndarray:
+    """[B, H, S, D] float -> [B, H, S, row_bytes] in the cache format the kernel reads."""
+    if fmt == "f16":
+        return np.ascontiguousarray(x.astype(np.float16).view(np.uint8))
+    from pyruntime import _core
+
+    blob = np.frombuffer(_core.quantize(fmt.upper(), x.astype(np.float32).reshape(-1)), np.uint8)
+    return blob.reshape(*x.shape[:-1], -1)
 
 
 def decode(cu: Any, batch_lengths: list[list[int]], heads: int, kv_heads: int, d: int) -> list[dict[str, Any]]:
@@ -67,32 +90,42 @@ def decode(cu: Any, batch_lengths: list[list[int]], heads: int, kv_heads: int, d
         v = rng.standard_normal((B, kv_heads, S, d)).astype(np.float16)
         tq = torch.from_numpy(q).cuda()[:, :, None, :]
         tk, tv = torch.from_numpy(k).cuda(), torch.from_numpy(v).cuda()
-        mask = torch.arange(S, device="cuda")[None, None, None, :] < torch.tensor(lens, device="cuda")[:, None, None, None]
-        theirs = torch_ms(lambda: F.scaled_dot_product_attention(tq, tk, tv, attn_mask=mask, enable_gqa=True))
+        mask = (
+            torch.arange(S, device="cuda")[None, None, None, :] < torch.tensor(lens, device="cuda")[:, None, None, None]
+        )
+        theirs = torch_ms(
+            functools.partial(F.scaled_dot_product_attention, tq, tk, tv, attn_mask=mask, enable_gqa=True)
+        )
         kv_bytes_f16 = 2 * sum(lens) * kv_heads * d * 2
         for fmt in ("f16", "q8_0", "q4_0"):
-            if fmt == "f16":
-                kr, vr = k.view(np.uint8), v.view(np.uint8)
-            else:
-                from pyruntime import _core
-
-                def enc(x: np.ndarray) -> np.ndarray:
-                    flat = x.reshape(-1, d).astype(np.float32)
-                    blob = np.frombuffer(_core.quantize(fmt.upper(), flat.reshape(-1)), np.uint8)
-                    return blob.reshape(B, kv_heads, S, -1)
-
-                kr, vr = enc(k), enc(v)
-            _, _, n_splits, ours = cu.decode_attn(q.view(np.uint16), np.ascontiguousarray(kr), np.ascontiguousarray(vr),
-                                                  fmt, lens, 0, d**-0.5, iters=20)
-            _, _, _, one = cu.decode_attn(q.view(np.uint16), np.ascontiguousarray(kr), np.ascontiguousarray(vr),
-                                          fmt, lens, 1, d**-0.5, iters=20)
-            row = {"test": "decode_ragged", "kv": fmt, "lengths": lens, "batch": B, "heads": heads,
-                   "kv_heads": kv_heads, "d": d, "n_splits": n_splits, "ours_ms": ours, "ours_1split_ms": one,
-                   "torch_sdpa_padded_ms": theirs, "speedup": theirs / ours,
-                   "f16_equiv_GBps": kv_bytes_f16 / ours / 1e6}
+            kr, vr = encode_kv(k, fmt), encode_kv(v, fmt)
+            _, _, n_splits, ours = cu.decode_attn(
+                q.view(np.uint16), np.ascontiguousarray(kr), np.ascontiguousarray(vr), fmt, lens, 0, d**-0.5, iters=20
+            )
+            _, _, _, one = cu.decode_attn(
+                q.view(np.uint16), np.ascontiguousarray(kr), np.ascontiguousarray(vr), fmt, lens, 1, d**-0.5, iters=20
+            )
+            row = {
+                "test": "decode_ragged",
+                "kv": fmt,
+                "lengths": lens,
+                "batch": B,
+                "heads": heads,
+                "kv_heads": kv_heads,
+                "d": d,
+                "n_splits": n_splits,
+                "ours_ms": ours,
+                "ours_1split_ms": one,
+                "torch_sdpa_padded_ms": theirs,
+                "speedup": theirs / ours,
+                "f16_equiv_GBps": kv_bytes_f16 / ours / 1e6,
+            }
             rows.append(row)
-            print(f"decode B={B} max={S:6d} {fmt:5}: ours {ours:7.3f} ms ({n_splits} splits; 1 split {one:7.3f})  "
-                  f"sdpa(padded) {theirs:7.3f} ms  ratio {theirs / ours:5.2f}x", flush=True)
+            print(
+                f"decode B={B} max={S:6d} {fmt:5}: ours {ours:7.3f} ms ({n_splits} splits; 1 split {one:7.3f})  "
+                f"sdpa(padded) {theirs:7.3f} ms  ratio {theirs / ours:5.2f}x",
+                flush=True,
+            )
     return rows
 
 
@@ -147,11 +180,17 @@ def main() -> None:
     batches = [sorted(rng.integers(L // 8, L, 8).tolist()) for L in (1024, 4096, 16384)]
     rows += decode(cu, batches, 32, 8, 128)
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+        commit = r.stdout.strip() if r.returncode == 0 else "unknown (no git checkout)"
     except OSError:
-        commit = ""
-    meta = {"device": device, "sms": cu.sm_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "commit": commit}
+        commit = "unknown (no git)"
+    meta = {
+        "device": device,
+        "sms": cu.sm_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "commit": commit,
+    }
     (a.out / "cuda_attention.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     plot(rows, a.out / "cuda_attention.png", device)
 

@@ -336,6 +336,20 @@ class Stream:
         )
 
 
+def _cuda_status() -> str:
+    """Why device='cuda' cannot run a model here (checked lazily: CPU use never touches CUDA)."""
+    try:
+        from pyruntime import _cuda  # type: ignore[attr-defined]
+    except ImportError:
+        return "device 'cuda': this build has no CUDA kernels (nvcc was not found when it was built)"
+    if _cuda.device_count() == 0:
+        return "device 'cuda': no CUDA GPU or driver was found on this machine"
+    return (
+        "device 'cuda': the CUDA attention and GEMV kernels are built (pyruntime._cuda) but whole-model "
+        "execution on the GPU is not implemented yet; use device='cpu'"
+    )
+
+
 def load(
     path_or_name: Union[str, os.PathLike[str]],
     *,
@@ -350,6 +364,8 @@ def load(
     type (``f16`` or ``f32``); ``context`` caps the positions per session (default: the model's
     trained context; memory is only taken as positions fill).
     """
+    if device == "cuda":
+        raise UnsupportedError(_cuda_status())
     if device not in DEVICES:
         raise UnsupportedError(f"device '{device}' is not available in this build (available: {', '.join(DEVICES)})")
     if kv_cache not in KV_CACHE_TYPES:

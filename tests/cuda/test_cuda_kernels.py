@@ -32,7 +32,9 @@ def test_module_imports_and_counts_devices_without_a_gpu() -> None:
     assert mod.device_count() >= 0  # never raises, GPU or not
 
 
-def ref_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def ref_attention(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """softmax(Q K^T * scale + mask) V in float64, GQA by h // (Hq/Hkv), causal bottom-right."""
     B, Hq, Sq, D = q.shape
     Hkv, Sk = k.shape[1], k.shape[2]
@@ -69,8 +71,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("B,Hq,Hkv,Sq,Sk,D,causal", CASES)
-def test_flash_attention_matches_reference(cu: ModuleType, B: int, Hq: int, Hkv: int, Sq: int, Sk: int, D: int,
-                                           causal: bool) -> None:
+def test_flash_attention_matches_reference(
+    cu: ModuleType, B: int, Hq: int, Hkv: int, Sq: int, Sk: int, D: int, causal: bool
+) -> None:
     rng = np.random.default_rng(Sq * 1000 + Sk + D)
     q, k, v = f16(rng, B, Hq, Sq, D), f16(rng, B, Hkv, Sk, D), f16(rng, B, Hkv, Sk, D)
     scale = 1.0 / np.sqrt(D)

@@ -7,7 +7,7 @@ import sys
 
 from tests.conftest import ROOT
 
-PATHS = ["pyruntime", "converters", "tests", "tools"]
+PATHS = ["pyruntime", "converters", "tests", "tools", "bench"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
