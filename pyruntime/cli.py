@@ -23,7 +23,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help=f"GGUF path or registered name (default: {registry.DEFAULT_MODEL})",
     )
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: cores, max 8)")
-    p.add_argument("--kv-cache", default="f16", choices=["f16", "f32"], help="KV cache type")
+    p.add_argument(
+        "--kv-cache", default="f16", help="KV cache: f32, f16, q8_0, q4_0, kivi4, kivi2[-gG-rR] (default f16)"
+    )
+    p.add_argument("--kv-cache-k", default=None, help="key cache format (default: --kv-cache)")
+    p.add_argument("--kv-cache-v", default=None, help="value cache format (default: --kv-cache)")
     p.add_argument("-c", "--ctx", type=int, default=None, help="context size (default: the model's)")
 
 
@@ -54,7 +58,9 @@ def _sampling(a: argparse.Namespace) -> dict[str, Any]:
 def _load(a: argparse.Namespace) -> Any:
     import pyruntime
 
-    return pyruntime.load(a.model, threads=a.threads, kv_cache=a.kv_cache, context=a.ctx)
+    return pyruntime.load(
+        a.model, threads=a.threads, kv_cache=a.kv_cache, context=a.ctx, kv_cache_k=a.kv_cache_k, kv_cache_v=a.kv_cache_v
+    )
 
 
 def _stats_line(s: dict[str, Any]) -> str:

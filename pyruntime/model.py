@@ -20,7 +20,7 @@ from pyruntime.registry import resolve
 from pyruntime.tokenizer import Tokenizer
 
 Prompt = Union[str, Sequence[int]]
-KV_CACHE_TYPES = ("f32", "f16")
+KV_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2")
 DEVICES = ("cpu",)
 
 
@@ -83,6 +83,7 @@ class Session:
         """Counters of this session: positions, cache bytes, compute time, device placement."""
         s: dict[str, Any] = {k: (int(v) if float(v).is_integer() else float(v)) for k, v in self._s.stats().items()}
         s["kv_cache"] = self._model.kv_cache
+        s["kv_cache_k"], s["kv_cache_v"] = self._model.kv_cache_k, self._model.kv_cache_v
         s["placement"] = {"all": "cpu", "kernels": _core.kernels_name(), "fallbacks": []}
         return s
 
@@ -90,10 +91,13 @@ class Session:
 class Model:
     """A loaded model: memory-mapped weights shared by every :class:`Session`."""
 
-    def __init__(self, native: Any, path: str, kv_cache: str, device: str, context: Optional[int] = None) -> None:
+    def __init__(
+        self, native: Any, path: str, kv_cache: tuple[str, str], device: str, context: Optional[int] = None
+    ) -> None:
         self._m = native
         self._path = path
-        self.kv_cache = kv_cache
+        self.kv_cache_k, self.kv_cache_v = kv_cache
+        self.kv_cache = kv_cache[0] if kv_cache[0] == kv_cache[1] else f"k={kv_cache[0]},v={kv_cache[1]}"
         self.device = device
         self._default_context = context
         tok = native.tokenizer
@@ -357,23 +361,28 @@ def load(
     threads: Optional[int] = None,
     kv_cache: str = "f16",
     context: Optional[int] = None,
+    kv_cache_k: Optional[str] = None,
+    kv_cache_v: Optional[str] = None,
 ) -> Model:
     """Load a GGUF file, or a registered model name (pulled into the cache on first use).
 
-    ``threads`` defaults to the number of cores (at most 8); ``kv_cache`` is the KV cache element
-    type (``f16`` or ``f32``); ``context`` caps the positions per session (default: the model's
-    trained context; memory is only taken as positions fill).
+    ``threads`` defaults to the number of cores (at most 8). ``kv_cache`` is the KV cache format:
+    ``f32``, ``f16`` (default), ``q8_0``, ``q4_0`` (llama.cpp blocks along the head dimension),
+    ``kivi4`` or ``kivi2`` (KIVI: keys per channel, values per token, fp16 residual window; group
+    and window as ``kivi2-g32-r128``); ``kv_cache_k`` / ``kv_cache_v`` set keys and values
+    separately. ``context`` caps the positions per session (default: the model's trained context;
+    memory is only taken as positions fill).
     """
     if device == "cuda":
         raise UnsupportedError(_cuda_status())
     if device not in DEVICES:
         raise UnsupportedError(f"device '{device}' is not available in this build (available: {', '.join(DEVICES)})")
-    if kv_cache not in KV_CACHE_TYPES:
-        raise InvalidArgumentError(f"kv_cache '{kv_cache}' is not supported (supported: {', '.join(KV_CACHE_TYPES)})")
+    kv_k = _core.kv_spec_name(kv_cache_k or kv_cache)  # validates; raises InvalidArgumentError naming the value
+    kv_v = _core.kv_spec_name(kv_cache_v or kv_cache)
     if threads is not None and threads < 1:
         raise InvalidArgumentError("threads must be >= 1")
     if context is not None and context < 1:
         raise InvalidArgumentError("context must be >= 1")
     path = str(resolve(path_or_name))
-    native = _core.Model.load(path, int(threads or 0), kv_cache, int(context or 0))
-    return Model(native, path, kv_cache, device, context)
+    native = _core.Model.load(path, int(threads or 0), kv_k, kv_v, int(context or 0))
+    return Model(native, path, (kv_k, kv_v), device, context)

@@ -114,7 +114,7 @@ def test_bad_input(model: pyruntime.Model, tmp_path: Path) -> None:
         pyruntime.load("no-such-model")
     with pytest.raises(UnsupportedError, match="device 'cuda'"):
         pyruntime.load("smollm2-135m-instruct", device="cuda")
-    with pytest.raises(InvalidArgumentError, match="kv_cache"):
+    with pytest.raises(InvalidArgumentError, match="kv cache type 'q3'"):
         pyruntime.load("smollm2-135m-instruct", kv_cache="q3")
     p = tmp_path / "notes.txt"
     p.write_text("hello")

@@ -15,7 +15,8 @@ namespace pyrt {
 
 struct ModelOptions {
   int n_threads = 0;             // 0: default_thread_count()
-  std::string kv_type = "f16";   // KV cache element type
+  std::string kv_k = "f16";      // key cache format (see memory/kv_store.h: f32 f16 q8_0 q4_0 kivi4 kivi2)
+  std::string kv_v = "f16";      // value cache format
   int64_t n_ctx = 0;             // 0: the model's trained context length
 };
 

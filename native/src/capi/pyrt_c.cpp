@@ -50,7 +50,7 @@ pyrt_status pyrt_model_load(const char* path, int n_threads, const char* kv_type
     require(path && out, "path and out must not be NULL");
     pyrt::ModelOptions o;
     o.n_threads = n_threads;
-    if (kv_type) o.kv_type = kv_type;
+    if (kv_type) o.kv_k = o.kv_v = kv_type;
     *out = new pyrt_model{pyrt::Model::load(path, o)};
   });
 }

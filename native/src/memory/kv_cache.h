@@ -1,37 +1,33 @@
-// Per-session key/value cache: one buffer per layer, rows of kv_dim per position, f32 or f16.
-// Storage grows in steps as positions are used, so a long context costs memory only when filled.
+// Per-session key/value cache: for every layer a key store and a value store (kv_store.h), whose
+// formats are chosen separately (kv_cache_k / kv_cache_v), plus causal attention over them.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "memory/kv_store.h"
 #include "pyrt/threadpool.h"
 
 namespace pyrt {
 
-enum class KvType { kF32, kF16 };
-KvType parse_kv_type(const std::string& name);
-const char* kv_type_name(KvType t);
-
 class KvCache {
  public:
-  KvCache(int n_layers, int64_t kv_dim, int64_t n_ctx, KvType type);
-  void ensure_capacity(int64_t n_positions);
-  // Writes T rows of K and V for `layer` starting at position `pos`.
+  KvCache(int n_layers, int n_kv_heads, int head_dim, const KvSpec& k_spec, const KvSpec& v_spec);
+  // Appends T rows of K and V for `layer` (the layer's stores must hold exactly `pos` tokens).
   void store(int layer, int64_t pos, int64_t T, const float* k, const float* v);
-  KvType type() const { return type_; }
-  int64_t n_ctx() const { return n_ctx_; }
-  int64_t kv_dim() const { return kv_dim_; }
-  size_t bytes() const;  // bytes actually allocated
-  const uint8_t* k_data(int layer) const { return k_[layer].data(); }
-  const uint8_t* v_data(int layer) const { return v_[layer].data(); }
-  size_t row_bytes() const { return static_cast<size_t>(kv_dim_) * (type_ == KvType::kF32 ? 4 : 2); }
+  // After this step's attention: lets compressed formats move tokens out of their fp16 windows.
+  void finish_step(int layer);
+  size_t bytes() const;
   void clear();
+  const KvStore& keys(int layer) const { return *k_[layer]; }
+  const KvStore& values(int layer) const { return *v_[layer]; }
+  const KvSpec& k_spec() const { return k_spec_; }
+  const KvSpec& v_spec() const { return v_spec_; }
 
  private:
-  int64_t kv_dim_, n_ctx_, capacity_ = 0;
-  KvType type_;
-  std::vector<std::vector<uint8_t>> k_, v_;
+  KvSpec k_spec_, v_spec_;
+  std::vector<std::unique_ptr<KvStore>> k_, v_;
 };
 
 struct AttentionShape {

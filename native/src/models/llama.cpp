@@ -60,7 +60,7 @@ class LlamaModel : public Model {
   const float* output_norm = nullptr;
   std::vector<LlamaLayer> layers;
   std::vector<float> inv_freq;
-  KvType kv_type = KvType::kF16;
+  KvSpec kv_k, kv_v;
 
  private:
   const GgufTensorInfo& tensor(const std::string& name, std::vector<int64_t> shape) const;
@@ -114,7 +114,8 @@ LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : 
   } else if (scaling != "none" && !scaling.empty()) {
     fail(ErrorCode::kUnsupported, g.path() + ": rope scaling '" + scaling + "' is not supported yet (none, linear)");
   }
-  kv_type = parse_kv_type(opts_.kv_type);
+  kv_k = parse_kv_spec(opts_.kv_k);
+  kv_v = parse_kv_spec(opts_.kv_v);
 
   const GgufTensorInfo* emb = g.find_tensor("token_embd.weight");
   if (!emb || emb->ne.size() != 2) fail(ErrorCode::kFormat, g.path() + ": tensor 'token_embd.weight' is missing or not 2-D");
@@ -146,7 +147,7 @@ LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : 
 }
 
 LlamaSession::LlamaSession(const LlamaModel& m, int64_t n_ctx)
-    : m_(m), n_ctx_(n_ctx), cache_(m.hp.n_layer, int64_t(m.hp.n_head_kv) * m.hp.head_dim, n_ctx, m.kv_type) {
+    : m_(m), n_ctx_(n_ctx), cache_(m.hp.n_layer, m.hp.n_head_kv, m.hp.head_dim, m.kv_k, m.kv_v) {
   if (n_ctx <= 0) fail(ErrorCode::kInvalidArgument, "context size must be positive");
 }
 
@@ -156,7 +157,11 @@ void LlamaSession::reset() {
 }
 
 std::map<std::string, double> LlamaSession::stats() const {
+  const auto [kq, kf] = cache_.keys(0).split_sizes();
+  const auto [vq, vf] = cache_.values(0).split_sizes();
   return {{"n_past", double(n_past_)}, {"n_ctx", double(n_ctx_)}, {"kv_bytes", double(cache_.bytes())},
+          {"kv_k_quantized_tokens", double(kq)}, {"kv_k_full_precision_tokens", double(kf)},
+          {"kv_v_quantized_tokens", double(vq)}, {"kv_v_full_precision_tokens", double(vf)},
           {"tokens_fed", double(tokens_fed_)}, {"feed_calls", double(calls_)}, {"compute_s", compute_s_},
           {"threads", double(m_.pool().size())}};
 }
@@ -194,6 +199,7 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
     }
     cache_.store(il, n_past_, T, k.data(), v.data());
     attend_causal(cache_, il, q.data(), n_past_, T, shape, att.data(), pool);
+    cache_.finish_step(il);
     matmul(L.wo, att.data(), T, tmp.data(), pool);
     for (int64_t i = 0; i < T * E; ++i) x[i] += tmp[i];
 

@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "backends/cpu/kernels.h"
+#include "memory/kv_store.h"
 #include "pyrt/error.h"
 #include "pyrt/ggml_types.h"
 #include "pyrt/gguf.h"
@@ -113,6 +114,41 @@ PYBIND11_MODULE(_core, m) {
     return cpu::dot_row(cpu::kernels(), t, s.data(), x.data(), x.size());
   });
 
+  m.def("kv_spec_name", [](const std::string& s) { return parse_kv_spec(s).name(); });
+  m.def("kivi_quantize", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int bits) {
+    std::vector<uint8_t> codes(static_cast<size_t>((x.size() * bits + 7) / 8));
+    uint16_t scale = 0, mn = 0;
+    kivi_quantize_group(x.data(), static_cast<int>(x.size()), 1, bits, &scale, &mn, codes.data());
+    return py::make_tuple(scale, mn, py::bytes(reinterpret_cast<const char*>(codes.data()), codes.size()));
+  });
+
+  // One KV store on its own: the KIVI schedule and the fused attention math are tested through it.
+  py::class_<KvStore>(m, "KvStore")
+      .def(py::init([](const std::string& spec, bool keys, int n_heads, int head_dim) {
+        const KvSpec s = parse_kv_spec(spec);
+        return keys ? make_key_store(s, n_heads, head_dim) : make_value_store(s, n_heads, head_dim);
+      }), py::arg("spec"), py::arg("keys"), py::arg("n_heads"), py::arg("head_dim"))
+      .def("append", [](KvStore& st, py::array_t<float, py::array::c_style | py::array::forcecast> rows) {
+        st.append(rows.data(), rows.ndim() == 2 ? rows.shape(0) : 1);
+      })
+      .def("finish_step", &KvStore::finish_step)
+      .def_property_readonly("size", &KvStore::size)
+      .def_property_readonly("bytes", &KvStore::bytes)
+      .def("split_sizes", &KvStore::split_sizes)
+      .def("dot_keys", [](const KvStore& st, int head, py::array_t<float, py::array::c_style | py::array::forcecast> q, int64_t n) {
+        if (n < 0 || n > st.size()) throw Error(ErrorCode::kOutOfRange, "n outside the stored tokens");
+        py::array_t<float> out(n);
+        st.dot_keys(head, q.data(), n, out.mutable_data());
+        return out;
+      })
+      .def("accumulate", [](const KvStore& st, int head, py::array_t<float, py::array::c_style | py::array::forcecast> p, int head_dim) {
+        if (p.size() > st.size()) throw Error(ErrorCode::kOutOfRange, "more weights than stored tokens");
+        py::array_t<float> out(head_dim);
+        std::fill(out.mutable_data(), out.mutable_data() + head_dim, 0.0f);
+        st.accumulate(head, p.data(), p.size(), out.mutable_data());
+        return out;
+      });
+
   py::class_<GgufFile, std::shared_ptr<GgufFile>>(m, "GGUFFile")
       .def_static("open", &GgufFile::open, py::arg("path"))
       .def_static("parse_bytes", [](const py::bytes& b, bool with_tokenizer) {
@@ -193,14 +229,15 @@ PYBIND11_MODULE(_core, m) {
       .def("stats", &Session::stats);
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
-      .def_static("load", [](const std::string& path, int threads, const std::string& kv, int64_t n_ctx) {
+      .def_static("load", [](const std::string& path, int threads, const std::string& kv_k, const std::string& kv_v, int64_t n_ctx) {
         ModelOptions o;
         o.n_threads = threads;
-        o.kv_type = kv;
+        o.kv_k = kv_k;
+        o.kv_v = kv_v;
         o.n_ctx = n_ctx;
         py::gil_scoped_release nogil;
         return Model::load(path, o);
-      }, py::arg("path"), py::arg("threads") = 0, py::arg("kv_type") = "f16", py::arg("n_ctx") = 0)
+      }, py::arg("path"), py::arg("threads") = 0, py::arg("kv_k") = "f16", py::arg("kv_v") = "f16", py::arg("n_ctx") = 0)
       .def("new_session", &Model::new_session, py::arg("n_ctx") = 0, py::keep_alive<0, 1>())
       .def_property_readonly("architecture", &Model::architecture)
       .def_property_readonly("vocab_size", &Model::vocab_size)

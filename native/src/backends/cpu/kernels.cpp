@@ -54,4 +54,14 @@ float dot_row(const KernelTable& k, GgmlType type, const void* row, const float*
   }
 }
 
+void axpy_row(const KernelTable& k, GgmlType type, float a, const void* row, float* y, int64_t n) {
+  switch (type) {
+    case GgmlType::F32: return k.axpy_f32(a, static_cast<const float*>(row), y, n);
+    case GgmlType::F16: return k.axpy_f16(a, static_cast<const uint16_t*>(row), y, n);
+    case GgmlType::Q8_0: return k.axpy_q8_0(a, row, y, n);
+    case GgmlType::Q4_0: return k.axpy_q4_0(a, row, y, n);
+    default: fail(ErrorCode::kUnsupported, "no CPU axpy kernel for " + type_name(static_cast<uint32_t>(type)));
+  }
+}
+
 }  // namespace pyrt::cpu

@@ -18,6 +18,8 @@ struct KernelTable {
   float (*dot_bf16)(const void* row, const float* x, int64_t n);
   void (*axpy_f32)(float a, const float* x, float* y, int64_t n);  // y += a*x
   void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);
+  void (*axpy_q8_0)(float a, const void* row, float* y, int64_t n);  // y += a * dequant(row)
+  void (*axpy_q4_0)(float a, const void* row, float* y, int64_t n);
 };
 
 KernelTable generic_kernels();
@@ -31,5 +33,7 @@ const KernelTable& kernels();
 bool set_kernels(const char* name);
 
 float dot_row(const KernelTable& k, GgmlType type, const void* row, const float* x, int64_t n);
+// y += a * row for row types F32, F16, Q8_0, Q4_0 (value side of attention over a quantized cache).
+void axpy_row(const KernelTable& k, GgmlType type, float a, const void* row, float* y, int64_t n);
 
 }  // namespace pyrt::cpu

@@ -133,10 +133,36 @@ void a_axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * fp16_to_fp32(x[i]);
 }
 
+void a_axpy_q8_0(float a, const void* row, float* y, int64_t n) {
+  const auto* b = static_cast<const BlockQ8_0*>(row);
+  for (int64_t i = 0; i < n / kQK8_0; ++i, y += kQK8_0) {
+    const __m256 ad = _mm256_set1_ps(a * fp16_to_fp32(b[i].d));
+    for (int j = 0; j < 4; ++j) {
+      __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b[i].qs + 8 * j));
+      __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+      _mm256_storeu_ps(y + 8 * j, _mm256_fmadd_ps(ad, qf, _mm256_loadu_ps(y + 8 * j)));
+    }
+  }
+}
+
+void a_axpy_q4_0(float a, const void* row, float* y, int64_t n) {
+  const auto* b = static_cast<const BlockQ4_0*>(row);
+  const __m256 eight = _mm256_set1_ps(8.0f);
+  __m256 q[4];
+  for (int64_t i = 0; i < n / kQK4_0; ++i, y += kQK4_0) {
+    const __m256 ad = _mm256_set1_ps(a * fp16_to_fp32(b[i].d));
+    unpack_nibbles(b[i].qs, q);
+    for (int j = 0; j < 4; ++j) {
+      _mm256_storeu_ps(y + 8 * j, _mm256_fmadd_ps(ad, _mm256_sub_ps(q[j], eight), _mm256_loadu_ps(y + 8 * j)));
+    }
+  }
+}
+
 }  // namespace
 
 KernelTable avx2_kernels() {
-  return {"avx2", a_dot_f32, a_dot_q8_0, a_dot_q4_0, a_dot_q4_1, a_dot_f16, a_dot_bf16, a_axpy_f32, a_axpy_f16};
+  return {"avx2",     a_dot_f32,  a_dot_q8_0, a_dot_q4_0,  a_dot_q4_1,  a_dot_f16,
+          a_dot_bf16, a_axpy_f32, a_axpy_f16, a_axpy_q8_0, a_axpy_q4_0};
 }
 
 }  // namespace pyrt::cpu

@@ -76,10 +76,30 @@ void g_axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * fp16_to_fp32(x[i]);
 }
 
+void g_axpy_q8_0(float a, const void* row, float* y, int64_t n) {
+  const auto* b = static_cast<const BlockQ8_0*>(row);
+  for (int64_t i = 0; i < n / kQK8_0; ++i, y += kQK8_0) {
+    const float ad = a * fp16_to_fp32(b[i].d);
+    for (int j = 0; j < kQK8_0; ++j) y[j] += ad * b[i].qs[j];
+  }
+}
+
+void g_axpy_q4_0(float a, const void* row, float* y, int64_t n) {
+  const auto* b = static_cast<const BlockQ4_0*>(row);
+  for (int64_t i = 0; i < n / kQK4_0; ++i, y += kQK4_0) {
+    const float ad = a * fp16_to_fp32(b[i].d);
+    for (int j = 0; j < kQK4_0 / 2; ++j) {
+      y[j] += ad * ((b[i].qs[j] & 0x0F) - 8);
+      y[j + kQK4_0 / 2] += ad * ((b[i].qs[j] >> 4) - 8);
+    }
+  }
+}
+
 }  // namespace
 
 KernelTable generic_kernels() {
-  return {"generic", g_dot_f32, g_dot_q8_0, g_dot_q4_0, g_dot_q4_1, g_dot_f16, g_dot_bf16, g_axpy_f32, g_axpy_f16};
+  return {"generic", g_dot_f32,  g_dot_q8_0, g_dot_q4_0,  g_dot_q4_1,  g_dot_f16,
+          g_dot_bf16, g_axpy_f32, g_axpy_f16, g_axpy_q8_0, g_axpy_q4_0};
 }
 
 }  // namespace pyrt::cpu

@@ -1,0 +1,335 @@
+#include "memory/kv_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backends/cpu/kernels.h"
+#include "pyrt/error.h"
+#include "pyrt/ggml_types.h"
+
+namespace pyrt {
+
+std::string KvSpec::name() const {
+  switch (kind) {
+    case Kind::kF32: return "f32";
+    case Kind::kF16: return "f16";
+    case Kind::kQ8_0: return "q8_0";
+    case Kind::kQ4_0: return "q4_0";
+    case Kind::kKivi: return "kivi" + std::to_string(bits) + "-g" + std::to_string(group) + "-r" + std::to_string(residual);
+  }
+  return "?";
+}
+
+KvSpec parse_kv_spec(const std::string& text) {
+  KvSpec s;
+  auto bad = [&](const std::string& why) -> KvSpec {
+    fail(ErrorCode::kInvalidArgument, "kv cache type '" + text + "': " + why +
+                                          " (supported: f32, f16, q8_0, q4_0, kivi4, kivi2, e.g. kivi2-g32-r128)");
+  };
+  std::string base = text.substr(0, text.find('-'));
+  if (base == "f32") s.kind = KvSpec::Kind::kF32;
+  else if (base == "f16") s.kind = KvSpec::Kind::kF16;
+  else if (base == "q8_0") s.kind = KvSpec::Kind::kQ8_0;
+  else if (base == "q4_0") s.kind = KvSpec::Kind::kQ4_0;
+  else if (base == "kivi4" || base == "kivi2") {
+    s.kind = KvSpec::Kind::kKivi;
+    s.bits = base[4] - '0';
+  } else {
+    return bad("unknown type");
+  }
+  size_t pos = base.size();
+  while (pos < text.size()) {
+    if (s.kind != KvSpec::Kind::kKivi) return bad("options apply to kivi only");
+    const size_t next = text.find('-', pos + 1);
+    const std::string opt = text.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+    if (opt.size() < 2 || (opt[0] != 'g' && opt[0] != 'r')) return bad("unknown option '" + opt + "'");
+    char* end = nullptr;
+    const long v = std::strtol(opt.c_str() + 1, &end, 10);
+    if (*end != '\0' || v <= 0 || v > 65536) return bad("bad value in '" + opt + "'");
+    (opt[0] == 'g' ? s.group : s.residual) = static_cast<int>(v);
+    pos = next == std::string::npos ? text.size() : next;
+  }
+  if (s.kind == KvSpec::Kind::kKivi && (s.residual % s.group != 0 || (s.group * s.bits) % 8 != 0)) {
+    return bad("R must be a multiple of G, and G * bits a whole number of bytes");
+  }
+  return s;
+}
+
+void kivi_quantize_group(const float* x, int n, int stride, int bits, uint16_t* scale, uint16_t* mn, uint8_t* codes) {
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < n; ++i) {
+    lo = std::min(lo, x[i * stride]);
+    hi = std::max(hi, x[i * stride]);
+  }
+  const int qmax = (1 << bits) - 1;
+  *mn = fp32_to_fp16(lo);
+  *scale = fp32_to_fp16((hi - lo) / static_cast<float>(qmax));
+  const float m = fp16_to_fp32(*mn), s = fp16_to_fp32(*scale);
+  const int per_byte = 8 / bits;
+  std::memset(codes, 0, static_cast<size_t>((n + per_byte - 1) / per_byte));
+  if (s == 0.0f) return;  // constant group: every code 0, the minimum carries the value
+  for (int i = 0; i < n; ++i) {
+    const float v = std::min(std::max((x[i * stride] - m) / s, 0.0f), static_cast<float>(qmax));  // clamp, then round
+    const int q = static_cast<int>(std::nearbyint(v));                                                // half to even
+    codes[i / per_byte] |= static_cast<uint8_t>(q << ((i % per_byte) * bits));                       // LSB first
+  }
+}
+
+namespace {
+
+// bytes() reports capacity (that is what is held), so growth keeps little slack: a bulk append
+// reserves exactly, token-by-token growth adds 1/16 at a time (still amortised O(1) per token).
+template <typename Vec>
+void reserve_for(Vec& v, size_t n) {
+  if (n > v.capacity()) v.reserve(std::max(n, v.capacity() + v.capacity() / 16));
+}
+template <typename Vec>
+void grow_to(Vec& v, size_t n) {
+  reserve_for(v, n);
+  v.resize(n);
+}
+
+// After tokens leave an fp16 window, give back what a large prefill left allocated.
+template <typename Vec>
+void trim_window(Vec& v, size_t keep_elems) {
+  if (v.capacity() > 2 * std::max(v.size(), keep_elems)) v.shrink_to_fit();
+}
+
+inline int code_at(const uint8_t* codes, int i, int bits) {
+  const int per_byte = 8 / bits;
+  return (codes[i / per_byte] >> ((i % per_byte) * bits)) & ((1 << bits) - 1);
+}
+
+// f32 / f16 / q8_0 / q4_0: one row of n_heads * head_dim per token, ggml block layout along the row.
+class RowStore : public KvStore {
+ public:
+  RowStore(GgmlType type, int n_heads, int head_dim)
+      : type_(type), n_heads_(n_heads), head_dim_(head_dim), row_(row_bytes(type, int64_t(n_heads) * head_dim)),
+        head_bytes_(row_bytes(type, head_dim)) {
+    if (head_dim % type_traits(type).block_size != 0) {
+      fail(ErrorCode::kUnsupported, std::string("kv cache ") + type_traits(type).name + " needs a head dimension that is a multiple of " +
+                                        std::to_string(type_traits(type).block_size) + ", got " + std::to_string(head_dim));
+    }
+  }
+  void append(const float* rows, int64_t T) override {
+    const int64_t n = int64_t(n_heads_) * head_dim_;
+    const size_t old = data_.size();
+    grow(old + T * row_);
+    uint8_t* dst = data_.data() + old;
+    for (int64_t t = 0; t < T; ++t, dst += row_) {
+      const float* src = rows + t * n;
+      switch (type_) {
+        case GgmlType::F32: std::memcpy(dst, src, n * 4); break;
+        case GgmlType::F16:
+          for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = fp32_to_fp16(src[i]);
+          break;
+        case GgmlType::Q8_0: quantize_row_q8_0(src, reinterpret_cast<BlockQ8_0*>(dst), n); break;
+        case GgmlType::Q4_0: quantize_row_q4_0(src, reinterpret_cast<BlockQ4_0*>(dst), n); break;
+        default: fail(ErrorCode::kInternal, "row store type");
+      }
+    }
+    size_ += T;
+  }
+  int64_t size() const override { return size_; }
+  size_t bytes() const override { return data_.capacity(); }
+  void clear() override {
+    std::vector<uint8_t>().swap(data_);
+    size_ = 0;
+  }
+  void dot_keys(int head, const float* q, int64_t n, float* scores) const override {
+    const cpu::KernelTable& k = cpu::kernels();
+    const uint8_t* base = data_.data() + head * head_bytes_;
+    for (int64_t j = 0; j < n; ++j) scores[j] = cpu::dot_row(k, type_, base + j * row_, q, head_dim_);
+  }
+  void accumulate(int head, const float* p, int64_t n, float* out) const override {
+    const cpu::KernelTable& k = cpu::kernels();
+    const uint8_t* base = data_.data() + head * head_bytes_;
+    for (int64_t j = 0; j < n; ++j) cpu::axpy_row(k, type_, p[j], base + j * row_, out, head_dim_);
+  }
+
+ private:
+  void grow(size_t bytes) {
+    // Geometric growth from a 256-token start: a long conversation reallocates O(log n) times.
+    if (bytes > data_.capacity()) data_.reserve(std::max(bytes, data_.capacity() + data_.capacity() / 16 + 64 * row_));
+    data_.resize(bytes);
+  }
+  GgmlType type_;
+  int n_heads_, head_dim_;
+  size_t row_, head_bytes_;
+  std::vector<uint8_t> data_;
+  int64_t size_ = 0;
+};
+
+// KIVI keys: per channel, groups of G consecutive tokens, codes packed along the token axis.
+// Tokens leave the fp16 buffer R at a time (a chunked buffer of 0..R-1 tokens between steps).
+class KiviKeyStore : public KvStore {
+ public:
+  KiviKeyStore(const KvSpec& s, int n_heads, int head_dim) : s_(s), n_heads_(n_heads), d_(head_dim) {}
+  void append(const float* rows, int64_t T) override {
+    const int64_t n = int64_t(n_heads_) * d_;
+    const size_t old = fp_.size();
+    grow_to(fp_, old + T * n);
+    for (int64_t i = 0; i < T * n; ++i) fp_[old + i] = fp32_to_fp16(rows[i]);
+  }
+  void finish_step() override {
+    const int64_t n_fp = fp_size(), move = n_fp / s_.residual * s_.residual;
+    if (move == 0) return;
+    const int64_t n = int64_t(n_heads_) * d_;
+    std::vector<float> tmp(static_cast<size_t>(s_.group));
+    const size_t code_bytes = static_cast<size_t>(s_.group * s_.bits / 8), new_groups = static_cast<size_t>(move / s_.group);
+    reserve_for(scale_, scale_.size() + new_groups * n);
+    reserve_for(min_, min_.size() + new_groups * n);
+    reserve_for(codes_, codes_.size() + new_groups * n * code_bytes);
+    for (int64_t g0 = 0; g0 < move; g0 += s_.group) {
+      // one group = G tokens; for every (head, channel): fp16 scale, fp16 min, packed codes
+      const size_t base_sm = scale_.size(), base_c = codes_.size();
+      grow_to(scale_, base_sm + n);
+      grow_to(min_, base_sm + n);
+      grow_to(codes_, base_c + n * code_bytes);
+      for (int64_t ch = 0; ch < n; ++ch) {
+        for (int t = 0; t < s_.group; ++t) tmp[t] = fp16_to_fp32(fp_[(g0 + t) * n + ch]);
+        kivi_quantize_group(tmp.data(), s_.group, 1, s_.bits, &scale_[base_sm + ch], &min_[base_sm + ch],
+                            &codes_[base_c + ch * code_bytes]);
+      }
+      ++n_groups_;
+    }
+    fp_.erase(fp_.begin(), fp_.begin() + move * n);
+    trim_window(fp_, static_cast<size_t>(s_.residual * n));
+  }
+  int64_t size() const override { return n_groups_ * s_.group + fp_size(); }
+  size_t bytes() const override { return scale_.capacity() * 2 + min_.capacity() * 2 + codes_.capacity() + fp_.capacity() * 2; }
+  void clear() override {
+    scale_.clear(), min_.clear(), codes_.clear(), fp_.clear();
+    scale_.shrink_to_fit(), min_.shrink_to_fit(), codes_.shrink_to_fit(), fp_.shrink_to_fit();
+    n_groups_ = 0;
+  }
+  std::pair<int64_t, int64_t> split_sizes() const override { return {n_groups_ * s_.group, fp_size()}; }
+  void dot_keys(int head, const float* q, int64_t n, float* scores) const override {
+    const int64_t row = int64_t(n_heads_) * d_, nq = std::min<int64_t>(n, n_groups_ * s_.group);
+    const size_t code_bytes = static_cast<size_t>(s_.group * s_.bits / 8);
+    for (int64_t g = 0; g * s_.group < nq; ++g) {
+      // q.k_t = sum_c (q_c s_c) code_tc + sum_c q_c mn_c: the second term once per group.
+      float* sc = scores + g * s_.group;
+      float beta = 0.0f;
+      std::fill(sc, sc + s_.group, 0.0f);
+      for (int c = 0; c < d_; ++c) {
+        const int64_t ch = int64_t(head) * d_ + c, idx = g * row + ch;
+        const float qs = q[c] * fp16_to_fp32(scale_[idx]);
+        beta += q[c] * fp16_to_fp32(min_[idx]);
+        const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes];
+        for (int t = 0; t < s_.group; ++t) sc[t] += qs * static_cast<float>(code_at(codes, t, s_.bits));
+      }
+      for (int t = 0; t < s_.group; ++t) sc[t] += beta;
+    }
+    const cpu::KernelTable& k = cpu::kernels();
+    for (int64_t j = nq; j < n; ++j) scores[j] = k.dot_f16(&fp_[(j - nq) * row + int64_t(head) * d_], q, d_);
+  }
+  void accumulate(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi key store holds keys"); }
+
+ private:
+  int64_t fp_size() const { return static_cast<int64_t>(fp_.size()) / (int64_t(n_heads_) * d_); }
+  KvSpec s_;
+  int n_heads_, d_;
+  int64_t n_groups_ = 0;
+  std::vector<uint16_t> scale_, min_, fp_;
+  std::vector<uint8_t> codes_;
+};
+
+// KIVI values: per token, groups of G channels; the R most recent tokens stay fp16 (sliding window).
+class KiviValueStore : public KvStore {
+ public:
+  KiviValueStore(const KvSpec& s, int n_heads, int head_dim) : s_(s), n_heads_(n_heads), d_(head_dim) {
+    if (head_dim % s.group != 0) {
+      fail(ErrorCode::kUnsupported, "kivi values need a head dimension that is a multiple of G=" + std::to_string(s.group));
+    }
+  }
+  void append(const float* rows, int64_t T) override {
+    const int64_t n = int64_t(n_heads_) * d_;
+    const size_t old = fp_.size();
+    grow_to(fp_, old + T * n);
+    for (int64_t i = 0; i < T * n; ++i) fp_[old + i] = fp32_to_fp16(rows[i]);
+  }
+  void finish_step() override {
+    const int64_t n = int64_t(n_heads_) * d_, over = fp_size() - s_.residual;
+    if (over <= 0) return;
+    const int64_t groups = n / s_.group;
+    const size_t code_bytes = static_cast<size_t>(s_.group * s_.bits / 8);
+    reserve_for(scale_, scale_.size() + over * groups);
+    reserve_for(min_, min_.size() + over * groups);
+    reserve_for(codes_, codes_.size() + over * groups * code_bytes);
+    std::vector<float> row(static_cast<size_t>(n));
+    for (int64_t t = 0; t < over; ++t) {
+      for (int64_t i = 0; i < n; ++i) row[i] = fp16_to_fp32(fp_[t * n + i]);
+      const size_t base_sm = scale_.size(), base_c = codes_.size();
+      grow_to(scale_, base_sm + groups);
+      grow_to(min_, base_sm + groups);
+      grow_to(codes_, base_c + groups * code_bytes);
+      for (int64_t g = 0; g < groups; ++g) {
+        kivi_quantize_group(&row[g * s_.group], s_.group, 1, s_.bits, &scale_[base_sm + g], &min_[base_sm + g],
+                            &codes_[base_c + g * code_bytes]);
+      }
+      ++n_quant_;
+    }
+    fp_.erase(fp_.begin(), fp_.begin() + over * n);
+    trim_window(fp_, static_cast<size_t>((s_.residual + 1) * n));
+  }
+  int64_t size() const override { return n_quant_ + fp_size(); }
+  size_t bytes() const override { return scale_.capacity() * 2 + min_.capacity() * 2 + codes_.capacity() + fp_.capacity() * 2; }
+  void clear() override {
+    scale_.clear(), min_.clear(), codes_.clear(), fp_.clear();
+    scale_.shrink_to_fit(), min_.shrink_to_fit(), codes_.shrink_to_fit(), fp_.shrink_to_fit();
+    n_quant_ = 0;
+  }
+  std::pair<int64_t, int64_t> split_sizes() const override { return {n_quant_, fp_size()}; }
+  void dot_keys(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi value store holds values"); }
+  void accumulate(int head, const float* p, int64_t n, float* out) const override {
+    const int64_t row = int64_t(n_heads_) * d_, groups_per_row = row / s_.group, gph = d_ / s_.group;
+    const size_t code_bytes = static_cast<size_t>(s_.group * s_.bits / 8);
+    const int64_t nq = std::min(n, n_quant_);
+    for (int64_t t = 0; t < nq; ++t) {
+      // o_c += (p s_g) code_tc + p mn_g
+      for (int64_t g = 0; g < gph; ++g) {
+        const int64_t idx = t * groups_per_row + int64_t(head) * gph + g;
+        const float ps = p[t] * fp16_to_fp32(scale_[idx]), pm = p[t] * fp16_to_fp32(min_[idx]);
+        const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes];
+        float* o = out + g * s_.group;
+        for (int c = 0; c < s_.group; ++c) o[c] += ps * static_cast<float>(code_at(codes, c, s_.bits)) + pm;
+      }
+    }
+    const cpu::KernelTable& k = cpu::kernels();
+    for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[j], &fp_[(j - nq) * row + int64_t(head) * d_], out, d_);
+  }
+
+ private:
+  int64_t fp_size() const { return static_cast<int64_t>(fp_.size()) / (int64_t(n_heads_) * d_); }
+  KvSpec s_;
+  int n_heads_, d_;
+  int64_t n_quant_ = 0;
+  std::vector<uint16_t> scale_, min_, fp_;
+  std::vector<uint8_t> codes_;
+};
+
+GgmlType row_type(const KvSpec& s) {
+  switch (s.kind) {
+    case KvSpec::Kind::kF32: return GgmlType::F32;
+    case KvSpec::Kind::kF16: return GgmlType::F16;
+    case KvSpec::Kind::kQ8_0: return GgmlType::Q8_0;
+    case KvSpec::Kind::kQ4_0: return GgmlType::Q4_0;
+    default: fail(ErrorCode::kInternal, "not a row format");
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<KvStore> make_key_store(const KvSpec& s, int n_heads, int head_dim) {
+  if (s.kind == KvSpec::Kind::kKivi) return std::make_unique<KiviKeyStore>(s, n_heads, head_dim);
+  return std::make_unique<RowStore>(row_type(s), n_heads, head_dim);
+}
+
+std::unique_ptr<KvStore> make_value_store(const KvSpec& s, int n_heads, int head_dim) {
+  if (s.kind == KvSpec::Kind::kKivi) return std::make_unique<KiviValueStore>(s, n_heads, head_dim);
+  return std::make_unique<RowStore>(row_type(s), n_heads, head_dim);
+}
+
+}  // namespace pyrt

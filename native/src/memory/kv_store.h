@@ -1,0 +1,47 @@
+// One layer's keys or values, in one storage format. The attention loop only asks a store for
+// scores against a query (keys) or for a probability-weighted sum of rows (values), so every format
+// is read directly, never through a dequantized copy.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pyrt {
+
+struct KvSpec {
+  enum class Kind { kF32, kF16, kQ8_0, kQ4_0, kKivi } kind = Kind::kF16;
+  int bits = 0;       // KIVI: 2 or 4
+  int group = 32;     // KIVI: G (tokens per key group / channels per value group)
+  int residual = 128; // KIVI: R, full-precision window (multiple of G)
+  std::string name() const;
+};
+// "f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", optionally "kivi2-g32-r128".
+KvSpec parse_kv_spec(const std::string& text);
+
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+  // Appends T rows of n_heads * head_dim floats (positions size() .. size() + T - 1).
+  virtual void append(const float* rows, int64_t T) = 0;
+  // Called once the current step's attention is done (KIVI moves tokens out of the fp16 window).
+  virtual void finish_step() {}
+  virtual int64_t size() const = 0;
+  virtual size_t bytes() const = 0;  // everything held: codes, scales, minima, residual window
+  virtual void clear() = 0;
+  // scores[j] = q . key_j(head) for j < n (keys only).
+  virtual void dot_keys(int head, const float* q, int64_t n, float* scores) const = 0;
+  // out += sum_j p[j] * value_j(head) for j < n (values only).
+  virtual void accumulate(int head, const float* p, int64_t n, float* out) const = 0;
+  // Token counts in the quantized part and in the full-precision part (tests of the KIVI schedule).
+  virtual std::pair<int64_t, int64_t> split_sizes() const { return {size(), 0}; }
+};
+
+std::unique_ptr<KvStore> make_key_store(const KvSpec& spec, int n_heads, int head_dim);
+std::unique_ptr<KvStore> make_value_store(const KvSpec& spec, int n_heads, int head_dim);
+
+// KIVI's asymmetric quantizer (SPEC 4.1) on n values: fp16 scale and minimum; codes computed against
+// the stored (fp16) scale/min; max == min gives codes 0 and keeps the minimum (no NaN).
+void kivi_quantize_group(const float* x, int n, int stride, int bits, uint16_t* scale, uint16_t* mn, uint8_t* codes);
+
+}  // namespace pyrt

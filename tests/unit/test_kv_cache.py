@@ -1,0 +1,209 @@
+"""Quantized KV caches (SPEC 4): the KIVI quantizer and schedule, attention read straight from every
+compressed format vs dequantize-then-attend, and whole-model behaviour with each cache type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+import pyruntime
+from pyruntime import _core
+from tests.conftest import mean_kl
+
+FORMATS = ["f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32"]
+
+
+def kivi_ref(x: np.ndarray, bits: int) -> tuple[np.uint16, np.uint16, bytes, np.ndarray]:
+    """SPEC 4.1 in numpy: fp16 min and scale; codes = round(clamp((x - mn) / s, 0, 2^b - 1)), half to
+    even, against the stored fp16 values; s = 0 gives codes 0; packed LSB first. Returns the dequantized
+    values too."""
+    qmax = (1 << bits) - 1
+    x = x.astype(np.float32)
+    mn = np.float16(x.min())
+    s = np.float16((x.max() - x.min()) / np.float32(qmax))
+    m32, s32 = np.float32(mn), np.float32(s)
+    if s32 == 0:
+        codes = np.zeros(x.size, np.int64)
+    else:
+        codes = np.rint(np.clip((x - m32) / s32, 0, qmax)).astype(np.int64)
+    per_byte = 8 // bits
+    packed = np.zeros((x.size + per_byte - 1) // per_byte, np.uint8)
+    for i, c in enumerate(codes):
+        packed[i // per_byte] |= np.uint8(c << ((i % per_byte) * bits))
+    return mn.view(np.uint16), s.view(np.uint16), packed.tobytes(), codes * s32 + m32
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_kivi_quantizer_matches_spec(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    groups = [rng.standard_normal(32) * 3, np.full(32, 1.25), np.arange(32) * 0.5 - 4, rng.standard_normal(32) * 1e-3]
+    for g in groups:
+        g = g.astype(np.float32)
+        scale, mn, codes = _core.kivi_quantize(g, bits)
+        want_mn, want_s, want_codes, deq = kivi_ref(g, bits)
+        assert (scale, mn, codes) == (int(want_s), int(want_mn), want_codes)
+        assert np.isfinite(deq).all()
+    # constant group: no NaN, the minimum carries the value exactly
+    scale, mn, codes = _core.kivi_quantize(np.full(32, 1.25, np.float32), bits)
+    assert scale == 0 and np.uint16(mn).view(np.float16) == np.float16(1.25) and set(codes) == {0}
+
+
+@pytest.mark.parametrize("T", [1, 31, 32, 33, 127, 128, 129])
+@pytest.mark.parametrize("R", [32, 128])
+def test_kivi_schedule(T: int, R: int) -> None:
+    """Sizes of (K quantized, K fp16, V quantized, V fp16) after a prefill of T and 40 decode steps."""
+    spec = f"kivi2-g32-r{R}"
+    k = _core.KvStore(spec, True, 2, 64)
+    v = _core.KvStore(spec, False, 2, 64)
+    rng = np.random.default_rng(T)
+
+    def step(n: int) -> None:
+        k.append(rng.standard_normal((n, 128)).astype(np.float32))
+        v.append(rng.standard_normal((n, 128)).astype(np.float32))
+        k.finish_step()
+        v.finish_step()
+
+    step(T)
+    kq, kf = T - T % R, T % R
+    assert k.split_sizes() == (kq, kf)
+    assert v.split_sizes() == (T - min(T, R), min(T, R))
+    total = T
+    for _ in range(40):
+        step(1)
+        total += 1
+        kf += 1
+        if kf == R:  # the buffer reached R: all R keys are quantized after this step's attention
+            kq, kf = kq + R, 0
+        assert k.split_sizes() == (kq, kf)
+        assert v.split_sizes() == (total - min(total, R), min(total, R))
+        assert k.size == v.size == total
+
+
+def dequantized_rows(spec: str, keys: bool, rows: np.ndarray, n_heads: int, d: int) -> np.ndarray:
+    """What a store holds, dequantized by an independent path (numpy / the quantizer references)."""
+    if spec == "f32":
+        return rows.astype(np.float64)
+    if spec == "f16":
+        return rows.astype(np.float16).astype(np.float64)
+    if spec in ("q8_0", "q4_0"):
+        out = [_core.dequantize(spec.upper(), _core.quantize(spec.upper(), r), r.size) for r in rows]
+        return np.stack(out).astype(np.float64)
+    bits, G = int(spec[4]), 32
+    R = int(spec.split("-r")[1]) if "-r" in spec else 128
+    T, n = rows.shape
+    f16 = rows.astype(np.float16).astype(np.float32)  # the window holds fp16; quantization reads it
+    out = f16.astype(np.float64)
+    if keys:
+        nq = T // R * R
+        for g0 in range(0, nq, G):
+            for ch in range(n):
+                out[g0 : g0 + G, ch] = kivi_ref(f16[g0 : g0 + G, ch], bits)[3]
+    else:
+        nq = max(T - R, 0)
+        for t in range(nq):
+            for g0 in range(0, n, G):
+                out[t, g0 : g0 + G] = kivi_ref(f16[t, g0 : g0 + G], bits)[3]
+    return out
+
+
+@pytest.mark.parametrize("spec", FORMATS)
+@pytest.mark.parametrize("T", [1, 33, 200])
+def test_attention_reads_compressed_cache_exactly(spec: str, T: int) -> None:
+    """SPEC 4.3.6: scores and value sums from the compressed cache equal exact math on the dequantized
+    cache within 1e-5 relative (only fp32 summation order differs)."""
+    n_heads, d = 3, 64
+    rng = np.random.default_rng(T)
+    rows = rng.standard_normal((T, n_heads * d)).astype(np.float32)
+    for keys in (True, False):
+        st = _core.KvStore(spec, keys, n_heads, d)
+        st.append(rows)
+        st.finish_step()
+        deq = dequantized_rows(spec, keys, rows, n_heads, d)
+        for h in range(n_heads):
+            block = deq[:, h * d : (h + 1) * d]
+            if keys:
+                q = rng.standard_normal(d).astype(np.float32)
+                got = st.dot_keys(h, q, T)
+                want = block @ q.astype(np.float64)
+                bound = 1e-5 * (np.abs(block) @ np.abs(q)) + 1e-6
+            else:
+                p = rng.random(T).astype(np.float32)
+                p /= p.sum()
+                got = st.accumulate(h, p, d)
+                want = p.astype(np.float64) @ block
+                bound = 1e-5 * (p @ np.abs(block)) + 1e-6
+            assert (np.abs(got - want) <= bound).all(), (spec, keys, h, np.abs(got - want).max())
+
+
+def test_bytes_per_token_relative_to_f16() -> None:
+    n_heads, d, T = 3, 64, 4096
+    rows = np.random.default_rng(0).standard_normal((T, n_heads * d)).astype(np.float32)
+    total = {}
+    for spec in ("f16", "q8_0", "q4_0", "kivi4", "kivi2"):
+        total[spec] = 0
+        for keys in (True, False):
+            st = _core.KvStore(spec, keys, n_heads, d)
+            st.append(rows)
+            st.finish_step()
+            total[spec] += st.bytes
+    ratio = {spec: total[spec] / total["f16"] for spec in total}
+    # q8_0 is 8.5 bits, q4_0 4.5. kivi2: 2-bit codes (0.125 of f16) + fp16 scale and min per 32
+    # (0.0625) + the 128 newest values kept in fp16 (0.0156 at 4k tokens) = 0.2002.
+    assert ratio["q8_0"] == pytest.approx(8.5 / 16, rel=0.02)
+    assert ratio["q4_0"] == pytest.approx(4.5 / 16, rel=0.02)
+    assert ratio["kivi2"] == pytest.approx(0.2002, abs=0.005)
+    assert ratio["kivi2"] < ratio["kivi4"] < ratio["q8_0"]
+
+
+def test_invalid_specs() -> None:
+    for bad in ("q3", "kivi3", "kivi2-g24-r100", "f16-g32", "kivi2-x5"):
+        with pytest.raises(pyruntime.InvalidArgumentError, match="kv cache type"):
+            _core.kv_spec_name(bad)
+    assert _core.kv_spec_name("kivi2") == "kivi2-g32-r128"
+
+
+@pytest.fixture(scope="module")
+def tiny(make_hf_llama: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory,
+         convert: Callable[..., Path]) -> Path:
+    hf = make_hf_llama("kvq", hidden_size=128, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2)
+    return convert(hf, tmp_path_factory.mktemp("kvq") / "tiny.gguf", "f32")
+
+
+def test_model_decoding_with_compressed_cache(tiny: Path) -> None:
+    """Token-by-token decoding (so later tokens attend to the compressed cache) against the f32 cache.
+    Random weights (widened) make attention peaky, so the bounds are loose (a bug gives KL ~ 1); the
+    orderings must hold. Floors on a real model and text are measured by bench/kv_cache.py."""
+    ref = pyruntime.load(tiny, kv_cache="f32", threads=2)
+    ids = [int(i) for i in np.random.default_rng(3).integers(1, ref.vocab_size, 300)]
+
+    def run(spec: str) -> tuple[np.ndarray, int, dict]:
+        m = pyruntime.load(tiny, kv_cache=spec, threads=2)
+        s = m.session()
+        logits = np.concatenate([s.feed(ids[:8])] + [s.feed([i]) for i in ids[8:]])
+        return logits, s.kv_bytes, s.stats()
+
+    base, base_bytes, _ = run("f32")
+    kl = {}
+    for spec in ("f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32"):
+        logits, nbytes, st = run(spec)
+        kl[spec] = mean_kl(base, logits)
+        assert nbytes < base_bytes
+        assert st["kv_cache"] == _core.kv_spec_name(spec)
+    bounds = {"f16": 1e-5, "q8_0": 1e-3, "q4_0": 2e-2, "kivi4": 2e-2, "kivi2": 0.1, "kivi2-g32-r32": 0.15}
+    for spec, bound in bounds.items():
+        assert kl[spec] <= bound, (spec, kl)
+    assert kl["f16"] < kl["q8_0"] < kl["q4_0"]
+    assert kl["kivi4"] < kl["kivi2"]
+    assert kl["kivi2"] < kl["kivi2-g32-r32"]  # a longer full-precision window helps
+
+
+def test_separate_key_and_value_types(tiny: Path) -> None:
+    m = pyruntime.load(tiny, kv_cache_k="q8_0", kv_cache_v="kivi2")
+    s = m.session()
+    s.feed(list(range(1, 200)))
+    st = s.stats()
+    assert st["kv_cache_k"] == "q8_0" and st["kv_cache_v"] == "kivi2-g32-r128"
+    assert st["kv_v_quantized_tokens"] == 199 - 128 and st["kv_k_full_precision_tokens"] == 0
