@@ -138,15 +138,21 @@ def test_unsupported_architecture(tmp_path: Path) -> None:
         pyruntime.load(p)
 
 
-def test_unsupported_tensor_type(tmp_path: Path) -> None:
+def llama_kv(embedding: int, ff: int) -> dict:
+    """Minimal llama hyperparameters (one layer, four heads) for files that must fail at tensors."""
     import gguf
 
     T = gguf.GGUFValueType
-    kv = {
-        f"llama.{k}": (v, T.UINT32, None)
-        for k, v in dict(block_count=1, embedding_length=256, feed_forward_length=256, context_length=64).items()
-    }
+    values = dict(block_count=1, embedding_length=embedding, feed_forward_length=ff, context_length=64)
+    kv = {f"llama.{k}": (v, T.UINT32, None) for k, v in values.items()}
     kv["llama.attention.head_count"] = (4, T.UINT32, None)
+    return kv
+
+
+def test_unsupported_tensor_type(tmp_path: Path) -> None:
+    import gguf
+
+    kv = llama_kv(256, 256)
     q4k = np.zeros((16, 144), np.uint8)  # 16 rows of one 256-element Q4_K block
     p = write_gguf(tmp_path / "k.gguf", kv, {"token_embd.weight": (q4k, gguf.GGMLQuantizationType.Q4_K)})
     with pytest.raises(UnsupportedError, match="tensor 'token_embd.weight' has type Q4_K"):
@@ -154,14 +160,7 @@ def test_unsupported_tensor_type(tmp_path: Path) -> None:
 
 
 def test_missing_tensor_and_wrong_shape(tmp_path: Path) -> None:
-    import gguf
-
-    T = gguf.GGUFValueType
-    kv = {
-        f"llama.{k}": (v, T.UINT32, None)
-        for k, v in dict(block_count=1, embedding_length=32, feed_forward_length=64, context_length=64).items()
-    }
-    kv["llama.attention.head_count"] = (4, T.UINT32, None)
+    kv = llama_kv(32, 64)
     f32 = np.zeros
     p = write_gguf(
         tmp_path / "m.gguf",

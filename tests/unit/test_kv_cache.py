@@ -166,8 +166,9 @@ def test_invalid_specs() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(make_hf_llama: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory,
-         convert: Callable[..., Path]) -> Path:
+def tiny(
+    make_hf_llama: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory, convert: Callable[..., Path]
+) -> Path:
     hf = make_hf_llama("kvq", hidden_size=128, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2)
     return convert(hf, tmp_path_factory.mktemp("kvq") / "tiny.gguf", "f32")
 

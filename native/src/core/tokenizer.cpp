@@ -151,6 +151,22 @@ std::vector<std::pair<size_t, size_t>> split(const std::vector<uint32_t>& cp, co
 
 const std::string kSpmSpace = "\xE2\x96\x81";  // U+2581 '▁'
 
+// A doubly linked list of the UTF-8 characters of s: the starting symbols of both BPE merges.
+struct Sym {
+  size_t off, len;
+  int prev, next;
+};
+std::vector<Sym> utf8_symbols(const std::string& s) {
+  std::vector<Sym> syms;
+  for (size_t i = 0; i < s.size();) {
+    const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(s[i])), s.size() - i);
+    syms.push_back({i, len, static_cast<int>(syms.size()) - 1, static_cast<int>(syms.size()) + 1});
+    i += len;
+  }
+  if (!syms.empty()) syms.back().next = -1;
+  return syms;
+}
+
 }  // namespace
 
 std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
@@ -328,18 +344,8 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
   }
   // Symbols are UTF-8 characters in a doubly linked list; merge the lowest-ranked pair first,
   // leftmost on ties, exactly as the merges table orders them.
-  struct Sym {
-    size_t off, len;
-    int prev, next;
-  };
-  std::vector<Sym> syms;
-  for (size_t i = 0; i < word.size();) {
-    const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(word[i])), word.size() - i);
-    syms.push_back({i, len, static_cast<int>(syms.size()) - 1, static_cast<int>(syms.size()) + 1});
-    i += len;
-  }
+  std::vector<Sym> syms = utf8_symbols(word);
   if (syms.empty()) return;
-  syms.back().next = -1;
   struct Pair {
     int32_t rank;
     int left, right;
@@ -390,18 +396,8 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
 }
 
 void Tokenizer::spm_text(const std::string& text, std::vector<int32_t>& out) const {
-  struct Sym {
-    size_t off, len;
-    int prev, next;
-  };
-  std::vector<Sym> syms;
-  for (size_t i = 0; i < text.size();) {
-    const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(text[i])), text.size() - i);
-    syms.push_back({i, len, static_cast<int>(syms.size()) - 1, static_cast<int>(syms.size()) + 1});
-    i += len;
-  }
+  std::vector<Sym> syms = utf8_symbols(text);
   if (syms.empty()) return;
-  syms.back().next = -1;
   struct Bigram {
     float score;
     int left, right;

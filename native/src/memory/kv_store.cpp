@@ -161,153 +161,136 @@ class RowStore : public KvStore {
   int64_t size_ = 0;
 };
 
-// KIVI keys: per channel, groups of G consecutive tokens, codes packed along the token axis.
-// Tokens leave the fp16 buffer R at a time (a chunked buffer of 0..R-1 tokens between steps).
-class KiviKeyStore : public KvStore {
+// What both KIVI stores hold: fp16 scales and minima, packed codes, and the fp16 window of the newest
+// tokens (rows of n_heads * head_dim, oldest first). Tokens in the quantized part precede the window.
+class KiviStore : public KvStore {
  public:
-  KiviKeyStore(const KvSpec& s, int n_heads, int head_dim) : s_(s), n_heads_(n_heads), d_(head_dim) {}
+  KiviStore(const KvSpec& s, int n_heads, int head_dim)
+      : s_(s), n_heads_(n_heads), d_(head_dim), code_bytes_(static_cast<size_t>(s.group * s.bits / 8)) {}
   void append(const float* rows, int64_t T) override {
-    const int64_t n = int64_t(n_heads_) * d_;
     const size_t old = fp_.size();
-    grow_to(fp_, old + T * n);
-    for (int64_t i = 0; i < T * n; ++i) fp_[old + i] = fp32_to_fp16(rows[i]);
+    grow_to(fp_, old + T * row());
+    for (int64_t i = 0; i < T * row(); ++i) fp_[old + i] = fp32_to_fp16(rows[i]);
   }
-  void finish_step() override {
-    const int64_t n_fp = fp_size(), move = n_fp / s_.residual * s_.residual;
-    if (move == 0) return;
-    const int64_t n = int64_t(n_heads_) * d_;
-    std::vector<float> tmp(static_cast<size_t>(s_.group));
-    const size_t code_bytes = static_cast<size_t>(s_.group * s_.bits / 8), new_groups = static_cast<size_t>(move / s_.group);
-    reserve_for(scale_, scale_.size() + new_groups * n);
-    reserve_for(min_, min_.size() + new_groups * n);
-    reserve_for(codes_, codes_.size() + new_groups * n * code_bytes);
-    for (int64_t g0 = 0; g0 < move; g0 += s_.group) {
-      // one group = G tokens; for every (head, channel): fp16 scale, fp16 min, packed codes
-      const size_t base_sm = scale_.size(), base_c = codes_.size();
-      grow_to(scale_, base_sm + n);
-      grow_to(min_, base_sm + n);
-      grow_to(codes_, base_c + n * code_bytes);
-      for (int64_t ch = 0; ch < n; ++ch) {
-        for (int t = 0; t < s_.group; ++t) tmp[t] = fp16_to_fp32(fp_[(g0 + t) * n + ch]);
-        kivi_quantize_group(tmp.data(), s_.group, 1, s_.bits, &scale_[base_sm + ch], &min_[base_sm + ch],
-                            &codes_[base_c + ch * code_bytes]);
-      }
-      ++n_groups_;
-    }
-    fp_.erase(fp_.begin(), fp_.begin() + move * n);
-    trim_window(fp_, static_cast<size_t>(s_.residual * n));
-  }
-  int64_t size() const override { return n_groups_ * s_.group + fp_size(); }
+  int64_t size() const override { return n_quant_ + fp_size(); }
   size_t bytes() const override { return scale_.capacity() * 2 + min_.capacity() * 2 + codes_.capacity() + fp_.capacity() * 2; }
   void clear() override {
-    scale_.clear(), min_.clear(), codes_.clear(), fp_.clear();
-    scale_.shrink_to_fit(), min_.shrink_to_fit(), codes_.shrink_to_fit(), fp_.shrink_to_fit();
-    n_groups_ = 0;
+    for (auto* v : {&scale_, &min_, &fp_}) std::vector<uint16_t>().swap(*v);
+    std::vector<uint8_t>().swap(codes_);
+    n_quant_ = 0;
   }
-  std::pair<int64_t, int64_t> split_sizes() const override { return {n_groups_ * s_.group, fp_size()}; }
+  std::pair<int64_t, int64_t> split_sizes() const override { return {n_quant_, fp_size()}; }
+
+ protected:
+  int64_t row() const { return int64_t(n_heads_) * d_; }
+  int64_t fp_size() const { return static_cast<int64_t>(fp_.size()) / row(); }
+  // Room for `groups` more (scale, min, codes) entries, reserved at once.
+  void reserve_groups(int64_t groups) {
+    reserve_for(scale_, scale_.size() + groups);
+    reserve_for(min_, min_.size() + groups);
+    reserve_for(codes_, codes_.size() + groups * code_bytes_);
+  }
+  // Quantizes n values (stride apart) as one more group.
+  void push_group(const float* x, int n, int stride) {
+    const size_t i = scale_.size();
+    grow_to(scale_, i + 1);
+    grow_to(min_, i + 1);
+    grow_to(codes_, (i + 1) * code_bytes_);
+    kivi_quantize_group(x, n, stride, s_.bits, &scale_[i], &min_[i], &codes_[i * code_bytes_]);
+  }
+  // Drops the oldest `tokens` of the window once they are quantized.
+  void pop_window(int64_t tokens, int64_t keep_tokens) {
+    fp_.erase(fp_.begin(), fp_.begin() + tokens * row());
+    trim_window(fp_, static_cast<size_t>(keep_tokens * row()));
+  }
+
+  KvSpec s_;
+  int n_heads_, d_;
+  size_t code_bytes_;
+  int64_t n_quant_ = 0;
+  std::vector<uint16_t> scale_, min_, fp_;
+  std::vector<uint8_t> codes_;
+};
+
+// KIVI keys: per channel, groups of G consecutive tokens, codes packed along the token axis.
+// Tokens leave the fp16 buffer R at a time (a chunked buffer of 0..R-1 tokens between steps).
+class KiviKeyStore : public KiviStore {
+ public:
+  using KiviStore::KiviStore;
+  void finish_step() override {
+    const int64_t move = fp_size() / s_.residual * s_.residual;
+    if (move == 0) return;
+    reserve_groups(move / s_.group * row());
+    std::vector<float> tmp(static_cast<size_t>(s_.group));
+    for (int64_t g0 = 0; g0 < move; g0 += s_.group) {
+      // one group = G tokens; for every (head, channel) in order: fp16 scale, fp16 min, packed codes
+      for (int64_t ch = 0; ch < row(); ++ch) {
+        for (int t = 0; t < s_.group; ++t) tmp[t] = fp16_to_fp32(fp_[(g0 + t) * row() + ch]);
+        push_group(tmp.data(), s_.group, 1);
+      }
+    }
+    n_quant_ += move;
+    pop_window(move, s_.residual);
+  }
   void dot_keys(int head, const float* q, int64_t n, float* scores) const override {
-    const int64_t row = int64_t(n_heads_) * d_, nq = std::min<int64_t>(n, n_groups_ * s_.group);
-    const size_t code_bytes = static_cast<size_t>(s_.group * s_.bits / 8);
+    const int64_t nq = std::min<int64_t>(n, n_quant_);
     for (int64_t g = 0; g * s_.group < nq; ++g) {
       // q.k_t = sum_c (q_c s_c) code_tc + sum_c q_c mn_c: the second term once per group.
       float* sc = scores + g * s_.group;
       float beta = 0.0f;
       std::fill(sc, sc + s_.group, 0.0f);
       for (int c = 0; c < d_; ++c) {
-        const int64_t ch = int64_t(head) * d_ + c, idx = g * row + ch;
+        const int64_t idx = g * row() + int64_t(head) * d_ + c;
         const float qs = q[c] * fp16_to_fp32(scale_[idx]);
         beta += q[c] * fp16_to_fp32(min_[idx]);
-        const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes];
+        const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes_];
         for (int t = 0; t < s_.group; ++t) sc[t] += qs * static_cast<float>(code_at(codes, t, s_.bits));
       }
       for (int t = 0; t < s_.group; ++t) sc[t] += beta;
     }
     const cpu::KernelTable& k = cpu::kernels();
-    for (int64_t j = nq; j < n; ++j) scores[j] = k.dot_f16(&fp_[(j - nq) * row + int64_t(head) * d_], q, d_);
+    for (int64_t j = nq; j < n; ++j) scores[j] = k.dot_f16(&fp_[(j - nq) * row() + int64_t(head) * d_], q, d_);
   }
   void accumulate(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi key store holds keys"); }
-
- private:
-  int64_t fp_size() const { return static_cast<int64_t>(fp_.size()) / (int64_t(n_heads_) * d_); }
-  KvSpec s_;
-  int n_heads_, d_;
-  int64_t n_groups_ = 0;
-  std::vector<uint16_t> scale_, min_, fp_;
-  std::vector<uint8_t> codes_;
 };
 
 // KIVI values: per token, groups of G channels; the R most recent tokens stay fp16 (sliding window).
-class KiviValueStore : public KvStore {
+class KiviValueStore : public KiviStore {
  public:
-  KiviValueStore(const KvSpec& s, int n_heads, int head_dim) : s_(s), n_heads_(n_heads), d_(head_dim) {
+  KiviValueStore(const KvSpec& s, int n_heads, int head_dim) : KiviStore(s, n_heads, head_dim) {
     if (head_dim % s.group != 0) {
       fail(ErrorCode::kUnsupported, "kivi values need a head dimension that is a multiple of G=" + std::to_string(s.group));
     }
   }
-  void append(const float* rows, int64_t T) override {
-    const int64_t n = int64_t(n_heads_) * d_;
-    const size_t old = fp_.size();
-    grow_to(fp_, old + T * n);
-    for (int64_t i = 0; i < T * n; ++i) fp_[old + i] = fp32_to_fp16(rows[i]);
-  }
   void finish_step() override {
-    const int64_t n = int64_t(n_heads_) * d_, over = fp_size() - s_.residual;
+    const int64_t over = fp_size() - s_.residual;
     if (over <= 0) return;
-    const int64_t groups = n / s_.group;
-    const size_t code_bytes = static_cast<size_t>(s_.group * s_.bits / 8);
-    reserve_for(scale_, scale_.size() + over * groups);
-    reserve_for(min_, min_.size() + over * groups);
-    reserve_for(codes_, codes_.size() + over * groups * code_bytes);
-    std::vector<float> row(static_cast<size_t>(n));
+    reserve_groups(over * (row() / s_.group));
+    std::vector<float> tmp(static_cast<size_t>(row()));
     for (int64_t t = 0; t < over; ++t) {
-      for (int64_t i = 0; i < n; ++i) row[i] = fp16_to_fp32(fp_[t * n + i]);
-      const size_t base_sm = scale_.size(), base_c = codes_.size();
-      grow_to(scale_, base_sm + groups);
-      grow_to(min_, base_sm + groups);
-      grow_to(codes_, base_c + groups * code_bytes);
-      for (int64_t g = 0; g < groups; ++g) {
-        kivi_quantize_group(&row[g * s_.group], s_.group, 1, s_.bits, &scale_[base_sm + g], &min_[base_sm + g],
-                            &codes_[base_c + g * code_bytes]);
-      }
-      ++n_quant_;
+      for (int64_t i = 0; i < row(); ++i) tmp[i] = fp16_to_fp32(fp_[t * row() + i]);
+      for (int64_t g0 = 0; g0 < row(); g0 += s_.group) push_group(&tmp[g0], s_.group, 1);
     }
-    fp_.erase(fp_.begin(), fp_.begin() + over * n);
-    trim_window(fp_, static_cast<size_t>((s_.residual + 1) * n));
+    n_quant_ += over;
+    pop_window(over, s_.residual + 1);
   }
-  int64_t size() const override { return n_quant_ + fp_size(); }
-  size_t bytes() const override { return scale_.capacity() * 2 + min_.capacity() * 2 + codes_.capacity() + fp_.capacity() * 2; }
-  void clear() override {
-    scale_.clear(), min_.clear(), codes_.clear(), fp_.clear();
-    scale_.shrink_to_fit(), min_.shrink_to_fit(), codes_.shrink_to_fit(), fp_.shrink_to_fit();
-    n_quant_ = 0;
-  }
-  std::pair<int64_t, int64_t> split_sizes() const override { return {n_quant_, fp_size()}; }
   void dot_keys(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi value store holds values"); }
   void accumulate(int head, const float* p, int64_t n, float* out) const override {
-    const int64_t row = int64_t(n_heads_) * d_, groups_per_row = row / s_.group, gph = d_ / s_.group;
-    const size_t code_bytes = static_cast<size_t>(s_.group * s_.bits / 8);
+    const int64_t groups_per_row = row() / s_.group, gph = d_ / s_.group;
     const int64_t nq = std::min(n, n_quant_);
     for (int64_t t = 0; t < nq; ++t) {
       // o_c += (p s_g) code_tc + p mn_g
       for (int64_t g = 0; g < gph; ++g) {
         const int64_t idx = t * groups_per_row + int64_t(head) * gph + g;
         const float ps = p[t] * fp16_to_fp32(scale_[idx]), pm = p[t] * fp16_to_fp32(min_[idx]);
-        const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes];
+        const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes_];
         float* o = out + g * s_.group;
         for (int c = 0; c < s_.group; ++c) o[c] += ps * static_cast<float>(code_at(codes, c, s_.bits)) + pm;
       }
     }
     const cpu::KernelTable& k = cpu::kernels();
-    for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[j], &fp_[(j - nq) * row + int64_t(head) * d_], out, d_);
+    for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[j], &fp_[(j - nq) * row() + int64_t(head) * d_], out, d_);
   }
-
- private:
-  int64_t fp_size() const { return static_cast<int64_t>(fp_.size()) / (int64_t(n_heads_) * d_); }
-  KvSpec s_;
-  int n_heads_, d_;
-  int64_t n_quant_ = 0;
-  std::vector<uint16_t> scale_, min_, fp_;
-  std::vector<uint8_t> codes_;
 };
 
 GgmlType row_type(const KvSpec& s) {
