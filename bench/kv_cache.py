@@ -159,7 +159,11 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--contexts", default="1024,4096,8192")
+    ap.add_argument(
+        "--parts", default="memory,quality,speed", help="which parts to (re)run; others are kept from the JSON"
+    )
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     from pyruntime import registry
     from pyruntime.cli import machine_info
 

@@ -4,7 +4,7 @@ compressed format vs dequantize-then-attend, and whole-model behaviour with each
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -109,11 +109,19 @@ def dequantized_rows(spec: str, keys: bool, rows: np.ndarray, n_heads: int, d: i
     return out
 
 
+@pytest.fixture(params=["generic", "avx2"])
+def kernel_table(request: pytest.FixtureRequest) -> Iterator[str]:
+    if not _core.set_kernels(request.param):
+        pytest.skip(f"this CPU has no {request.param} kernels")
+    yield request.param
+    _core.set_kernels("auto")
+
+
 @pytest.mark.parametrize("spec", FORMATS)
 @pytest.mark.parametrize("T", [1, 33, 200])
-def test_attention_reads_compressed_cache_exactly(spec: str, T: int) -> None:
+def test_attention_reads_compressed_cache_exactly(spec: str, T: int, kernel_table: str) -> None:
     """SPEC 4.3.6: scores and value sums from the compressed cache equal exact math on the dequantized
-    cache within 1e-5 relative (only fp32 summation order differs)."""
+    cache within 1e-5 relative (only fp32 summation order differs), with every kernel table."""
     n_heads, d = 3, 64
     rng = np.random.default_rng(T)
     rows = rng.standard_normal((T, n_heads * d)).astype(np.float32)

@@ -234,21 +234,28 @@ class KiviKeyStore : public KiviStore {
   }
   void dot_keys(int head, const float* q, int64_t n, float* scores) const override {
     const int64_t nq = std::min<int64_t>(n, n_quant_);
+    const cpu::KernelTable& k = cpu::kernels();
+    thread_local std::vector<float> qs;
+    qs.resize(static_cast<size_t>(d_));
     for (int64_t g = 0; g * s_.group < nq; ++g) {
       // q.k_t = sum_c (q_c s_c) code_tc + sum_c q_c mn_c: the second term once per group.
       float* sc = scores + g * s_.group;
       float beta = 0.0f;
       std::fill(sc, sc + s_.group, 0.0f);
+      const int64_t idx0 = g * row() + int64_t(head) * d_;
       for (int c = 0; c < d_; ++c) {
-        const int64_t idx = g * row() + int64_t(head) * d_ + c;
-        const float qs = q[c] * fp16_to_fp32(scale_[idx]);
-        beta += q[c] * fp16_to_fp32(min_[idx]);
-        const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes_];
-        for (int t = 0; t < s_.group; ++t) sc[t] += qs * static_cast<float>(code_at(codes, t, s_.bits));
+        qs[c] = q[c] * fp16_to_fp32(scale_[idx0 + c]);
+        beta += q[c] * fp16_to_fp32(min_[idx0 + c]);
+      }
+      const uint8_t* codes = &codes_[static_cast<size_t>(idx0) * code_bytes_];
+      if (s_.group == 32) {
+        k.kivi_key_scores(codes, static_cast<int64_t>(code_bytes_), qs.data(), d_, s_.bits, sc);
+      } else {
+        for (int c = 0; c < d_; ++c)
+          for (int t = 0; t < s_.group; ++t) sc[t] += qs[c] * static_cast<float>(code_at(codes + c * code_bytes_, t, s_.bits));
       }
       for (int t = 0; t < s_.group; ++t) sc[t] += beta;
     }
-    const cpu::KernelTable& k = cpu::kernels();
     for (int64_t j = nq; j < n; ++j) scores[j] = k.dot_f16(&fp_[(j - nq) * row() + int64_t(head) * d_], q, d_);
   }
   void accumulate(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi key store holds keys"); }
@@ -276,6 +283,7 @@ class KiviValueStore : public KiviStore {
   }
   void dot_keys(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi value store holds values"); }
   void accumulate(int head, const float* p, int64_t n, float* out) const override {
+    const cpu::KernelTable& k = cpu::kernels();
     const int64_t groups_per_row = row() / s_.group, gph = d_ / s_.group;
     const int64_t nq = std::min(n, n_quant_);
     for (int64_t t = 0; t < nq; ++t) {
@@ -285,10 +293,13 @@ class KiviValueStore : public KiviStore {
         const float ps = p[t] * fp16_to_fp32(scale_[idx]), pm = p[t] * fp16_to_fp32(min_[idx]);
         const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes_];
         float* o = out + g * s_.group;
-        for (int c = 0; c < s_.group; ++c) o[c] += ps * static_cast<float>(code_at(codes, c, s_.bits)) + pm;
+        if (s_.group == 32) {
+          k.kivi_value_axpy(codes, s_.bits, ps, pm, o);
+        } else {
+          for (int c = 0; c < s_.group; ++c) o[c] += ps * static_cast<float>(code_at(codes, c, s_.bits)) + pm;
+        }
       }
     }
-    const cpu::KernelTable& k = cpu::kernels();
     for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[j], &fp_[(j - nq) * row() + int64_t(head) * d_], out, d_);
   }
 };

@@ -54,6 +54,20 @@ float dot_row(const KernelTable& k, GgmlType type, const void* row, const float*
   }
 }
 
+const float* kivi_lut(int bits) {
+  struct Luts {
+    float two[256][4], four[256][2];
+    Luts() {
+      for (int b = 0; b < 256; ++b) {
+        for (int j = 0; j < 4; ++j) two[b][j] = static_cast<float>((b >> (2 * j)) & 3);
+        for (int j = 0; j < 2; ++j) four[b][j] = static_cast<float>((b >> (4 * j)) & 15);
+      }
+    }
+  };
+  static const Luts luts;
+  return bits == 2 ? &luts.two[0][0] : &luts.four[0][0];
+}
+
 void axpy_row(const KernelTable& k, GgmlType type, float a, const void* row, float* y, int64_t n) {
   switch (type) {
     case GgmlType::F32: return k.axpy_f32(a, static_cast<const float*>(row), y, n);

@@ -20,7 +20,16 @@ struct KernelTable {
   void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);
   void (*axpy_q8_0)(float a, const void* row, float* y, int64_t n);  // y += a * dequant(row)
   void (*axpy_q4_0)(float a, const void* row, float* y, int64_t n);
+  // KIVI, groups of 32 with b-bit codes packed LSB first (b = 2 or 4):
+  // keys: sc[t] += sum_c qs[c] * code(c, t) for the 32 tokens t of a group; channel c's codes start at
+  //       codes + c * code_stride.
+  void (*kivi_key_scores)(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t d, int bits, float* sc);
+  // values: out[c] += ps * code(c) + pm for the 32 channels c of one group.
+  void (*kivi_value_axpy)(const uint8_t* codes, int bits, float ps, float pm, float* out);
 };
+
+// code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.
+const float* kivi_lut(int bits);
 
 KernelTable generic_kernels();
 #if defined(PYRT_HAVE_AVX2_KERNELS)

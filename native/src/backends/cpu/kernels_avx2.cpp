@@ -158,11 +158,49 @@ void a_axpy_q4_0(float a, const void* row, float* y, int64_t n) {
   }
 }
 
+// 32 codes -> four vectors of 8 floats via the byte table (2-bit: 4 codes a byte, 4-bit: 2).
+inline void unpack32_ps(const uint8_t* codes, int bits, const float* lut, __m256 out[4]) {
+  if (bits == 2) {
+    for (int v = 0; v < 4; ++v) {
+      const __m128 lo = _mm_loadu_ps(lut + codes[2 * v] * 4), hi = _mm_loadu_ps(lut + codes[2 * v + 1] * 4);
+      out[v] = _mm256_set_m128(hi, lo);
+    }
+  } else {
+    for (int v = 0; v < 4; ++v) {
+      const uint8_t* b = codes + 4 * v;
+      out[v] = _mm256_setr_ps(lut[b[0] * 2], lut[b[0] * 2 + 1], lut[b[1] * 2], lut[b[1] * 2 + 1], lut[b[2] * 2],
+                              lut[b[2] * 2 + 1], lut[b[3] * 2], lut[b[3] * 2 + 1]);
+    }
+  }
+}
+
+void a_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t d, int bits, float* sc) {
+  const float* lut = kivi_lut(bits);
+  __m256 acc[4] = {_mm256_loadu_ps(sc), _mm256_loadu_ps(sc + 8), _mm256_loadu_ps(sc + 16), _mm256_loadu_ps(sc + 24)};
+  __m256 c[4];
+  for (int64_t ch = 0; ch < d; ++ch) {
+    unpack32_ps(codes + ch * code_stride, bits, lut, c);
+    const __m256 q = _mm256_set1_ps(qs[ch]);
+    for (int v = 0; v < 4; ++v) acc[v] = _mm256_fmadd_ps(q, c[v], acc[v]);
+  }
+  for (int v = 0; v < 4; ++v) _mm256_storeu_ps(sc + 8 * v, acc[v]);
+}
+
+void a_kivi_value_axpy(const uint8_t* codes, int bits, float ps, float pm, float* out) {
+  __m256 c[4];
+  unpack32_ps(codes, bits, kivi_lut(bits), c);
+  const __m256 p = _mm256_set1_ps(ps), m = _mm256_set1_ps(pm);
+  for (int v = 0; v < 4; ++v) {
+    _mm256_storeu_ps(out + 8 * v, _mm256_add_ps(_mm256_fmadd_ps(p, c[v], _mm256_loadu_ps(out + 8 * v)), m));
+  }
+}
+
 }  // namespace
 
 KernelTable avx2_kernels() {
-  return {"avx2",     a_dot_f32,  a_dot_q8_0, a_dot_q4_0,  a_dot_q4_1,  a_dot_f16,
-          a_dot_bf16, a_axpy_f32, a_axpy_f16, a_axpy_q8_0, a_axpy_q4_0};
+  return {"avx2",     a_dot_f32,  a_dot_q8_0, a_dot_q4_0,        a_dot_q4_1,       a_dot_f16,
+          a_dot_bf16, a_axpy_f32, a_axpy_f16, a_axpy_q8_0,       a_axpy_q4_0,      a_kivi_key_scores,
+          a_kivi_value_axpy};
 }
 
 }  // namespace pyrt::cpu

@@ -95,11 +95,34 @@ void g_axpy_q4_0(float a, const void* row, float* y, int64_t n) {
   }
 }
 
+// Unpacks the 32 codes of one group into floats through the byte table.
+void unpack32(const uint8_t* codes, int bits, float* out) {
+  const float* lut = kivi_lut(bits);
+  const int per_byte = 8 / bits;
+  for (int i = 0; i < 32 / per_byte; ++i)
+    for (int j = 0; j < per_byte; ++j) out[i * per_byte + j] = lut[codes[i] * per_byte + j];
+}
+
+void g_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t d, int bits, float* sc) {
+  float c32[32];
+  for (int64_t c = 0; c < d; ++c) {
+    unpack32(codes + c * code_stride, bits, c32);
+    for (int t = 0; t < 32; ++t) sc[t] += qs[c] * c32[t];
+  }
+}
+
+void g_kivi_value_axpy(const uint8_t* codes, int bits, float ps, float pm, float* out) {
+  float c32[32];
+  unpack32(codes, bits, c32);
+  for (int c = 0; c < 32; ++c) out[c] += ps * c32[c] + pm;
+}
+
 }  // namespace
 
 KernelTable generic_kernels() {
-  return {"generic", g_dot_f32,  g_dot_q8_0, g_dot_q4_0,  g_dot_q4_1,  g_dot_f16,
-          g_dot_bf16, g_axpy_f32, g_axpy_f16, g_axpy_q8_0, g_axpy_q4_0};
+  return {"generic",   g_dot_f32,   g_dot_q8_0,  g_dot_q4_0,        g_dot_q4_1,       g_dot_f16,
+          g_dot_bf16,  g_axpy_f32,  g_axpy_f16,  g_axpy_q8_0,       g_axpy_q4_0,      g_kivi_key_scores,
+          g_kivi_value_axpy};
 }
 
 }  // namespace pyrt::cpu
