@@ -169,21 +169,22 @@ def main() -> None:
 
     a.out.mkdir(parents=True, exist_ok=True)
     path = registry.pull("smollm2-135m-instruct", progress=None)
-    result: dict[str, Any] = {
-        "meta": {**machine_info(), "threads": a.threads, "model": str(path.name), "python": platform.python_version()}
-    }
-    result["memory"] = memory_table(30, 3, 64)
-    print("memory done", flush=True)
-    result["quality"] = quality(path, a.tokens, a.threads)
-    for r in result["quality"]:
-        print(
-            f"  {r['kv']:6} KL {r['mean_kl_vs_f32']:.2e}  ppl {r['perplexity']:.3f} ({r['ppl_vs_f32']:+.2%})",
-            flush=True,
-        )
-    (a.out / "kv_cache.json").write_text(json.dumps(result, indent=1))
-    result["speed"] = speed(path, a.threads, [int(c) for c in a.contexts.split(",")])
-    (a.out / "kv_cache.json").write_text(json.dumps(result, indent=1))
-    plot(result, a.out / "kv_cache.png")
+    out_json = a.out / "kv_cache.json"
+    result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.exists() else {}
+    result["meta"] = {**machine_info(), "threads": a.threads, "model": path.name, "python": platform.python_version()}
+    if "memory" in parts:
+        result["memory"] = memory_table(30, 3, 64)
+        print("memory done", flush=True)
+    if "quality" in parts:
+        result["quality"] = quality(path, a.tokens, a.threads)
+        for r in result["quality"]:
+            print(f"  {r['kv']:6} KL {r['mean_kl_vs_f32']:.2e}  ppl {r['perplexity']:.3f} ({r['ppl_vs_f32']:+.2%})")
+        out_json.write_text(json.dumps(result, indent=1))
+    if "speed" in parts:
+        result["speed"] = speed(path, a.threads, [int(c) for c in a.contexts.split(",")])
+    out_json.write_text(json.dumps(result, indent=1))
+    if {"memory", "quality", "speed"} <= set(result):
+        plot(result, a.out / "kv_cache.png")
 
 
 if __name__ == "__main__":
