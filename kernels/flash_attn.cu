@@ -25,14 +25,15 @@ struct FlashSmem {
   static constexpr size_t total = q + k + v + s + p + o + ml;
 };
 
-// Copies `rows` rows of D halves (row stride D) into shared memory, zero-filling rows >= valid.
+// Copies `rows` rows of D halves (global row stride `stride` elements) into shared memory (row
+// stride D), zero-filling rows >= valid.
 template <int D>
-__device__ void load_tile(half* dst, const half* src, int rows, int valid) {
+__device__ void load_tile(half* dst, const half* src, int rows, int valid, size_t stride) {
   constexpr int kVec = D / 8;  // 16-byte vectors per row
   for (int i = threadIdx.x; i < rows * kVec; i += blockDim.x) {
     const int r = i / kVec, c = i % kVec;
     uint4 val = make_uint4(0, 0, 0, 0);
-    if (r < valid) val = reinterpret_cast<const uint4*>(src + size_t(r) * D)[c];
+    if (r < valid) val = reinterpret_cast<const uint4*>(src + size_t(r) * stride)[c];
     reinterpret_cast<uint4*>(dst + size_t(r) * D)[c] = val;
   }
 }
@@ -53,29 +54,38 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(FlashParams p) {
   const int q0 = blockIdx.x * kBr, h = blockIdx.y, b = blockIdx.z;
   const int kvh = h / (p.Hq / p.Hkv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * 16;
-  const half* qg = p.q + (size_t(b) * p.Hq + h) * p.Sq * D + size_t(q0) * D;
-  const half* kg = p.k + (size_t(b) * p.Hkv + kvh) * p.Sk * D;
-  const half* vg = p.v + (size_t(b) * p.Hkv + kvh) * p.Sk * D;
+  // Dense [B, H, S, D] or packed varlen [T, H, D]: same loop, different bases and row strides.
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const int Sq = varlen ? p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b] : p.Sq;
+  const int Sk = varlen ? p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b] : p.Sk;
+  if (q0 >= Sq) return;  // varlen: this sequence is shorter than the longest
+  const size_t q_stride = varlen ? size_t(p.Hq) * D : D, kv_stride = varlen ? size_t(p.Hkv) * D : D;
+  const size_t q_base = varlen ? size_t(p.cu_seqlens_q[b]) * q_stride + size_t(h) * D : (size_t(b) * p.Hq + h) * p.Sq * D;
+  const size_t kv_base =
+      varlen ? size_t(p.cu_seqlens_k[b]) * kv_stride + size_t(kvh) * D : (size_t(b) * p.Hkv + kvh) * p.Sk * D;
+  const half* qg = p.q + q_base + size_t(q0) * q_stride;
+  const half* kg = p.k + kv_base;
+  const half* vg = p.v + kv_base;
   const float scale_log2 = p.scale * kLog2e;
-  const int offset = p.Sk - p.Sq;  // bottom-right causal alignment
+  const int offset = Sk - Sq;  // bottom-right causal alignment
 
-  load_tile<D>(sQ, qg, kBr, min(kBr, p.Sq - q0));
+  load_tile<D>(sQ, qg, kBr, min(kBr, Sq - q0), q_stride);
   for (int i = threadIdx.x; i < kBr * D; i += blockDim.x) sO[i] = 0.0f;
   for (int i = threadIdx.x; i < kBr; i += blockDim.x) {
     sM[i] = -INFINITY;
     sL[i] = 0.0f;
   }
-  int n_tiles = (p.Sk + kBc - 1) / kBc;
+  int n_tiles = (Sk + kBc - 1) / kBc;
   if (p.causal) {
-    const int last_key = min(q0 + kBr, p.Sq) - 1 + offset;
+    const int last_key = min(q0 + kBr, Sq) - 1 + offset;
     n_tiles = last_key < 0 ? 0 : min(n_tiles, last_key / kBc + 1);
   }
 
   for (int t = 0; t < n_tiles; ++t) {
     const int k0 = t * kBc;
     __syncthreads();  // the previous tile's PV is done with sK/sV
-    load_tile<D>(sK, kg + size_t(k0) * D, kBc, min(kBc, p.Sk - k0));
-    load_tile<D>(sV, vg + size_t(k0) * D, kBc, min(kBc, p.Sk - k0));
+    load_tile<D>(sK, kg + size_t(k0) * kv_stride, kBc, min(kBc, Sk - k0), kv_stride);
+    load_tile<D>(sV, vg + size_t(k0) * kv_stride, kBc, min(kBc, Sk - k0), kv_stride);
     __syncthreads();
 
     // S[rows of this warp, :] = Q K^T
@@ -96,7 +106,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(FlashParams p) {
     // Online softmax, one row at a time across the warp (lane = key column).
     for (int r = 0; r < 16; ++r) {
       const int row = row0 + r, qi = q0 + row, key = k0 + lane;
-      const bool valid = key < p.Sk && (!p.causal || key <= qi + offset);
+      const bool valid = key < Sk && (!p.causal || key <= qi + offset);
       const float s = valid ? sS[row * kBc + lane] * scale_log2 : -INFINITY;
       const float m_old = sM[row];
       const float m_new = fmaxf(m_old, warp_max(s));
@@ -134,14 +144,15 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(FlashParams p) {
   // Epilogue: normalise and write rows that exist.
   for (int r = 0; r < 16; ++r) {
     const int row = row0 + r, qi = q0 + row;
-    if (qi >= p.Sq) break;
+    if (qi >= Sq) break;
     const float l = sL[row];
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    float* og = p.out + ((size_t(b) * p.Hq + h) * p.Sq + qi) * D;
+    float* og = p.out + q_base + size_t(qi) * q_stride;
     for (int c = lane; c < D; c += 32) og[c] = sO[row * D + c] * inv;
     if (lane == 0) {
       const float m = sM[row];
-      p.lse[(size_t(b) * p.Hq + h) * p.Sq + qi] = l > 0.0f ? m * kLn2 + logf(l) : -INFINITY;
+      const size_t li = varlen ? size_t(h) * p.total_q + p.cu_seqlens_q[b] + qi : (size_t(b) * p.Hq + h) * p.Sq + qi;
+      p.lse[li] = l > 0.0f ? m * kLn2 + logf(l) : -INFINITY;
     }
   }
 }

@@ -12,6 +12,10 @@ namespace pyrt::cuda {
 // out: [B, Hq, Sq, D] fp32, lse: [B, Hq, Sq] fp32 (natural log; -inf for fully masked rows).
 // Causal masks are aligned bottom-right (query i sees keys j <= i + Sk - Sq). Query head h reads
 // KV head h / (Hq / Hkv). D in {64, 80, 96, 128}.
+//
+// Variable-length (padding-free) mode: with cu_seqlens_q/k set (exclusive prefix sums of the B
+// lengths, B + 1 entries), q/k/v/out are packed token-major, q: [T_q, Hq, D], k/v: [T_k, Hkv, D],
+// out: [T_q, Hq, D], lse: [Hq, T_q]; Sq/Sk are then the maximum lengths.
 struct FlashParams {
   const half* q;
   const half* k;
@@ -21,6 +25,9 @@ struct FlashParams {
   int B, Hq, Hkv, Sq, Sk, D;
   float scale;
   bool causal;
+  const int* cu_seqlens_q = nullptr;
+  const int* cu_seqlens_k = nullptr;
+  int total_q = 0;  // T_q in varlen mode (for the lse layout)
 };
 cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream);
 
@@ -56,5 +63,14 @@ int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len);
 
 // y[N] = W[N, K] x[K] for ggml-quantized rows (type ids: Q8_0 = 8, Q4_0 = 2, Q4_1 = 3).
 cudaError_t gemv_quant(int ggml_type, const void* w, const float* x, float* y, int N, int K, cudaStream_t stream);
+
+// ByteTransformer-style packing (SPEC 6.1). mask: [B, S_max] int32, 1 for valid positions (right
+// padding). Writes cu_seqlens [B + 1] (exclusive scan of the lengths, cu[B] = T_valid) and the gather
+// map word_idx [T_valid] (packed row -> padded row b * S_max + i). B <= 1024.
+cudaError_t build_varlen_index(const int* mask, int B, int S_max, int* cu_seqlens, int* word_idx, cudaStream_t stream);
+// [B * S_max, D] -> [T_valid, D] and back (pad rows written as 0). D * 2 bytes must be a multiple of 16.
+cudaError_t pack_rows(const half* padded, const int* word_idx, int T_valid, int D, half* packed, cudaStream_t stream);
+cudaError_t unpack_rows(const half* packed, const int* word_idx, int T_valid, int B_times_S, int D, half* padded,
+                        cudaStream_t stream);
 
 }  // namespace pyrt::cuda

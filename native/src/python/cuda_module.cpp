@@ -105,6 +105,52 @@ py::tuple run_flash(HalfArray q, HalfArray k, HalfArray v, bool causal, float sc
   return py::make_tuple(out, lse, ms);
 }
 
+// Padding-free attention over a right-padded, token-major batch: [B, S, H, D] fp16 + mask [B, S].
+// Builds cu_seqlens and the gather map on the GPU, packs q/k/v, runs varlen attention, unpacks.
+py::tuple run_padding_free(HalfArray q, HalfArray k, HalfArray v, py::array_t<int32_t, py::array::c_style | py::array::forcecast> mask,
+                           bool causal, float scale, int iters) {
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || mask.ndim() != 2) throw std::invalid_argument("q/k/v [B, S, H, D], mask [B, S]");
+  const int B = int(q.shape(0)), S = int(q.shape(1)), Hq = int(q.shape(2)), D = int(q.shape(3)), Hkv = int(k.shape(2));
+  if (mask.shape(0) != B || mask.shape(1) != S || k.shape(1) != S) throw std::invalid_argument("shapes do not match");
+  DevBuf dq(q.data(), q.nbytes()), dk(k.data(), k.nbytes()), dv(v.data(), v.nbytes()), dmask(mask.data(), mask.nbytes());
+  DevBuf dcu(size_t(B + 1) * 4), dwidx(size_t(B) * S * 4);
+  DevBuf pq(q.nbytes()), pk(k.nbytes()), pv(v.nbytes());  // packed (upper bound sizes)
+  DevBuf pout(size_t(B) * S * Hq * D * 4), plse(size_t(Hq) * B * S * 4), dout(size_t(B) * S * Hq * D * 4);
+  dout.poison();
+  // Lengths are needed on the host for the grid size (max length) and the output layout.
+  check(build_varlen_index(dmask.as<int>(), B, S, dcu.as<int>(), dwidx.as<int>(), nullptr), "build_varlen_index");
+  std::vector<int> cu(B + 1);
+  check(cudaMemcpy(cu.data(), dcu.ptr, cu.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy cu");
+  const int T = cu[B];
+  int max_len = 0;
+  for (int b = 0; b < B; ++b) max_len = std::max(max_len, cu[b + 1] - cu[b]);
+  FlashParams p{};
+  p.B = B, p.Hq = Hq, p.Hkv = Hkv, p.Sq = max_len, p.Sk = max_len, p.D = D, p.scale = scale, p.causal = causal;
+  p.q = pq.as<half>(), p.k = pk.as<half>(), p.v = pv.as<half>(), p.out = pout.as<float>(), p.lse = plse.as<float>();
+  p.cu_seqlens_q = p.cu_seqlens_k = dcu.as<int>();
+  p.total_q = T;
+  auto pipeline = [&]() -> cudaError_t {
+    cudaError_t e = build_varlen_index(dmask.as<int>(), B, S, dcu.as<int>(), dwidx.as<int>(), nullptr);
+    if (e == cudaSuccess) e = pack_rows(dq.as<half>(), dwidx.as<int>(), T, Hq * D, pq.as<half>(), nullptr);
+    if (e == cudaSuccess) e = pack_rows(dk.as<half>(), dwidx.as<int>(), T, Hkv * D, pk.as<half>(), nullptr);
+    if (e == cudaSuccess) e = pack_rows(dv.as<half>(), dwidx.as<int>(), T, Hkv * D, pv.as<half>(), nullptr);
+    if (e == cudaSuccess && T > 0) e = flash_attn_fwd(p, nullptr);
+    // fp32 rows of Hq * D floats are moved as 2 * Hq * D halves
+    if (e == cudaSuccess) e = unpack_rows(reinterpret_cast<const half*>(pout.ptr), dwidx.as<int>(), T, B * S, 2 * Hq * D, dout.as<half>(), nullptr);
+    return e;
+  };
+  float ms = 0;
+  if (iters > 0) ms = median_ms(pipeline, iters);
+  else check(pipeline(), "padding-free pipeline");
+  check(cudaDeviceSynchronize(), "padding-free pipeline (sync)");
+  py::array_t<float> out({B, S, Hq, D});
+  dout.to_host(out.mutable_data());
+  py::array_t<int32_t> cu_out(B + 1), widx(T);
+  std::copy(cu.begin(), cu.end(), cu_out.mutable_data());
+  if (T > 0) check(cudaMemcpy(widx.mutable_data(), dwidx.ptr, size_t(T) * 4, cudaMemcpyDeviceToHost), "cudaMemcpy word_idx");
+  return py::make_tuple(out, cu_out, widx, ms);
+}
+
 py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& format, std::vector<int> seqlens,
                      int n_splits, float scale, int iters) {
   if (q.ndim() != 3 || k.ndim() != 4 || v.ndim() != 4) throw std::invalid_argument("q [B, Hq, D], k/v [B, Hkv, S, row]");
@@ -167,6 +213,8 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("kv_row_bytes", [](const std::string& f, int d) { return kv_row_bytes(parse_format(f), d); });
   m.def("flash_attn", &run_flash, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("causal"), py::arg("scale"),
         py::arg("iters") = 0);
+  m.def("padding_free_attn", &run_padding_free, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"),
+        py::arg("causal"), py::arg("scale"), py::arg("iters") = 0);
   m.def("decode_attn", &run_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("format"), py::arg("seqlens"),
         py::arg("n_splits") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
   m.def("gemv", &run_gemv, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("iters") = 0);
