@@ -127,6 +127,51 @@ def speed(
     return rows
 
 
+def markdown(result: dict[str, Any]) -> str:
+    m = result["meta"]
+    lines = [f"# KV cache formats: SmolLM2-135M-Instruct Q4_1 ({m['cpu']}, {m['threads']} threads)", ""]
+    lines += [
+        "## Memory (30 layers, 3 KV heads, d=64)",
+        "",
+        "| format | bytes/token | total at 4k | total at 32k | vs f16 at 32k |",
+        "|---|---|---|---|---|",
+    ]
+    by = {(r["kv"], r["context"]): r for r in result["memory"]}
+    for spec in ["f32", *FORMATS]:
+        a, b = by[(spec, 4096)], by[(spec, 32768)]
+        lines.append(
+            f"| {spec} | {b['bytes_per_token']:.0f} | {a['total_bytes'] / 2**20:.1f} MiB | "
+            f"{b['total_bytes'] / 2**20:.1f} MiB | {b['vs_f16']:.3f} |"
+        )
+    q = result["quality"]
+    lines += [
+        "",
+        f"## Quality: botchan.txt, {q[0]['prefix']}-token prefix then {q[0]['tokens']} tokens fed one by one",
+        "",
+        "| format | mean KL vs f32 cache | perplexity | vs f32 |",
+        "|---|---|---|---|",
+    ]
+    for r in q:
+        lines.append(f"| {r['kv']} | {r['mean_kl_vs_f32']:.2e} | {r['perplexity']:.3f} | {r['ppl_vs_f32']:+.2%} |")
+    if "speed" in result:
+        ctxs = sorted({r["context"] for r in result["speed"]})
+        lines += [
+            "",
+            "## Decode speed (tokens/s, median of 3 x 32 tokens) by context",
+            "",
+            "| format | " + " | ".join(str(c) for c in ctxs) + " |",
+            "|---|" + "---|" * len(ctxs),
+        ]
+        f16 = {r["context"]: r["decode_tok_s_median"] for r in result["speed"] if r["kv"] == "f16"}
+        for spec in sorted({r["kv"] for r in result["speed"]}, key=lambda s: ["f16", *FORMATS].index(s)):
+            cells = []
+            for c in ctxs:
+                r = next(x for x in result["speed"] if x["kv"] == spec and x["context"] == c)
+                cells.append(f"{r['decode_tok_s_median']:.1f} ({r['decode_tok_s_median'] / f16[c]:.2f}x)")
+            lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -183,6 +228,8 @@ def main() -> None:
     if "speed" in parts:
         result["speed"] = speed(path, a.threads, [int(c) for c in a.contexts.split(",")])
     out_json.write_text(json.dumps(result, indent=1))
+    if {"memory", "quality"} <= set(result):
+        (a.out / "kv_cache.md").write_text(markdown(result))
     if {"memory", "quality", "speed"} <= set(result):
         plot(result, a.out / "kv_cache.png")
 

