@@ -118,7 +118,7 @@ def test_failed_loads_do_not_hang() -> None:
         "import gguf\n"
         "w = gguf.GGUFWriter(str(p), 'llama'); w.write_header_to_file(); w.write_kv_data_to_file(); w.close()\n"
         "for i in range(300):\n"
-        "    try: _core.Model.load(str(p), 4, 'f16', 0)\n"
+        "    try: _core.Model.load(str(p), 4, 'f16', 'f16', 0)\n"
         "    except pyruntime.PyruntimeError: pass\n"
         "print('ok')\n"
     )
