@@ -103,7 +103,9 @@ def speed(
         s = m.session()
         filled = 0
         for ctx in contexts:
-            ids = rng.integers(0, m.vocab_size, ctx - filled).tolist()
+            # Fill so that the decoded tokens end at `ctx`: the model's context (8192) is a hard limit.
+            ctx = min(ctx, m.context_length) - n_decode * reps
+            ids = rng.integers(0, m.vocab_size, max(ctx - filled, 1)).tolist()
             for k in range(0, len(ids), 512):
                 s.feed(ids[k : k + 512])
             filled = ctx
