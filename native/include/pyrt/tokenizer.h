@@ -2,6 +2,7 @@
 // pre-tokenizers, and SentencePiece-style BPE with byte fallback. No Python needed at run time.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -46,7 +47,8 @@ class Tokenizer {
 
   Kind kind_ = Kind::kBpe;
   std::string pre_;
-  int pre_kind_ = 0;
+  // The pre-tokenizer's regex splits, built once per vocabulary (match length at a position, 0 if none).
+  std::vector<std::function<size_t(const std::vector<uint32_t>&, size_t, size_t)>> pre_splits_;
   bool ignore_merges_ = false, add_space_prefix_ = false, add_bos_ = false, add_eos_ = false;
   int32_t bos_ = -1, eos_ = -1, unk_ = -1;
   std::vector<std::string> tokens_;

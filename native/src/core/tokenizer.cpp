@@ -192,15 +192,16 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   t->pre_ = f.get_string("tokenizer.ggml.pre", "default");
   if (model == "gpt2") {
     t->kind_ = Kind::kBpe;
-    pre_tokenizer(t->pre_, &t->pre_kind_);  // validates the name early
-    t->ignore_merges_ = t->pre_kind_ == 1;
+    int pre_kind = 0;
+    t->pre_splits_ = pre_tokenizer(t->pre_, &pre_kind);  // also rejects unknown names early
+    t->ignore_merges_ = pre_kind == 1;
     const GgufValue* merges = f.find("tokenizer.ggml.merges");
     if (!merges || merges->type != GgufType::ARRAY || merges->array_type != GgufType::STRING) {
       fail(ErrorCode::kFormat, f.path() + ": BPE tokenizer without tokenizer.ggml.merges");
     }
     t->merge_rank_.reserve(merges->array_str.size());
     for (size_t i = 0; i < merges->array_str.size(); ++i) t->merge_rank_.emplace(merges->array_str[i], static_cast<int32_t>(i));
-    t->add_bos_ = t->pre_kind_ == 1;
+    t->add_bos_ = pre_kind == 1;
   } else if (model == "llama") {
     t->kind_ = Kind::kSpm;
     const GgufValue* sc = f.find("tokenizer.ggml.scores");
@@ -326,8 +327,7 @@ void Tokenizer::encode_text(const std::string& text, std::vector<int32_t>& out, 
   }
   std::vector<size_t> offsets;
   const std::vector<uint32_t> cp = unicode::decode_utf8(text, &offsets);
-  int kind = 0;
-  for (auto [b, e] : split(cp, pre_tokenizer(pre_, &kind))) {
+  for (auto [b, e] : split(cp, pre_splits_)) {
     std::string word;
     for (size_t i = offsets[b]; i < offsets[e]; ++i) word += unicode::byte_to_unicode(static_cast<uint8_t>(text[i]));
     bpe_word(word, out);

@@ -102,12 +102,6 @@ void append_utf8(std::string& out, uint32_t cp) {
   }
 }
 
-std::string encode_utf8(const std::vector<uint32_t>& cps, size_t begin, size_t end) {
-  std::string s;
-  for (size_t i = begin; i < end; ++i) append_utf8(s, cps[i]);
-  return s;
-}
-
 const std::string& byte_to_unicode(uint8_t b) { return byte_map().to_unicode[b]; }
 
 int unicode_to_byte(uint32_t cp) { return cp < 0x200 ? byte_map().from_unicode[cp] : -1; }

@@ -19,7 +19,6 @@ inline bool is_punct(uint32_t cp) { return flags(cp) & kPunct; }
 // offsets (optional) receives each codepoint's byte offset, plus s.size() at the end.
 std::vector<uint32_t> decode_utf8(const std::string& s, std::vector<size_t>* offsets = nullptr);
 void append_utf8(std::string& out, uint32_t cp);
-std::string encode_utf8(const std::vector<uint32_t>& cps, size_t begin, size_t end);
 // Length in bytes of the UTF-8 sequence starting with this byte (1 for invalid leads).
 size_t utf8_len(unsigned char lead);
 
