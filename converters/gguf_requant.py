@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from converters.hf_llama import FILE_TYPE
+from converters.common import FILE_TYPE
 from converters.writer import AtomicGGUF, quantize_tensor
 
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
+from converters.common import FILE_TYPE, ConversionError, add_tokenizer, read_config
 from converters.hf_tokenizer import convert_tokenizer
 from converters.safetensors_reader import load_folder
 from converters.writer import AtomicGGUF, quantize_tensor
-
-FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}
-
-
-class ConversionError(ValueError):
-    pass
 
 
 def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -51,9 +45,7 @@ def _tensor_map(n_layers: int) -> dict[str, str]:
 
 def convert_hf_llama(folder: Path, out: Path, quant: str, overwrite: bool, log: Callable[[str], None]) -> None:
     cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise ConversionError(f"{folder}: no config.json")
-    cfg: dict[str, Any] = json.loads(cfg_path.read_text())
+    cfg = read_config(folder)
     if cfg.get("model_type") != "llama":
         raise ConversionError(f"{cfg_path}: model_type '{cfg.get('model_type')}' is not supported (supported: llama)")
     for flag in ("attention_bias", "mlp_bias"):
@@ -102,22 +94,7 @@ def convert_hf_llama(folder: Path, out: Path, quant: str, overwrite: bool, log: 
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(rope_scaling["factor"]))
         if tok is not None:
-            w.add_tokenizer_model(tok["model"])
-            w.add_tokenizer_pre(tok["pre"])
-            w.add_token_list(tok["tokens"])
-            w.add_token_types(tok["token_types"])
-            w.add_token_merges(tok["merges"])
-            for key, fn in (
-                ("bos_token", w.add_bos_token_id),
-                ("eos_token", w.add_eos_token_id),
-                ("unk_token", w.add_unk_token_id),
-                ("pad_token", w.add_pad_token_id),
-            ):
-                if tok[key] is not None:
-                    fn(tok[key])
-            w.add_add_bos_token(tok["add_bos"])
-            if "chat_template" in tok:
-                w.add_chat_template(tok["chat_template"])
+            add_tokenizer(w, tok)
         for hf_name, arr in tensors.items():
             if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and tied):
                 continue

@@ -10,15 +10,18 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 QUANT_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
+# Small tables read once at load time (T5 relative position bias): never worth quantizing.
+KEEP_F32_SUFFIXES = ("attn_rel_b.weight",)
 
 
 def quantize_tensor(name: str, arr: np.ndarray, quant: str, log: Callable[[str], None]) -> tuple[np.ndarray, Any]:
-    """(data, raw_dtype) for GGUFWriter.add_tensor. 1-D tensors (norms, biases) stay F32; 2-D tensors
-    whose rows do not split into 32-element blocks fall back to F16 (and the log says so)."""
+    """(data, raw_dtype) for GGUFWriter.add_tensor. 1-D tensors (norms, biases) and KEEP_F32_SUFFIXES
+    stay F32; 2-D tensors whose rows do not split into 32-element blocks fall back to F16 (and the log
+    says so)."""
     import gguf
 
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.ndim < 2 or quant == "f32":
+    if arr.ndim < 2 or quant == "f32" or name.endswith(KEEP_F32_SUFFIXES):
         return arr, None
     if quant == "f16":
         return arr.astype(np.float16), None

@@ -61,8 +61,26 @@ class Session:
         return np.asarray(self._s.feed(arr, all_logits, self._model.vocab_size))
 
     def reset(self) -> None:
-        """Forget the conversation (frees the KV cache)."""
+        """Forget the conversation (frees the KV cache). Encoder-decoder sessions keep their
+        encoder input and start the decoder again."""
         self._s.reset()
+
+    def set_encoder(self, ids: Sequence[int]) -> None:
+        """Encoder-decoder models: encode ``ids`` once, compute every decoder layer's cross-attention
+        K/V from it and start a fresh decoder sequence (feed the decoder start token next)."""
+        arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if arr.size == 0:
+            raise InvalidArgumentError("the encoder input needs at least one token id")
+        self._s.set_encoder_input(arr)
+
+    def set_encoder_states(self, states: np.ndarray) -> None:
+        """Like :meth:`set_encoder` with states from :meth:`Model.encode` (``[n, embedding_length]``)."""
+        self._s.set_encoder_states(np.ascontiguousarray(states, dtype=np.float32))
+
+    @property
+    def encoder_length(self) -> int:
+        """Encoder positions the decoder attends to (0 for decoder-only models)."""
+        return int(self._s.encoder_length)
 
     @property
     def n_past(self) -> int:
@@ -113,6 +131,23 @@ class Model:
         return int(self._m.context_length)
 
     @property
+    def is_encoder_decoder(self) -> bool:
+        """True for T5, Mu and other encoder-decoder models (see :meth:`encode`)."""
+        return bool(self._m.is_encoder_decoder)
+
+    @property
+    def decoder_start_token(self) -> Optional[int]:
+        """The token an encoder-decoder decoder starts from (None for decoder-only models)."""
+        t = int(self._m.decoder_start_token)
+        return t if t >= 0 else None
+
+    def _eog_ids(self) -> set[int]:
+        if self.tokenizer is not None:
+            return set(self.tokenizer.eog_ids)
+        eos = self._m.metadata.get("tokenizer.ggml.eos_token_id")  # ids-only models may still name one
+        return {int(eos)} if isinstance(eos, int) else set()
+
+    @property
     def info(self) -> dict[str, Any]:
         """What the model is: path, architecture, parameter count, tensor types, sizes."""
         meta = self._m.metadata
@@ -123,6 +158,7 @@ class Model:
             "n_params": int(self._m.n_params),
             "tensor_types": dict(self._m.tensor_types),
             "context_length": self.context_length,
+            "encoder_decoder": self.is_encoder_decoder,
             "vocab_size": self.vocab_size,
             "file_bytes": os.path.getsize(self._path),
             "tokenizer": None if self.tokenizer is None else f"{self.tokenizer.kind}/{self.tokenizer.pre}",
@@ -151,9 +187,43 @@ class Model:
         """A new conversation. ``context`` defaults to the value given to :func:`load`."""
         return Session(self, context or self._default_context)
 
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        """A fresh forward over ``ids``: float32 logits ``[len(ids), vocab]``."""
-        return self.session().feed(ids)
+    def logits(self, ids: Sequence[int], *, encoder_ids: Optional[Sequence[int]] = None) -> np.ndarray:
+        """A fresh forward over ``ids``: float32 logits ``[len(ids), vocab]``. Encoder-decoder models
+        take the decoder ids here and the input in ``encoder_ids``."""
+        s = self.session()
+        if self.is_encoder_decoder:
+            if encoder_ids is None:
+                raise InvalidArgumentError("encoder-decoder model: pass encoder_ids= (the input) with the decoder ids")
+            s.set_encoder(encoder_ids)
+        elif encoder_ids is not None:
+            raise InvalidArgumentError("encoder_ids= is only for encoder-decoder models")
+        return s.feed(ids)
+
+    def encode(self, ids: Any, attention_mask: Optional[Any] = None) -> np.ndarray:
+        """Encoder-decoder models: final encoder states, float32 ``[len(ids), embedding_length]``.
+
+        A 2-D ``[batch, len]`` array encodes each row on its own (its real tokens: where
+        ``attention_mask`` is 1, or every token when no mask is given) and returns
+        ``[batch, len, embedding_length]`` with zeros at padded positions, which attend nowhere.
+        """
+        if not self.is_encoder_decoder:
+            raise UnsupportedError(f"{self._path}: '{self._m.architecture}' has no encoder")
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.ndim == 1:
+            if attention_mask is not None:
+                arr = arr[np.asarray(attention_mask).reshape(-1).astype(bool)]
+            return np.asarray(self._m.encode(arr))
+        if arr.ndim != 2:
+            raise InvalidArgumentError(f"encode() takes 1-D ids or a 2-D batch, got {arr.ndim}-D")
+        mask = np.ones(arr.shape, dtype=bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+        if mask.shape != arr.shape:
+            raise InvalidArgumentError(f"attention_mask has shape {mask.shape}, ids have {arr.shape}")
+        out = np.zeros((arr.shape[0], arr.shape[1], int(self._m.embedding_length)), dtype=np.float32)
+        for b in range(arr.shape[0]):
+            pos = np.flatnonzero(mask[b])
+            if pos.size:
+                out[b, pos] = self._m.encode(arr[b, pos])
+        return out
 
     def generate(
         self,
@@ -169,7 +239,8 @@ class Model:
         stop: Optional[Union[str, Sequence[str]]] = None,
         stream: bool = False,
     ) -> Union[Completion, Stream]:
-        """Continue ``prompt`` (text, or a list of token ids).
+        """Continue ``prompt`` (text, or a list of token ids). Encoder-decoder models encode the
+        prompt once and decode from their decoder start token.
 
         ``temperature=0`` is greedy; otherwise top-k, top-p and min-p filter the distribution and a
         ``seed`` makes sampling reproducible. Generation ends at an end-of-generation token, a
@@ -256,7 +327,7 @@ class Stream:
 
             raise TokenOutOfRangeError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
         self._session = model.session()
-        if len(ids) > self._session.n_ctx:
+        if len(ids) > self._session.n_ctx and not model.is_encoder_decoder:
             raise ContextOverflowError(f"the prompt has {len(ids)} tokens but the context holds {self._session.n_ctx}")
         self._model = model
         self._ids = ids
@@ -275,12 +346,17 @@ class Stream:
     def _run(self) -> Iterator[Chunk]:
         opt, model, sess = self._opt, self._model, self._session
         tok = model.tokenizer
-        eog = set(tok.eog_ids) if tok is not None else set()
+        eog = model._eog_ids()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        for i in self._ids[-64:]:
-            self._sampler.accept(i)
+        decoder_ids = self._ids
         t0 = time.perf_counter()
-        logits = sess._feed(self._ids, all_logits=False)[0]
+        if model.is_encoder_decoder:
+            sess.set_encoder(self._ids)
+            decoder_ids = [int(model._m.decoder_start_token)]
+        else:
+            for i in self._ids[-64:]:
+                self._sampler.accept(i)
+        logits = sess._feed(decoder_ids, all_logits=False)[0]
         t_prefill = time.perf_counter() - t0
         new_ids: list[int] = []
         text = ""  # everything decoded so far

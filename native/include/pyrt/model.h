@@ -30,6 +30,12 @@ class Session {
   virtual int64_t n_ctx() const = 0;
   virtual size_t kv_bytes() const = 0;
   virtual std::map<std::string, double> stats() const = 0;
+
+  // Encoder-decoder models only: run the encoder on `ids` (or take states from Model::encode), compute
+  // every decoder layer's cross-attention K/V once, and start a fresh decoder sequence.
+  virtual void set_encoder_input(const int32_t* ids, int64_t n);
+  virtual void set_encoder_states(const float* states, int64_t n, int64_t width);
+  virtual int64_t encoder_length() const { return 0; }
 };
 
 class Model {
@@ -40,6 +46,13 @@ class Model {
   virtual std::unique_ptr<Session> new_session(int64_t n_ctx) = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t context_length() const = 0;
+  virtual int64_t embedding_length() const = 0;
+
+  // Encoder-decoder models: encode() writes [n, embedding_length()] final encoder states; the decoder
+  // starts from decoder_start_token(). Decoder-only models raise kUnsupported / return -1.
+  virtual bool is_encoder_decoder() const { return false; }
+  virtual void encode(const int32_t* ids, int64_t n, float* out) const;
+  virtual int32_t decoder_start_token() const { return -1; }
 
   const std::string& architecture() const { return arch_; }
   const GgufFile& file() const { return *file_; }

@@ -95,4 +95,65 @@ void silu_mul(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+void relu(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void gelu_tanh(float* x, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void gelu_erf(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.7071067811865476f));
+}
+
+void activate(Activation a, float* x, int64_t n) {
+  switch (a) {
+    case Activation::kRelu: return relu(x, n);
+    case Activation::kGeluTanh: return gelu_tanh(x, n);
+    case Activation::kGeluErf: return gelu_erf(x, n);
+    case Activation::kSilu:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
+      return;
+  }
+}
+
+Activation activation_from_name(const std::string& name, const std::string& where) {
+  if (name == "relu") return Activation::kRelu;
+  if (name == "gelu_tanh" || name == "gelu_new" || name == "gelu_pytorch_tanh") return Activation::kGeluTanh;
+  if (name == "gelu") return Activation::kGeluErf;
+  if (name == "silu") return Activation::kSilu;
+  fail(ErrorCode::kUnsupported, where + ": activation '" + name + "' is not supported (relu, gelu_tanh, gelu, silu)");
+}
+
+void check_token_ids(const int32_t* ids, int64_t n, int64_t n_vocab) {
+  for (int64_t t = 0; t < n; ++t) {
+    if (ids[t] < 0 || ids[t] >= n_vocab) {
+      fail(ErrorCode::kOutOfRange, "token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+                                       " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
+    }
+  }
+}
+
+void embed_tokens(const Weight& table, const int32_t* ids, int64_t n, float* out) {
+  for (int64_t t = 0; t < n; ++t) dequantize_row(table.type, table.data + ids[t] * table.row_stride, out + t * table.cols, table.cols);
+}
+
+void rms_norm_rows(const float* x, const float* w, float* out, int64_t T, int64_t n, float eps) {
+  for (int64_t t = 0; t < T; ++t) rms_norm(x + t * n, w, out + t * n, n, eps);
+}
+
+void linear(const Weight& w, const float* bias, const float* x, int64_t T, float* y, ThreadPool& pool) {
+  matmul(w, x, T, y, pool);
+  if (bias) add_bias(y, bias, T, w.rows);
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
 }  // namespace pyrt

@@ -2,6 +2,7 @@
 // Model files are built from these; they hold no architecture knowledge.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "pyrt/ggml_types.h"
@@ -34,5 +35,22 @@ enum class RopeMode { kNorm, kNeox };  // adjacent pairs (ggml NORM) vs rotate-h
 void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq, RopeMode mode);
 
 void silu_mul(float* gate, const float* up, int64_t n);  // gate = silu(gate) * up
+void relu(float* x, int64_t n);
+void gelu_tanh(float* x, int64_t n);  // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), HF gelu_new / gelu_pytorch_tanh
+void gelu_erf(float* x, int64_t n);   // 0.5x(1 + erf(x/sqrt(2))), exact GELU
+enum class Activation { kRelu, kGeluTanh, kGeluErf, kSilu };
+void activate(Activation a, float* x, int64_t n);
+// Activation names as written in model files: "relu", "gelu_tanh", "gelu", "silu".
+Activation activation_from_name(const std::string& name, const std::string& where);
+
+// Fails with kOutOfRange naming the first id outside 0..n_vocab-1.
+void check_token_ids(const int32_t* ids, int64_t n, int64_t n_vocab);
+// out[t] = row ids[t] of the embedding table (dequantized).
+void embed_tokens(const Weight& table, const int32_t* ids, int64_t n, float* out);
+// RMSNorm of T rows of n.
+void rms_norm_rows(const float* x, const float* w, float* out, int64_t T, int64_t n, float eps);
+// y[T, rows] = x @ W^T (+ bias).
+void linear(const Weight& w, const float* bias, const float* x, int64_t T, float* y, ThreadPool& pool);
+void add_inplace(float* x, const float* y, int64_t n);  // x += y
 
 }  // namespace pyrt

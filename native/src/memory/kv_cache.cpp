@@ -42,31 +42,53 @@ void KvCache::clear() {
   }
 }
 
-void attend_causal(const KvCache& cache, int layer, const float* q, int64_t n_past, int64_t T, const AttentionShape& s,
-                   float* out, ThreadPool& pool) {
+void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, int64_t T, int64_t n_keys,
+            const AttentionShape& s, const AttentionOptions& opt, float* out, ThreadPool& pool) {
+  if (K.size() < n_keys || V.size() < n_keys) {
+    fail(ErrorCode::kInternal, "attention over " + std::to_string(n_keys) + " keys but the stores hold " +
+                                   std::to_string(K.size()) + "/" + std::to_string(V.size()));
+  }
   const int group = s.n_heads / s.n_kv_heads;
   const int64_t d = s.head_dim, q_stride = static_cast<int64_t>(s.n_heads) * d;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const KvStore& K = cache.keys(layer);
-  const KvStore& V = cache.values(layer);
+  const float scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(d));
   pool.run(T * s.n_heads, [&](int64_t task) {
     thread_local std::vector<float> scores;
     const int64_t t = task / s.n_heads;
-    const int h = static_cast<int>(task % s.n_heads), kvh = h / group;
-    const int64_t n_keys = n_past + t + 1;
+    const int h = static_cast<int>(task % s.n_heads);
+    const int kvh = opt.head_map == KvHeadMap::kTiled ? h % s.n_kv_heads : h / group;
+    const int64_t n = opt.causal ? std::min(n_keys, q_pos0 + t + 1) : n_keys;
     const float* qh = q + t * q_stride + h * d;
-    scores.resize(static_cast<size_t>(n_keys));
-    K.dot_keys(kvh, qh, n_keys, scores.data());
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n_keys; ++j) mx = std::max(mx, scores[j] *= scale);
-    float sum = 0;
-    for (int64_t j = 0; j < n_keys; ++j) sum += scores[j] = std::exp(scores[j] - mx);
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n_keys; ++j) scores[j] *= inv;
     float* o = out + t * q_stride + h * d;
     std::fill(o, o + d, 0.0f);
-    V.accumulate(kvh, scores.data(), n_keys, o);
+    if (n <= 0) return;
+    scores.resize(static_cast<size_t>(n));
+    K.dot_keys(kvh, qh, n, scores.data());
+    for (int64_t j = 0; j < n; ++j) scores[j] *= scale;
+    if (opt.add_bias) opt.add_bias(h, q_pos0 + t, n, scores.data());
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, scores[j]);
+    float sum = 0;
+    for (int64_t j = 0; j < n; ++j) sum += scores[j] = std::exp(scores[j] - mx);
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n; ++j) scores[j] *= inv;
+    V.accumulate(kvh, scores.data(), n, o);
   });
+}
+
+void attend_dense(const float* q, const float* k, const float* v, int64_t T, int64_t n_keys, const AttentionShape& s,
+                  const AttentionOptions& opt, float* out, ThreadPool& pool) {
+  KvSpec f32;
+  f32.kind = KvSpec::Kind::kF32;
+  auto K = make_key_store(f32, s.n_kv_heads, s.head_dim);
+  auto V = make_value_store(f32, s.n_kv_heads, s.head_dim);
+  K->append(k, n_keys);
+  V->append(v, n_keys);
+  attend(*K, *V, q, 0, T, n_keys, s, opt, out, pool);
+}
+
+void attend_causal(const KvCache& cache, int layer, const float* q, int64_t n_past, int64_t T, const AttentionShape& s,
+                   float* out, ThreadPool& pool) {
+  attend(cache.keys(layer), cache.values(layer), q, n_past, T, n_past + T, s, AttentionOptions{}, out, pool);
 }
 
 }  // namespace pyrt

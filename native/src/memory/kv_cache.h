@@ -2,6 +2,7 @@
 // formats are chosen separately (kv_cache_k / kv_cache_v), plus causal attention over them.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,8 +34,30 @@ class KvCache {
 struct AttentionShape {
   int n_heads, n_kv_heads, head_dim;
 };
-// Causal attention of T new query rows (positions n_past..n_past+T-1) over cached keys 0..n_past+T-1.
-// q: [T, n_heads*head_dim], out: [T, n_heads*head_dim]. Query head h reads KV head h / (n_heads/n_kv_heads).
+
+// Which KV head a query head reads: Llama/HF repeat_interleave groups consecutive query heads
+// (h / (n_heads / n_kv_heads)); Mu tiles the KV heads (cat([kv] * G)), so h reads h % n_kv_heads.
+enum class KvHeadMap { kGrouped, kTiled };
+
+struct AttentionOptions {
+  float scale = 0.0f;  // 0: 1/sqrt(head_dim); T5 uses 1 (the scaling is folded into its weights)
+  KvHeadMap head_map = KvHeadMap::kGrouped;
+  bool causal = true;  // query at position p sees keys 0..p; otherwise every key
+  // Optional additive bias on a query row's scaled scores (T5 relative position bias).
+  std::function<void(int head, int64_t q_pos, int64_t n_keys, float* scores)> add_bias;
+};
+
+// T query rows at positions q_pos0..q_pos0+T-1 attend over the first n_keys keys/values of the stores.
+// q, out: [T, n_heads*head_dim]. Works for every store format (reads them directly).
+void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, int64_t T, int64_t n_keys,
+            const AttentionShape& s, const AttentionOptions& opt, float* out, ThreadPool& pool);
+
+// Attention over plain float K/V rows ([n_keys, n_kv_heads*head_dim]), e.g. an encoder's self-attention.
+void attend_dense(const float* q, const float* k, const float* v, int64_t T, int64_t n_keys, const AttentionShape& s,
+                  const AttentionOptions& opt, float* out, ThreadPool& pool);
+
+// Causal attention of T new query rows (positions n_past..n_past+T-1) over cached keys 0..n_past+T-1,
+// grouped head map, 1/sqrt(d) scale (decoder-only models).
 void attend_causal(const KvCache& cache, int layer, const float* q, int64_t n_past, int64_t T, const AttentionShape& s,
                    float* out, ThreadPool& pool);
 

@@ -6,6 +6,7 @@
 
 #include "core/ops.h"
 #include "memory/kv_cache.h"
+#include "models/loader.h"
 #include "models/registry.h"
 #include "pyrt/error.h"
 
@@ -53,6 +54,7 @@ class LlamaModel : public Model {
   }
   int64_t vocab_size() const override { return hp.n_vocab; }
   int64_t context_length() const override { return hp.n_ctx_train; }
+  int64_t embedding_length() const override { return hp.n_embd; }
   int64_t default_ctx() const { return opts_.n_ctx > 0 ? opts_.n_ctx : hp.n_ctx_train; }
 
   LlamaHparams hp;
@@ -61,42 +63,16 @@ class LlamaModel : public Model {
   std::vector<LlamaLayer> layers;
   std::vector<float> inv_freq;
   KvSpec kv_k, kv_v;
-
- private:
-  const GgufTensorInfo& tensor(const std::string& name, std::vector<int64_t> shape) const;
 };
-
-const GgufTensorInfo& LlamaModel::tensor(const std::string& name, std::vector<int64_t> shape) const {
-  const GgufTensorInfo* t = file_->find_tensor(name);
-  if (!t) fail(ErrorCode::kFormat, file_->path() + ": tensor '" + name + "' is missing");
-  if (t->ne != shape) {
-    auto fmt = [](const std::vector<int64_t>& v) {
-      std::string s = "[";
-      for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-      return s + "]";
-    };
-    fail(ErrorCode::kFormat, file_->path() + ": tensor '" + name + "' has shape " + fmt(t->ne) + ", expected " + fmt(shape));
-  }
-  return *t;
-}
-
-const float* f32_data(const GgufTensorInfo& t, const std::string& path) {
-  if (t.type != GgmlType::F32) fail(ErrorCode::kUnsupported, path + ": norm tensor '" + t.name + "' must be F32");
-  return reinterpret_cast<const float*>(t.data);
-}
 
 LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : Model(std::move(f), opts) {
   const GgufFile& g = *file_;
   const std::string a = arch_ + ".";
-  auto pos_int = [&](const std::string& key) {
-    const int64_t v = g.require_int(a + key);
-    if (v <= 0 || v > (int64_t(1) << 31)) fail(ErrorCode::kFormat, g.path() + ": metadata '" + a + key + "' = " + std::to_string(v) + " is out of range");
-    return static_cast<int>(v);
-  };
-  hp.n_layer = pos_int("block_count");
-  hp.n_embd = pos_int("embedding_length");
-  hp.n_ff = pos_int("feed_forward_length");
-  hp.n_head = pos_int("attention.head_count");
+  const ModelLoader ld(g, arch_);
+  hp.n_layer = ld.pos_int("block_count");
+  hp.n_embd = ld.pos_int("embedding_length");
+  hp.n_ff = ld.pos_int("feed_forward_length");
+  hp.n_head = ld.pos_int("attention.head_count");
   hp.n_head_kv = static_cast<int>(g.get_int(a + "attention.head_count_kv", hp.n_head));
   if (hp.n_head_kv <= 0 || hp.n_head % hp.n_head_kv != 0) {
     fail(ErrorCode::kFormat, g.path() + ": head_count " + std::to_string(hp.n_head) + " is not a multiple of head_count_kv " + std::to_string(hp.n_head_kv));
@@ -121,25 +97,25 @@ LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : 
   if (!emb || emb->ne.size() != 2) fail(ErrorCode::kFormat, g.path() + ": tensor 'token_embd.weight' is missing or not 2-D");
   hp.n_vocab = emb->ne[1];
   const int64_t E = hp.n_embd, q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
-  tok_embd = weight_from(tensor("token_embd.weight", {E, hp.n_vocab}));
-  output_norm = f32_data(tensor("output_norm.weight", {E}), g.path());
-  output = g.find_tensor("output.weight") ? weight_from(tensor("output.weight", {E, hp.n_vocab})) : tok_embd;
+  tok_embd = ld.weight("token_embd.weight", {E, hp.n_vocab});
+  output_norm = ld.f32("output_norm.weight", E);
+  output = ld.has("output.weight") ? ld.weight("output.weight", {E, hp.n_vocab}) : tok_embd;
   layers.resize(hp.n_layer);
   for (int i = 0; i < hp.n_layer; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     LlamaLayer& L = layers[i];
-    L.attn_norm = f32_data(tensor(p + "attn_norm.weight", {E}), g.path());
-    L.ffn_norm = f32_data(tensor(p + "ffn_norm.weight", {E}), g.path());
-    L.wq = weight_from(tensor(p + "attn_q.weight", {E, q_dim}));
-    L.wk = weight_from(tensor(p + "attn_k.weight", {E, kv_dim}));
-    L.wv = weight_from(tensor(p + "attn_v.weight", {E, kv_dim}));
-    L.wo = weight_from(tensor(p + "attn_output.weight", {q_dim, E}));
-    L.w_gate = weight_from(tensor(p + "ffn_gate.weight", {E, hp.n_ff}));
-    L.w_up = weight_from(tensor(p + "ffn_up.weight", {E, hp.n_ff}));
-    L.w_down = weight_from(tensor(p + "ffn_down.weight", {hp.n_ff, E}));
+    L.attn_norm = ld.f32(p + "attn_norm.weight", E);
+    L.ffn_norm = ld.f32(p + "ffn_norm.weight", E);
+    L.wq = ld.weight(p + "attn_q.weight", {E, q_dim});
+    L.wk = ld.weight(p + "attn_k.weight", {E, kv_dim});
+    L.wv = ld.weight(p + "attn_v.weight", {E, kv_dim});
+    L.wo = ld.weight(p + "attn_output.weight", {q_dim, E});
+    L.w_gate = ld.weight(p + "ffn_gate.weight", {E, hp.n_ff});
+    L.w_up = ld.weight(p + "ffn_up.weight", {E, hp.n_ff});
+    L.w_down = ld.weight(p + "ffn_down.weight", {hp.n_ff, E});
   }
   const float* freq_factors = nullptr;
-  if (g.find_tensor("rope_freqs.weight")) freq_factors = f32_data(tensor("rope_freqs.weight", {hp.n_rot / 2}), g.path());
+  if (ld.has("rope_freqs.weight")) freq_factors = ld.f32("rope_freqs.weight", hp.n_rot / 2);
   inv_freq = rope_inv_freq(hp.n_rot, hp.rope_base, freq_factors);
   if (tokenizer_ && tokenizer_->vocab_size() > hp.n_vocab) {
     fail(ErrorCode::kFormat, g.path() + ": tokenizer has " + std::to_string(tokenizer_->vocab_size()) + " tokens but the embedding only " + std::to_string(hp.n_vocab));
@@ -173,22 +149,17 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
                                           " new tokens exceed the context of " + std::to_string(n_ctx_));
   }
   const LlamaHparams& hp = m_.hp;
-  for (int64_t t = 0; t < T; ++t) {
-    if (ids[t] < 0 || ids[t] >= hp.n_vocab) {
-      fail(ErrorCode::kOutOfRange, "token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
-                                       " is outside the vocabulary (0.." + std::to_string(hp.n_vocab - 1) + ")");
-    }
-  }
+  check_token_ids(ids, T, hp.n_vocab);
   const auto t0 = std::chrono::steady_clock::now();
   ThreadPool& pool = m_.pool();
   const int64_t E = hp.n_embd, q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
   std::vector<float> x(T * E), xn(T * E), q(T * q_dim), k(T * kv_dim), v(T * kv_dim), att(T * q_dim);
   std::vector<float> gate(T * hp.n_ff), up(T * hp.n_ff), tmp(T * E);
-  for (int64_t t = 0; t < T; ++t) dequantize_row(m_.tok_embd.type, m_.tok_embd.data + ids[t] * m_.tok_embd.row_stride, &x[t * E], E);
+  embed_tokens(m_.tok_embd, ids, T, x.data());
   const AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaLayer& L = m_.layers[il];
-    for (int64_t t = 0; t < T; ++t) rms_norm(&x[t * E], L.attn_norm, &xn[t * E], E, hp.eps);
+    rms_norm_rows(x.data(), L.attn_norm, xn.data(), T, E, hp.eps);
     matmul(L.wq, xn.data(), T, q.data(), pool);
     matmul(L.wk, xn.data(), T, k.data(), pool);
     matmul(L.wv, xn.data(), T, v.data(), pool);
@@ -201,14 +172,14 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
     attend_causal(cache_, il, q.data(), n_past_, T, shape, att.data(), pool);
     cache_.finish_step(il);
     matmul(L.wo, att.data(), T, tmp.data(), pool);
-    for (int64_t i = 0; i < T * E; ++i) x[i] += tmp[i];
+    add_inplace(x.data(), tmp.data(), T * E);
 
-    for (int64_t t = 0; t < T; ++t) rms_norm(&x[t * E], L.ffn_norm, &xn[t * E], E, hp.eps);
+    rms_norm_rows(x.data(), L.ffn_norm, xn.data(), T, E, hp.eps);
     matmul(L.w_gate, xn.data(), T, gate.data(), pool);
     matmul(L.w_up, xn.data(), T, up.data(), pool);
     silu_mul(gate.data(), up.data(), T * hp.n_ff);
     matmul(L.w_down, gate.data(), T, tmp.data(), pool);
-    for (int64_t i = 0; i < T * E; ++i) x[i] += tmp[i];
+    add_inplace(x.data(), tmp.data(), T * E);
   }
   const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
   for (int64_t t = first; t < T; ++t) rms_norm(&x[t * E], m_.output_norm, &xn[(t - first) * E], E, hp.eps);

@@ -10,6 +10,8 @@ namespace {
 // Architecture strings never change once shipped (they are written into converted files).
 const std::pair<const char*, ModelFactory> kRegistry[] = {
     {"llama", create_llama},
+    {"t5", create_t5},
+    {"mu", create_mu},
 };
 }  // namespace
 
@@ -36,6 +38,18 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   std::string names;
   for (const auto& e : kRegistry) names += std::string(names.empty() ? "" : ", ") + e.first;
   fail(ErrorCode::kUnsupported, path + ": unsupported architecture '" + arch + "' (supported: " + names + ")");
+}
+
+void Model::encode(const int32_t*, int64_t, float*) const {
+  fail(ErrorCode::kUnsupported, "architecture '" + arch_ + "' has no encoder (encode() is for encoder-decoder models)");
+}
+
+void Session::set_encoder_input(const int32_t*, int64_t) {
+  fail(ErrorCode::kUnsupported, "this model has no encoder (encoder input is for encoder-decoder models)");
+}
+
+void Session::set_encoder_states(const float*, int64_t, int64_t) {
+  fail(ErrorCode::kUnsupported, "this model has no encoder (encoder states are for encoder-decoder models)");
 }
 
 int64_t Model::n_params() const {

@@ -5,6 +5,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "memory/kv_store.h"
+#include "models/t5.h"
 #include "pyrt/error.h"
 #include "pyrt/ggml_types.h"
 #include "pyrt/gguf.h"
@@ -114,6 +115,8 @@ PYBIND11_MODULE(_core, m) {
     return cpu::dot_row(cpu::kernels(), t, s.data(), x.data(), x.size());
   });
 
+  m.def("t5_relative_bucket", &t5_relative_bucket, py::arg("rel"), py::arg("bidirectional"), py::arg("num_buckets") = 32,
+        py::arg("max_distance") = 128);
   m.def("kv_spec_name", [](const std::string& s) { return parse_kv_spec(s).name(); });
   m.def("kivi_quantize", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int bits) {
     std::vector<uint8_t> codes(static_cast<size_t>((x.size() * bits + 7) / 8));
@@ -222,6 +225,19 @@ PYBIND11_MODULE(_core, m) {
         }
         return out;
       }, py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
+      .def("set_encoder_input", [](Session& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids) {
+        std::vector<int32_t> v = ids_from(ids);
+        py::gil_scoped_release nogil;
+        s.set_encoder_input(v.data(), static_cast<int64_t>(v.size()));
+      }, py::arg("ids"))
+      .def("set_encoder_states", [](Session& s, py::array_t<float, py::array::c_style | py::array::forcecast> states) {
+        if (states.ndim() != 2) throw Error(ErrorCode::kInvalidArgument, "encoder states must be a 2-D array [n, embedding_length]");
+        const float* src = states.data();
+        const int64_t n = states.shape(0), width = states.shape(1);
+        py::gil_scoped_release nogil;
+        s.set_encoder_states(src, n, width);
+      }, py::arg("states"))
+      .def_property_readonly("encoder_length", &Session::encoder_length)
       .def("reset", &Session::reset)
       .def_property_readonly("n_past", &Session::n_past)
       .def_property_readonly("n_ctx", &Session::n_ctx)
@@ -242,6 +258,20 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("architecture", &Model::architecture)
       .def_property_readonly("vocab_size", &Model::vocab_size)
       .def_property_readonly("context_length", &Model::context_length)
+      .def_property_readonly("embedding_length", &Model::embedding_length)
+      .def_property_readonly("is_encoder_decoder", &Model::is_encoder_decoder)
+      .def_property_readonly("decoder_start_token", &Model::decoder_start_token)
+      .def("encode", [](const Model& mm, py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids) {
+        std::vector<int32_t> v = ids_from(ids);
+        if (v.empty()) throw Error(ErrorCode::kInvalidArgument, "encode() needs at least one token");
+        py::array_t<float> out({static_cast<py::ssize_t>(v.size()), static_cast<py::ssize_t>(mm.embedding_length())});
+        float* dst = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          mm.encode(v.data(), static_cast<int64_t>(v.size()), dst);
+        }
+        return out;
+      }, py::arg("ids"))
       .def_property_readonly("n_params", &Model::n_params)
       .def_property_readonly("tensor_types", &Model::tensor_type_counts)
       .def_property_readonly("threads", [](const Model& mm) { return mm.pool().size(); })

@@ -1,0 +1,109 @@
+#include "models/encdec.h"
+
+#include <chrono>
+
+#include "core/ops.h"
+#include "pyrt/error.h"
+
+namespace pyrt {
+
+namespace {
+
+class EncDecSession : public Session {
+ public:
+  EncDecSession(const EncDecModel& m, int64_t n_ctx)
+      : m_(m), n_ctx_(n_ctx), state_(m.new_decoder_state()), st_(*state_) {
+    if (n_ctx <= 0) fail(ErrorCode::kInvalidArgument, "context size must be positive");
+  }
+
+  void set_encoder_input(const int32_t* ids, int64_t n) override {
+    if (n <= 0) fail(ErrorCode::kInvalidArgument, "the encoder input needs at least one token");
+    check_token_ids(ids, n, m_.vocab_size());
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<float> states(static_cast<size_t>(n * m_.embedding_length()));
+    m_.encode(ids, n, states.data());
+    encode_s_ += seconds_since(t0);
+    set_encoder_states(states.data(), n, m_.embedding_length());
+  }
+
+  void set_encoder_states(const float* states, int64_t n, int64_t width) override {
+    if (n <= 0) fail(ErrorCode::kInvalidArgument, "the encoder states need at least one row");
+    if (width != m_.embedding_length()) {
+      fail(ErrorCode::kInvalidArgument, "encoder states have width " + std::to_string(width) + ", the model expects " +
+                                            std::to_string(m_.embedding_length()));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    st_.cross.clear();
+    const int64_t kv = m_.cross_kv_dim();
+    std::vector<float> k(static_cast<size_t>(n * kv)), v(static_cast<size_t>(n * kv));
+    for (int il = 0; il < m_.n_decoder_layers(); ++il) {
+      m_.cross_kv(il, states, n, k.data(), v.data());
+      st_.cross.store(il, 0, n, k.data(), v.data());
+      st_.cross.finish_step(il);
+    }
+    st_.encoder_length = n;
+    ++cross_computations_;
+    cross_s_ += seconds_since(t0);
+    reset();
+  }
+
+  void feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) override {
+    if (T <= 0) fail(ErrorCode::kInvalidArgument, "feed() needs at least one token");
+    if (st_.encoder_length < 0) {
+      fail(ErrorCode::kInvalidArgument, "encoder-decoder session has no encoder input: set it before feeding decoder tokens");
+    }
+    if (st_.n_past + T > n_ctx_) {
+      fail(ErrorCode::kContextOverflow, "context overflow: " + std::to_string(st_.n_past) + " cached + " + std::to_string(T) +
+                                            " new decoder tokens exceed the context of " + std::to_string(n_ctx_));
+    }
+    check_token_ids(ids, T, m_.vocab_size());
+    const auto t0 = std::chrono::steady_clock::now();
+    m_.decode(st_, ids, T, logits, all_logits);
+    st_.n_past += T;
+    tokens_fed_ += T;
+    ++calls_;
+    decode_s_ += seconds_since(t0);
+  }
+
+  void reset() override {
+    st_.self.clear();
+    st_.n_past = 0;
+  }
+  int64_t n_past() const override { return st_.n_past; }
+  int64_t n_ctx() const override { return n_ctx_; }
+  int64_t encoder_length() const override { return st_.encoder_length < 0 ? 0 : st_.encoder_length; }
+  size_t kv_bytes() const override { return st_.self.bytes() + st_.cross.bytes(); }
+  std::map<std::string, double> stats() const override {
+    return {{"n_past", double(st_.n_past)}, {"n_ctx", double(n_ctx_)}, {"encoder_length", double(encoder_length())},
+            {"kv_bytes", double(kv_bytes())}, {"kv_self_bytes", double(st_.self.bytes())},
+            {"kv_cross_bytes", double(st_.cross.bytes())}, {"tokens_fed", double(tokens_fed_)},
+            {"feed_calls", double(calls_)}, {"encode_s", encode_s_}, {"cross_kv_s", cross_s_},
+            {"compute_s", decode_s_}, {"cross_kv_computations", double(cross_computations_)},
+            {"threads", double(m_.pool().size())}};
+  }
+
+ private:
+  static double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const EncDecModel& m_;
+  int64_t n_ctx_;
+  std::unique_ptr<DecoderState> state_;
+  DecoderState& st_;
+  double encode_s_ = 0, cross_s_ = 0, decode_s_ = 0;
+  int64_t tokens_fed_ = 0, calls_ = 0, cross_computations_ = 0;
+};
+
+}  // namespace
+
+EncDecModel::EncDecModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : Model(std::move(f), opts) {
+  kv_k_ = parse_kv_spec(opts_.kv_k);
+  kv_v_ = parse_kv_spec(opts_.kv_v);
+}
+
+std::unique_ptr<Session> EncDecModel::new_session(int64_t n_ctx) {
+  if (n_ctx <= 0) n_ctx = opts_.n_ctx > 0 ? opts_.n_ctx : context_length();
+  return std::make_unique<EncDecSession>(*this, n_ctx);
+}
+
+}  // namespace pyrt

@@ -1,0 +1,54 @@
+// Shared machinery of encoder-decoder models (T5, Mu, Whisper): the read-only model encodes once; a
+// session holds the decoder's self-attention cache plus every decoder layer's cross-attention K/V,
+// computed once from the encoder states (SPEC 3.1/3.2) and reused by every step. Both caches use the
+// session's KV formats, so quantized caches cover cross-attention too.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memory/kv_cache.h"
+#include "pyrt/model.h"
+
+namespace pyrt {
+
+struct DecoderState {
+  DecoderState(int n_layers, int n_kv_heads, int head_dim, int n_cross_kv_heads, int cross_head_dim, const KvSpec& k,
+               const KvSpec& v)
+      : self(n_layers, n_kv_heads, head_dim, k, v), cross(n_layers, n_cross_kv_heads, cross_head_dim, k, v) {}
+  KvCache self;         // grows by the decoder tokens fed
+  KvCache cross;        // fixed once the encoder ran: encoder_length keys per layer
+  int64_t n_past = 0;   // decoder tokens cached
+  int64_t encoder_length = -1;  // -1: no encoder input yet
+};
+
+class EncDecModel : public Model {
+ public:
+  bool is_encoder_decoder() const override { return true; }
+  std::unique_ptr<Session> new_session(int64_t n_ctx) override;
+  int32_t decoder_start_token() const override { return decoder_start_; }
+
+  // Hooks the session calls. cross_kv: layer's cross K and V ([n, kv_dim] each) from encoder states.
+  virtual void cross_kv(int layer, const float* states, int64_t n, float* k, float* v) const = 0;
+  // Feeds T decoder tokens at positions st.n_past.. (the session checked ids and context).
+  virtual void decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const = 0;
+
+  std::unique_ptr<DecoderState> new_decoder_state() const {
+    return std::make_unique<DecoderState>(n_dec_layers_, self_kv_heads_, self_head_dim_, cross_kv_heads_, cross_head_dim_,
+                                          kv_k_, kv_v_);
+  }
+  int n_decoder_layers() const { return n_dec_layers_; }
+  int64_t cross_kv_dim() const { return int64_t(cross_kv_heads_) * cross_head_dim_; }
+  int64_t max_encoder_length() const { return max_enc_len_; }
+
+ protected:
+  EncDecModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts);
+  // Set by the architecture's constructor.
+  int n_dec_layers_ = 0, self_kv_heads_ = 0, self_head_dim_ = 0, cross_kv_heads_ = 0, cross_head_dim_ = 0;
+  int32_t decoder_start_ = 0;
+  int64_t max_enc_len_ = 0;  // 0: unlimited (relative positions)
+  KvSpec kv_k_, kv_v_;
+};
+
+}  // namespace pyrt

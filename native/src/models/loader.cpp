@@ -1,0 +1,41 @@
+#include "models/loader.h"
+
+#include "pyrt/error.h"
+
+namespace pyrt {
+
+namespace {
+std::string shape_str(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+}  // namespace
+
+void ModelLoader::bad(const std::string& what) const { fail(ErrorCode::kFormat, f_.path() + ": " + what); }
+
+const GgufTensorInfo& ModelLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) const {
+  const GgufTensorInfo* t = f_.find_tensor(name);
+  if (!t) bad("tensor '" + name + "' is missing");
+  if (t->ne != shape) bad("tensor '" + name + "' has shape " + shape_str(t->ne) + ", expected " + shape_str(shape));
+  return *t;
+}
+
+const float* ModelLoader::f32(const std::string& name, int64_t n) const {
+  const GgufTensorInfo& t = tensor(name, {n});
+  if (t.type != GgmlType::F32) fail(ErrorCode::kUnsupported, f_.path() + ": 1-D tensor '" + name + "' must be F32");
+  return reinterpret_cast<const float*>(t.data);
+}
+
+int ModelLoader::pos_int(const std::string& key) const {
+  const int64_t v = f_.require_int(prefix_ + key);
+  if (v <= 0 || v > (int64_t(1) << 31)) bad("metadata '" + prefix_ + key + "' = " + std::to_string(v) + " is out of range");
+  return static_cast<int>(v);
+}
+
+int ModelLoader::pos_int(const std::string& key, int64_t fallback) const {
+  if (!f_.find(prefix_ + key)) return static_cast<int>(fallback);
+  return pos_int(key);
+}
+
+}  // namespace pyrt

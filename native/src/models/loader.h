@@ -1,0 +1,37 @@
+// Shape-checked access to a model file's tensors and hyperparameters, shared by every architecture.
+// Errors name the file, the tensor or key, and what was expected.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/ops.h"
+#include "pyrt/gguf.h"
+
+namespace pyrt {
+
+class ModelLoader {
+ public:
+  ModelLoader(const GgufFile& file, std::string arch) : f_(file), prefix_(std::move(arch) + ".") {}
+
+  bool has(const std::string& name) const { return f_.find_tensor(name) != nullptr; }
+  // The tensor `name` with exactly this GGUF shape (ne order: fastest dimension first).
+  const GgufTensorInfo& tensor(const std::string& name, const std::vector<int64_t>& shape) const;
+  Weight weight(const std::string& name, const std::vector<int64_t>& shape) const { return weight_from(tensor(name, shape)); }
+  // 1-D float vectors (norm weights, biases) must be stored as F32.
+  const float* f32(const std::string& name, int64_t n) const;
+  const float* f32_or_null(const std::string& name, int64_t n) const { return has(name) ? f32(name, n) : nullptr; }
+
+  // "<arch>.<key>" metadata: a positive int (required, or `fallback` when given and absent), a float.
+  int pos_int(const std::string& key) const;
+  int pos_int(const std::string& key, int64_t fallback) const;
+  double real(const std::string& key, double fallback) const { return f_.get_float(prefix_ + key, fallback); }
+  const std::string& path() const { return f_.path(); }
+  [[noreturn]] void bad(const std::string& what) const;  // kFormat error prefixed with the path
+
+ private:
+  const GgufFile& f_;
+  std::string prefix_;
+};
+
+}  // namespace pyrt
