@@ -11,10 +11,17 @@ from converters.writer import QUANT_TYPES
 
 
 def convert_folder(folder: Path, out: Path, quant: str, force: bool, log: Callable[[str], None]) -> None:
-    """Picks the converter from config.json: HF Llama, HF T5 / FLAN-T5, or a Mu checkpoint."""
+    """Picks the converter: CTranslate2 Whisper (model.bin), or by config.json HF Llama, HF T5 /
+    FLAN-T5, or a Mu checkpoint."""
     from converters.common import read_config
+    from converters.ct2_whisper import is_ct2_whisper
     from converters.mu import is_mu_config
 
+    if is_ct2_whisper(folder):
+        from converters.ct2_whisper import convert_ct2_whisper
+
+        convert_ct2_whisper(folder, out, quant, force, log)
+        return
     cfg = read_config(folder)
     if is_mu_config(cfg):
         from converters.mu import convert_mu

@@ -80,7 +80,8 @@ def read_ctranslate2(path: Path) -> CT2Model:
         expected = int(np.prod(dims)) if dims else 1
         if arr.size != expected:
             raise CTranslate2FormatError(
-                f"{path}: variable '{name}' at offset {start} holds {arr.size} values, its shape {dims} needs {expected}"
+                f"{path}: variable '{name}' at offset {start} holds {arr.size} values; its shape {dims} "
+                f"needs {expected}"
             )
         model.variables[name] = arr.reshape(dims) if dims else arr
     if version >= 3:

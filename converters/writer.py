@@ -10,8 +10,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 QUANT_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
-# Small tables read once at load time (T5 relative position bias): never worth quantizing.
-KEEP_F32_SUFFIXES = ("attn_rel_b.weight",)
+# Small tables read once at load time (T5 relative position bias, Whisper's mel filters and encoder
+# positions, which the runtime reads as F32): never worth quantizing.
+KEEP_F32_SUFFIXES = ("attn_rel_b.weight", "mel_filters", "enc.position_embd.weight")
 
 
 def quantize_tensor(name: str, arr: np.ndarray, quant: str, log: Callable[[str], None]) -> tuple[np.ndarray, Any]:

@@ -30,6 +30,8 @@ def _use_installed_native_module() -> None:
 
 _use_installed_native_module()
 
+from pyruntime import audio, speech  # noqa: E402
+from pyruntime.audio import read_wav  # noqa: E402
 from pyruntime.errors import (  # noqa: E402
     ContextOverflowError,
     FormatError,
@@ -40,6 +42,7 @@ from pyruntime.errors import (  # noqa: E402
     UnsupportedError,
 )
 from pyruntime.model import Chunk, Completion, Model, Session, Stream, load  # noqa: E402
+from pyruntime.speech import Transcript  # noqa: E402
 from pyruntime.tokenizer import Tokenizer  # noqa: E402
 
 __version__ = "0.1.0"
@@ -56,7 +59,11 @@ __all__ = [
     "Stream",
     "TokenOutOfRangeError",
     "Tokenizer",
+    "Transcript",
     "UnknownModelError",
     "UnsupportedError",
+    "audio",
     "load",
+    "read_wav",
+    "speech",
 ]

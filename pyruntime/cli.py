@@ -1,4 +1,4 @@
-"""``pyrt``: pull, run, chat, info and bench from the command line."""
+"""``pyrt``: pull, run, chat, info, transcribe and bench from the command line."""
 
 from __future__ import annotations
 
@@ -131,6 +131,24 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transcribe(a: argparse.Namespace) -> int:
+    import pyruntime
+
+    model = pyruntime.load(a.model, threads=a.threads)
+    results = []
+    for path in a.files:
+        if not os.path.isfile(path):
+            sys.stderr.write(f"pyrt: error: {path}: no such file\n")
+            return 1
+        t = model.transcribe(path, max_new_tokens=a.max_new_tokens)
+        results.append({"file": path, "text": t.text, "stats": t.stats})
+        if not a.json:
+            print(t.text if len(a.files) == 1 else f"{path}: {t.text}", flush=True)
+    if a.json:
+        print(json.dumps(results if len(results) > 1 else results[0]))
+    return 0
+
+
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -232,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("transcribe", help="speech to text with a Whisper model (WAV files, any sample rate)")
+    sp.add_argument("files", nargs="+", help="WAV files (PCM 8/16/24/32-bit or float, mono or multi-channel)")
+    sp.add_argument(
+        "-m", "--model", default="whisper-tiny.en", help="GGUF path or registered name (default: whisper-tiny.en)"
+    )
+    sp.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: cores, max 8)")
+    sp.add_argument("-n", "--max-new-tokens", type=int, default=224, help="text tokens per 30 s window")
+    sp.add_argument("--json", action="store_true", help="text and timings as JSON")
+    sp.set_defaults(func=cmd_transcribe)
 
     sp = sub.add_parser("bench", help="prefill (ppN) and decode (tgN) speed, llama-bench style")
     _add_model_args(sp)

@@ -260,6 +260,15 @@ class Model:
         assert gen.completion is not None
         return gen.completion
 
+    def transcribe(self, audio: Any, *, sample_rate: Optional[int] = None, max_new_tokens: int = 224) -> Any:
+        """Speech models (Whisper): transcribe a WAV file path or an array of samples (mono, or
+        ``[samples, channels]``) at ``sample_rate`` (default: the model's rate; other rates are
+        resampled). Audio longer than the model's window (30 s) is transcribed window by window.
+        Returns a :class:`pyruntime.speech.Transcript` (text, token_ids, stats)."""
+        from pyruntime.speech import transcribe
+
+        return transcribe(self, audio, sample_rate=sample_rate, max_new_tokens=max_new_tokens)
+
     def chat(
         self, messages: Sequence[dict[str, str]], *, template: Optional[str] = None, **kwargs: Any
     ) -> Union[Completion, Stream]:

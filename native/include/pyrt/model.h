@@ -54,6 +54,12 @@ class Model {
   virtual void encode(const int32_t* ids, int64_t n, float* out) const;
   virtual int32_t decoder_start_token() const { return -1; }
 
+  // Speech encoder-decoders (Whisper): input sample rate (0: not a speech model), features of mono PCM
+  // at that rate ([n_mels, n_frames], row-major) and encoder states from features ([n, embedding_length]).
+  virtual int audio_sample_rate() const { return 0; }
+  virtual std::vector<float> audio_features(const float* pcm, int64_t n, int64_t* n_mels, int64_t* n_frames) const;
+  virtual std::vector<float> encode_audio(const float* features, int64_t n_mels, int64_t n_frames, int64_t* n_states) const;
+
   const std::string& architecture() const { return arch_; }
   const GgufFile& file() const { return *file_; }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }

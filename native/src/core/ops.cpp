@@ -29,6 +29,42 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) 
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
 
+void layer_norm_rows(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t n, float eps) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x + t * n;
+    float* ot = out + t * n;
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < n; ++i) mean += xt[i];
+    mean /= static_cast<double>(n);
+    for (int64_t i = 0; i < n; ++i) var += (xt[i] - mean) * (xt[i] - mean);
+    const float inv = 1.0f / std::sqrt(static_cast<float>(var / static_cast<double>(n)) + eps);
+    const float m = static_cast<float>(mean);
+    for (int64_t i = 0; i < n; ++i) ot[i] = (xt[i] - m) * inv * w[i] + (b ? b[i] : 0.0f);
+  }
+}
+
+int64_t conv1d(const Weight& w, const float* bias, const float* x, int64_t T_in, int64_t C_in, int kernel, int stride,
+               int pad, float* out, ThreadPool& pool) {
+  if (w.cols != C_in * kernel) {
+    fail(ErrorCode::kFormat, "conv1d weight '" + w.name + "' has " + std::to_string(w.cols) + " columns, expected " +
+                                 std::to_string(C_in * kernel));
+  }
+  const int64_t T_out = (T_in + 2 * pad - kernel) / stride + 1;
+  // im2col: one row per output position holding the (C_in, kernel) window, so the conv is a matmul.
+  std::vector<float> cols(static_cast<size_t>(T_out * C_in * kernel), 0.0f);
+  for (int64_t t = 0; t < T_out; ++t) {
+    float* row = cols.data() + t * C_in * kernel;
+    for (int k = 0; k < kernel; ++k) {
+      const int64_t src = t * stride - pad + k;
+      if (src < 0 || src >= T_in) continue;
+      const float* xs = x + src * C_in;
+      for (int64_t c = 0; c < C_in; ++c) row[c * kernel + k] = xs[c];
+    }
+  }
+  linear(w, bias, cols.data(), T_out, out, pool);
+  return T_out;
+}
+
 void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& pool) {
   const cpu::KernelTable& k = cpu::kernels();
   const int64_t N = w.rows, K = w.cols;

@@ -23,6 +23,12 @@ struct Weight {
 Weight weight_from(const GgufTensorInfo& t);
 
 void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps);
+// LayerNorm with weight and optional bias over T rows of n (Whisper, BERT-style models).
+void layer_norm_rows(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t n, float eps);
+// 1-D convolution, zero padding `pad` on both sides: x [T_in, C_in] (time-major), w rows = C_out with
+// columns (C_in, kernel) kernel-fastest (PyTorch's Conv1d weight flattened), out [T_out, C_out].
+int64_t conv1d(const Weight& w, const float* bias, const float* x, int64_t T_in, int64_t C_in, int kernel, int stride,
+               int pad, float* out, ThreadPool& pool);
 // y[T, rows] = x[T, cols] @ W^T
 void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& pool);
 // Adds a bias vector of n floats to each of T rows.

@@ -12,6 +12,7 @@ const std::pair<const char*, ModelFactory> kRegistry[] = {
     {"llama", create_llama},
     {"t5", create_t5},
     {"mu", create_mu},
+    {"whisper", create_whisper},
 };
 }  // namespace
 
@@ -42,6 +43,14 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
 
 void Model::encode(const int32_t*, int64_t, float*) const {
   fail(ErrorCode::kUnsupported, "architecture '" + arch_ + "' has no encoder (encode() is for encoder-decoder models)");
+}
+
+std::vector<float> Model::audio_features(const float*, int64_t, int64_t*, int64_t*) const {
+  fail(ErrorCode::kUnsupported, "architecture '" + arch_ + "' is not a speech model (no audio front end)");
+}
+
+std::vector<float> Model::encode_audio(const float*, int64_t, int64_t, int64_t*) const {
+  fail(ErrorCode::kUnsupported, "architecture '" + arch_ + "' is not a speech model (no audio encoder)");
 }
 
 void Session::set_encoder_input(const int32_t*, int64_t) {

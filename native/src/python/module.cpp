@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "backends/cpu/kernels.h"
+#include "core/audio.h"
 #include "memory/kv_store.h"
 #include "models/t5.h"
 #include "pyrt/error.h"
@@ -115,6 +116,17 @@ PYBIND11_MODULE(_core, m) {
     return cpu::dot_row(cpu::kernels(), t, s.data(), x.data(), x.size());
   });
 
+  m.def("resample", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int from_hz, int to_hz) {
+    if (x.ndim() != 1) throw Error(ErrorCode::kInvalidArgument, "audio must be 1-D mono samples");
+    std::vector<float> y;
+    {
+      py::gil_scoped_release nogil;
+      y = resample(x.data(), x.shape(0), from_hz, to_hz);
+    }
+    py::array_t<float> out(static_cast<py::ssize_t>(y.size()));
+    std::copy(y.begin(), y.end(), out.mutable_data());
+    return out;
+  }, py::arg("samples"), py::arg("from_hz"), py::arg("to_hz"));
   m.def("t5_relative_bucket", &t5_relative_bucket, py::arg("rel"), py::arg("bidirectional"), py::arg("num_buckets") = 32,
         py::arg("max_distance") = 128);
   m.def("kv_spec_name", [](const std::string& s) { return parse_kv_spec(s).name(); });
@@ -272,6 +284,31 @@ PYBIND11_MODULE(_core, m) {
         }
         return out;
       }, py::arg("ids"))
+      .def_property_readonly("audio_sample_rate", &Model::audio_sample_rate)
+      .def("audio_features", [](const Model& mm, py::array_t<float, py::array::c_style | py::array::forcecast> pcm) {
+        if (pcm.ndim() != 1) throw Error(ErrorCode::kInvalidArgument, "audio must be 1-D mono samples");
+        int64_t n_mels = 0, n_frames = 0;
+        std::vector<float> f;
+        {
+          py::gil_scoped_release nogil;
+          f = mm.audio_features(pcm.data(), pcm.shape(0), &n_mels, &n_frames);
+        }
+        py::array_t<float> out({static_cast<py::ssize_t>(n_mels), static_cast<py::ssize_t>(n_frames)});
+        std::copy(f.begin(), f.end(), out.mutable_data());
+        return out;
+      }, py::arg("pcm"))
+      .def("encode_audio", [](const Model& mm, py::array_t<float, py::array::c_style | py::array::forcecast> feats) {
+        if (feats.ndim() != 2) throw Error(ErrorCode::kInvalidArgument, "audio features must be 2-D [n_mels, n_frames]");
+        int64_t n = 0;
+        std::vector<float> h;
+        {
+          py::gil_scoped_release nogil;
+          h = mm.encode_audio(feats.data(), feats.shape(0), feats.shape(1), &n);
+        }
+        py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(mm.embedding_length())});
+        std::copy(h.begin(), h.end(), out.mutable_data());
+        return out;
+      }, py::arg("features"))
       .def_property_readonly("n_params", &Model::n_params)
       .def_property_readonly("tensor_types", &Model::tensor_type_counts)
       .def_property_readonly("threads", [](const Model& mm) { return mm.pool().size(); })
