@@ -45,6 +45,12 @@ def add_tokenizer(w: Any, tok: dict[str, Any]) -> None:
         if tok.get(key) is not None:
             fn(tok[key])
     w.add_add_bos_token(tok["add_bos"])
+    if "add_space_prefix" in tok:
+        w.add_add_space_prefix(tok["add_space_prefix"])
+    if "remove_extra_whitespaces" in tok:
+        w.add_remove_extra_whitespaces(tok["remove_extra_whitespaces"])
+    if tok.get("precompiled_charsmap"):
+        w.add_precompiled_charsmap(tok["precompiled_charsmap"])
     if "add_eos" in tok:
         w.add_add_eos_token(tok["add_eos"])
     if "chat_template" in tok:

@@ -48,12 +48,23 @@ def _pre_name(pre: Optional[dict[str, Any]]) -> str:
 
 
 def convert_tokenizer(folder: Path, config: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """Metadata for the GGUF writer, or None when the folder has no tokenizer.json."""
+    """Metadata for the GGUF writer, or None when the folder has no tokenizer. A SentencePiece model
+    (spiece.model / tokenizer.model, Unigram) wins over tokenizer.json: it is the original."""
+    for name in ("spiece.model", "tokenizer.model"):
+        spm = folder / name
+        if spm.is_file() and config.get("model_type") in ("t5", "mt5"):
+            from converters.spm_model import read_spm_model
+
+            return read_spm_model(spm)
     path = folder / "tokenizer.json"
     if not path.is_file():
         return None
     tj = json.loads(path.read_text(encoding="utf-8"))
     model = tj.get("model", {})
+    if model.get("type") == "Unigram":
+        from converters.spm_model import unigram_from_tokenizer_json
+
+        return unigram_from_tokenizer_json(tj, str(path))
     if model.get("type") != "BPE":
         raise TokenizerConversionError(
             f"{path}: only byte-level BPE tokenizers convert so far (got {model.get('type')})"

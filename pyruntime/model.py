@@ -356,6 +356,7 @@ class Stream:
         opt, model, sess = self._opt, self._model, self._session
         tok = model.tokenizer
         eog = model._eog_ids()
+        strip_first_space = model.is_encoder_decoder and tok is not None and tok.kind in ("spm", "unigram")
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         decoder_ids = self._ids
         t0 = time.perf_counter()
@@ -383,7 +384,10 @@ class Stream:
             self._sampler.accept(token)
             new_ids.append(token)
             if tok is not None:
-                text += decoder.decode(tok.token_bytes(token))
+                piece = decoder.decode(tok.token_bytes(token))
+                if strip_first_space and not text and piece.startswith(" "):
+                    piece = piece[1:]  # a fresh SentencePiece sequence: its "▁" prefix is not text
+                text += piece
             hit = min((p for p in (text.find(s) for s in opt.stop) if p >= 0), default=-1)
             if hit >= 0:
                 text = text[:hit]

@@ -54,7 +54,7 @@ class Tokenizer:
 
     @property
     def kind(self) -> str:
-        """``"bpe"`` (byte-level BPE) or ``"spm"`` (SentencePiece BPE)."""
+        """``"bpe"`` (byte-level BPE), ``"spm"`` (SentencePiece BPE) or ``"unigram"`` (SentencePiece Unigram, T5)."""
         return str(self._t.kind)
 
     @property

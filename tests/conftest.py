@@ -86,6 +86,33 @@ def whisper_ct2_dir() -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def spm_unigram_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SentencePiece Unigram model (T5-style ids: pad 0, </s> 1, <unk> 2, user-defined <sep>) trained
+    on botchan.txt with sentencepiece's default nmt_nfkc normalizer."""
+    import io
+
+    import sentencepiece as spm
+
+    lines = BOTCHAN.read_text(encoding="utf-8").splitlines()
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines[:3000]),
+        model_writer=buf,
+        vocab_size=1000,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        user_defined_symbols=["<sep>"],
+        minloglevel=2,
+    )
+    path = tmp_path_factory.mktemp("spm") / "spiece.model"
+    path.write_bytes(buf.getvalue())
+    return path
+
+
 def espeak_wav(path: Path, text: str) -> Path:
     """Speech synthesised by espeak-ng (Debian, en-us voice) into a WAV (22050 Hz mono PCM16)."""
     import shutil

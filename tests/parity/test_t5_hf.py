@@ -326,3 +326,29 @@ def test_generate_stops_at_eos_and_reports_encoder_prompt() -> None:
     if eos in expected:
         expected = expected[: expected.index(eos)]
     assert out.token_ids == expected
+
+
+def test_t5_folder_with_sentencepiece_tokenizer(
+    spm_unigram_model: Path, tmp_path: Path, convert: Callable[..., Path]
+) -> None:
+    """An HF T5 folder with spiece.model converts with its Unigram tokenizer: text in, text out."""
+    import shutil
+
+    import sentencepiece as spm
+    import torch
+
+    hf = _make_t5(tmp_path / "hf", seed=5, **{**CONFIGS["tiny"], "vocab_size": 1000})
+    shutil.copy(spm_unigram_model, tmp_path / "hf" / "spiece.model")
+    model = pyruntime.load(convert(tmp_path / "hf", tmp_path / "t5.gguf"), kv_cache="f32", threads=2)
+    sp = spm.SentencePieceProcessor(model_file=str(spm_unigram_model))
+    text = "I don't know what you mean, said he."
+    ids = model.tokenize(text)
+    assert ids == sp.encode(text) + [1]
+    out = model.generate(text, max_new_tokens=8)
+    with torch.no_grad():
+        ref = hf.generate(input_ids=torch.tensor([ids]), do_sample=False, num_beams=1, max_new_tokens=8).numpy()[0]
+    expected = [int(t) for t in ref[1:]]
+    if 1 in expected:
+        expected = expected[: expected.index(1)]
+    assert out.token_ids == expected
+    assert out.text == sp.decode(expected)

@@ -1,5 +1,6 @@
 // Tokenizers built from GGUF metadata (tokenizer.ggml.*): byte-level BPE with llama.cpp's named
-// pre-tokenizers, and SentencePiece-style BPE with byte fallback. No Python needed at run time.
+// pre-tokenizers, SentencePiece-style BPE with byte fallback, and SentencePiece Unigram (T5: the
+// precompiled normalizer plus Viterbi segmentation). No Python needed at run time.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -16,7 +17,7 @@ enum class TokenType : int32_t { kUndefined = 0, kNormal = 1, kUnknown = 2, kCon
 
 class Tokenizer {
  public:
-  enum class Kind { kBpe, kSpm };
+  enum class Kind { kBpe, kSpm, kUnigram };
   // Throws Error(kUnsupported) for tokenizer models / pre-tokenizers it does not implement.
   static std::shared_ptr<Tokenizer> from_gguf(const GgufFile& f);
 
@@ -43,6 +44,10 @@ class Tokenizer {
   void encode_text(const std::string& text, std::vector<int32_t>& out, bool prefix_space) const;
   void bpe_word(const std::string& word, std::vector<int32_t>& out) const;
   void spm_text(const std::string& text, std::vector<int32_t>& out) const;
+  // Unigram: SentencePiece normalization (charsmap, whitespace rules, "▁") then best-score segmentation.
+  std::string unigram_normalize(const std::string& text) const;
+  void unigram_text(const std::string& normalized, std::vector<int32_t>& out) const;
+  size_t charsmap_match(const std::string& s, size_t pos, std::string* replacement) const;
   int32_t byte_token(uint8_t b) const;
 
   Kind kind_ = Kind::kBpe;
@@ -50,6 +55,12 @@ class Tokenizer {
   // The pre-tokenizer's regex splits, built once per vocabulary (match length at a position, 0 if none).
   std::vector<std::function<size_t(const std::vector<uint32_t>&, size_t, size_t)>> pre_splits_;
   bool ignore_merges_ = false, add_space_prefix_ = false, add_bos_ = false, add_eos_ = false;
+  bool remove_extra_whitespaces_ = true;
+  // Unigram normalizer: darts-clone double array (uint32 units) over UTF-8 input, and the replacement strings.
+  std::vector<uint32_t> charsmap_units_;
+  std::string charsmap_strings_;
+  float unigram_min_score_ = 0, unigram_max_score_ = 0;
+  size_t max_piece_bytes_ = 0;
   int32_t bos_ = -1, eos_ = -1, unk_ = -1;
   std::vector<std::string> tokens_;
   std::vector<TokenType> types_;

@@ -1,6 +1,8 @@
 #include "pyrt/tokenizer.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <functional>
 #include <queue>
@@ -211,8 +213,42 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
     t->scores_.assign(sc->array_float.begin(), sc->array_float.end());
     t->add_space_prefix_ = true;
     t->add_bos_ = true;
+  } else if (model == "t5") {  // SentencePiece Unigram, llama.cpp's name for it
+    t->kind_ = Kind::kUnigram;
+    const GgufValue* sc = f.find("tokenizer.ggml.scores");
+    if (!sc || sc->type != GgufType::ARRAY || sc->array_float.size() != n) {
+      fail(ErrorCode::kFormat, f.path() + ": Unigram tokenizer needs tokenizer.ggml.scores as long as the vocabulary");
+    }
+    t->scores_.assign(sc->array_float.begin(), sc->array_float.end());
+    t->add_space_prefix_ = true;
+    t->add_eos_ = true;  // T5 appends </s>
+    t->remove_extra_whitespaces_ = f.get_bool("tokenizer.ggml.remove_extra_whitespaces", true);
+    if (const GgufValue* cm = f.find("tokenizer.ggml.precompiled_charsmap")) {
+      std::string blob;
+      for (int64_t b : cm->array_int) blob += static_cast<char>(static_cast<uint8_t>(b));
+      if (!blob.empty()) {
+        uint32_t trie_bytes = 0;
+        if (blob.size() < 4) fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.precompiled_charsmap is truncated");
+        std::memcpy(&trie_bytes, blob.data(), 4);
+        if (trie_bytes % 4 || 4 + size_t(trie_bytes) > blob.size()) {
+          fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.precompiled_charsmap: trie size " + std::to_string(trie_bytes) +
+                                       " does not fit its " + std::to_string(blob.size()) + " bytes");
+        }
+        t->charsmap_units_.resize(trie_bytes / 4);
+        std::memcpy(t->charsmap_units_.data(), blob.data() + 4, trie_bytes);
+        t->charsmap_strings_ = blob.substr(4 + trie_bytes);
+      }
+    }
+    t->unigram_min_score_ = INFINITY;
+    t->unigram_max_score_ = -INFINITY;
+    for (size_t i = 0; i < n; ++i) {
+      if (t->types_[i] != TokenType::kNormal) continue;
+      t->unigram_min_score_ = std::min(t->unigram_min_score_, t->scores_[i]);
+      t->unigram_max_score_ = std::max(t->unigram_max_score_, t->scores_[i]);
+    }
+    for (size_t i = 0; i < n; ++i) t->max_piece_bytes_ = std::max(t->max_piece_bytes_, t->tokens_[i].size());
   } else {
-    fail(ErrorCode::kUnsupported, f.path() + ": unsupported tokenizer model '" + model + "' (supported: gpt2, llama)");
+    fail(ErrorCode::kUnsupported, f.path() + ": unsupported tokenizer model '" + model + "' (supported: gpt2, llama, t5)");
   }
   t->add_space_prefix_ = f.get_bool("tokenizer.ggml.add_space_prefix", t->add_space_prefix_);
   t->add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", t->add_bos_);
@@ -281,6 +317,8 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special
   if (!text.empty()) frags.push_back({0, text.size(), -1});
   for (int32_t id : specials_) {
     if (types_[id] == TokenType::kControl && !parse_special) continue;
+    // Unigram matches user-defined pieces inside its segmentation (with their own score), as SentencePiece does.
+    if (types_[id] == TokenType::kUserDefined && kind_ == Kind::kUnigram) continue;
     const std::string& s = tokens_[id];
     std::vector<Frag> next;
     for (const Frag& fr : frags) {
@@ -315,6 +353,11 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special
 }
 
 void Tokenizer::encode_text(const std::string& text, std::vector<int32_t>& out, bool prefix_space) const {
+  if (kind_ == Kind::kUnigram) {
+    (void)prefix_space;  // the normalizer adds the dummy prefix to every text fragment
+    unigram_text(unigram_normalize(text), out);
+    return;
+  }
   if (kind_ == Kind::kSpm) {
     std::string s = (add_space_prefix_ && prefix_space) ? " " + text : text;
     std::string escaped;
@@ -438,10 +481,135 @@ void Tokenizer::spm_text(const std::string& text, std::vector<int32_t>& out) con
     }
   }
 }
+// Longest normalization rule matching s at pos (darts-clone double array, as SentencePiece stores
+// it); returns the bytes consumed (0: no rule) and the replacement.
+size_t Tokenizer::charsmap_match(const std::string& s, size_t pos, std::string* replacement) const {
+  if (charsmap_units_.empty()) return 0;
+  auto offset = [](uint32_t u) { return (u >> 10) << ((u & (1U << 9)) >> 6); };
+  auto label = [](uint32_t u) { return u & ((1U << 31) | 0xFF); };
+  auto has_leaf = [](uint32_t u) { return ((u >> 8) & 1) != 0; };
+  const size_t n_units = charsmap_units_.size();
+  size_t node = offset(charsmap_units_[0]), best = 0;
+  for (size_t i = pos; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == 0) break;
+    node ^= c;
+    if (node >= n_units || label(charsmap_units_[node]) != c) break;
+    const bool leaf = has_leaf(charsmap_units_[node]);
+    node ^= offset(charsmap_units_[node]);
+    if (node >= n_units) break;
+    if (leaf) {
+      const uint32_t value = charsmap_units_[node] & ((1U << 31) - 1);
+      if (value >= charsmap_strings_.size()) {
+        fail(ErrorCode::kFormat, "precompiled_charsmap: replacement offset " + std::to_string(value) + " is outside its strings");
+      }
+      best = i - pos + 1;
+      *replacement = std::string(charsmap_strings_.c_str() + value);
+    }
+  }
+  return best;
+}
+
+std::string Tokenizer::unigram_normalize(const std::string& text) const {
+  // SentencePiece's Normalizer::Normalize: rule by rule (or one UTF-8 character), dropping leading,
+  // repeated and trailing spaces when remove_extra_whitespaces, spaces escaped as U+2581, a dummy prefix.
+  auto next_piece = [&](size_t pos, std::string* piece) -> size_t {
+    const size_t matched = charsmap_match(text, pos, piece);
+    if (matched) return matched;
+    const auto c = static_cast<unsigned char>(text[pos]);
+    const size_t len = unicode::utf8_len(c);
+    bool valid = len >= 1 && pos + len <= text.size() && (len == 1 ? c < 0x80 : (c & 0xC0) == 0xC0);
+    for (size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(text[pos + k]) & 0xC0) == 0x80;
+    *piece = valid ? text.substr(pos, len) : std::string("\xEF\xBF\xBD");
+    return valid ? len : 1;
+  };
+  size_t pos = 0;
+  std::string piece;
+  if (remove_extra_whitespaces_) {
+    while (pos < text.size()) {
+      const size_t used = next_piece(pos, &piece);
+      if (piece != " ") break;
+      pos += used;
+    }
+  }
+  std::string out;
+  if (pos >= text.size()) return out;
+  if (add_space_prefix_) out += kSpmSpace;
+  bool prev_space = remove_extra_whitespaces_;
+  while (pos < text.size()) {
+    pos += next_piece(pos, &piece);
+    size_t skip = 0;
+    if (prev_space && remove_extra_whitespaces_) {
+      while (skip < piece.size() && piece[skip] == ' ') ++skip;
+    }
+    if (skip == piece.size()) continue;
+    for (size_t k = skip; k < piece.size(); ++k) {
+      if (piece[k] == ' ') out += kSpmSpace;
+      else out += piece[k];
+    }
+    prev_space = piece.back() == ' ';
+  }
+  if (remove_extra_whitespaces_) {
+    while (out.size() >= 3 && out.compare(out.size() - 3, 3, kSpmSpace) == 0) out.resize(out.size() - 3);
+  }
+  return out;
+}
+
+void Tokenizer::unigram_text(const std::string& s, std::vector<int32_t>& out) const {
+  // Viterbi over byte positions (only UTF-8 character boundaries are reachable). A character no
+  // piece covers becomes <unk> with SentencePiece's penalty (min score - 10); runs of <unk> merge.
+  if (s.empty()) return;
+  constexpr float kUnkPenalty = 10.0f;
+  const size_t n = s.size();
+  std::vector<float> best(n + 1, -INFINITY);
+  std::vector<int32_t> token(n + 1, -1);
+  std::vector<size_t> from(n + 1, 0);
+  best[0] = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (best[i] == -INFINITY) continue;
+    const size_t char_len = std::min(unicode::utf8_len(static_cast<unsigned char>(s[i])), n - i);
+    bool covered = false;
+    for (size_t len = 1; len <= max_piece_bytes_ && i + len <= n; ++len) {
+      auto it = token_to_id_.find(s.substr(i, len));
+      if (it == token_to_id_.end()) continue;
+      const int32_t id = it->second;
+      const TokenType ty = types_[id];
+      float score;
+      if (ty == TokenType::kNormal) score = scores_[id];
+      else if (ty == TokenType::kUserDefined) score = static_cast<float>(len) * unigram_max_score_ - 0.1f;
+      else continue;  // control, unknown, unused and byte pieces never match text
+      if (len == char_len) covered = true;
+      if (best[i] + score > best[i + len]) {
+        best[i + len] = best[i] + score;
+        token[i + len] = id;
+        from[i + len] = i;
+      }
+    }
+    if (!covered) {
+      const float score = best[i] + unigram_min_score_ - kUnkPenalty;
+      if (score > best[i + char_len]) {
+        best[i + char_len] = score;
+        token[i + char_len] = unk_;
+        from[i + char_len] = i;
+      }
+    }
+  }
+  std::vector<int32_t> rev;
+  for (size_t pos = n; pos > 0; pos = from[pos]) {
+    if (token[pos] < 0) fail(ErrorCode::kFormat, "the vocabulary cannot encode this text: no <unk> token");
+    if (!(token[pos] == unk_ && !rev.empty() && rev.back() == unk_)) rev.push_back(token[pos]);
+  }
+  out.insert(out.end(), rev.rbegin(), rev.rend());
+}
+
 std::string Tokenizer::token_bytes(int32_t id) const {
   const std::string& t = token_text(id);
   const TokenType ty = types_[id];
-  if (kind_ == Kind::kSpm) {
+  if (kind_ == Kind::kUnigram) {
+    if (ty == TokenType::kControl) return "";
+    if (ty == TokenType::kUnknown) return " \xE2\x81\x87 ";  // SentencePiece renders <unk> as " ⁇ "
+  }
+  if (kind_ == Kind::kSpm || kind_ == Kind::kUnigram) {
     if (ty == TokenType::kByte && t.size() == 6) return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
     std::string s;
     for (size_t i = 0; i < t.size();) {
@@ -466,7 +634,7 @@ std::string Tokenizer::token_bytes(int32_t id) const {
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   std::string s;
-  bool strip_space = kind_ == Kind::kSpm && add_space_prefix_;
+  bool strip_space = (kind_ == Kind::kSpm || kind_ == Kind::kUnigram) && add_space_prefix_;
   for (int32_t id : ids) {
     std::string piece = token_bytes(id);
     if (strip_space && !piece.empty() && !is_control(id)) {

@@ -222,7 +222,14 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("eog_ids", &Tokenizer::eog_ids)
       .def_property_readonly("add_bos", &Tokenizer::add_bos)
       .def_property_readonly("pre", &Tokenizer::pre)
-      .def_property_readonly("kind", [](const Tokenizer& t) { return t.kind() == Tokenizer::Kind::kBpe ? "bpe" : "spm"; });
+      .def_property_readonly("kind", [](const Tokenizer& t) {
+        switch (t.kind()) {
+          case Tokenizer::Kind::kBpe: return "bpe";
+          case Tokenizer::Kind::kSpm: return "spm";
+          case Tokenizer::Kind::kUnigram: return "unigram";
+        }
+        return "unknown";
+      });
 
   py::class_<Session>(m, "Session")
       .def("feed", [](Session& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids, bool all_logits, int64_t vocab) {
