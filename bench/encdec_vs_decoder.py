@@ -255,7 +255,7 @@ def main() -> int:
                 ax.bar(np.arange(len(OUTPUTS)) + k * 0.38, vals, width=0.38, label=name)
             ax.set_xticks(np.arange(len(OUTPUTS)) + 0.19, [f"{INPUT_LEN} in / {n} out" for n in OUTPUTS])
             ax.set_title(label)
-        axes[0].legend(fontsize=8)
+        axes[0].legend(fontsize=8, loc="lower left")
         fig.suptitle(f"Equal-parameter enc-dec vs decoder-only, {machine['cpu']}, {a.threads} threads")
         fig.tight_layout()
         fig.savefig(a.out / "encdec_vs_decoder.png", dpi=110)
