@@ -29,6 +29,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-k", default=None, help="key cache format (default: --kv-cache)")
     p.add_argument("--kv-cache-v", default=None, help="value cache format (default: --kv-cache)")
     p.add_argument("-c", "--ctx", type=int, default=None, help="context size (default: the model's)")
+    p.add_argument(
+        "--activations", default="q8", choices=("q8", "f32"),
+        help="q8: 8-bit activations for quantized weights (fast, default); f32: float (exact reference path)",
+    )
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -59,7 +63,13 @@ def _load(a: argparse.Namespace) -> Any:
     import pyruntime
 
     return pyruntime.load(
-        a.model, threads=a.threads, kv_cache=a.kv_cache, context=a.ctx, kv_cache_k=a.kv_cache_k, kv_cache_v=a.kv_cache_v
+        a.model,
+        threads=a.threads,
+        kv_cache=a.kv_cache,
+        context=a.ctx,
+        kv_cache_k=a.kv_cache_k,
+        kv_cache_v=a.kv_cache_v,
+        activations=a.activations,
     )
 
 

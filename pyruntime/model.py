@@ -166,6 +166,7 @@ class Model:
             "device": self.device,
             "threads": int(self._m.threads),
             "kv_cache": self.kv_cache,
+            "activations": str(self._m.activations),
             "kernels": _core.kernels_name(),
         }
 
@@ -452,6 +453,7 @@ def load(
     context: Optional[int] = None,
     kv_cache_k: Optional[str] = None,
     kv_cache_v: Optional[str] = None,
+    activations: str = "q8",
 ) -> Model:
     """Load a GGUF file, or a registered model name (pulled into the cache on first use).
 
@@ -460,7 +462,9 @@ def load(
     ``kivi4`` or ``kivi2`` (KIVI: keys per channel, values per token, fp16 residual window; group
     and window as ``kivi2-g32-r128``); ``kv_cache_k`` / ``kv_cache_v`` set keys and values
     separately. ``context`` caps the positions per session (default: the model's trained context;
-    memory is only taken as positions fill).
+    memory is only taken as positions fill). ``activations="q8"`` (default) multiplies Q8_0/Q4_0/Q4_1
+    weights with activations quantized to 8 bits per block of 32 (integer dot products, like
+    llama.cpp); ``"f32"`` keeps activations in float (slower, the exact reference path).
     """
     if device == "cuda":
         raise UnsupportedError(_cuda_status())
@@ -473,5 +477,7 @@ def load(
     if context is not None and context < 1:
         raise InvalidArgumentError("context must be >= 1")
     path = str(resolve(path_or_name))
-    native = _core.Model.load(path, int(threads or 0), kv_k, kv_v, int(context or 0))
+    if activations not in ("q8", "f32"):
+        raise InvalidArgumentError(f"activations must be 'q8' or 'f32', got {activations!r}")
+    native = _core.Model.load(path, int(threads or 0), kv_k, kv_v, int(context or 0), activations)
     return Model(native, path, (kv_k, kv_v), device, context)

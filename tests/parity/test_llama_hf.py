@@ -1,8 +1,9 @@
 """Llama parity against HF transformers (a reference nobody here wrote).
 
 1. The real SmolLM2-135M-Instruct Q4_1 GGUF, which transformers dequantizes and runs in fp32.
-   Exact path (f32 KV cache): max |dlogit| <= 1e-3. Default path (f16 KV cache): mean KL <= 1e-3 and
-   top-1 agreement >= 98% on botchan passages of >= 128 tokens.
+   Exact path (f32 KV cache, float activations): max |dlogit| <= 1e-3, greedy generation identical.
+   Default path (f16 KV cache, 8-bit activations): mean KL <= 5e-3 and top-1 agreement >= 95% on
+   botchan passages of >= 128 tokens.
 2. Randomly initialised small Llama configs converted by our converter: fp32 logits <= 1e-4,
    greedy generations identical.
 """
@@ -47,7 +48,7 @@ def hf_logits(model: Any, ids: list[int]) -> np.ndarray:
 
 
 def test_smollm2_exact_path(smollm2_path: Path, hf_smollm2: Any, passages: list[list[int]]) -> None:
-    model = pyruntime.load(smollm2_path, kv_cache="f32", threads=2)
+    model = pyruntime.load(smollm2_path, kv_cache="f32", threads=2, activations="f32")
     for ids in passages:
         assert len(ids) >= 128
         diff = np.abs(model.logits(ids) - hf_logits(hf_smollm2, ids)).max()
@@ -55,19 +56,21 @@ def test_smollm2_exact_path(smollm2_path: Path, hf_smollm2: Any, passages: list[
 
 
 def test_smollm2_default_path(smollm2_path: Path, hf_smollm2: Any, passages: list[list[int]]) -> None:
-    model = pyruntime.load(smollm2_path, threads=2)  # defaults: f16 KV cache
+    model = pyruntime.load(smollm2_path, threads=2)  # defaults: f16 KV cache, 8-bit activations
     for ids in passages:
         ours, ref = model.logits(ids), hf_logits(hf_smollm2, ids)
         kl = mean_kl(ref, ours)
         top1 = float((ours.argmax(-1) == ref.argmax(-1)).mean())
-        assert kl <= 1e-3, f"mean KL {kl}"
-        assert top1 >= 0.98, f"top-1 agreement {top1}"
+        # 8-bit activation blocks (llama.cpp's scheme) cost ~3e-3 KL on this 135M model with outlier
+        # channels; the f16 KV cache alone costs ~1e-8.
+        assert kl <= 5e-3, f"mean KL {kl}"
+        assert top1 >= 0.95, f"top-1 agreement {top1}"
 
 
 def test_smollm2_greedy_generation_matches_hf(smollm2_path: Path, hf_smollm2: Any) -> None:
     import torch
 
-    model = pyruntime.load(smollm2_path, kv_cache="f32", threads=2)
+    model = pyruntime.load(smollm2_path, kv_cache="f32", threads=2, activations="f32")
     ids = model.tokenize("The old man looked at the sea and said", add_special=False)
     ref = hf_smollm2.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids) :].tolist()
     ours = model.generate(ids, max_new_tokens=24).token_ids
@@ -116,17 +119,21 @@ def test_quantized_weights(
     quant: str, max_kl: float, make_hf_llama: Callable[..., Path], convert: Callable[..., Path], tmp_path: Path
 ) -> None:
     """Kernels: a quantized file gives the logits of its own weights dequantized by the reference
-    (gguf-py, via GGUF -> f32 requantization) within 1e-3. Quantization error: KL against the f32
-    model stays bounded (loose for 4-bit: random weights have no structure to preserve)."""
+    (gguf-py, via GGUF -> f32 requantization) within 1e-3 on the float-activation path, and the default
+    8-bit-activation path stays within 1e-3 KL of that. Quantization error: KL against the f32 model
+    stays bounded (loose for 4-bit: random weights have no structure to preserve)."""
     hf_dir = make_hf_llama("quant_base", hidden_size=128, intermediate_size=256, num_attention_heads=4)
     qpath = convert(hf_dir, tmp_path / f"{quant}.gguf", quant)
-    q = pyruntime.load(qpath, kv_cache="f32")
+    q = pyruntime.load(qpath, kv_cache="f32", activations="f32")
     assert q.info["tensor_types"].get(quant.upper(), 0) > 0
     dequant = pyruntime.load(convert(qpath, tmp_path / "dequant.gguf", "f32"), kv_cache="f32")
     ref = pyruntime.load(convert(hf_dir, tmp_path / "f32.gguf", "f32"), kv_cache="f32")
     ids = list(range(1, 120))
-    got = q.logits(ids)
-    diff = np.abs(got - dequant.logits(ids)).max()
+    exact = dequant.logits(ids)
+    diff = np.abs(q.logits(ids) - exact).max()
     assert diff <= 1e-3, f"{quant}: kernel vs dequantized weights max |dlogit| {diff}"
+    got = pyruntime.load(qpath, kv_cache="f32").logits(ids)  # default: 8-bit activations
+    kl_act = mean_kl(exact, got)
+    assert kl_act <= 1e-3, f"{quant}: 8-bit activations cost mean KL {kl_act}"
     kl = mean_kl(ref.logits(ids), got)
     assert kl <= max_kl, f"{quant}: mean KL {kl}"

@@ -215,7 +215,7 @@ def test_q8_0_weights_and_kv_cache(pair: tuple[Reference, Any, Path], convert: C
     cache costs little KL against f32."""
     _, ours, folder = pair
     q8_path = convert(folder, folder / "mu-q8.gguf", "q8_0")
-    q8 = pyruntime.load(q8_path, kv_cache="f32", threads=2)
+    q8 = pyruntime.load(q8_path, kv_cache="f32", threads=2, activations="f32")
     dequantized = pyruntime.load(convert(q8_path, folder / "mu-q8-as-f32.gguf", "f32"), kv_cache="f32", threads=2)
     enc_ids, dec_ids = _batch([200], seed=4), _batch([32], seed=5)
     a = dequantized.logits(dec_ids[0], encoder_ids=enc_ids[0])

@@ -103,6 +103,52 @@ def test_dot_kernels_against_reference(qtype: str) -> None:
     _core.set_kernels("auto")
 
 
+def reference_q8a(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-bit activation blocks in numpy float32: d = max|x| / 127, codes = round-half-even(x * (1 / d))."""
+    blocks = x.astype(np.float32).reshape(-1, 32)
+    d = (np.abs(blocks).max(1) / np.float32(127)).astype(np.float32)
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0).astype(np.float32)
+    q = np.rint(blocks * inv[:, None]).astype(np.int8)
+    return d, q
+
+
+def test_activation_quantizer_matches_reference_on_every_table() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(32 * 64).astype(np.float32) * rng.choice([1e-3, 1.0, 30.0], 32 * 64).astype(np.float32)
+    x[:32] = 0  # an all-zero block: d = 0, codes 0
+    x[32:64] = 0.5  # ties: x * (1/d) lands exactly on .5 steps for some values
+    x[64] = -1e4  # one extreme value in a block
+    want_d, want_q = reference_q8a(x)
+    for name in kernel_tables():
+        assert _core.set_kernels(name)
+        d, s, q = _core.quantize_q8a(x)
+        np.testing.assert_array_equal(d, want_d)
+        np.testing.assert_array_equal(q, want_q)
+        np.testing.assert_allclose(s, want_d * want_q.astype(np.int64).sum(1), rtol=1e-6)
+    _core.set_kernels("auto")
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_integer_dot_kernels_against_reference(qtype: str) -> None:
+    """Weight row . 8-bit activations: the exact value of dequantized weights times dequantized
+    activations (float64), within float accumulation error, on every table."""
+    rng = np.random.default_rng(6)
+    for name in kernel_tables():
+        assert _core.set_kernels(name)
+        for n in [32, 64, 96, 256, 4096, 4128]:
+            w = rng.standard_normal(n).astype(np.float32)
+            x = (rng.standard_normal(n) * 3).astype(np.float32)
+            row = encode(qtype, w)
+            got = _core.dot_row_q8a(qtype, row, x)
+            d, q = reference_q8a(x)
+            xa = (q.astype(np.float64) * d.astype(np.float64)[:, None]).reshape(-1)
+            wd = _core.dequantize(qtype, row, n).astype(np.float64)
+            want = float(wd @ xa)
+            scale = float(np.abs(wd) @ np.abs(xa))
+            assert abs(got - want) <= 1e-5 * scale + 1e-6, (name, qtype, n, got, want)
+    _core.set_kernels("auto")
+
+
 def test_runtime_dispatch_picks_a_table() -> None:
     assert _core.kernels_name() in ("avx2", "generic")
     assert not _core.set_kernels("no-such-isa")

@@ -18,6 +18,9 @@ struct ModelOptions {
   std::string kv_k = "f16";      // key cache format (see memory/kv_store.h: f32 f16 q8_0 q4_0 kivi4 kivi2)
   std::string kv_v = "f16";      // value cache format
   int64_t n_ctx = 0;             // 0: the model's trained context length
+  // "q8": Q8_0/Q4_0/Q4_1 weights multiply activations quantized to 8 bits per block of 32 (integer
+  // dots, llama.cpp's approach); "f32": float activations (slower; the exact reference path).
+  std::string activations = "q8";
 };
 
 class Session {

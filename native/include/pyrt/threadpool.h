@@ -33,8 +33,8 @@ class ThreadPool {
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_{0};
   std::atomic<uint64_t> generation_{0};
-  int busy_workers_ = 0;
-  bool stop_ = false;
+  std::atomic<int> busy_workers_{0};
+  std::atomic<bool> stop_{false};
   std::exception_ptr error_;
 };
 

@@ -70,11 +70,32 @@ void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& po
   const int64_t N = w.rows, K = w.cols;
   constexpr int64_t kRowsPerTask = 16;
   const int64_t n_tasks = (N + kRowsPerTask - 1) / kRowsPerTask;
+  if (w.q8_activations && cpu::has_q8a_dot(w.type) && K % 32 == 0) {
+    // Quantize each activation row once (8-bit blocks), then integer dots against the mapped rows.
+    std::vector<cpu::BlockQ8A> xq(static_cast<size_t>(T * (K / 32)));
+    const int64_t nb = K / 32;
+    if (T == 1) k.quantize_q8a(x, K, xq.data());
+    else pool.run(T, [&](int64_t t) { k.quantize_q8a(x + t * K, K, xq.data() + t * nb); });
+    // Few long contiguous chunks (4 per thread) rather than many small ones: each thread then streams
+    // its rows sequentially, which the hardware prefetchers reward (decode is bandwidth-bound).
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N / 16, int64_t(pool.size()) * 4));
+    const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
+    pool.run(chunks, [&](int64_t c) {
+      const int64_t r0 = c * rows_per_chunk, r1 = std::min(N, r0 + rows_per_chunk);
+      for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t* row = w.data + r * w.row_stride;
+        for (int64_t t = 0; t < T; ++t) y[t * N + r] = cpu::dot_row_q8a(k, w.type, row, xq.data() + t * nb, K);
+      }
+    });
+    return;
+  }
   if (T < 4 || w.type == GgmlType::F32) {
-    // Few tokens: fused dequantize-dot straight from the mapped weights.
-    pool.run(n_tasks, [&](int64_t task) {
-      const int64_t r1 = std::min(N, (task + 1) * kRowsPerTask);
-      for (int64_t r = task * kRowsPerTask; r < r1; ++r) {
+    // Few tokens: fused dequantize-dot straight from the mapped weights, long contiguous chunks.
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N / 16, int64_t(pool.size()) * 4));
+    const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
+    pool.run(chunks, [&](int64_t c) {
+      const int64_t r1 = std::min(N, (c + 1) * rows_per_chunk);
+      for (int64_t r = c * rows_per_chunk; r < r1; ++r) {
         const uint8_t* row = w.data + r * w.row_stride;
         for (int64_t t = 0; t < T; ++t) y[t * N + r] = cpu::dot_row(k, w.type, row, x + t * K, K);
       }

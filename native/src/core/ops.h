@@ -17,6 +17,7 @@ struct Weight {
   const uint8_t* data = nullptr;
   int64_t rows = 0, cols = 0;
   size_t row_stride = 0;
+  bool q8_activations = false;  // multiply 8-bit quantized activations (types with an integer kernel)
   std::string name;
   bool valid() const { return data != nullptr; }
 };

@@ -39,6 +39,19 @@ void ThreadPool::drain() {
   }
 }
 
+namespace {
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+// Spin this many pauses (well under a millisecond) before sleeping: decode issues a job every few
+// tens of microseconds, and a futex sleep/wake costs about as much as a small job.
+constexpr int kSpin = 20000;
+}  // namespace
+
 void ThreadPool::run(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
   if (workers_.empty() || n == 1) {
@@ -51,15 +64,17 @@ void ThreadPool::run(int64_t n, const std::function<void(int64_t)>& fn) {
     n_tasks_ = n;
     next_.store(0);
     error_ = nullptr;
-    busy_workers_ = static_cast<int>(workers_.size());
-    generation_.fetch_add(1);
+    busy_workers_.store(static_cast<int>(workers_.size()));
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_cv_.notify_all();
   drain();
+  // The caller spins for the workers too: sleeping here would add a wake-up latency to every job.
+  for (int spin = 0; spin < kSpin && busy_workers_.load(std::memory_order_acquire) != 0; ++spin) cpu_relax();
   std::exception_ptr err;
   {
     std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [this] { return busy_workers_ == 0; });
+    done_cv_.wait(lk, [this] { return busy_workers_.load(std::memory_order_acquire) == 0; });
     job_ = nullptr;
     err = error_;
   }
@@ -68,24 +83,19 @@ void ThreadPool::run(int64_t n, const std::function<void(int64_t)>& fn) {
 
 void ThreadPool::worker_loop(uint64_t seen) {
   for (;;) {
-    // Spin a little first: decode issues a job every few tens of microseconds.
-    for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen; ++spin) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
-    {
+    for (int spin = 0; spin < kSpin && generation_.load(std::memory_order_acquire) == seen; ++spin) cpu_relax();
+    if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lk(mu_);
       wake_cv_.wait(lk, [&] { return generation_.load() != seen; });
-      seen = generation_.load();
-      if (stop_) return;
     }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
     drain();
-    {
+    if (busy_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // Last one out wakes the caller if it went to sleep (taking the lock orders this after its check).
       std::lock_guard<std::mutex> lk(mu_);
-      --busy_workers_;
+      done_cv_.notify_one();
     }
-    done_cv_.notify_one();
   }
 }
 

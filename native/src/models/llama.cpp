@@ -68,7 +68,7 @@ class LlamaModel : public Model {
 LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : Model(std::move(f), opts) {
   const GgufFile& g = *file_;
   const std::string a = arch_ + ".";
-  const ModelLoader ld(g, arch_);
+  const ModelLoader ld(g, arch_, &opts_);
   hp.n_layer = ld.pos_int("block_count");
   hp.n_embd = ld.pos_int("embedding_length");
   hp.n_ff = ld.pos_int("feed_forward_length");

@@ -7,17 +7,24 @@
 
 #include "core/ops.h"
 #include "pyrt/gguf.h"
+#include "pyrt/model.h"
 
 namespace pyrt {
 
 class ModelLoader {
  public:
-  ModelLoader(const GgufFile& file, std::string arch) : f_(file), prefix_(std::move(arch) + ".") {}
+  // Weights get the model's activation precision (ModelOptions::activations) when opts is given.
+  ModelLoader(const GgufFile& file, std::string arch, const ModelOptions* opts = nullptr)
+      : f_(file), prefix_(std::move(arch) + "."), q8_activations_(opts && opts->activations == "q8") {}
 
   bool has(const std::string& name) const { return f_.find_tensor(name) != nullptr; }
   // The tensor `name` with exactly this GGUF shape (ne order: fastest dimension first).
   const GgufTensorInfo& tensor(const std::string& name, const std::vector<int64_t>& shape) const;
-  Weight weight(const std::string& name, const std::vector<int64_t>& shape) const { return weight_from(tensor(name, shape)); }
+  Weight weight(const std::string& name, const std::vector<int64_t>& shape) const {
+    Weight w = weight_from(tensor(name, shape));
+    w.q8_activations = q8_activations_;
+    return w;
+  }
   // 1-D float vectors (norm weights, biases) must be stored as F32.
   const float* f32(const std::string& name, int64_t n) const;
   const float* f32_or_null(const std::string& name, int64_t n) const { return has(name) ? f32(name, n) : nullptr; }
@@ -32,6 +39,7 @@ class ModelLoader {
  private:
   const GgufFile& f_;
   std::string prefix_;
+  bool q8_activations_ = false;
 };
 
 }  // namespace pyrt

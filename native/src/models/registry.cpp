@@ -25,6 +25,9 @@ std::vector<std::string> supported_architectures() {
 Model::Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts) : file_(std::move(file)), opts_(opts) {
   arch_ = file_->get_string("general.architecture");
   if (opts_.n_threads <= 0) opts_.n_threads = default_thread_count();
+  if (opts_.activations != "q8" && opts_.activations != "f32") {
+    fail(ErrorCode::kInvalidArgument, "activations must be 'q8' or 'f32', got '" + opts_.activations + "'");
+  }
   pool_ = std::make_unique<ThreadPool>(opts_.n_threads);
   if (file_->find("tokenizer.ggml.model")) tokenizer_ = Tokenizer::from_gguf(*file_);
 }

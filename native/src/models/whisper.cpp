@@ -94,7 +94,7 @@ WhisperLayer WhisperModel::load_layer(const ModelLoader& ld, const std::string& 
 }
 
 WhisperModel::WhisperModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : EncDecModel(std::move(f), opts) {
-  const ModelLoader ld(*file_, arch_);
+  const ModelLoader ld(*file_, arch_, &opts_);
   E_ = ld.pos_int("embedding_length");
   F_ = ld.pos_int("feed_forward_length");
   n_head_ = ld.pos_int("attention.head_count");

@@ -116,6 +116,28 @@ PYBIND11_MODULE(_core, m) {
     return cpu::dot_row(cpu::kernels(), t, s.data(), x.data(), x.size());
   });
 
+  m.def("quantize_q8a", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    if (x.size() % 32) throw Error(ErrorCode::kInvalidArgument, "quantize_q8a needs a multiple of 32 values");
+    const int64_t nb = x.size() / 32;
+    std::vector<cpu::BlockQ8A> q(static_cast<size_t>(nb));
+    cpu::kernels().quantize_q8a(x.data(), x.size(), q.data());
+    py::array_t<float> d(nb), s(nb);
+    py::array_t<int8_t> qs({static_cast<py::ssize_t>(nb), static_cast<py::ssize_t>(32)});
+    for (int64_t b = 0; b < nb; ++b) {
+      d.mutable_at(b) = q[b].d;
+      s.mutable_at(b) = q[b].s;
+      std::copy(q[b].qs, q[b].qs + 32, qs.mutable_data() + b * 32);
+    }
+    return py::make_tuple(d, s, qs);
+  }, py::arg("x"));
+  m.def("dot_row_q8a", [](const std::string& type, const py::bytes& row, py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    const GgmlType t = type_by_name(type);
+    const std::string s = row;
+    if (x.size() % 32 || row_bytes(t, x.size()) != s.size()) throw Error(ErrorCode::kInvalidArgument, "row bytes do not match x");
+    std::vector<cpu::BlockQ8A> q(static_cast<size_t>(x.size() / 32));
+    cpu::kernels().quantize_q8a(x.data(), x.size(), q.data());
+    return cpu::dot_row_q8a(cpu::kernels(), t, s.data(), q.data(), x.size());
+  }, py::arg("type"), py::arg("row"), py::arg("x"));
   m.def("resample", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int from_hz, int to_hz) {
     if (x.ndim() != 1) throw Error(ErrorCode::kInvalidArgument, "audio must be 1-D mono samples");
     std::vector<float> y;
@@ -264,15 +286,19 @@ PYBIND11_MODULE(_core, m) {
       .def("stats", &Session::stats);
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
-      .def_static("load", [](const std::string& path, int threads, const std::string& kv_k, const std::string& kv_v, int64_t n_ctx) {
+      .def_static("load", [](const std::string& path, int threads, const std::string& kv_k, const std::string& kv_v, int64_t n_ctx,
+                             const std::string& activations) {
         ModelOptions o;
         o.n_threads = threads;
         o.kv_k = kv_k;
         o.kv_v = kv_v;
         o.n_ctx = n_ctx;
+        o.activations = activations;
         py::gil_scoped_release nogil;
         return Model::load(path, o);
-      }, py::arg("path"), py::arg("threads") = 0, py::arg("kv_k") = "f16", py::arg("kv_v") = "f16", py::arg("n_ctx") = 0)
+      }, py::arg("path"), py::arg("threads") = 0, py::arg("kv_k") = "f16", py::arg("kv_v") = "f16", py::arg("n_ctx") = 0,
+         py::arg("activations") = "q8")
+      .def_property_readonly("activations", [](const Model& mm) { return mm.options().activations; })
       .def("new_session", &Model::new_session, py::arg("n_ctx") = 0, py::keep_alive<0, 1>())
       .def_property_readonly("architecture", &Model::architecture)
       .def_property_readonly("vocab_size", &Model::vocab_size)

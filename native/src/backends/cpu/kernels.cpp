@@ -54,6 +54,17 @@ float dot_row(const KernelTable& k, GgmlType type, const void* row, const float*
   }
 }
 
+bool has_q8a_dot(GgmlType type) { return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q4_1; }
+
+float dot_row_q8a(const KernelTable& k, GgmlType type, const void* row, const BlockQ8A* x, int64_t n) {
+  switch (type) {
+    case GgmlType::Q8_0: return k.dot_q8_0_q8a(row, x, n);
+    case GgmlType::Q4_0: return k.dot_q4_0_q8a(row, x, n);
+    case GgmlType::Q4_1: return k.dot_q4_1_q8a(row, x, n);
+    default: fail(ErrorCode::kUnsupported, "no integer CPU kernel for " + type_name(static_cast<uint32_t>(type)));
+  }
+}
+
 const float* kivi_lut(int bits) {
   struct Luts {
     float two[256][4], four[256][2];

@@ -7,6 +7,14 @@
 
 namespace pyrt::cpu {
 
+// Activations quantized to 8 bits in blocks of 32 (an in-memory format, never written to files):
+// scale d, s = d * sum(qs) (the minimum term of Q4_1 dots), and the codes. Quantized weights times
+// these run as integer dot products.
+struct BlockQ8A {
+  float d, s;
+  int8_t qs[32];
+};
+
 struct KernelTable {
   const char* name;
   float (*dot_f32)(const float* a, const float* b, int64_t n);
@@ -26,6 +34,12 @@ struct KernelTable {
   void (*kivi_key_scores)(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t d, int bits, float* sc);
   // values: out[c] += ps * code(c) + pm for the 32 channels c of one group.
   void (*kivi_value_axpy)(const uint8_t* codes, int bits, float ps, float pm, float* out);
+  // x (n % 32 == 0) -> BlockQ8A: d = max|x| / 127, codes = round-half-even(x / d).
+  void (*quantize_q8a)(const float* x, int64_t n, BlockQ8A* out);
+  // Weight row . quantized activations with integer block dots.
+  float (*dot_q8_0_q8a)(const void* row, const BlockQ8A* x, int64_t n);
+  float (*dot_q4_0_q8a)(const void* row, const BlockQ8A* x, int64_t n);
+  float (*dot_q4_1_q8a)(const void* row, const BlockQ8A* x, int64_t n);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.
@@ -42,6 +56,9 @@ const KernelTable& kernels();
 bool set_kernels(const char* name);
 
 float dot_row(const KernelTable& k, GgmlType type, const void* row, const float* x, int64_t n);
+// Weight types with an integer path (row . BlockQ8A activations), and that dot.
+bool has_q8a_dot(GgmlType type);
+float dot_row_q8a(const KernelTable& k, GgmlType type, const void* row, const BlockQ8A* x, int64_t n);
 // y += a * row for row types F32, F16, Q8_0, Q4_0 (value side of attention over a quantized cache).
 void axpy_row(const KernelTable& k, GgmlType type, float a, const void* row, float* y, int64_t n);
 

@@ -1,6 +1,9 @@
 // Portable scalar kernels: the reference every ISA-specific path is tested against.
 #include "backends/cpu/kernels.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace pyrt::cpu {
 namespace {
 
@@ -117,12 +120,64 @@ void g_kivi_value_axpy(const uint8_t* codes, int bits, float ps, float pm, float
   for (int c = 0; c < 32; ++c) out[c] += ps * c32[c] + pm;
 }
 
+void g_quantize_q8a(const float* x, int64_t n, BlockQ8A* out) {
+  for (int64_t b = 0; b < n / 32; ++b, x += 32) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    int sum = 0;
+    for (int i = 0; i < 32; ++i) {
+      const int q = static_cast<int>(std::nearbyint(x[i] * id));  // half-to-even, like the SIMD paths
+      out[b].qs[i] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    out[b].d = d;
+    out[b].s = d * static_cast<float>(sum);
+  }
+}
+
+float g_dot_q8_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
+  const auto* w = static_cast<const BlockQ8_0*>(row);
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int sum = 0;
+    for (int i = 0; i < 32; ++i) sum += w[b].qs[i] * x[b].qs[i];
+    acc += fp16_to_fp32(w[b].d) * x[b].d * static_cast<float>(sum);
+  }
+  return acc;
+}
+
+float g_dot_q4_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
+  const auto* w = static_cast<const BlockQ4_0*>(row);
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int sum = 0;
+    for (int i = 0; i < 16; ++i) {
+      sum += ((w[b].qs[i] & 0x0F) - 8) * x[b].qs[i];
+      sum += ((w[b].qs[i] >> 4) - 8) * x[b].qs[i + 16];
+    }
+    acc += fp16_to_fp32(w[b].d) * x[b].d * static_cast<float>(sum);
+  }
+  return acc;
+}
+
+float g_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) {
+  const auto* w = static_cast<const BlockQ4_1*>(row);
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int sum = 0;
+    for (int i = 0; i < 16; ++i) sum += (w[b].qs[i] & 0x0F) * x[b].qs[i] + (w[b].qs[i] >> 4) * x[b].qs[i + 16];
+    acc += fp16_to_fp32(w[b].d) * x[b].d * static_cast<float>(sum) + fp16_to_fp32(w[b].m) * x[b].s;
+  }
+  return acc;
+}
+
 }  // namespace
 
 KernelTable generic_kernels() {
-  return {"generic",   g_dot_f32,   g_dot_q8_0,  g_dot_q4_0,        g_dot_q4_1,       g_dot_f16,
-          g_dot_bf16,  g_axpy_f32,  g_axpy_f16,  g_axpy_q8_0,       g_axpy_q4_0,      g_kivi_key_scores,
-          g_kivi_value_axpy};
+  return {"generic",      g_dot_f32,      g_dot_q8_0,     g_dot_q4_0,     g_dot_q4_1,       g_dot_f16,
+          g_dot_bf16,     g_axpy_f32,     g_axpy_f16,     g_axpy_q8_0,    g_axpy_q4_0,      g_kivi_key_scores,
+          g_kivi_value_axpy, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a};
 }
 
 }  // namespace pyrt::cpu
