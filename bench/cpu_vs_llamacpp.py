@@ -48,16 +48,44 @@ def sh(cmd: list[str]) -> tuple[str, int]:
 
 def ours(model: Path, test: tuple[str, int, int], threads: int) -> tuple[float, int]:
     _, n_prompt, n_gen = test
-    cmd = [sys.executable, "-m", "pyruntime", "bench", "-m", str(model), "-t", str(threads), "-r", "1", "--json",
-           "-p", str(n_prompt), "-n", str(n_gen)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyruntime",
+        "bench",
+        "-m",
+        str(model),
+        "-t",
+        str(threads),
+        "-r",
+        "1",
+        "--json",
+        "-p",
+        str(n_prompt),
+        "-n",
+        str(n_gen),
+    ]
     out, rss = sh(cmd)
     return float(json.loads(out.strip().splitlines()[-1])["tok_s"]), rss
 
 
 def theirs(llama_bench: str, model: Path, test: tuple[str, int, int], threads: int) -> tuple[float, int]:
     _, n_prompt, n_gen = test
-    cmd = [llama_bench, "-m", str(model), "-t", str(threads), "-r", "1", "-o", "json", "-p", str(n_prompt),
-           "-n", str(n_gen)]
+    cmd = [
+        llama_bench,
+        "-m",
+        str(model),
+        "-t",
+        str(threads),
+        "-r",
+        "1",
+        "-o",
+        "json",
+        "-p",
+        str(n_prompt),
+        "-n",
+        str(n_gen),
+    ]
     out, rss = sh(cmd)
     rows = json.loads(out)
     return float(rows[-1]["avg_ts"]), rss
@@ -108,7 +136,9 @@ def random_1b(cache: Path, quant: str) -> Path:
         w.add_vocab_size(n_vocab)
 
         def add(name: str, *shape: int) -> None:
-            arr = (rng.standard_normal(shape, dtype=np.float32) * 0.02) if len(shape) == 2 else np.ones(shape, np.float32)
+            arr = (
+                (rng.standard_normal(shape, dtype=np.float32) * 0.02) if len(shape) == 2 else np.ones(shape, np.float32)
+            )
             data, raw = quantize_tensor(name, arr, quant, lambda _m: None)
             w.add_tensor(name, data, raw_dtype=raw)
 
@@ -127,13 +157,17 @@ def random_1b(cache: Path, quant: str) -> Path:
 
 
 def memory_bandwidth_gbs(threads: int) -> float:
-    """Streaming read bandwidth seen by a numpy sum over 512 MiB (best of 5): the decode bound's numerator."""
-    x = np.ones(64 * 1024 * 1024, dtype=np.float64)
+    """Streaming read bandwidth of `threads` threads, each summing its own 256 MiB array (numpy releases
+    the GIL in the reduction), best of 5: the numerator of the decode bound."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    arrays = [np.ones(32 * 1024 * 1024, dtype=np.float64) for _ in range(threads)]
     best = 0.0
-    for _ in range(5):
-        t0 = time.perf_counter()
-        x.sum()
-        best = max(best, x.nbytes / (time.perf_counter() - t0))
+    with ThreadPoolExecutor(threads) as ex:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            list(ex.map(lambda x: x.sum(), arrays))
+            best = max(best, sum(x.nbytes for x in arrays) / (time.perf_counter() - t0))
     return best / 1e9
 
 
@@ -180,11 +214,18 @@ def main() -> int:
                     theirs_ts.append(ts)
                     theirs_rss.append(rss)
                 row = {
-                    "model": model_name, "quant": quant, "test": test[0], "file_bytes": path.stat().st_size,
-                    "ours_tok_s": ours_ts, "llamacpp_tok_s": theirs_ts,
-                    "ours_median": statistics.median(ours_ts), "llamacpp_median": statistics.median(theirs_ts),
-                    "ours_min": min(ours_ts), "llamacpp_min": min(theirs_ts),
-                    "ours_peak_rss_kib": max(ours_rss), "llamacpp_peak_rss_kib": max(theirs_rss),
+                    "model": model_name,
+                    "quant": quant,
+                    "test": test[0],
+                    "file_bytes": path.stat().st_size,
+                    "ours_tok_s": ours_ts,
+                    "llamacpp_tok_s": theirs_ts,
+                    "ours_median": statistics.median(ours_ts),
+                    "llamacpp_median": statistics.median(theirs_ts),
+                    "ours_min": min(ours_ts),
+                    "llamacpp_min": min(theirs_ts),
+                    "ours_peak_rss_kib": max(ours_rss),
+                    "llamacpp_peak_rss_kib": max(theirs_rss),
                 }
                 row["ratio_median"] = row["ours_median"] / row["llamacpp_median"]
                 rows.append(row)
@@ -196,14 +237,18 @@ def main() -> int:
         cpu = re.findall(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())[0]
     except (OSError, IndexError):
         pass
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     doc = {"machine": {"cpu": cpu, "threads": a.threads, "bandwidth_gbs": bw, **peak}, "commit": commit, "rows": rows}
     (a.out / "cpu_vs_llamacpp.json").write_text(json.dumps(doc, indent=1))
     lines = [
-        f"Machine: {cpu}, {a.threads} threads; read bandwidth {bw:.1f} GB/s; peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
-        f"int8 {peak['int8_gops']:.0f} GOP/s (at {peak['ghz']:.2f} GHz); commit {commit}. Median (min) of {a.reps} alternating runs.",
+        f"Machine: {cpu}, {a.threads} threads; read bandwidth {bw:.1f} GB/s; peak fp32 "
+        f"{peak['fp32_gflops']:.0f} GFLOP/s, int8 {peak['int8_gops']:.0f} GOP/s (at {peak['ghz']:.2f} GHz); "
+        f"commit {commit}. Median (min) of {a.reps} alternating runs.",
         "",
-        "| model | type | test | pyruntime tok/s | llama.cpp tok/s | ratio | decode bound tok/s | peak RSS ours / llama.cpp (MiB) |",
+        "| model | type | test | pyruntime tok/s | llama.cpp tok/s | ratio | decode bound tok/s "
+        "| peak RSS ours / llama.cpp (MiB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

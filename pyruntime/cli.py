@@ -30,7 +30,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-v", default=None, help="value cache format (default: --kv-cache)")
     p.add_argument("-c", "--ctx", type=int, default=None, help="context size (default: the model's)")
     p.add_argument(
-        "--activations", default="q8", choices=("q8", "f32"),
+        "--activations",
+        default="q8",
+        choices=("q8", "f32"),
         help="q8: 8-bit activations for quantized weights (fast, default); f32: float (exact reference path)",
     )
 

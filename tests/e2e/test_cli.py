@@ -50,7 +50,9 @@ def test_bench_json(smollm2_path: Path) -> None:
 
 
 def test_chat_reads_turns_from_stdin(smollm2_path: Path) -> None:
-    r = pyrt("chat", "-n", "24", input="What is the capital of France?\n")
+    # The exact path: this prompt's first token is a near tie ("The" 25.32 vs "L" 25.24), which 8-bit
+    # activations flip to a French ramble -- llama.cpp's own greedy answer with the same file.
+    r = pyrt("chat", "-n", "24", "--activations", "f32", input="What is the capital of France?\n")
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout
 

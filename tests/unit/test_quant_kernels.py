@@ -149,6 +149,43 @@ def test_integer_dot_kernels_against_reference(qtype: str) -> None:
     _core.set_kernels("auto")
 
 
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_blocked_integer_gemm_equals_row_dots(qtype: str) -> None:
+    """The prefill tiles (register-blocked over 4 tokens) give the row-by-row dots on every shape,
+    token counts below, at and above the tile included."""
+    rng = np.random.default_rng(7)
+    for n_rows, n_tok, K in [(1, 1, 32), (3, 4, 64), (5, 7, 96), (16, 9, 576), (2, 13, 4128)]:
+        w = rng.standard_normal((n_rows, K)).astype(np.float32)
+        x = (rng.standard_normal((n_tok, K)) * 2).astype(np.float32)
+        rows = b"".join(encode(qtype, w[r]) for r in range(n_rows))
+        for name in kernel_tables():
+            assert _core.set_kernels(name)
+            got = _core.gemm_q8a(qtype, rows, n_rows, x)
+            want = np.array(
+                [[_core.dot_row_q8a(qtype, encode(qtype, w[r]), x[t]) for r in range(n_rows)] for t in range(n_tok)]
+            )
+            scale = np.abs(want).max() + 1e-6
+            assert np.abs(got - want).max() <= 1e-5 * scale, (name, qtype, n_rows, n_tok, K)
+    _core.set_kernels("auto")
+
+
+def test_blocked_float_gemm_and_f16_conversion() -> None:
+    rng = np.random.default_rng(8)
+    for n_rows, n_tok, K in [(1, 1, 1), (2, 3, 7), (3, 4, 8), (7, 5, 33), (15, 9, 576), (4, 8, 4097)]:
+        w = rng.standard_normal((n_rows, K)).astype(np.float32)
+        x = rng.standard_normal((n_tok, K)).astype(np.float32)
+        want = x.astype(np.float64) @ w.astype(np.float64).T
+        for name in kernel_tables():
+            assert _core.set_kernels(name)
+            got = _core.gemm_f32(w, x)
+            assert np.abs(got - want).max() <= 1e-5 * (np.abs(x) @ np.abs(w).T).max(), (name, n_rows, n_tok, K)
+    h = rng.standard_normal(4101).astype(np.float16)
+    for name in kernel_tables():
+        assert _core.set_kernels(name)
+        np.testing.assert_array_equal(_core.f16_to_f32_row(h.view(np.uint16)), h.astype(np.float32))
+    _core.set_kernels("auto")
+
+
 def test_runtime_dispatch_picks_a_table() -> None:
     assert _core.kernels_name() in ("avx2", "generic")
     assert not _core.set_kernels("no-such-isa")

@@ -68,7 +68,7 @@ int64_t conv1d(const Weight& w, const float* bias, const float* x, int64_t T_in,
 void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& pool) {
   const cpu::KernelTable& k = cpu::kernels();
   const int64_t N = w.rows, K = w.cols;
-  constexpr int64_t kRowsPerTask = 16;
+  constexpr int64_t kRowsPerTask = 15;  // float tiles: a multiple of the 3-row register tile
   const int64_t n_tasks = (N + kRowsPerTask - 1) / kRowsPerTask;
   if (w.q8_activations && cpu::has_q8a_dot(w.type) && K % 32 == 0) {
     // Quantize each activation row once (8-bit blocks), then integer dots against the mapped rows.
@@ -80,12 +80,20 @@ void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& po
     // its rows sequentially, which the hardware prefetchers reward (decode is bandwidth-bound).
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N / 16, int64_t(pool.size()) * 4));
     const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
-    pool.run(chunks, [&](int64_t c) {
-      const int64_t r0 = c * rows_per_chunk, r1 = std::min(N, r0 + rows_per_chunk);
-      for (int64_t r = r0; r < r1; ++r) {
-        const uint8_t* row = w.data + r * w.row_stride;
-        for (int64_t t = 0; t < T; ++t) y[t * N + r] = cpu::dot_row_q8a(k, w.type, row, xq.data() + t * nb, K);
-      }
+    if (T < 4) {
+      pool.run(chunks, [&](int64_t c) {
+        const int64_t r0 = c * rows_per_chunk, r1 = std::min(N, r0 + rows_per_chunk);
+        if (r0 < r1) k.gemm_q8a(w.type, w.data + r0 * w.row_stride, w.row_stride, r1 - r0, xq.data(), T, K, y + r0, N);
+      });
+      return;
+    }
+    // Prefill: tiles of 16 rows x 64 tokens keep the activation blocks in L2 while rows stream.
+    constexpr int64_t kTileRows = 16, kTileTokens = 64;
+    const int64_t row_tiles = (N + kTileRows - 1) / kTileRows, tok_tiles = (T + kTileTokens - 1) / kTileTokens;
+    pool.run(row_tiles * tok_tiles, [&](int64_t task) {
+      const int64_t r0 = (task / tok_tiles) * kTileRows, t0 = (task % tok_tiles) * kTileTokens;
+      k.gemm_q8a(w.type, w.data + r0 * w.row_stride, w.row_stride, std::min(kTileRows, N - r0), xq.data() + t0 * nb,
+                 std::min(kTileTokens, T - t0), K, y + t0 * N + r0, N);
     });
     return;
   }
@@ -107,12 +115,8 @@ void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& po
     thread_local std::vector<float> tile;
     const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);
     tile.resize(static_cast<size_t>(kRowsPerTask * K));
-    for (int64_t r = r0; r < r1; ++r) dequantize_row(w.type, w.data + r * w.row_stride, tile.data() + (r - r0) * K, K);
-    for (int64_t t = 0; t < T; ++t) {
-      const float* xt = x + t * K;
-      float* yt = y + t * N;
-      for (int64_t r = r0; r < r1; ++r) yt[r] = k.dot_f32(xt, tile.data() + (r - r0) * K, K);
-    }
+    for (int64_t r = r0; r < r1; ++r) cpu::dequantize_row_fast(k, w.type, w.data + r * w.row_stride, tile.data() + (r - r0) * K, K);
+    k.gemm_f32(tile.data(), r1 - r0, x, T, K, y + r0, N);
   });
 }
 

@@ -138,6 +138,32 @@ PYBIND11_MODULE(_core, m) {
     cpu::kernels().quantize_q8a(x.data(), x.size(), q.data());
     return cpu::dot_row_q8a(cpu::kernels(), t, s.data(), q.data(), x.size());
   }, py::arg("type"), py::arg("row"), py::arg("x"));
+  m.def("gemm_q8a", [](const std::string& type, const py::bytes& rows, int64_t n_rows,
+                       py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    const GgmlType t = type_by_name(type);
+    if (x.ndim() != 2 || x.shape(1) % 32) throw Error(ErrorCode::kInvalidArgument, "x must be [n_tok, K] with K % 32 == 0");
+    const int64_t n_tok = x.shape(0), K = x.shape(1);
+    const std::string w = rows;
+    const size_t stride = row_bytes(t, K);
+    if (w.size() != stride * n_rows) throw Error(ErrorCode::kInvalidArgument, "rows bytes do not match n_rows x K");
+    std::vector<cpu::BlockQ8A> q(static_cast<size_t>(n_tok * K / 32));
+    for (int64_t i = 0; i < n_tok; ++i) cpu::kernels().quantize_q8a(x.data() + i * K, K, q.data() + i * K / 32);
+    py::array_t<float> y({static_cast<py::ssize_t>(n_tok), static_cast<py::ssize_t>(n_rows)});
+    cpu::kernels().gemm_q8a(t, reinterpret_cast<const uint8_t*>(w.data()), stride, n_rows, q.data(), n_tok, K, y.mutable_data(), n_rows);
+    return y;
+  }, py::arg("type"), py::arg("rows"), py::arg("n_rows"), py::arg("x"));
+  m.def("gemm_f32", [](py::array_t<float, py::array::c_style | py::array::forcecast> rows,
+                       py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    if (rows.ndim() != 2 || x.ndim() != 2 || rows.shape(1) != x.shape(1)) throw Error(ErrorCode::kInvalidArgument, "rows [n, K], x [t, K]");
+    py::array_t<float> y({static_cast<py::ssize_t>(x.shape(0)), static_cast<py::ssize_t>(rows.shape(0))});
+    cpu::kernels().gemm_f32(rows.data(), rows.shape(0), x.data(), x.shape(0), x.shape(1), y.mutable_data(), rows.shape(0));
+    return y;
+  }, py::arg("rows"), py::arg("x"));
+  m.def("f16_to_f32_row", [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> h) {
+    py::array_t<float> out(h.size());
+    cpu::kernels().f16_to_f32_row(h.data(), out.mutable_data(), h.size());
+    return out;
+  }, py::arg("h"));
   m.def("resample", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int from_hz, int to_hz) {
     if (x.ndim() != 1) throw Error(ErrorCode::kInvalidArgument, "audio must be 1-D mono samples");
     std::vector<float> y;

@@ -65,6 +65,24 @@ float dot_row_q8a(const KernelTable& k, GgmlType type, const void* row, const Bl
   }
 }
 
+void gemm_q8a_generic(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
+                      int64_t n_tok, int64_t K, float* y, int64_t ldy) {
+  const KernelTable g = generic_kernels();
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t t = 0; t < n_tok; ++t) y[t * ldy + r] = dot_row_q8a(g, type, rows + r * row_stride, x + t * (K / 32), K);
+}
+
+void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy) {
+  const KernelTable g = generic_kernels();
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t t = 0; t < n_tok; ++t) y[t * ldy + r] = g.dot_f32(x + t * K, rows + r * K, K);
+}
+
+void dequantize_row_fast(const KernelTable& k, GgmlType type, const void* src, float* dst, int64_t n) {
+  if (type == GgmlType::F16) return k.f16_to_f32_row(static_cast<const uint16_t*>(src), dst, n);
+  dequantize_row(type, src, dst, n);
+}
+
 const float* kivi_lut(int bits) {
   struct Luts {
     float two[256][4], four[256][2];

@@ -40,6 +40,15 @@ struct KernelTable {
   float (*dot_q8_0_q8a)(const void* row, const BlockQ8A* x, int64_t n);
   float (*dot_q4_0_q8a)(const void* row, const BlockQ8A* x, int64_t n);
   float (*dot_q4_1_q8a)(const void* row, const BlockQ8A* x, int64_t n);
+  // Blocked products for prefill, y[t * ldy + r] = row_r . x_t for r < n_rows, t < n_tok:
+  // quantized rows (Q8_0/Q4_0/Q4_1, row_stride bytes apart) with 8-bit activations (K / 32 blocks
+  // per token), and float rows (K apart) with float activations. ISA versions reuse each loaded
+  // weight block for several tokens (register tiles); the generic ones are loops over the dots.
+  void (*gemm_q8a)(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
+                   int64_t n_tok, int64_t K, float* y, int64_t ldy);
+  void (*gemm_f32)(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
+                   int64_t ldy);
+  void (*f16_to_f32_row)(const uint16_t* src, float* dst, int64_t n);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.
@@ -58,7 +67,13 @@ bool set_kernels(const char* name);
 float dot_row(const KernelTable& k, GgmlType type, const void* row, const float* x, int64_t n);
 // Weight types with an integer path (row . BlockQ8A activations), and that dot.
 bool has_q8a_dot(GgmlType type);
+// The generic blocked products (also the definition the ISA versions are tested against).
+void gemm_q8a_generic(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
+                      int64_t n_tok, int64_t K, float* y, int64_t ldy);
+void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy);
 float dot_row_q8a(const KernelTable& k, GgmlType type, const void* row, const BlockQ8A* x, int64_t n);
+// dequantize_row with the table's vector conversions where it has them (F16).
+void dequantize_row_fast(const KernelTable& k, GgmlType type, const void* src, float* dst, int64_t n);
 // y += a * row for row types F32, F16, Q8_0, Q4_0 (value side of attention over a quantized cache).
 void axpy_row(const KernelTable& k, GgmlType type, float a, const void* row, float* y, int64_t n);
 

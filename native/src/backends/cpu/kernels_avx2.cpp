@@ -2,6 +2,8 @@
 // run time by kernels.cpp, so the rest of the binary stays baseline x86-64.
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "backends/cpu/kernels.h"
 
 namespace pyrt::cpu {
@@ -246,66 +248,153 @@ inline __m256i nibbles_to_bytes(const uint8_t* qs) {
   return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
 }
 
-// The integer dots run two blocks per iteration into separate accumulators: one accumulator makes the
-// loop a chain of dependent FMAs (latency-bound), two keep the load and multiply units busy.
+// The integer dots accumulate blocks in order into one accumulator, exactly like the prefill tiles
+// below, so a token's result does not depend on how the prompt was chunked (bit-identical).
 float a_dot_q8_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
   const auto* w = static_cast<const BlockQ8_0*>(row);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const int64_t nb = n / 32;
-  auto block = [&](int64_t b, __m256 acc) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; ++b) {
     const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
     const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    return _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot_i8(wq, xq), acc);
-  };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    acc0 = block(b, acc0);
-    acc1 = block(b + 1, acc1);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot_i8(wq, xq), acc);
   }
-  if (b < nb) acc0 = block(b, acc0);
-  return hsum(_mm256_add_ps(acc0, acc1));
+  return hsum(acc);
 }
 
-float a_dot_q4_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
-  const auto* w = static_cast<const BlockQ4_0*>(row);
-  const __m256i eight = _mm256_set1_epi8(8);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const int64_t nb = n / 32;
-  auto block = [&](int64_t b, __m256 acc) {
-    const __m256i wq = _mm256_sub_epi8(nibbles_to_bytes(w[b].qs), eight);
+// Q4_0 and Q4_1 share one body: sum(q x) on unsigned nibbles (maddubs needs no sign trick) plus a
+// per-block correction m * sum(x), with m = -8 d for Q4_0 and the stored minimum for Q4_1.
+template <GgmlType kType>
+float dot_q4_q8a(const void* row, const BlockQ8A* x, int64_t n) {
+  using Block = std::conditional_t<kType == GgmlType::Q4_0, BlockQ4_0, BlockQ4_1>;
+  const auto* w = static_cast<const Block*>(row);
+  __m256 acc = _mm256_setzero_ps();
+  float corr = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float dw = h2f(w[b].d);
+    float mw;
+    if constexpr (kType == GgmlType::Q4_0) mw = -8.0f * dw;
+    else mw = h2f(w[b].m);
     const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    return _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot_i8(wq, xq), acc);
-  };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    acc0 = block(b, acc0);
-    acc1 = block(b + 1, acc1);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), dot_u8_i8(nibbles_to_bytes(w[b].qs), xq), acc);
+    corr += mw * x[b].s;
   }
-  if (b < nb) acc0 = block(b, acc0);
-  return hsum(_mm256_add_ps(acc0, acc1));
+  return hsum(acc) + corr;
 }
 
-float a_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) {
-  const auto* w = static_cast<const BlockQ4_1*>(row);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float mins0 = 0, mins1 = 0;
-  const int64_t nb = n / 32;
-  auto block = [&](int64_t b, __m256 acc) {
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    return _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot_u8_i8(nibbles_to_bytes(w[b].qs), xq), acc);
-  };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    acc0 = block(b, acc0);
-    acc1 = block(b + 1, acc1);
-    mins0 += h2f(w[b].m) * x[b].s;
-    mins1 += h2f(w[b + 1].m) * x[b + 1].s;
+float a_dot_q4_0_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q4_q8a<GgmlType::Q4_0>(row, x, n); }
+float a_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q4_q8a<GgmlType::Q4_1>(row, x, n); }
+
+// Register tile for prefill: one weight block, unpacked to bytes once, against 4 tokens' activation
+// blocks (4 independent accumulators). Q4_0 uses unsigned nibbles with maddubs directly and corrects
+// with -8 * sum(x) (x.s = d * sum of codes); Q8_0 needs the sign trick.
+template <GgmlType kType>
+void tile_1x4(const uint8_t* row, const BlockQ8A* const xs[4], int64_t nb, float out[4]) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  float corr[4] = {0, 0, 0, 0};
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i wq;
+    float dw, mw = 0;
+    if constexpr (kType == GgmlType::Q8_0) {
+      const auto* w = reinterpret_cast<const BlockQ8_0*>(row) + b;
+      wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w->qs));
+      dw = h2f(w->d);
+    } else if constexpr (kType == GgmlType::Q4_0) {
+      const auto* w = reinterpret_cast<const BlockQ4_0*>(row) + b;
+      wq = nibbles_to_bytes(w->qs);
+      dw = h2f(w->d);
+      mw = -8.0f * dw;
+    } else {
+      const auto* w = reinterpret_cast<const BlockQ4_1*>(row) + b;
+      wq = nibbles_to_bytes(w->qs);
+      dw = h2f(w->d);
+      mw = h2f(w->m);
+    }
+    const __m256i wabs = kType == GgmlType::Q8_0 ? _mm256_sign_epi8(wq, wq) : wq;
+    for (int j = 0; j < 4; ++j) {
+      const BlockQ8A& xb = xs[j][b];
+      __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
+      if constexpr (kType == GgmlType::Q8_0) xq = _mm256_sign_epi8(xq, wq);
+      const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wabs, xq), _mm256_set1_epi16(1)));
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb.d), dot, acc[j]);
+      if constexpr (kType != GgmlType::Q8_0) corr[j] += mw * xb.s;
+    }
   }
-  if (b < nb) {
-    acc0 = block(b, acc0);
-    mins0 += h2f(w[b].m) * x[b].s;
+  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]) + corr[j];
+}
+
+void a_gemm_q8a(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
+                int64_t n_tok, int64_t K, float* y, int64_t ldy) {
+  const int64_t nb = K / 32;
+  auto tile = type == GgmlType::Q8_0 ? tile_1x4<GgmlType::Q8_0> : type == GgmlType::Q4_0 ? tile_1x4<GgmlType::Q4_0> : tile_1x4<GgmlType::Q4_1>;
+  auto dot = type == GgmlType::Q8_0 ? a_dot_q8_0_q8a : type == GgmlType::Q4_0 ? a_dot_q4_0_q8a : a_dot_q4_1_q8a;
+  float out[4];
+  const int64_t t4 = n_tok / 4 * 4;
+  for (int64_t t = 0; t < t4; t += 4) {
+    const BlockQ8A* xs[4] = {x + t * nb, x + (t + 1) * nb, x + (t + 2) * nb, x + (t + 3) * nb};
+    for (int64_t r = 0; r < n_rows; ++r) {
+      tile(rows + r * row_stride, xs, nb, out);
+      for (int j = 0; j < 4; ++j) y[(t + j) * ldy + r] = out[j];
+    }
   }
-  return hsum(_mm256_add_ps(acc0, acc1)) + (mins0 + mins1);
+  for (int64_t t = t4; t < n_tok; ++t)
+    for (int64_t r = 0; r < n_rows; ++r) y[t * ldy + r] = dot(rows + r * row_stride, x + t * nb, K);
+}
+
+// Float register tile: 3 rows x 4 tokens = 12 accumulators (enough independent FMA chains to cover
+// the FMA latency on two pipes), 3 row loads + 4 activation loads per 12 FMAs. Tokens are the outer
+// loop so a quad of activation rows stays in L1 while the rows stream from L2.
+inline void tile_f32_3x4(const float* w0, int64_t K, const float* const xt[4], float* y, int64_t ldy) {
+  const float *w1 = w0 + K, *w2 = w1 + K;
+  const int64_t k8 = K / 8 * 8;
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+  __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+  const float *x0 = xt[0], *x1 = xt[1], *x2 = xt[2], *x3 = xt[3];
+  for (int64_t k = 0; k < k8; k += 8) {
+    const __m256 wa = _mm256_loadu_ps(w0 + k), wb = _mm256_loadu_ps(w1 + k), wc = _mm256_loadu_ps(w2 + k);
+    __m256 xv = _mm256_loadu_ps(x0 + k);
+    a00 = _mm256_fmadd_ps(wa, xv, a00);
+    a10 = _mm256_fmadd_ps(wb, xv, a10);
+    a20 = _mm256_fmadd_ps(wc, xv, a20);
+    xv = _mm256_loadu_ps(x1 + k);
+    a01 = _mm256_fmadd_ps(wa, xv, a01);
+    a11 = _mm256_fmadd_ps(wb, xv, a11);
+    a21 = _mm256_fmadd_ps(wc, xv, a21);
+    xv = _mm256_loadu_ps(x2 + k);
+    a02 = _mm256_fmadd_ps(wa, xv, a02);
+    a12 = _mm256_fmadd_ps(wb, xv, a12);
+    a22 = _mm256_fmadd_ps(wc, xv, a22);
+    xv = _mm256_loadu_ps(x3 + k);
+    a03 = _mm256_fmadd_ps(wa, xv, a03);
+    a13 = _mm256_fmadd_ps(wb, xv, a13);
+    a23 = _mm256_fmadd_ps(wc, xv, a23);
+  }
+  const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
+  const float* w[3] = {w0, w1, w2};
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      float v = hsum(acc[i][j]);
+      for (int64_t k = k8; k < K; ++k) v += w[i][k] * xt[j][k];
+      y[j * ldy + i] = v;
+    }
+  }
+}
+
+void a_gemm_f32(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy) {
+  const int64_t r3 = n_rows / 3 * 3, t4 = n_tok / 4 * 4;
+  for (int64_t t = 0; t < t4; t += 4) {
+    const float* xt[4] = {x + t * K, x + (t + 1) * K, x + (t + 2) * K, x + (t + 3) * K};
+    for (int64_t r = 0; r < r3; r += 3) tile_f32_3x4(rows + r * K, K, xt, y + t * ldy + r, ldy);
+    for (int64_t r = r3; r < n_rows; ++r)
+      for (int j = 0; j < 4; ++j) y[(t + j) * ldy + r] = a_dot_f32(xt[j], rows + r * K, K);
+  }
+  for (int64_t t = t4; t < n_tok; ++t)
+    for (int64_t r = 0; r < n_rows; ++r) y[t * ldy + r] = a_dot_f32(x + t * K, rows + r * K, K);
+}
+
+void a_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < n; ++i) dst[i] = h2f(src[i]);
 }
 
 }  // namespace
@@ -313,7 +402,8 @@ float a_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) {
 KernelTable avx2_kernels() {
   return {"avx2",         a_dot_f32,      a_dot_q8_0,     a_dot_q4_0,     a_dot_q4_1,       a_dot_f16,
           a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_key_scores,
-          a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a};
+          a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
+          a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row};
 }
 
 }  // namespace pyrt::cpu

@@ -172,12 +172,15 @@ float g_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) {
   return acc;
 }
 
+void g_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) { dequantize_row(GgmlType::F16, src, dst, n); }
+
 }  // namespace
 
 KernelTable generic_kernels() {
   return {"generic",      g_dot_f32,      g_dot_q8_0,     g_dot_q4_0,     g_dot_q4_1,       g_dot_f16,
           g_dot_bf16,     g_axpy_f32,     g_axpy_f16,     g_axpy_q8_0,    g_axpy_q4_0,      g_kivi_key_scores,
-          g_kivi_value_axpy, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a};
+          g_kivi_value_axpy, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
+          gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row};
 }
 
 }  // namespace pyrt::cpu
