@@ -1,13 +1,31 @@
 #include "backends/cpu/kernels.h"
 
 #include <cstring>
+#if defined(PYRT_HAVE_NEON_KERNELS) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 #include "pyrt/error.h"
 
 namespace pyrt::cpu {
 
+#if defined(PYRT_HAVE_NEON_KERNELS)
+bool cpu_has_dotprod() {
+#if defined(__linux__) && defined(HWCAP_ASIMDDP)
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+  return true;  // every Apple arm64 core has it
+#else
+  return false;
+#endif
+}
+#endif
+
 namespace {
 KernelTable pick() {
+#if defined(PYRT_HAVE_NEON_KERNELS)
+  return cpu_has_dotprod() ? neon_dotprod_kernels() : neon_kernels();
+#endif
 #if defined(PYRT_HAVE_AVX2_KERNELS)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
@@ -32,6 +50,16 @@ bool set_kernels(const char* name) {
 #if defined(PYRT_HAVE_AVX2_KERNELS)
   if (std::strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     active() = avx2_kernels();
+    return true;
+  }
+#endif
+#if defined(PYRT_HAVE_NEON_KERNELS)
+  if (std::strcmp(name, "neon") == 0) {
+    active() = neon_kernels();
+    return true;
+  }
+  if (std::strcmp(name, "neon-dotprod") == 0 && cpu_has_dotprod()) {
+    active() = neon_dotprod_kernels();
     return true;
   }
 #endif

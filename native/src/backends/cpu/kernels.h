@@ -58,10 +58,16 @@ KernelTable generic_kernels();
 #if defined(PYRT_HAVE_AVX2_KERNELS)
 KernelTable avx2_kernels();
 #endif
+#if defined(PYRT_HAVE_NEON_KERNELS)
+KernelTable neon_kernels();
+KernelTable neon_dotprod_kernels();
+bool cpu_has_dotprod();
+#endif
 
 // The table picked for this CPU at first use.
 const KernelTable& kernels();
-// Force a table by name ("generic", "avx2") — tests compare ISA paths against the generic one.
+// Force a table by name ("generic", "avx2", "neon", "neon-dotprod", "auto") — tests compare ISA paths
+// against the generic one. Returns false for a table this build or CPU does not have.
 bool set_kernels(const char* name);
 
 float dot_row(const KernelTable& k, GgmlType type, const void* row, const float* x, int64_t n);

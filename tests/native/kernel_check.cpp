@@ -1,0 +1,154 @@
+// Native kernel check: every CPU kernel table this build has (generic + AVX2 on x86-64; generic,
+// NEON and NEON+dotprod on AArch64) against float64 references on tail sizes. tests/unit/
+// test_native_kernels.py builds it natively and cross-compiled for aarch64, and runs the latter
+// under qemu-aarch64 (timings there mean nothing; results must be right). Prints one line per table
+// and check; exits 1 on the first failure with what failed.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/kernels.h"
+#include "pyrt/ggml_types.h"
+
+using namespace pyrt;
+
+namespace {
+
+std::mt19937 rng(1234);
+
+std::vector<float> randn(int64_t n, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+[[noreturn]] void fail(const std::string& table, const std::string& what) {
+  std::printf("FAIL %s: %s\n", table.c_str(), what.c_str());
+  std::exit(1);
+}
+
+void near(const std::string& table, const std::string& what, double got, double want, double scale) {
+  if (!(std::fabs(got - want) <= 1e-5 * scale + 1e-6)) {
+    fail(table, what + ": got " + std::to_string(got) + ", want " + std::to_string(want));
+  }
+}
+
+std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& w) {
+  const int64_t n = static_cast<int64_t>(w.size());
+  std::vector<uint8_t> out(row_bytes(t, n));
+  if (t == GgmlType::Q8_0) quantize_row_q8_0(w.data(), reinterpret_cast<BlockQ8_0*>(out.data()), n);
+  if (t == GgmlType::Q4_0) quantize_row_q4_0(w.data(), reinterpret_cast<BlockQ4_0*>(out.data()), n);
+  if (t == GgmlType::Q4_1) quantize_row_q4_1(w.data(), reinterpret_cast<BlockQ4_1*>(out.data()), n);
+  return out;
+}
+
+void check_table(const std::string& name) {
+  if (!cpu::set_kernels(name.c_str())) fail(name, "table not available");
+  const cpu::KernelTable& k = cpu::kernels();
+  const cpu::KernelTable g = cpu::generic_kernels();
+  // Float dots, axpy, fp16 conversion.
+  for (int64_t n : {1, 7, 31, 32, 33, 255, 4097}) {
+    auto a = randn(n), b = randn(n);
+    double want = 0, scale = 0;
+    for (int64_t i = 0; i < n; ++i) want += double(a[i]) * b[i], scale += std::fabs(double(a[i]) * b[i]);
+    near(name, "dot_f32 n=" + std::to_string(n), k.dot_f32(a.data(), b.data(), n), want, scale);
+    std::vector<uint16_t> h(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) h[i] = fp32_to_fp16(a[i]);
+    want = scale = 0;
+    for (int64_t i = 0; i < n; ++i) want += double(fp16_to_fp32(h[i])) * b[i], scale += std::fabs(double(a[i]) * b[i]);
+    near(name, "dot_f16 n=" + std::to_string(n), k.dot_f16(h.data(), b.data(), n), want, scale);
+    std::vector<float> conv(static_cast<size_t>(n)), y = b, yh = b;
+    k.f16_to_f32_row(h.data(), conv.data(), n);
+    k.axpy_f32(0.5f, a.data(), y.data(), n);
+    k.axpy_f16(0.5f, h.data(), yh.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      if (conv[i] != fp16_to_fp32(h[i])) fail(name, "f16_to_f32_row differs at " + std::to_string(i));
+      near(name, "axpy_f32", y[i], b[i] + 0.5 * a[i], std::fabs(b[i]) + std::fabs(a[i]));
+      near(name, "axpy_f16", yh[i], b[i] + 0.5 * fp16_to_fp32(h[i]), std::fabs(b[i]) + std::fabs(a[i]));
+    }
+  }
+  // 8-bit activations: the quantizer is bit-identical to the generic one; integer dots equal the
+  // float64 product of the dequantized operands; the blocked GEMM equals its dots.
+  for (int64_t n : {32, 64, 96, 576, 4128}) {
+    auto x = randn(n, 3.0f);
+    x[0] = 0;
+    std::vector<cpu::BlockQ8A> qa(static_cast<size_t>(n / 32)), qg(qa.size());
+    k.quantize_q8a(x.data(), n, qa.data());
+    g.quantize_q8a(x.data(), n, qg.data());
+    for (size_t b = 0; b < qa.size(); ++b) {
+      if (qa[b].d != qg[b].d || std::fabs(qa[b].s - qg[b].s) > 1e-6f * std::fabs(qg[b].s)) fail(name, "quantize_q8a scale");
+      for (int i = 0; i < 32; ++i) {
+        if (qa[b].qs[i] != qg[b].qs[i]) fail(name, "quantize_q8a code at block " + std::to_string(b));
+      }
+    }
+    for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1}) {
+      const std::string tn = type_name(static_cast<uint32_t>(t));
+      const int64_t n_rows = 5, n_tok = 6;
+      std::vector<uint8_t> rows;
+      std::vector<std::vector<float>> deq;
+      for (int64_t r = 0; r < n_rows; ++r) {
+        auto w = randn(n);
+        auto q = quantize(t, w);
+        rows.insert(rows.end(), q.begin(), q.end());
+        deq.emplace_back(static_cast<size_t>(n));
+        dequantize_row(t, q.data(), deq.back().data(), n);
+      }
+      const size_t stride = row_bytes(t, n);
+      std::vector<cpu::BlockQ8A> xs(static_cast<size_t>(n_tok * n / 32));
+      std::vector<std::vector<float>> xf;
+      for (int64_t j = 0; j < n_tok; ++j) {
+        auto xt = randn(n, 2.0f);
+        k.quantize_q8a(xt.data(), n, xs.data() + j * n / 32);
+        xf.emplace_back(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) xf.back()[i] = xs[j * n / 32 + i / 32].qs[i % 32] * xs[j * n / 32 + i / 32].d;
+      }
+      std::vector<float> y(static_cast<size_t>(n_tok * n_rows));
+      k.gemm_q8a(t, rows.data(), stride, n_rows, xs.data(), n_tok, n, y.data(), n_rows);
+      for (int64_t j = 0; j < n_tok; ++j) {
+        for (int64_t r = 0; r < n_rows; ++r) {
+          double want = 0, scale = 0;
+          for (int64_t i = 0; i < n; ++i) want += double(deq[r][i]) * xf[j][i], scale += std::fabs(double(deq[r][i]) * xf[j][i]);
+          const float dot = cpu::dot_row_q8a(k, t, rows.data() + r * stride, xs.data() + j * n / 32, n);
+          near(name, "dot_" + tn + "_q8a n=" + std::to_string(n), dot, want, scale);
+          near(name, "gemm_q8a " + tn + " n=" + std::to_string(n), y[j * n_rows + r], want, scale);
+        }
+      }
+    }
+  }
+  // Blocked float GEMM.
+  for (int64_t K : {1, 8, 33, 576}) {
+    const int64_t n_rows = 7, n_tok = 9;
+    auto w = randn(n_rows * K), x = randn(n_tok * K);
+    std::vector<float> y(static_cast<size_t>(n_rows * n_tok));
+    k.gemm_f32(w.data(), n_rows, x.data(), n_tok, K, y.data(), n_rows);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      for (int64_t r = 0; r < n_rows; ++r) {
+        double want = 0, scale = 0;
+        for (int64_t i = 0; i < K; ++i) want += double(w[r * K + i]) * x[t * K + i], scale += std::fabs(double(w[r * K + i]) * x[t * K + i]);
+        near(name, "gemm_f32 K=" + std::to_string(K), y[t * n_rows + r], want, scale);
+      }
+    }
+  }
+  std::printf("OK %s\n", name.c_str());
+}
+
+}  // namespace
+
+int main() {
+  std::vector<std::string> tables = {"generic"};
+#if defined(PYRT_HAVE_AVX2_KERNELS)
+  if (cpu::set_kernels("avx2")) tables.push_back("avx2");
+#endif
+#if defined(PYRT_HAVE_NEON_KERNELS)
+  tables.push_back("neon");
+  if (cpu::cpu_has_dotprod()) tables.push_back("neon-dotprod");
+#endif
+  for (const auto& t : tables) check_table(t);
+  cpu::set_kernels("auto");
+  std::printf("auto picks %s\n", cpu::kernels().name);
+  return 0;
+}
