@@ -94,38 +94,46 @@ def quality(model_path: Path, n_tokens: int, threads: int, prefix: int = 64) -> 
 
 
 def speed(
-    model_path: Path, threads: int, contexts: list[int], n_decode: int = 32, reps: int = 3
+    model_path: Path, threads: int, contexts: list[int], n_decode: int = 32, reps: int = 5
 ) -> list[dict[str, Any]]:
+    """Decode tokens/s with the context filled to each length, every format's session alive at once and
+    the repetitions alternating between formats, so they all see the same machine state."""
     rows = []
     rng = np.random.default_rng(1)
-    for spec in ["f16", *[f for f in FORMATS if f != "f16"]]:
-        m = pyruntime.load(model_path, kv_cache=spec, threads=threads)
-        s = m.session()
-        filled = 0
-        for ctx in contexts:
-            # Fill so that the decoded tokens end at `ctx`: the model's context (8192) is a hard limit.
-            ctx = min(ctx, m.context_length) - n_decode * reps
-            ids = rng.integers(0, m.vocab_size, max(ctx - filled, 1)).tolist()
+    specs = ["f16", *[f for f in FORMATS if f != "f16"]]
+    models = {spec: pyruntime.load(model_path, kv_cache=spec, threads=threads) for spec in specs}
+    sessions = {spec: m.session() for spec, m in models.items()}
+    vocab = models["f16"].vocab_size
+    filled = 0
+    for ctx in contexts:
+        # Fill so that the decoded tokens end at `ctx`: the model's context (8192) is a hard limit.
+        ctx = min(ctx, models["f16"].context_length) - n_decode * reps
+        ids = rng.integers(0, vocab, max(ctx - filled, 1)).tolist()
+        for s in sessions.values():
             for k in range(0, len(ids), 512):
                 s.feed(ids[k : k + 512])
-            filled = ctx
-            rates = []
-            for _ in range(reps):  # measured in place: the context grows by n_decode per repetition
+        filled = ctx
+        rates: dict[str, list[float]] = {spec: [] for spec in specs}
+        for _ in range(reps):  # measured in place: each context grows by n_decode per repetition
+            toks = rng.integers(0, vocab, n_decode).tolist()
+            for spec, s in sessions.items():
                 t0 = time.perf_counter()
-                for tok in rng.integers(0, m.vocab_size, n_decode).tolist():
+                for tok in toks:
                     s._feed([tok], all_logits=False)
-                rates.append(n_decode / (time.perf_counter() - t0))
-            filled += n_decode * reps
+                rates[spec].append(n_decode / (time.perf_counter() - t0))
+        filled += n_decode * reps
+        for spec in specs:
             rows.append(
                 {
                     "kv": spec,
                     "context": ctx,
-                    "decode_tok_s_median": float(np.median(rates)),
-                    "decode_tok_s_min": float(np.min(rates)),
-                    "kv_bytes": s.kv_bytes,
+                    "decode_tok_s_median": float(np.median(rates[spec])),
+                    "decode_tok_s_min": float(np.min(rates[spec])),
+                    "vs_f16": float(np.median(rates[spec]) / np.median(rates["f16"])),
+                    "kv_bytes": sessions[spec].kv_bytes,
                 }
             )
-            print(f"  {spec:6} ctx {ctx:5}: {np.median(rates):6.2f} tok/s", flush=True)
+            print(f"  {spec:6} ctx {ctx:5}: {np.median(rates[spec]):6.2f} tok/s", flush=True)
     return rows
 
 

@@ -3,6 +3,7 @@
 // test_native_kernels.py builds it natively and cross-compiled for aarch64, and runs the latter
 // under qemu-aarch64 (timings there mean nothing; results must be right). Prints one line per table
 // and check; exits 1 on the first failure with what failed.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -70,6 +71,49 @@ void check_table(const std::string& name) {
       near(name, "axpy_f32", y[i], b[i] + 0.5 * a[i], std::fabs(b[i]) + std::fabs(a[i]));
       near(name, "axpy_f16", yh[i], b[i] + 0.5 * fp16_to_fp32(h[i]), std::fabs(b[i]) + std::fabs(a[i]));
     }
+  }
+  // Weighted sum of fp16 rows (attention values), head dims with and without full 64-column chunks.
+  for (int64_t d : {8, 64, 80, 128, 7}) {
+    const int64_t n = 37, stride = d + 16;
+    auto pv = randn(n), base = randn(d), vals = randn(n * stride);
+    std::vector<uint16_t> rows(static_cast<size_t>(n * stride));
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = fp32_to_fp16(vals[i]);
+    auto out = base;
+    k.accumulate_f16(pv.data(), rows.data(), stride, n, out.data(), d);
+    std::vector<float> sc(static_cast<size_t>(n));
+    k.dot_keys_f16(base.data(), rows.data(), stride, n, sc.data(), d);
+    for (int64_t j = 0; j < n; ++j) {
+      double want = 0, scale = 0;
+      for (int64_t c = 0; c < d; ++c) {
+        want += double(base[c]) * fp16_to_fp32(rows[j * stride + c]);
+        scale += std::fabs(double(base[c]) * fp16_to_fp32(rows[j * stride + c]));
+      }
+      near(name, "dot_keys_f16 d=" + std::to_string(d), sc[j], want, scale);
+    }
+    for (int64_t c = 0; c < d; ++c) {
+      double want = base[c], scale = std::fabs(base[c]);
+      for (int64_t j = 0; j < n; ++j) {
+        want += double(pv[j]) * fp16_to_fp32(rows[j * stride + c]);
+        scale += std::fabs(double(pv[j]) * fp16_to_fp32(rows[j * stride + c]));
+      }
+      near(name, "accumulate_f16 d=" + std::to_string(d), out[c], want, scale);
+    }
+  }
+  // Softmax numerator: exp(x - max) within 1e-6 relative (and underflow to 0 far below the max).
+  for (int64_t n : {1, 7, 8, 33, 4097}) {
+    auto x = randn(n, 10.0f);
+    if (n > 3) x[3] = -1e30f;
+    float mx = -INFINITY;
+    for (float v : x) mx = std::max(mx, v);
+    auto y = x;
+    const float sum = k.exp_shift_sum(y.data(), n, mx);
+    double want_sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = std::exp(double(x[i] - mx));  // the kernel subtracts in float, as the reference does
+      want_sum += want;
+      if (std::fabs(y[i] - want) > 1e-6 * want + 1e-30) fail(name, "exp_shift_sum element " + std::to_string(i));
+    }
+    near(name, "exp_shift_sum sum", sum, want_sum, want_sum);
   }
   // 8-bit activations: the quantizer is bit-identical to the generic one; integer dots equal the
   // float64 product of the dequantized operands; the blocked GEMM equals its dots.

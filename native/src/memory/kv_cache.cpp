@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backends/cpu/kernels.h"
 #include "pyrt/error.h"
 
 namespace pyrt {
@@ -51,6 +52,7 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
   const int group = s.n_heads / s.n_kv_heads;
   const int64_t d = s.head_dim, q_stride = static_cast<int64_t>(s.n_heads) * d;
   const float scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(d));
+  const cpu::KernelTable& kt = cpu::kernels();
   pool.run(T * s.n_heads, [&](int64_t task) {
     thread_local std::vector<float> scores;
     const int64_t t = task / s.n_heads;
@@ -67,8 +69,7 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
     if (opt.add_bias) opt.add_bias(h, q_pos0 + t, n, scores.data());
     float mx = -INFINITY;
     for (int64_t j = 0; j < n; ++j) mx = std::max(mx, scores[j]);
-    float sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += scores[j] = std::exp(scores[j] - mx);
+    const float sum = kt.exp_shift_sum(scores.data(), n, mx);
     const float inv = 1.0f / sum;
     for (int64_t j = 0; j < n; ++j) scores[j] *= inv;
     V.accumulate(kvh, scores.data(), n, o);

@@ -140,11 +140,19 @@ class RowStore : public KvStore {
   void dot_keys(int head, const float* q, int64_t n, float* scores) const override {
     const cpu::KernelTable& k = cpu::kernels();
     const uint8_t* base = data_.data() + head * head_bytes_;
+    if (type_ == GgmlType::F16) {
+      k.dot_keys_f16(q, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, scores, head_dim_);
+      return;
+    }
     for (int64_t j = 0; j < n; ++j) scores[j] = cpu::dot_row(k, type_, base + j * row_, q, head_dim_);
   }
   void accumulate(int head, const float* p, int64_t n, float* out) const override {
     const cpu::KernelTable& k = cpu::kernels();
     const uint8_t* base = data_.data() + head * head_bytes_;
+    if (type_ == GgmlType::F16) {
+      k.accumulate_f16(p, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, out, head_dim_);
+      return;
+    }
     for (int64_t j = 0; j < n; ++j) cpu::axpy_row(k, type_, p[j], base + j * row_, out, head_dim_);
   }
 

@@ -49,6 +49,13 @@ struct KernelTable {
   void (*gemm_f32)(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
                    int64_t ldy);
   void (*f16_to_f32_row)(const uint16_t* src, float* dst, int64_t n);
+  // out[0..d) += sum_j p[j] * row_j for n fp16 rows `stride` elements apart (attention's value sum;
+  // ISA versions keep `out` in registers across the rows instead of a load/store per row).
+  void (*accumulate_f16)(const float* p, const uint16_t* rows, int64_t stride, int64_t n, float* out, int64_t d);
+  // scores[j] = q . row_j for n fp16 rows `stride` elements apart (attention's key scores).
+  void (*dot_keys_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d);
+  // Softmax numerator: x[i] = exp(x[i] - max), returns the sum (attention over long contexts).
+  float (*exp_shift_sum)(float* x, int64_t n, float max);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.

@@ -2,6 +2,8 @@
 // run time by kernels.cpp, so the rest of the binary stays baseline x86-64.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "backends/cpu/kernels.h"
@@ -169,28 +171,39 @@ void a_axpy_q4_0(float a, const void* row, float* y, int64_t n) {
   }
 }
 
-// 32 codes -> four vectors of 8 floats via the byte table (2-bit: 4 codes a byte, 4-bit: 2).
-inline void unpack32_ps(const uint8_t* codes, int bits, const float* lut, __m256 out[4]) {
-  if (bits == 2) {
-    for (int v = 0; v < 4; ++v) {
-      const __m128 lo = _mm_loadu_ps(lut + codes[2 * v] * 4), hi = _mm_loadu_ps(lut + codes[2 * v + 1] * 4);
-      out[v] = _mm256_set_m128(hi, lo);
-    }
-  } else {
-    for (int v = 0; v < 4; ++v) {
-      const uint8_t* b = codes + 4 * v;
-      out[v] = _mm256_setr_ps(lut[b[0] * 2], lut[b[0] * 2 + 1], lut[b[1] * 2], lut[b[1] * 2 + 1], lut[b[2] * 2],
-                              lut[b[2] * 2 + 1], lut[b[3] * 2], lut[b[3] * 2 + 1]);
-    }
+// 32 packed codes (LSB first) -> four vectors of 8 floats in token/channel order, with integer
+// unpacking (a byte-table gather per value was the bottleneck of KIVI attention).
+inline void unpack32_ps(const uint8_t* codes, int bits, __m256 out[4]) {
+  if (bits == 4) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(raw, mask), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+    const __m128i first = _mm_unpacklo_epi8(lo, hi), second = _mm_unpackhi_epi8(lo, hi);  // codes 0-15, 16-31
+    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(first));
+    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(first, 8)));
+    out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(second));
+    out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(second, 8)));
+    return;
+  }
+  // 2 bits: byte b holds codes 4b..4b+3. Replicate each byte into 4 lanes, shift lane j by 2j, mask.
+  const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes));
+  const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6), three = _mm256_set1_epi32(3);
+  for (int v = 0; v < 4; ++v) {
+    const __m128i rep = _mm_shuffle_epi8(raw, _mm_setr_epi8(static_cast<char>(2 * v), static_cast<char>(2 * v),
+                                                            static_cast<char>(2 * v), static_cast<char>(2 * v),
+                                                            static_cast<char>(2 * v + 1), static_cast<char>(2 * v + 1),
+                                                            static_cast<char>(2 * v + 1), static_cast<char>(2 * v + 1),
+                                                            -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m256i lanes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(rep), shifts), three);
+    out[v] = _mm256_cvtepi32_ps(lanes);
   }
 }
 
 void a_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t d, int bits, float* sc) {
-  const float* lut = kivi_lut(bits);
   __m256 acc[4] = {_mm256_loadu_ps(sc), _mm256_loadu_ps(sc + 8), _mm256_loadu_ps(sc + 16), _mm256_loadu_ps(sc + 24)};
   __m256 c[4];
   for (int64_t ch = 0; ch < d; ++ch) {
-    unpack32_ps(codes + ch * code_stride, bits, lut, c);
+    unpack32_ps(codes + ch * code_stride, bits, c);
     const __m256 q = _mm256_set1_ps(qs[ch]);
     for (int v = 0; v < 4; ++v) acc[v] = _mm256_fmadd_ps(q, c[v], acc[v]);
   }
@@ -199,7 +212,7 @@ void a_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* q
 
 void a_kivi_value_axpy(const uint8_t* codes, int bits, float ps, float pm, float* out) {
   __m256 c[4];
-  unpack32_ps(codes, bits, kivi_lut(bits), c);
+  unpack32_ps(codes, bits, c);
   const __m256 p = _mm256_set1_ps(ps), m = _mm256_set1_ps(pm);
   for (int v = 0; v < 4; ++v) {
     _mm256_storeu_ps(out + 8 * v, _mm256_add_ps(_mm256_fmadd_ps(p, c[v], _mm256_loadu_ps(out + 8 * v)), m));
@@ -403,13 +416,98 @@ void a_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = h2f(src[i]);
 }
 
+void a_accumulate_f16(const float* p, const uint16_t* rows, int64_t stride, int64_t n, float* out, int64_t d) {
+  if (d % 8 != 0) {
+    for (int64_t j = 0; j < n; ++j) a_axpy_f16(p[j], rows + j * stride, out, d);
+    return;
+  }
+  // Columns in chunks of up to 64 (8 registers) kept live across all n rows.
+  for (int64_t c0 = 0; c0 < d; c0 += 64) {
+    const int nv = static_cast<int>(std::min<int64_t>(64, d - c0) / 8);
+    __m256 acc[8];
+    for (int v = 0; v < nv; ++v) acc[v] = _mm256_loadu_ps(out + c0 + 8 * v);
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 pj = _mm256_set1_ps(p[j]);
+      const uint16_t* r = rows + j * stride + c0;
+      for (int v = 0; v < nv; ++v) {
+        acc[v] = _mm256_fmadd_ps(pj, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 8 * v))), acc[v]);
+      }
+    }
+    for (int v = 0; v < nv; ++v) _mm256_storeu_ps(out + c0 + 8 * v, acc[v]);
+  }
+}
+
+void a_dot_keys_f16(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+  if (d % 8 != 0 || d > 64) {
+    for (int64_t j = 0; j < n; ++j) scores[j] = a_dot_f16(rows + j * stride, q, d);
+    return;
+  }
+  // q stays in registers; four keys per step so their horizontal sums share one reduction.
+  const int nv = static_cast<int>(d / 8);
+  __m256 qv[8];
+  for (int v = 0; v < nv; ++v) qv[v] = _mm256_loadu_ps(q + 8 * v);
+  auto key = [&](const uint16_t* r) {
+    __m256 acc = _mm256_mul_ps(qv[0], _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r))));
+    for (int v = 1; v < nv; ++v) {
+      acc = _mm256_fmadd_ps(qv[v], _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 8 * v))), acc);
+    }
+    return acc;
+  };
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const __m256 a0 = key(rows + j * stride), a1 = key(rows + (j + 1) * stride);
+    const __m256 a2 = key(rows + (j + 2) * stride), a3 = key(rows + (j + 3) * stride);
+    // hadd pairs, then fold the two 128-bit halves: lanes 0..3 = the four keys' sums.
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    _mm_storeu_ps(scores + j, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+  }
+  for (; j < n; ++j) scores[j] = hsum(key(rows + j * stride));
+}
+
+// exp(x) for x <= 0 (softmax after subtracting the maximum): x = n ln2 + r with |r| <= ln2/2, a
+// degree-6 polynomial for exp(r) (relative error ~2e-7), 2^n built in the exponent bits; inputs below
+// -87 give 0 (their weight is below float precision next to the maximum's exp(0) = 1).
+inline __m256 exp_nonpositive(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 small = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(x, lo);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(small, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+float a_exp_shift_sum(float* x, int64_t n, float max) {
+  const __m256 m = _mm256_set1_ps(max);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = hsum(acc);
+  for (; i < n; ++i) sum += x[i] = std::exp(x[i] - max);
+  return sum;
+}
+
 }  // namespace
 
 KernelTable avx2_kernels() {
   return {"avx2",         a_dot_f32,      a_dot_q8_0,     a_dot_q4_0,     a_dot_q4_1,       a_dot_f16,
           a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_key_scores,
           a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
-          a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row};
+          a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_dot_keys_f16,
+          a_exp_shift_sum};
 }
 
 }  // namespace pyrt::cpu
