@@ -167,7 +167,7 @@ def markdown(result: dict[str, Any]) -> str:
         ctxs = sorted({r["context"] for r in result["speed"]})
         lines += [
             "",
-            "## Decode speed (tokens/s, median of 3 x 32 tokens) by context",
+            "## Decode speed (tokens/s, median of 5 x 32 tokens, formats alternating) by context",
             "",
             "| format | " + " | ".join(str(c) for c in ctxs) + " |",
             "|---|" + "---|" * len(ctxs),

@@ -99,6 +99,34 @@ void check_table(const std::string& name) {
       near(name, "accumulate_f16 d=" + std::to_string(d), out[c], want, scale);
     }
   }
+  // The same over Q8_0 rows.
+  for (int64_t d : {32, 64, 128}) {
+    const int64_t n = 29;
+    const size_t stride = row_bytes(GgmlType::Q8_0, d) + 34;  // rows of a wider cache line, head at offset 0
+    std::vector<uint8_t> rows(stride * n);
+    std::vector<std::vector<float>> deq;
+    for (int64_t j = 0; j < n; ++j) {
+      auto q = quantize(GgmlType::Q8_0, randn(d));
+      std::copy(q.begin(), q.end(), rows.begin() + j * stride);
+      deq.emplace_back(static_cast<size_t>(d));
+      dequantize_row(GgmlType::Q8_0, q.data(), deq.back().data(), d);
+    }
+    auto pv = randn(n), base = randn(d);
+    auto out = base;
+    std::vector<float> sc(static_cast<size_t>(n));
+    k.accumulate_q8_0(pv.data(), rows.data(), static_cast<int64_t>(stride), n, out.data(), d);
+    k.dot_keys_q8_0(base.data(), rows.data(), static_cast<int64_t>(stride), n, sc.data(), d);
+    for (int64_t c = 0; c < d; ++c) {
+      double want = base[c], scale = std::fabs(base[c]);
+      for (int64_t j = 0; j < n; ++j) want += double(pv[j]) * deq[j][c], scale += std::fabs(double(pv[j]) * deq[j][c]);
+      near(name, "accumulate_q8_0 d=" + std::to_string(d), out[c], want, scale);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      double want = 0, scale = 0;
+      for (int64_t c = 0; c < d; ++c) want += double(base[c]) * deq[j][c], scale += std::fabs(double(base[c]) * deq[j][c]);
+      near(name, "dot_keys_q8_0 d=" + std::to_string(d), sc[j], want, scale);
+    }
+  }
   // Softmax numerator: exp(x - max) within 1e-6 relative (and underflow to 0 far below the max).
   for (int64_t n : {1, 7, 8, 33, 4097}) {
     auto x = randn(n, 10.0f);

@@ -144,6 +144,10 @@ class RowStore : public KvStore {
       k.dot_keys_f16(q, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, scores, head_dim_);
       return;
     }
+    if (type_ == GgmlType::Q8_0) {
+      k.dot_keys_q8_0(q, base, static_cast<int64_t>(row_), n, scores, head_dim_);
+      return;
+    }
     for (int64_t j = 0; j < n; ++j) scores[j] = cpu::dot_row(k, type_, base + j * row_, q, head_dim_);
   }
   void accumulate(int head, const float* p, int64_t n, float* out) const override {
@@ -151,6 +155,10 @@ class RowStore : public KvStore {
     const uint8_t* base = data_.data() + head * head_bytes_;
     if (type_ == GgmlType::F16) {
       k.accumulate_f16(p, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, out, head_dim_);
+      return;
+    }
+    if (type_ == GgmlType::Q8_0) {
+      k.accumulate_q8_0(p, base, static_cast<int64_t>(row_), n, out, head_dim_);
       return;
     }
     for (int64_t j = 0; j < n; ++j) cpu::axpy_row(k, type_, p[j], base + j * row_, out, head_dim_);

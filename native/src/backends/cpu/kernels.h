@@ -52,6 +52,9 @@ struct KernelTable {
   // out[0..d) += sum_j p[j] * row_j for n fp16 rows `stride` elements apart (attention's value sum;
   // ISA versions keep `out` in registers across the rows instead of a load/store per row).
   void (*accumulate_f16)(const float* p, const uint16_t* rows, int64_t stride, int64_t n, float* out, int64_t d);
+  // The same two over Q8_0 rows (`stride` bytes apart), d a multiple of 32.
+  void (*accumulate_q8_0)(const float* p, const uint8_t* rows, int64_t stride, int64_t n, float* out, int64_t d);
+  void (*dot_keys_q8_0)(const float* q, const uint8_t* rows, int64_t stride, int64_t n, float* scores, int64_t d);
   // scores[j] = q . row_j for n fp16 rows `stride` elements apart (attention's key scores).
   void (*dot_keys_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d);
   // Softmax numerator: x[i] = exp(x[i] - max), returns the sum (attention over long contexts).

@@ -437,6 +437,53 @@ void a_accumulate_f16(const float* p, const uint16_t* rows, int64_t stride, int6
   }
 }
 
+void a_accumulate_q8_0(const float* p, const uint8_t* rows, int64_t stride, int64_t n, float* out, int64_t d) {
+  if (d > 64) {
+    for (int64_t j = 0; j < n; ++j) a_axpy_q8_0(p[j], rows + j * stride, out, d);
+    return;
+  }
+  const int nb = static_cast<int>(d / 32);
+  __m256 acc[8];
+  for (int v = 0; v < 4 * nb; ++v) acc[v] = _mm256_loadu_ps(out + 8 * v);
+  for (int64_t j = 0; j < n; ++j) {
+    const auto* b = reinterpret_cast<const BlockQ8_0*>(rows + j * stride);
+    for (int k = 0; k < nb; ++k) {
+      const __m256 s = _mm256_set1_ps(p[j] * h2f(b[k].d));
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[k].qs));
+      const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+      acc[4 * k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), acc[4 * k]);
+      acc[4 * k + 1] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), acc[4 * k + 1]);
+      acc[4 * k + 2] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), acc[4 * k + 2]);
+      acc[4 * k + 3] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), acc[4 * k + 3]);
+    }
+  }
+  for (int v = 0; v < 4 * nb; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+}
+
+void a_dot_keys_q8_0(const float* q, const uint8_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+  if (d > 64) {
+    for (int64_t j = 0; j < n; ++j) scores[j] = a_dot_q8_0(rows + j * stride, q, d);
+    return;
+  }
+  const int nb = static_cast<int>(d / 32);
+  __m256 qv[8];
+  for (int v = 0; v < 4 * nb; ++v) qv[v] = _mm256_loadu_ps(q + 8 * v);
+  for (int64_t j = 0; j < n; ++j) {
+    const auto* b = reinterpret_cast<const BlockQ8_0*>(rows + j * stride);
+    __m256 acc = _mm256_setzero_ps();
+    for (int k = 0; k < nb; ++k) {
+      const __m256i qq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[k].qs));
+      const __m128i lo = _mm256_castsi256_si128(qq), hi = _mm256_extracti128_si256(qq, 1);
+      __m256 s = _mm256_mul_ps(qv[4 * k], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
+      s = _mm256_fmadd_ps(qv[4 * k + 1], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), s);
+      s = _mm256_fmadd_ps(qv[4 * k + 2], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), s);
+      s = _mm256_fmadd_ps(qv[4 * k + 3], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), s);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[k].d)), s, acc);
+    }
+    scores[j] = hsum(acc);
+  }
+}
+
 void a_dot_keys_f16(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
   if (d % 8 != 0 || d > 64) {
     for (int64_t j = 0; j < n; ++j) scores[j] = a_dot_f16(rows + j * stride, q, d);
@@ -506,8 +553,8 @@ KernelTable avx2_kernels() {
   return {"avx2",         a_dot_f32,      a_dot_q8_0,     a_dot_q4_0,     a_dot_q4_1,       a_dot_f16,
           a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_key_scores,
           a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
-          a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_dot_keys_f16,
-          a_exp_shift_sum};
+          a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
+          a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum};
 }
 
 }  // namespace pyrt::cpu
