@@ -27,6 +27,19 @@ const float* ModelLoader::f32(const std::string& name, int64_t n) const {
   return reinterpret_cast<const float*>(t.data);
 }
 
+AttentionWeights ModelLoader::attention(const std::string& prefix, int64_t n_embd, int64_t q_dim, int64_t kv_dim) const {
+  AttentionWeights a;
+  a.q = weight(prefix + "_q.weight", {n_embd, q_dim});
+  a.k = weight(prefix + "_k.weight", {n_embd, kv_dim});
+  a.v = weight(prefix + "_v.weight", {n_embd, kv_dim});
+  a.o = weight(prefix + "_o.weight", {q_dim, n_embd});
+  a.bq = f32_or_null(prefix + "_q.bias", q_dim);
+  a.bk = f32_or_null(prefix + "_k.bias", kv_dim);
+  a.bv = f32_or_null(prefix + "_v.bias", kv_dim);
+  a.bo = f32_or_null(prefix + "_o.bias", n_embd);
+  return a;
+}
+
 int ModelLoader::pos_int(const std::string& key) const {
   const int64_t v = f_.require_int(prefix_ + key);
   if (v <= 0 || v > (int64_t(1) << 31)) bad("metadata '" + prefix_ + key + "' = " + std::to_string(v) + " is out of range");

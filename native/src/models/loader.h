@@ -11,6 +11,12 @@
 
 namespace pyrt {
 
+// Q/K/V/O projections of one attention block; biases are null when the file has none (T5).
+struct AttentionWeights {
+  Weight q, k, v, o;
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+};
+
 class ModelLoader {
  public:
   // Weights get the model's activation precision (ModelOptions::activations) when opts is given.
@@ -28,6 +34,8 @@ class ModelLoader {
   // 1-D float vectors (norm weights, biases) must be stored as F32.
   const float* f32(const std::string& name, int64_t n) const;
   const float* f32_or_null(const std::string& name, int64_t n) const { return has(name) ? f32(name, n) : nullptr; }
+  // "<prefix>_{q,k,v,o}.weight" (+ optional ".bias"): q [n_embd -> q_dim], k/v [n_embd -> kv_dim], o [q_dim -> n_embd].
+  AttentionWeights attention(const std::string& prefix, int64_t n_embd, int64_t q_dim, int64_t kv_dim) const;
 
   // "<arch>.<key>" metadata: a positive int (required, or `fallback` when given and absent), a float.
   int pos_int(const std::string& key) const;

@@ -14,16 +14,11 @@ namespace pyrt {
 
 namespace {
 
-struct MuAttention {
-  Weight q, k, v, o;
-  const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
-};
-
 struct MuLayer {
   const float* attn_norm = nullptr;
-  MuAttention self;
+  AttentionWeights self;
   const float* cross_norm = nullptr;  // decoder only
-  MuAttention cross;
+  AttentionWeights cross;
   const float* ffn_norm = nullptr;
   Weight up, down;
   const float *b_up = nullptr, *b_down = nullptr;
@@ -57,18 +52,7 @@ class MuModel : public EncDecModel {
 };
 
 MuLayer MuModel::load_layer(const ModelLoader& ld, const std::string& p, bool decoder) const {
-  auto attention = [&](const std::string& a) {
-    MuAttention m;
-    m.q = ld.weight(p + a + "_q.weight", {E_, q_dim_});
-    m.k = ld.weight(p + a + "_k.weight", {E_, kv_dim_});
-    m.v = ld.weight(p + a + "_v.weight", {E_, kv_dim_});
-    m.o = ld.weight(p + a + "_o.weight", {q_dim_, E_});
-    m.bq = ld.f32_or_null(p + a + "_q.bias", q_dim_);
-    m.bk = ld.f32_or_null(p + a + "_k.bias", kv_dim_);
-    m.bv = ld.f32_or_null(p + a + "_v.bias", kv_dim_);
-    m.bo = ld.f32_or_null(p + a + "_o.bias", E_);
-    return m;
-  };
+  auto attention = [&](const std::string& a) { return ld.attention(p + a, E_, q_dim_, kv_dim_); };
   MuLayer L;
   L.attn_norm = ld.f32(p + "attn_norm.weight", E_);
   L.self = attention("attn");
@@ -168,7 +152,7 @@ void MuModel::encode(const int32_t* ids, int64_t S, float* out) const {
 }
 
 void MuModel::cross_kv(int layer, const float* states, int64_t n, float* k, float* v) const {
-  const MuAttention& c = dec_[layer].cross;
+  const AttentionWeights& c = dec_[layer].cross;
   linear(c.k, c.bk, states, n, k, pool());
   linear(c.v, c.bv, states, n, v, pool());
 }

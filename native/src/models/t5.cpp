@@ -37,15 +37,11 @@ int t5_relative_bucket(int64_t rel, bool bidirectional, int num_buckets, int max
 
 namespace {
 
-struct T5Attention {
-  Weight q, k, v, o;
-};
-
 struct T5Layer {
   const float* attn_norm = nullptr;
-  T5Attention self;
+  AttentionWeights self;
   const float* cross_norm = nullptr;  // decoder only
-  T5Attention cross;
+  AttentionWeights cross;
   const float* ffn_norm = nullptr;
   Weight up, gate, down;  // gate only for gated FFNs (v1.1)
 };
@@ -108,10 +104,7 @@ class T5Model : public EncDecModel {
 
 T5Layer T5Model::load_layer(const ModelLoader& ld, const std::string& p, bool decoder) const {
   T5Layer L;
-  auto attention = [&](const std::string& a) {
-    return T5Attention{ld.weight(p + a + "_q.weight", {E_, inner_}), ld.weight(p + a + "_k.weight", {E_, inner_}),
-                       ld.weight(p + a + "_v.weight", {E_, inner_}), ld.weight(p + a + "_o.weight", {inner_, E_})};
-  };
+  auto attention = [&](const std::string& a) { return ld.attention(p + a, E_, inner_, inner_); };
   L.attn_norm = ld.f32(p + "attn_norm.weight", E_);
   L.self = attention("attn");
   if (decoder) {

@@ -19,14 +19,9 @@ struct Norm {
   const float *w = nullptr, *b = nullptr;
 };
 
-struct WhisperAttention {
-  Weight q, k, v, o;
-  const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
-};
-
 struct WhisperLayer {
   Norm attn_norm, cross_norm, ffn_norm;
-  WhisperAttention self, cross;
+  AttentionWeights self, cross;
   Weight up, down;
   const float *b_up = nullptr, *b_down = nullptr;
 };
@@ -66,18 +61,7 @@ class WhisperModel : public EncDecModel {
 
 WhisperLayer WhisperModel::load_layer(const ModelLoader& ld, const std::string& p, bool decoder) const {
   auto norm_at = [&](const std::string& name) { return Norm{ld.f32(p + name + ".weight", E_), ld.f32_or_null(p + name + ".bias", E_)}; };
-  auto attention = [&](const std::string& a) {
-    WhisperAttention m;
-    m.q = ld.weight(p + a + "_q.weight", {E_, E_});
-    m.k = ld.weight(p + a + "_k.weight", {E_, E_});
-    m.v = ld.weight(p + a + "_v.weight", {E_, E_});
-    m.o = ld.weight(p + a + "_o.weight", {E_, E_});
-    m.bq = ld.f32_or_null(p + a + "_q.bias", E_);
-    m.bk = ld.f32_or_null(p + a + "_k.bias", E_);
-    m.bv = ld.f32_or_null(p + a + "_v.bias", E_);
-    m.bo = ld.f32_or_null(p + a + "_o.bias", E_);
-    return m;
-  };
+  auto attention = [&](const std::string& a) { return ld.attention(p + a, E_, E_, E_); };
   WhisperLayer L;
   L.attn_norm = norm_at("attn_norm");
   L.self = attention("attn");
@@ -197,7 +181,7 @@ std::vector<float> WhisperModel::encode_audio(const float* features, int64_t n_m
 }
 
 void WhisperModel::cross_kv(int layer, const float* states, int64_t n, float* k, float* v) const {
-  const WhisperAttention& c = dec_[layer].cross;
+  const AttentionWeights& c = dec_[layer].cross;
   linear(c.k, c.bk, states, n, k, pool());
   linear(c.v, c.bv, states, n, v, pool());
 }
