@@ -1,9 +1,11 @@
-"""``pyrt-convert``: HF folder or GGUF -> GGUF, with --quant f32|f16|q8_0|q4_0|q4_1."""
+"""``pyrt-convert``: HF folder or GGUF -> GGUF, with --quant f32|f16|q8_0|q4_0|q4_1, and W8A8
+calibration for NPU prefill (--calibrate TEXT)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -37,14 +39,47 @@ def convert_folder(folder: Path, out: Path, quant: str, force: bool, log: Callab
         convert_hf_llama(folder, out, quant, force, log)
 
 
+def calibrate(src: Path, a: argparse.Namespace, quant: Optional[str], log: Callable[[str], None]) -> None:
+    from converters.calibrate import calibrate_gguf
+
+    calibrate_gguf(
+        src,
+        a.output,
+        a.calibrate,
+        a.force,
+        log,
+        quant=quant,
+        n_samples=a.calibration_samples,
+        threshold=a.outlier_threshold,
+    )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="pyrt-convert", description=__doc__)
     p.add_argument(
         "input", type=Path, help="model folder (HF Llama/T5 or Mu: config.json + *.safetensors) or a .gguf file"
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="output .gguf path")
-    p.add_argument("--quant", default="f16", choices=QUANT_TYPES, help="weight type for 2-D tensors (default f16)")
+    p.add_argument(
+        "--quant",
+        default=None,
+        choices=QUANT_TYPES,
+        help="weight type for 2-D tensors (default f16; with --calibrate on a GGUF: keep the input's types)",
+    )
     p.add_argument("--force", action="store_true", help="replace the output if it exists")
+    p.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="TEXT",
+        help="UTF-8 text to calibrate W8A8 activation scales and outlier channels on (for device='npu')",
+    )
+    p.add_argument("--calibration-samples", type=int, default=40, help="samples of up to 512 tokens (default 40)")
+    p.add_argument(
+        "--outlier-threshold",
+        type=float,
+        default=5.0,
+        help="a layer gets shadow outlier correction when max|x| > threshold * 99.9th percentile (default 5)",
+    )
     a = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -56,18 +91,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log("pyrt-convert: error: the converter needs the 'gguf' package: pip install 'pyruntime[convert]'")
         return 2
     try:
+        if a.calibrate is not None and not a.calibrate.is_file():
+            raise FileNotFoundError(f"{a.calibrate}: calibration text not found")
+        if a.calibration_samples < 1:
+            raise ValueError(f"--calibration-samples must be >= 1, got {a.calibration_samples}")
         if a.input.is_dir():
-            convert_folder(a.input, a.output, a.quant, a.force, log)
+            if a.calibrate is None:
+                convert_folder(a.input, a.output, a.quant or "f16", a.force, log)
+            else:  # convert, then calibrate the converted file
+                if a.output.exists() and not a.force:
+                    raise FileExistsError(f"{a.output} exists; pass --force to replace it")
+                with tempfile.TemporaryDirectory(dir=a.output.parent if a.output.parent.exists() else None) as tmp:
+                    staged = Path(tmp) / "uncalibrated.gguf"
+                    convert_folder(a.input, staged, a.quant or "f16", True, log)
+                    calibrate(staged, a, None, log)
         elif a.input.is_file():
             with open(a.input, "rb") as f:
                 if f.read(4) != b"GGUF":
                     raise ValueError(f"{a.input}: not a GGUF file and not a folder")
-            from converters.gguf_requant import requantize_gguf
+            if a.calibrate is not None:
+                calibrate(a.input, a, a.quant, log)
+            else:
+                from converters.gguf_requant import requantize_gguf
 
-            requantize_gguf(a.input, a.output, a.quant, a.force, log)
+                requantize_gguf(a.input, a.output, a.quant or "f16", a.force, log)
         else:
             raise FileNotFoundError(f"{a.input}: no such file or folder")
     except (ValueError, OSError, KeyError) as e:
+        log(f"pyrt-convert: error: {e}")
+        return 1
+    except Exception as e:  # runtime errors while calibrating (pyruntime.errors.*) name the problem too
+        if type(e).__module__ != "pyruntime.errors":
+            raise
         log(f"pyrt-convert: error: {e}")
         return 1
     log(f"wrote {a.output}")

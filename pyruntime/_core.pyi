@@ -22,6 +22,18 @@ def resample(samples: npt.ArrayLike, from_hz: int, to_hz: int) -> npt.NDArray[np
 def t5_relative_bucket(rel: int, bidirectional: bool, num_buckets: int = ..., max_distance: int = ...) -> int: ...
 def kv_spec_name(spec: str) -> str: ...
 def kivi_quantize(x: npt.ArrayLike, bits: int) -> tuple[int, int, bytes]: ...
+def gemm_s8(rows: npt.ArrayLike, x: npt.ArrayLike) -> npt.NDArray[np.int32]: ...
+def builtin_delegates() -> list[str]: ...
+def w8a8_linear(
+    w: npt.ArrayLike,
+    x: npt.ArrayLike,
+    input_scale: float,
+    output_scale: float,
+    clip_input: bool = ...,
+    clip_output: bool = ...,
+    hot_channels: list[int] = ...,
+    outliers: bool = ...,
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.int8], float, dict[str, int]]: ...
 
 class KvStore:
     def __init__(self, spec: str, keys: bool, n_heads: int, head_dim: int) -> None: ...
@@ -76,13 +88,27 @@ class Session:
     n_ctx: int
     kv_bytes: int
     def stats(self) -> dict[str, float]: ...
+    def cached_rows(self, layer: int, keys: bool) -> npt.NDArray[np.float32]: ...
 
 class Model:
     @staticmethod
     def load(
-        path: str, threads: int = ..., kv_k: str = ..., kv_v: str = ..., n_ctx: int = ..., activations: str = ...
+        path: str,
+        threads: int = ...,
+        kv_k: str = ...,
+        kv_v: str = ...,
+        n_ctx: int = ...,
+        activations: str = ...,
+        chunk: int = ...,
+        delegate: str = ...,
+        outliers: bool = ...,
+        pad_token: int = ...,
     ) -> Model: ...
     activations: str
+    prefill_chunk: int
+    delegate: str
+    def calibrate_linears(self, samples: list[list[int]]) -> list[dict[str, Any]]: ...
+    def count_input_outliers(self, samples: list[list[int]], thresholds: dict[str, float]) -> dict[str, list[int]]: ...
     def new_session(self, n_ctx: int = ...) -> Session: ...
     architecture: str
     vocab_size: int

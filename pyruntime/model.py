@@ -21,7 +21,8 @@ from pyruntime.tokenizer import Tokenizer
 
 Prompt = Union[str, Sequence[int]]
 KV_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2")
-DEVICES = ("cpu",)
+DEVICES = ("cpu", "npu")
+OUTLIER_MODES = ("on", "off")
 
 
 @dataclass
@@ -99,10 +100,33 @@ class Session:
 
     def stats(self) -> dict[str, Any]:
         """Counters of this session: positions, cache bytes, compute time, device placement."""
-        s: dict[str, Any] = {k: (int(v) if float(v).is_integer() else float(v)) for k, v in self._s.stats().items()}
+        s: dict[str, Any] = {}
+        placement: dict[str, Any] = {}
+        for k, v in self._s.stats().items():
+            value = int(v) if float(v).is_integer() else float(v)
+            if k.startswith("placement."):  # "placement.<device>.<counter>" -> nested
+                *path, leaf = k.split(".")[1:]
+                node = placement
+                for part in path:
+                    node = node.setdefault(part, {})
+                node[leaf] = value
+            else:
+                s[k] = value
         s["kv_cache"] = self._model.kv_cache
         s["kv_cache_k"], s["kv_cache_v"] = self._model.kv_cache_k, self._model.kv_cache_v
-        s["placement"] = {"all": "cpu", "kernels": _core.kernels_name(), "fallbacks": []}
+        delegate = self._model.delegate
+        placement.update(
+            {
+                "kernels": _core.kernels_name(),
+                "prefill_linears": delegate or "cpu",
+                "attention": "cpu",
+                "decode": "cpu",
+                "fallbacks": [],
+            }
+        )
+        if not delegate:
+            placement["all"] = "cpu"
+        s["placement"] = placement
         return s
 
 
@@ -117,6 +141,8 @@ class Model:
         self.kv_cache_k, self.kv_cache_v = kv_cache
         self.kv_cache = kv_cache[0] if kv_cache[0] == kv_cache[1] else f"k={kv_cache[0]},v={kv_cache[1]}"
         self.device = device
+        self.delegate: Optional[str] = str(native.delegate) or None
+        self.prefill_chunk = int(native.prefill_chunk)
         self._default_context = context
         tok = native.tokenizer
         self.tokenizer: Optional[Tokenizer] = Tokenizer(tok) if tok is not None else None
@@ -454,6 +480,9 @@ def load(
     kv_cache_k: Optional[str] = None,
     kv_cache_v: Optional[str] = None,
     activations: str = "q8",
+    delegate: Optional[str] = None,
+    chunk: Optional[int] = None,
+    outliers: str = "on",
 ) -> Model:
     """Load a GGUF file, or a registered model name (pulled into the cache on first use).
 
@@ -465,6 +494,14 @@ def load(
     memory is only taken as positions fill). ``activations="q8"`` (default) multiplies Q8_0/Q4_0/Q4_1
     weights with activations quantized to 8 bits per block of 32 (integer dot products, like
     llama.cpp); ``"f32"`` keeps activations in float (slower, the exact reference path).
+
+    ``device="npu"`` runs the linears of prompt prefill as W8A8 graphs of static shape ``[chunk, d]``
+    on ``delegate`` (``"reference"``: the built-in exact int8 executor; see ``builtin_delegates()``),
+    with attention, RoPE, norms and the KV cache on the CPU and decode on the CPU. It needs a
+    calibrated file (``pyrt-convert MODEL.gguf -o OUT.gguf --calibrate TEXT.txt``). ``outliers="on"``
+    corrects activations beyond the calibrated ranges on the CPU in float (shadow execution).
+    ``chunk`` (default 128 on the NPU, off on the CPU) cuts prompts into fixed-size chunks, the last
+    one padded; padding never reaches the KV cache. ``Session.stats()["placement"]`` says what ran where.
     """
     if device == "cuda":
         raise UnsupportedError(_cuda_status())
@@ -479,5 +516,24 @@ def load(
     path = str(resolve(path_or_name))
     if activations not in ("q8", "f32"):
         raise InvalidArgumentError(f"activations must be 'q8' or 'f32', got {activations!r}")
-    native = _core.Model.load(path, int(threads or 0), kv_k, kv_v, int(context or 0), activations)
+    if outliers not in OUTLIER_MODES:
+        raise InvalidArgumentError(f"outliers must be 'on' or 'off', got {outliers!r}")
+    if device == "npu":
+        delegate = delegate or "reference"
+        chunk = 128 if chunk is None else chunk
+    elif delegate is not None:
+        raise InvalidArgumentError(f"delegate={delegate!r} needs device='npu'")
+    if chunk is not None and not 1 <= chunk <= 4096:
+        raise InvalidArgumentError(f"chunk must be in 1..4096, got {chunk}")
+    native = _core.Model.load(
+        path,
+        int(threads or 0),
+        kv_k,
+        kv_v,
+        int(context or 0),
+        activations,
+        chunk=int(chunk or 0),
+        delegate=delegate or "",
+        outliers=outliers == "on",
+    )
     return Model(native, path, (kv_k, kv_v), device, context)

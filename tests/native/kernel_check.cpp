@@ -205,6 +205,24 @@ void check_table(const std::string& name) {
       }
     }
   }
+  // int8 GEMM (W8A8 delegate core): exact integers, extremes included.
+  for (int64_t K : {1, 15, 16, 17, 576}) {
+    const int64_t n_rows = 5, n_tok = 3;
+    std::uniform_int_distribution<int> d(-128, 127);
+    std::vector<int8_t> w(static_cast<size_t>(n_rows * K)), x(static_cast<size_t>(n_tok * K));
+    for (auto& v : w) v = static_cast<int8_t>(d(rng));
+    for (auto& v : x) v = static_cast<int8_t>(d(rng));
+    for (int64_t i = 0; i < K; ++i) w[i] = x[i] = -128;
+    std::vector<int32_t> acc(static_cast<size_t>(n_rows * n_tok));
+    k.gemm_s8(w.data(), n_rows, x.data(), n_tok, K, acc.data(), n_rows);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      for (int64_t r = 0; r < n_rows; ++r) {
+        int64_t want = 0;
+        for (int64_t i = 0; i < K; ++i) want += int64_t(w[r * K + i]) * x[t * K + i];
+        if (acc[t * n_rows + r] != want) fail(name, "gemm_s8 K=" + std::to_string(K) + " differs from the exact sum");
+      }
+    }
+  }
   std::printf("OK %s\n", name.c_str());
 }
 

@@ -2,6 +2,7 @@
 // Session (KV cache, position). Architectures register a factory in models/registry.cpp.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -13,6 +14,14 @@
 
 namespace pyrt {
 
+// Chunked prefill (SPEC 5.4) and where its linears run.
+struct PrefillOptions {
+  int chunk = 0;           // > 0: prompts run in chunks of this many tokens, the last one padded
+  std::string delegate;    // "": CPU; otherwise prefill linears run as W8A8 graphs on this delegate
+  bool outliers = true;    // shadow correction of calibrated activation outliers on the CPU
+  int32_t pad_token = 0;   // fills the last chunk; padded rows never reach the KV cache
+};
+
 struct ModelOptions {
   int n_threads = 0;             // 0: default_thread_count()
   std::string kv_k = "f16";      // key cache format (see memory/kv_store.h: f32 f16 q8_0 q4_0 kivi4 kivi2)
@@ -21,7 +30,12 @@ struct ModelOptions {
   // "q8": Q8_0/Q4_0/Q4_1 weights multiply activations quantized to 8 bits per block of 32 (integer
   // dots, llama.cpp's approach); "f32": float activations (slower; the exact reference path).
   std::string activations = "q8";
+  PrefillOptions prefill;
 };
+
+struct Weight;
+// Sees every linear a session runs (input rows x [T, cols], output y [T, rows]); calibration uses it.
+using LinearObserver = std::function<void(const Weight& w, const float* x, int64_t T, const float* y)>;
 
 class Session {
  public:
@@ -33,6 +47,10 @@ class Session {
   virtual int64_t n_ctx() const = 0;
   virtual size_t kv_bytes() const = 0;
   virtual std::map<std::string, double> stats() const = 0;
+  // Layer `layer`'s cached keys or values as float rows [n_past, kv_width] (tests; kUnsupported where absent).
+  virtual std::vector<float> cached_rows(int layer, bool keys) const;
+  // Architectures that support it call `obs` for each linear of every later feed (kUnsupported otherwise).
+  virtual void set_linear_observer(LinearObserver obs);
 
   // Encoder-decoder models only: run the encoder on `ids` (or take states from Model::encode), compute
   // every decoder layer's cross-attention K/V once, and start a fresh decoder sequence.
@@ -54,6 +72,8 @@ class Model {
   // Encoder-decoder models: encode() writes [n, embedding_length()] final encoder states; the decoder
   // starts from decoder_start_token(). Decoder-only models raise kUnsupported / return -1.
   virtual bool is_encoder_decoder() const { return false; }
+  // Whether PrefillOptions (chunks, delegates) apply to this architecture.
+  virtual bool supports_chunked_prefill() const { return false; }
   virtual void encode(const int32_t* ids, int64_t n, float* out) const;
   virtual int32_t decoder_start_token() const { return -1; }
 

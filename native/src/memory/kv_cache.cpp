@@ -25,6 +25,32 @@ void KvCache::store(int layer, int64_t pos, int64_t T, const float* k, const flo
   v_[layer]->append(v, T);
 }
 
+std::vector<float> KvCache::rows(int layer, bool keys, int n_kv_heads, int head_dim) const {
+  const KvStore& st = keys ? *k_[layer] : *v_[layer];
+  const int64_t n = st.size(), width = int64_t(n_kv_heads) * head_dim;
+  std::vector<float> out(static_cast<size_t>(n * width)), unit(static_cast<size_t>(std::max<int64_t>(n, head_dim)), 0.0f);
+  std::vector<float> col(static_cast<size_t>(std::max<int64_t>(n, head_dim)));
+  for (int h = 0; h < n_kv_heads; ++h) {
+    if (keys) {  // q = e_c gives every key's channel c
+      for (int c = 0; c < head_dim; ++c) {
+        unit[c] = 1.0f;
+        st.dot_keys(h, unit.data(), n, col.data());
+        unit[c] = 0.0f;
+        for (int64_t j = 0; j < n; ++j) out[j * width + int64_t(h) * head_dim + c] = col[j];
+      }
+    } else {  // p = e_j gives value row j
+      for (int64_t j = 0; j < n; ++j) {
+        unit[j] = 1.0f;
+        std::fill(col.begin(), col.begin() + head_dim, 0.0f);
+        st.accumulate(h, unit.data(), n, col.data());
+        unit[j] = 0.0f;
+        std::copy(col.begin(), col.begin() + head_dim, out.begin() + j * width + int64_t(h) * head_dim);
+      }
+    }
+  }
+  return out;
+}
+
 void KvCache::finish_step(int layer) {
   k_[layer]->finish_step();
   v_[layer]->finish_step();

@@ -23,6 +23,9 @@ class KvCache {
   void clear();
   const KvStore& keys(int layer) const { return *k_[layer]; }
   const KvStore& values(int layer) const { return *v_[layer]; }
+  // The layer's keys or values as float rows [size, n_kv_heads * head_dim], read back through the
+  // stores' own score/sum paths (tests compare caches across chunkings; attention never uses this).
+  std::vector<float> rows(int layer, bool keys, int n_kv_heads, int head_dim) const;
   const KvSpec& k_spec() const { return k_spec_; }
   const KvSpec& v_spec() const { return v_spec_; }
 

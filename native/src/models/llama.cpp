@@ -9,6 +9,7 @@
 #include "models/loader.h"
 #include "models/registry.h"
 #include "pyrt/error.h"
+#include "sched/npu_plan.h"
 
 namespace pyrt {
 
@@ -37,13 +38,22 @@ class LlamaSession : public Session {
   int64_t n_ctx() const override { return n_ctx_; }
   size_t kv_bytes() const override { return cache_.bytes(); }
   std::map<std::string, double> stats() const override;
+  void set_linear_observer(LinearObserver obs) override { observer_ = std::move(obs); }
+  std::vector<float> cached_rows(int layer, bool keys) const override;
 
  private:
+  // Runs `rows` positions of which the first `valid` are real tokens (the rest pad a static-shape chunk:
+  // they go through the position-wise ops but never reach attention or the KV cache). Writes logits of
+  // every valid row, or of the last valid row, when `logits` is not null.
+  void forward(const int32_t* ids, int64_t rows, int64_t valid, bool on_delegate, float* logits, bool all_logits);
+
   const LlamaModel& m_;
   int64_t n_ctx_, n_past_ = 0;
   KvCache cache_;
   double compute_s_ = 0;
   int64_t tokens_fed_ = 0, calls_ = 0;
+  LinearObserver observer_;
+  PlacementCounters placement_;
 };
 
 class LlamaModel : public Model {
@@ -56,6 +66,7 @@ class LlamaModel : public Model {
   int64_t context_length() const override { return hp.n_ctx_train; }
   int64_t embedding_length() const override { return hp.n_embd; }
   int64_t default_ctx() const { return opts_.n_ctx > 0 ? opts_.n_ctx : hp.n_ctx_train; }
+  bool supports_chunked_prefill() const override { return true; }
 
   LlamaHparams hp;
   Weight tok_embd, output;
@@ -63,6 +74,7 @@ class LlamaModel : public Model {
   std::vector<LlamaLayer> layers;
   std::vector<float> inv_freq;
   KvSpec kv_k, kv_v;
+  std::unique_ptr<NpuPlan> npu;  // prefill linears on a delegate (PrefillOptions::delegate)
 };
 
 LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : Model(std::move(f), opts) {
@@ -117,6 +129,13 @@ LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : 
   const float* freq_factors = nullptr;
   if (ld.has("rope_freqs.weight")) freq_factors = ld.f32("rope_freqs.weight", hp.n_rot / 2);
   inv_freq = rope_inv_freq(hp.n_rot, hp.rope_base, freq_factors);
+  if (!opts_.prefill.delegate.empty()) {
+    std::vector<const Weight*> linears;
+    for (const LlamaLayer& L : layers) {
+      for (const Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) linears.push_back(w);
+    }
+    npu = std::make_unique<NpuPlan>(g, linears, opts_.prefill, pool());
+  }
   if (tokenizer_ && tokenizer_->vocab_size() > hp.n_vocab) {
     fail(ErrorCode::kFormat, g.path() + ": tokenizer has " + std::to_string(tokenizer_->vocab_size()) + " tokens but the embedding only " + std::to_string(hp.n_vocab));
   }
@@ -127,6 +146,13 @@ LlamaSession::LlamaSession(const LlamaModel& m, int64_t n_ctx)
   if (n_ctx <= 0) fail(ErrorCode::kInvalidArgument, "context size must be positive");
 }
 
+std::vector<float> LlamaSession::cached_rows(int layer, bool keys) const {
+  if (layer < 0 || layer >= m_.hp.n_layer) {
+    fail(ErrorCode::kOutOfRange, "layer " + std::to_string(layer) + " is outside 0.." + std::to_string(m_.hp.n_layer - 1));
+  }
+  return cache_.rows(layer, keys, m_.hp.n_head_kv, m_.hp.head_dim);
+}
+
 void LlamaSession::reset() {
   n_past_ = 0;
   cache_.clear();
@@ -135,11 +161,14 @@ void LlamaSession::reset() {
 std::map<std::string, double> LlamaSession::stats() const {
   const auto [kq, kf] = cache_.keys(0).split_sizes();
   const auto [vq, vf] = cache_.values(0).split_sizes();
-  return {{"n_past", double(n_past_)}, {"n_ctx", double(n_ctx_)}, {"kv_bytes", double(cache_.bytes())},
+  std::map<std::string, double> out{{"n_past", double(n_past_)}, {"n_ctx", double(n_ctx_)}, {"kv_bytes", double(cache_.bytes())},
           {"kv_k_quantized_tokens", double(kq)}, {"kv_k_full_precision_tokens", double(kf)},
           {"kv_v_quantized_tokens", double(vq)}, {"kv_v_full_precision_tokens", double(vf)},
           {"tokens_fed", double(tokens_fed_)}, {"feed_calls", double(calls_)}, {"compute_s", compute_s_},
           {"threads", double(m_.pool().size())}};
+  placement_.add_to(out, m_.npu ? m_.npu->delegate_name() : "");
+  if (m_.npu) out["placement.cpu.shadow_resident_bytes"] = double(m_.npu->cpu_resident_bytes());
+  return out;
 }
 
 void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) {
@@ -148,46 +177,78 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
     fail(ErrorCode::kContextOverflow, "context overflow: " + std::to_string(n_past_) + " cached + " + std::to_string(T) +
                                           " new tokens exceed the context of " + std::to_string(n_ctx_));
   }
-  const LlamaHparams& hp = m_.hp;
-  check_token_ids(ids, T, hp.n_vocab);
+  check_token_ids(ids, T, m_.hp.n_vocab);
   const auto t0 = std::chrono::steady_clock::now();
+  const int64_t C = m_.options().prefill.chunk;
+  if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
+    forward(ids, T, T, false, logits, all_logits);
+  } else {
+    std::vector<int32_t> chunk(static_cast<size_t>(C), m_.options().prefill.pad_token);
+    for (int64_t c0 = 0; c0 < T; c0 += C) {
+      const int64_t n = std::min(C, T - c0);
+      std::copy(ids + c0, ids + c0 + n, chunk.begin());
+      std::fill(chunk.begin() + n, chunk.end(), m_.options().prefill.pad_token);
+      float* out = all_logits ? logits + c0 * m_.hp.n_vocab : (c0 + n == T ? logits : nullptr);
+      forward(chunk.data(), C, n, m_.npu != nullptr, out, all_logits);
+      ++placement_.chunks;
+      placement_.pad_tokens += C - n;
+    }
+  }
+  tokens_fed_ += T;
+  ++calls_;
+  compute_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void LlamaSession::forward(const int32_t* ids, int64_t T, int64_t valid, bool on_delegate, float* logits, bool all_logits) {
+  const LlamaHparams& hp = m_.hp;
   ThreadPool& pool = m_.pool();
   const int64_t E = hp.n_embd, q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
   std::vector<float> x(T * E), xn(T * E), q(T * q_dim), k(T * kv_dim), v(T * kv_dim), att(T * q_dim);
   std::vector<float> gate(T * hp.n_ff), up(T * hp.n_ff), tmp(T * E);
+  auto linear = [&](const Weight& w, const float* in, float* out) {
+    if (on_delegate) {
+      m_.npu->run(w, in, out, placement_);
+    } else {
+      matmul(w, in, T, out, pool);
+      ++placement_.cpu_linear_calls;
+      placement_.cpu_linear_macs += double(T) * double(w.rows) * double(w.cols);
+    }
+    if (observer_) observer_(w, in, valid, out);
+  };
   embed_tokens(m_.tok_embd, ids, T, x.data());
   const AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaLayer& L = m_.layers[il];
     rms_norm_rows(x.data(), L.attn_norm, xn.data(), T, E, hp.eps);
-    matmul(L.wq, xn.data(), T, q.data(), pool);
-    matmul(L.wk, xn.data(), T, k.data(), pool);
-    matmul(L.wv, xn.data(), T, v.data(), pool);
-    for (int64_t t = 0; t < T; ++t) {
+    linear(L.wq, xn.data(), q.data());
+    linear(L.wk, xn.data(), k.data());
+    linear(L.wv, xn.data(), v.data());
+    const auto ta = std::chrono::steady_clock::now();
+    for (int64_t t = 0; t < valid; ++t) {
       const float pos = static_cast<float>(n_past_ + t) * hp.rope_scale;
       rope(&q[t * q_dim], hp.n_head, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
       rope(&k[t * kv_dim], hp.n_head_kv, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
     }
-    cache_.store(il, n_past_, T, k.data(), v.data());
-    attend_causal(cache_, il, q.data(), n_past_, T, shape, att.data(), pool);
+    cache_.store(il, n_past_, valid, k.data(), v.data());
+    attend_causal(cache_, il, q.data(), n_past_, valid, shape, att.data(), pool);  // padded rows of att stay 0
     cache_.finish_step(il);
-    matmul(L.wo, att.data(), T, tmp.data(), pool);
+    placement_.cpu_attention_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count();
+    linear(L.wo, att.data(), tmp.data());
     add_inplace(x.data(), tmp.data(), T * E);
 
     rms_norm_rows(x.data(), L.ffn_norm, xn.data(), T, E, hp.eps);
-    matmul(L.w_gate, xn.data(), T, gate.data(), pool);
-    matmul(L.w_up, xn.data(), T, up.data(), pool);
+    linear(L.w_gate, xn.data(), gate.data());
+    linear(L.w_up, xn.data(), up.data());
     silu_mul(gate.data(), up.data(), T * hp.n_ff);
-    matmul(L.w_down, gate.data(), T, tmp.data(), pool);
+    linear(L.w_down, gate.data(), tmp.data());
     add_inplace(x.data(), tmp.data(), T * E);
   }
-  const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
-  for (int64_t t = first; t < T; ++t) rms_norm(&x[t * E], m_.output_norm, &xn[(t - first) * E], E, hp.eps);
-  matmul(m_.output, xn.data(), n_out, logits, pool);
-  n_past_ += T;
-  tokens_fed_ += T;
-  ++calls_;
-  compute_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (logits) {
+    const int64_t first = all_logits ? 0 : valid - 1, n_out = valid - first;
+    for (int64_t t = first; t < valid; ++t) rms_norm(&x[t * E], m_.output_norm, &xn[(t - first) * E], E, hp.eps);
+    matmul(m_.output, xn.data(), n_out, logits, pool);
+  }
+  n_past_ += valid;
 }
 
 }  // namespace

@@ -28,6 +28,12 @@ Model::Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts) : file_(s
   if (opts_.activations != "q8" && opts_.activations != "f32") {
     fail(ErrorCode::kInvalidArgument, "activations must be 'q8' or 'f32', got '" + opts_.activations + "'");
   }
+  if (opts_.prefill.chunk < 0 || opts_.prefill.chunk > 4096) {
+    fail(ErrorCode::kInvalidArgument, "prefill chunk must be in 0..4096, got " + std::to_string(opts_.prefill.chunk));
+  }
+  if (!opts_.prefill.delegate.empty() && opts_.prefill.chunk == 0) {
+    fail(ErrorCode::kInvalidArgument, "delegate '" + opts_.prefill.delegate + "' needs a prefill chunk size (static graph shapes)");
+  }
   pool_ = std::make_unique<ThreadPool>(opts_.n_threads);
   if (file_->find("tokenizer.ggml.model")) tokenizer_ = Tokenizer::from_gguf(*file_);
 }
@@ -37,7 +43,12 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   const std::string arch = file->get_string("general.architecture");
   if (arch.empty()) fail(ErrorCode::kFormat, path + ": metadata 'general.architecture' is missing");
   for (const auto& e : kRegistry) {
-    if (arch == e.first) return e.second(std::move(file), opts);
+    if (arch != e.first) continue;
+    auto model = e.second(std::move(file), opts);
+    if ((opts.prefill.chunk > 0 || !opts.prefill.delegate.empty()) && !model->supports_chunked_prefill()) {
+      fail(ErrorCode::kUnsupported, path + ": architecture '" + arch + "' has no chunked/delegated prefill yet (llama has)");
+    }
+    return model;
   }
   std::string names;
   for (const auto& e : kRegistry) names += std::string(names.empty() ? "" : ", ") + e.first;
@@ -58,6 +69,14 @@ std::vector<float> Model::encode_audio(const float*, int64_t, int64_t, int64_t*)
 
 void Session::set_encoder_input(const int32_t*, int64_t) {
   fail(ErrorCode::kUnsupported, "this model has no encoder (encoder input is for encoder-decoder models)");
+}
+
+std::vector<float> Session::cached_rows(int, bool) const {
+  fail(ErrorCode::kUnsupported, "this architecture does not expose its cache rows");
+}
+
+void Session::set_linear_observer(LinearObserver) {
+  fail(ErrorCode::kUnsupported, "this architecture does not report its linears (calibration supports llama)");
 }
 
 void Session::set_encoder_states(const float*, int64_t, int64_t) {

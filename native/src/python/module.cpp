@@ -7,6 +7,9 @@
 #include "core/audio.h"
 #include "memory/kv_store.h"
 #include "models/t5.h"
+#include "pyrt/delegate.h"
+#include "sched/calibration.h"
+#include "sched/w8a8.h"
 #include "pyrt/error.h"
 #include "pyrt/ggml_types.h"
 #include "pyrt/gguf.h"
@@ -159,6 +162,45 @@ PYBIND11_MODULE(_core, m) {
     cpu::kernels().gemm_f32(rows.data(), rows.shape(0), x.data(), x.shape(0), x.shape(1), y.mutable_data(), rows.shape(0));
     return y;
   }, py::arg("rows"), py::arg("x"));
+  m.def("gemm_s8", [](py::array_t<int8_t, py::array::c_style | py::array::forcecast> rows,
+                      py::array_t<int8_t, py::array::c_style | py::array::forcecast> x) {
+    if (rows.ndim() != 2 || x.ndim() != 2 || rows.shape(1) != x.shape(1)) throw Error(ErrorCode::kInvalidArgument, "gemm_s8 needs rows [N, K] and x [T, K]");
+    const int64_t N = rows.shape(0), T = x.shape(0), K = x.shape(1);
+    py::array_t<int32_t> acc({T, N});
+    cpu::kernels().gemm_s8(rows.data(), N, x.data(), T, K, acc.mutable_data(), N);
+    return acc;
+  });
+  m.def("builtin_delegates", &builtin_delegates);
+  // The W8A8 path of one linear for tests: reference delegate result and shadow-corrected float output.
+  m.def("w8a8_linear", [](py::array_t<float, py::array::c_style | py::array::forcecast> w, py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                          float input_scale, float output_scale, bool clip_input, bool clip_output, std::vector<int32_t> hot, bool outliers) {
+    if (w.ndim() != 2 || x.ndim() != 2 || w.shape(1) != x.shape(1)) throw Error(ErrorCode::kInvalidArgument, "w8a8_linear needs w [N, K] and x [T, K]");
+    const int64_t N = w.shape(0), K = w.shape(1), T = x.shape(0);
+    Weight wt;
+    wt.type = GgmlType::F32;
+    wt.data = reinterpret_cast<const uint8_t*>(w.data());
+    wt.rows = N;
+    wt.cols = K;
+    wt.row_stride = K * sizeof(float);
+    W8A8Linear lin(wt, "test", W8A8Calibration{input_scale, output_scale, clip_input, clip_output, std::move(hot)});
+    ThreadPool pool(1);
+    auto d = create_delegate("reference", pool);
+    const int h = d->prepare(lin.graph(T));
+    py::array_t<int8_t> y_q({T, N});
+    d->execute(h, x.data(), y_q.mutable_data());
+    py::array_t<float> y({T, N});
+    for (int64_t i = 0; i < T * N; ++i) y.mutable_data()[i] = y_q.data()[i] * output_scale;
+    W8A8Linear::ShadowCounts c;
+    if (outliers) lin.shadow_correct(x.data(), y_q.data(), T, y.mutable_data(), &c);
+    py::dict counts;
+    counts["input_outliers"] = c.input_outliers;
+    counts["cold_channels"] = c.cold_channels;
+    counts["output_outliers"] = c.output_outliers;
+    py::array_t<int8_t> wq({N, K});
+    std::copy(lin.weight(), lin.weight() + N * K, wq.mutable_data());
+    return py::make_tuple(y_q, y, wq, lin.weight_scale(), counts);
+  }, py::arg("w"), py::arg("x"), py::arg("input_scale"), py::arg("output_scale"), py::arg("clip_input") = false,
+     py::arg("clip_output") = false, py::arg("hot_channels") = std::vector<int32_t>{}, py::arg("outliers") = true);
   m.def("f16_to_f32_row", [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> h) {
     py::array_t<float> out(h.size());
     cpu::kernels().f16_to_f32_row(h.data(), out.mutable_data(), h.size());
@@ -305,6 +347,11 @@ PYBIND11_MODULE(_core, m) {
         s.set_encoder_states(src, n, width);
       }, py::arg("states"))
       .def_property_readonly("encoder_length", &Session::encoder_length)
+      .def("cached_rows", [](const Session& s, int layer, bool keys) {
+        std::vector<float> r = s.cached_rows(layer, keys);
+        const py::ssize_t n = s.n_past();
+        return py::array_t<float>({n, n ? static_cast<py::ssize_t>(r.size()) / n : py::ssize_t(0)}, r.data());
+      }, py::arg("layer"), py::arg("keys"))
       .def("reset", &Session::reset)
       .def_property_readonly("n_past", &Session::n_past)
       .def_property_readonly("n_ctx", &Session::n_ctx)
@@ -313,8 +360,13 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
       .def_static("load", [](const std::string& path, int threads, const std::string& kv_k, const std::string& kv_v, int64_t n_ctx,
-                             const std::string& activations) {
+                             const std::string& activations, int chunk, const std::string& delegate, bool outliers,
+                             int32_t pad_token) {
         ModelOptions o;
+        o.prefill.chunk = chunk;
+        o.prefill.delegate = delegate;
+        o.prefill.outliers = outliers;
+        o.prefill.pad_token = pad_token;
         o.n_threads = threads;
         o.kv_k = kv_k;
         o.kv_v = kv_v;
@@ -323,8 +375,41 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         return Model::load(path, o);
       }, py::arg("path"), py::arg("threads") = 0, py::arg("kv_k") = "f16", py::arg("kv_v") = "f16", py::arg("n_ctx") = 0,
-         py::arg("activations") = "q8")
+         py::arg("activations") = "q8", py::arg("chunk") = 0, py::arg("delegate") = "", py::arg("outliers") = true,
+         py::arg("pad_token") = 0)
       .def_property_readonly("activations", [](const Model& mm) { return mm.options().activations; })
+      .def_property_readonly("prefill_chunk", [](const Model& mm) { return mm.options().prefill.chunk; })
+      .def_property_readonly("delegate", [](const Model& mm) { return mm.options().prefill.delegate; })
+      .def("calibrate_linears", [](Model& mm, const std::vector<std::vector<int32_t>>& samples) {
+        std::vector<LinearCalibration> cal;
+        {
+          py::gil_scoped_release nogil;
+          cal = calibrate_linears(mm, samples);
+        }
+        py::list out;
+        for (const auto& c : cal) {
+          py::dict d;
+          d["name"] = c.name;
+          for (const auto& [side, st] : {std::pair<const char*, const ActivationStats*>{"input", &c.input}, {"output", &c.output}}) {
+            py::dict e;
+            e["count"] = st->count();
+            e["max"] = st->max_abs();
+            e["top_0_1"] = st->top_0_1();
+            e["channel_max"] = py::array_t<float>(static_cast<py::ssize_t>(st->channel_max().size()), st->channel_max().data());
+            d[side] = e;
+          }
+          out.append(d);
+        }
+        return out;
+      }, py::arg("samples"), "Per-linear |activation| statistics (max, 99.9th percentile, per-channel max) over the samples")
+      .def("count_input_outliers", [](Model& mm, const std::vector<std::vector<int32_t>>& samples, const std::map<std::string, float>& thresholds) {
+        std::map<std::string, std::vector<int64_t>> c;
+        {
+          py::gil_scoped_release nogil;
+          c = count_input_outliers(mm, samples, thresholds);
+        }
+        return c;
+      }, py::arg("samples"), py::arg("thresholds"), "Per input channel: how often |x| exceeded the linear's threshold")
       .def("new_session", &Model::new_session, py::arg("n_ctx") = 0, py::keep_alive<0, 1>())
       .def_property_readonly("architecture", &Model::architecture)
       .def_property_readonly("vocab_size", &Model::vocab_size)

@@ -106,6 +106,17 @@ void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t
     for (int64_t t = 0; t < n_tok; ++t) y[t * ldy + r] = g.dot_f32(x + t * K, rows + r * K, K);
 }
 
+void gemm_s8_generic(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,
+                     int64_t ldy) {
+  for (int64_t t = 0; t < n_tok; ++t) {
+    for (int64_t r = 0; r < n_rows; ++r) {
+      int32_t s = 0;
+      for (int64_t k = 0; k < K; ++k) s += int32_t(x[t * K + k]) * int32_t(rows[r * K + k]);
+      acc[t * ldy + r] = s;
+    }
+  }
+}
+
 void dequantize_row_fast(const KernelTable& k, GgmlType type, const void* src, float* dst, int64_t n) {
   if (type == GgmlType::F16) return k.f16_to_f32_row(static_cast<const uint16_t*>(src), dst, n);
   dequantize_row(type, src, dst, n);

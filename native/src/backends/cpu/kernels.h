@@ -59,6 +59,10 @@ struct KernelTable {
   void (*dot_keys_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d);
   // Softmax numerator: x[i] = exp(x[i] - max), returns the sum (attention over long contexts).
   float (*exp_shift_sum)(float* x, int64_t n, float max);
+  // W8A8 (the NPU path's integer core): acc[t * ldy + r] = sum_k x[t * K + k] * rows[r * K + k] in int32.
+  // Integer sums are exact in any order, so every ISA version returns the same numbers bit for bit.
+  void (*gemm_s8)(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,
+                  int64_t ldy);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.
@@ -87,6 +91,8 @@ bool has_q8a_dot(GgmlType type);
 void gemm_q8a_generic(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
                       int64_t n_tok, int64_t K, float* y, int64_t ldy);
 void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy);
+void gemm_s8_generic(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,
+                     int64_t ldy);
 float dot_row_q8a(const KernelTable& k, GgmlType type, const void* row, const BlockQ8A* x, int64_t n);
 // dequantize_row with the table's vector conversions where it has them (F16).
 void dequantize_row_fast(const KernelTable& k, GgmlType type, const void* src, float* dst, int64_t n);

@@ -547,6 +547,58 @@ float a_exp_shift_sum(float* x, int64_t n, float max) {
   return sum;
 }
 
+// 16 int8 -> 16 int16 lanes.
+inline __m256i widen16(const int8_t* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// int8 x int8 products widened to int16 and paired by madd into int32: exact (|a*b + c*d| <= 2^15).
+// A tile of 4 weight rows x 2 tokens reuses every widened load twice.
+void a_gemm_s8(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc, int64_t ldy) {
+  const int64_t k16 = K / 16 * 16, r4 = n_rows / 4 * 4, t2 = n_tok / 2 * 2;
+  auto tail = [&](const int8_t* w, const int8_t* xt) {
+    int32_t s = 0;
+    for (int64_t k = k16; k < K; ++k) s += int32_t(w[k]) * int32_t(xt[k]);
+    return s;
+  };
+  for (int64_t t = 0; t < t2; t += 2) {
+    const int8_t *x0 = x + t * K, *x1 = x0 + K;
+    for (int64_t r = 0; r < r4; r += 4) {
+      const int8_t* w[4] = {rows + r * K, rows + (r + 1) * K, rows + (r + 2) * K, rows + (r + 3) * K};
+      __m256i a[4][2];
+      for (auto& row : a) row[0] = row[1] = _mm256_setzero_si256();
+      for (int64_t k = 0; k < k16; k += 16) {
+        const __m256i v0 = widen16(x0 + k), v1 = widen16(x1 + k);
+        for (int i = 0; i < 4; ++i) {
+          const __m256i wi = widen16(w[i] + k);
+          a[i][0] = _mm256_add_epi32(a[i][0], _mm256_madd_epi16(wi, v0));
+          a[i][1] = _mm256_add_epi32(a[i][1], _mm256_madd_epi16(wi, v1));
+        }
+      }
+      for (int i = 0; i < 4; ++i) {
+        acc[t * ldy + r + i] = hsum_i32(a[i][0]) + tail(w[i], x0);
+        acc[(t + 1) * ldy + r + i] = hsum_i32(a[i][1]) + tail(w[i], x1);
+      }
+    }
+    for (int64_t r = r4; r < n_rows; ++r) {
+      gemm_s8_generic(rows + r * K, 1, x0, 2, K, acc + t * ldy + r, ldy);
+    }
+  }
+  if (t2 < n_tok) {
+    const int8_t* xt = x + t2 * K;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      __m256i a = _mm256_setzero_si256();
+      for (int64_t k = 0; k < k16; k += 16) a = _mm256_add_epi32(a, _mm256_madd_epi16(widen16(rows + r * K + k), widen16(xt + k)));
+      acc[t2 * ldy + r] = hsum_i32(a) + tail(rows + r * K, xt);
+    }
+  }
+}
+
 }  // namespace
 
 KernelTable avx2_kernels() {
@@ -554,7 +606,7 @@ KernelTable avx2_kernels() {
           a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_key_scores,
           a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
           a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
-          a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum};
+          a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_gemm_s8};
 }
 
 }  // namespace pyrt::cpu

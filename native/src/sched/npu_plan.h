@@ -1,0 +1,62 @@
+// Chunked prefill on a delegate: every linear of the model becomes a W8A8 graph of static shape
+// [chunk, in] prepared once at load; per chunk the delegate returns the int8 result and the CPU adds
+// the shadow outlier correction. Attention, RoPE, norms and the KV cache stay on the CPU (the model
+// file decides that by calling NpuPlan::run only for linears).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/ops.h"
+#include "pyrt/delegate.h"
+#include "pyrt/gguf.h"
+#include "pyrt/model.h"
+#include "sched/w8a8.h"
+
+namespace pyrt {
+
+// Per-session counters of what ran where (Session::stats "placement.*").
+struct PlacementCounters {
+  int64_t chunks = 0, pad_tokens = 0, delegate_calls = 0, cpu_linear_calls = 0;
+  double delegate_macs = 0, cpu_linear_macs = 0, delegate_s = 0, shadow_s = 0, cpu_attention_s = 0;
+  W8A8Linear::ShadowCounts shadow;
+  void add_to(std::map<std::string, double>& out, const std::string& delegate) const;
+};
+
+class NpuPlan {
+ public:
+  // `linears`: every weight the model multiplies during prefill except the output head. Their
+  // calibration (<name>.input_scale, .output_scale, .clip_input, .clip_output, .hot_channels) must be
+  // in `file` (pyrt-convert --calibrate).
+  NpuPlan(const GgufFile& file, const std::vector<const Weight*>& linears, const PrefillOptions& opts, ThreadPool& pool);
+  ~NpuPlan();
+  NpuPlan(const NpuPlan&) = delete;
+  NpuPlan& operator=(const NpuPlan&) = delete;
+
+  const PrefillOptions& options() const { return opts_; }
+  const std::string& delegate_name() const { return delegate_name_; }
+  bool handles(const Weight& w) const { return index_.count(&w) != 0; }
+  // y [chunk, out] = linear(x [chunk, in]): delegate int8 result * s_y plus the shadow correction.
+  void run(const Weight& w, const float* x, float* y, PlacementCounters& c) const;
+  size_t cpu_resident_bytes() const;  // hot weight rows kept for shadow work
+  size_t delegate_weight_bytes() const;
+  const W8A8Linear& linear(const Weight& w) const { return *linears_[index_.at(&w)]; }
+
+ private:
+  PrefillOptions opts_;
+  std::string delegate_name_;
+  std::unique_ptr<Delegate> delegate_;
+  std::vector<std::unique_ptr<W8A8Linear>> linears_;
+  std::vector<int> handles_;
+  std::unordered_map<const Weight*, size_t> index_;
+  mutable std::mutex mu_;  // one chunk at a time on the delegate (its buffers are per graph, not per session)
+};
+
+// Reads a linear's calibration; fails with kFormat naming the file and tensor when absent or malformed.
+W8A8Calibration read_calibration(const GgufFile& file, const std::string& linear_name);
+
+}  // namespace pyrt

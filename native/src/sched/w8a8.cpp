@@ -1,0 +1,103 @@
+#include "sched/w8a8.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "backends/cpu/kernels.h"
+#include "pyrt/error.h"
+
+namespace pyrt {
+
+void quantize_activations(const float* x, int64_t n, float scale, int8_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = saturate_i8(std::nearbyint(x[i] / scale));
+}
+
+void requantize(const int32_t* acc, int64_t n, float multiplier, int8_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = saturate_i8(std::nearbyint(static_cast<float>(acc[i]) * multiplier));
+}
+
+W8A8Linear::W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal)
+    : name_(std::move(name)), in_(w.cols), out_(w.rows), w_(static_cast<size_t>(w.rows * w.cols)), cal_(std::move(cal)) {
+  if (!(cal_.input_scale > 0) || !(cal_.output_scale > 0) || !std::isfinite(cal_.input_scale) || !std::isfinite(cal_.output_scale)) {
+    fail(ErrorCode::kFormat, name_ + ": calibrated scales must be positive and finite (input_scale " +
+                                 std::to_string(cal_.input_scale) + ", output_scale " + std::to_string(cal_.output_scale) + ")");
+  }
+  std::vector<float> all(w_.size());
+  for (int64_t r = 0; r < out_; ++r) dequantize_row(w.type, w.data + r * w.row_stride, &all[r * in_], in_);
+  float max_abs = 0;
+  for (float v : all) max_abs = std::max(max_abs, std::fabs(v));
+  s_w_ = std::max(max_abs, 1e-5f) / 127.0f;
+  for (size_t i = 0; i < all.size(); ++i) w_[i] = saturate_i8(std::nearbyint(all[i] / s_w_));
+
+  hot_slot_.assign(static_cast<size_t>(in_), -1);
+  for (int32_t k : cal_.hot_channels) {
+    if (k < 0 || k >= in_) fail(ErrorCode::kFormat, name_ + ": hot channel " + std::to_string(k) + " is outside 0.." + std::to_string(in_ - 1));
+    if (hot_slot_[k] >= 0) continue;
+    hot_slot_[k] = static_cast<int32_t>(hot_rows_.size() / out_);
+    for (int64_t n = 0; n < out_; ++n) hot_rows_.push_back(w_[n * in_ + k] * s_w_);
+  }
+}
+
+W8A8Graph W8A8Linear::graph(int64_t rows) const {
+  W8A8Graph g;
+  g.name = name_;
+  g.rows = rows;
+  g.in_features = in_;
+  g.out_features = out_;
+  g.weight = w_.data();
+  g.weight_scale = s_w_;
+  g.input_scale = cal_.input_scale;
+  g.output_scale = cal_.output_scale;
+  return g;
+}
+
+void W8A8Linear::shadow_correct(const float* x, const int8_t* y_q, int64_t T, float* y, ShadowCounts* counts) const {
+  const float s_x = cal_.input_scale, s_y = cal_.output_scale;
+  std::vector<float> column, delta(static_cast<size_t>(out_));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x + t * in_;
+    float* yt = y + t * out_;
+    // Step 1: each activation beyond the input range adds (r - clamp(r)) * s_x * s_w * W~[k, :].
+    bool any_input_outlier = false;
+    if (!cal_.clip_input) {
+      for (int64_t k = 0; k < in_; ++k) {
+        const float r = std::nearbyint(xt[k] / s_x);
+        if (r >= -128.f && r <= 127.f) continue;
+        if (!any_input_outlier) std::fill(delta.begin(), delta.end(), 0.0f);
+        any_input_outlier = true;
+        ++counts->input_outliers;
+        const float* row;
+        if (hot_slot_[k] >= 0) {
+          row = &hot_rows_[static_cast<size_t>(hot_slot_[k]) * out_];
+        } else {  // not resident: gather channel k of W~ (on a phone, a read from the delegate's buffer)
+          ++counts->cold_channels;
+          column.resize(out_);
+          for (int64_t n = 0; n < out_; ++n) column[n] = w_[n * in_ + k] * s_w_;
+          row = column.data();
+        }
+        cpu::kernels().axpy_f32((r - (r < 0 ? -128.f : 127.f)) * s_x, row, delta.data(), out_);
+      }
+    }
+    // Step 2: a saturated output is replaced by the value recomputed from the unclipped input and
+    // requantized to s_y (which already includes step 1's contribution, so that one is not added).
+    for (int64_t n = 0; n < out_; ++n) {
+      const int8_t q = y_q[t * out_ + n];
+      if (!cal_.clip_output && (q == 127 || q == -128)) {
+        ++counts->output_outliers;
+        double acc = 0;
+        const int8_t* wn = &w_[n * in_];
+        for (int64_t k = 0; k < in_; ++k) {
+          float r = std::nearbyint(xt[k] / s_x);
+          if (cal_.clip_input) r = std::clamp(r, -128.f, 127.f);
+          acc += static_cast<double>(r) * wn[k];
+        }
+        const float z = static_cast<float>(acc * s_x * s_w_);
+        yt[n] += (std::nearbyint(z / s_y) - q) * s_y;
+      } else if (any_input_outlier) {
+        yt[n] += delta[n];
+      }
+    }
+  }
+}
+
+}  // namespace pyrt
