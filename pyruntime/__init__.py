@@ -30,7 +30,7 @@ def _use_installed_native_module() -> None:
 
 _use_installed_native_module()
 
-from pyruntime import audio, speech  # noqa: E402
+from pyruntime import audio, delegates, speech  # noqa: E402
 from pyruntime.audio import read_wav  # noqa: E402
 from pyruntime.errors import (  # noqa: E402
     ContextOverflowError,
@@ -63,6 +63,7 @@ __all__ = [
     "UnknownModelError",
     "UnsupportedError",
     "audio",
+    "delegates",
     "load",
     "read_wav",
     "speech",

@@ -126,6 +126,11 @@ class Session:
         )
         if not delegate:
             placement["all"] = "cpu"
+        else:
+            runs_on = str(self._model._m.delegate_runs_on)
+            placement["delegate_runs_on"] = runs_on
+            if runs_on == "cpu" and delegate != "reference":  # say so: the "NPU" work ran on CPU threads
+                placement["fallbacks"].append(f"{delegate}: no accelerator on this machine; its graphs ran on the CPU")
         s["placement"] = placement
         return s
 

@@ -23,8 +23,9 @@ def spec_npu(x: np.ndarray, w: np.ndarray, s_x: float, s_y: float) -> np.ndarray
     """SPEC 5.1: y_q of the int8 delegate."""
     wq, s_w = spec_weight(w)
     acc = np.clip(spec_quantize(x, s_x), -128, 127) @ wq.T.astype(np.float64)  # exact in float64
-    mult = np.float32(np.float32(s_x) * np.float32(s_w) / np.float32(s_y))
-    return np.clip(np.round(acc.astype(np.float32) * mult), -128, 127).astype(np.int8)
+    # acc * (s_x s_w) / s_y in float32, left to right (as ONNX Runtime's QDQ MatMul evaluates it)
+    y = acc.astype(np.float32) * np.float32(np.float32(s_x) * np.float32(s_w)) / np.float32(s_y)
+    return np.clip(np.round(y), -128, 127).astype(np.int8)
 
 
 def spec_shadow(x: np.ndarray, w: np.ndarray, s_x: float, s_y: float) -> np.ndarray:

@@ -4,6 +4,7 @@
 // the CPU (sched/npu_plan.h).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,7 +16,7 @@ namespace pyrt {
 // One linear y = x W^T with W8A8 per-tensor static quantization (SPEC 5.1) and a static input shape
 // [rows, in_features] (rows = the prefill chunk):
 //   x~ = clamp(round(x / input_scale), -128, 127), acc = x~ . W~ (int32),
-//   y_q = clamp(round(acc * (input_scale * weight_scale / output_scale)), -128, 127).
+//   y_q = clamp(round(acc * (input_scale * weight_scale) / output_scale), -128, 127)  (float, left to right).
 // `weight` ([out_features][in_features] int8) stays owned by the caller for the graph's lifetime.
 struct W8A8Graph {
   std::string name;  // e.g. "blk.3.attn_q"
@@ -35,11 +36,17 @@ class Delegate {
   // x: [rows, in_features] float, y_q: [rows, out_features] int8 (the requantized output).
   virtual void execute(int handle, const float* x, int8_t* y_q) = 0;
   virtual void release(int handle) = 0;
+  // What executes the graphs, for placement stats: "cpu" when the "accelerator" is in fact the CPU
+  // (the reference delegate, onnxruntime's CPU provider), so that is never silent.
+  virtual std::string runs_on() const = 0;
 };
 
 // "reference": the built-in exact W8A8 executor (integer GEMM on CPU threads), the ground truth the
-// other delegates are tested against. Throws kUnsupported naming the known delegates for other names.
+// other delegates are tested against; others come from register_delegate (the Python SDK registers
+// "onnxruntime" and "litert"). Throws kUnsupported naming the known delegates for other names.
 std::unique_ptr<Delegate> create_delegate(const std::string& name, ThreadPool& pool);
-std::vector<std::string> builtin_delegates();
+using DelegateFactory = std::function<std::unique_ptr<Delegate>(ThreadPool& pool)>;
+void register_delegate(const std::string& name, DelegateFactory factory);
+std::vector<std::string> builtin_delegates();  // "reference" plus every registered name
 
 }  // namespace pyrt

@@ -74,6 +74,8 @@ class Model {
   virtual bool is_encoder_decoder() const { return false; }
   // Whether PrefillOptions (chunks, delegates) apply to this architecture.
   virtual bool supports_chunked_prefill() const { return false; }
+  // What executes the prefill delegate's graphs ("" without a delegate; "cpu" when no accelerator does).
+  virtual std::string delegate_runs_on() const { return ""; }
   virtual void encode(const int32_t* ids, int64_t n, float* out) const;
   virtual int32_t decoder_start_token() const { return -1; }
 

@@ -67,6 +67,7 @@ class LlamaModel : public Model {
   int64_t embedding_length() const override { return hp.n_embd; }
   int64_t default_ctx() const { return opts_.n_ctx > 0 ? opts_.n_ctx : hp.n_ctx_train; }
   bool supports_chunked_prefill() const override { return true; }
+  std::string delegate_runs_on() const override { return npu ? npu->runs_on() : ""; }
 
   LlamaHparams hp;
   Weight tok_embd, output;

@@ -66,6 +66,74 @@ GgmlType type_by_name(const std::string& name) {
   throw Error(ErrorCode::kInvalidArgument, "unknown tensor type '" + name + "'");
 }
 
+// A delegate written in Python (pyruntime/delegates/): prepare(graph: dict) -> int,
+// execute(handle, x: float32 [rows, in]) -> int8 [rows, out], release(handle), is_available() -> (bool, str).
+// Calls come from the runtime's threads with the GIL released, so each one takes it.
+class PythonDelegate : public Delegate {
+ public:
+  explicit PythonDelegate(py::object obj) : obj_(std::move(obj)) {}
+  ~PythonDelegate() override {
+    py::gil_scoped_acquire gil;
+    obj_ = py::object();
+  }
+  std::string name() const override {
+    py::gil_scoped_acquire gil;
+    return obj_.attr("name").cast<std::string>();
+  }
+  bool is_available(std::string* why) const override {
+    py::gil_scoped_acquire gil;
+    auto r = obj_.attr("is_available")().cast<std::pair<bool, std::string>>();
+    if (why) *why = r.second;
+    return r.first;
+  }
+  int prepare(const W8A8Graph& g) override {
+    py::gil_scoped_acquire gil;
+    py::dict d;
+    d["name"] = g.name;
+    d["rows"] = g.rows;
+    d["in_features"] = g.in_features;
+    d["out_features"] = g.out_features;
+    py::array_t<int8_t> w({g.out_features, g.in_features});
+    std::copy(g.weight, g.weight + g.out_features * g.in_features, w.mutable_data());
+    d["weight"] = w;
+    d["weight_scale"] = g.weight_scale;
+    d["input_scale"] = g.input_scale;
+    d["output_scale"] = g.output_scale;
+    const int h = obj_.attr("prepare")(d).cast<int>();
+    // Outputs are copied by the shape recorded here, so a handle may name only one graph.
+    if (!shapes_.emplace(h, std::make_tuple(g.rows, g.in_features, g.out_features)).second) {
+      throw Error(ErrorCode::kInternal, "delegate '" + obj_.attr("name").cast<std::string>() + "' returned handle " +
+                                            std::to_string(h) + " for a second graph ('" + g.name + "')");
+    }
+    return h;
+  }
+  void execute(int handle, const float* x, int8_t* y_q) override {
+    py::gil_scoped_acquire gil;
+    const auto it = shapes_.find(handle);
+    if (it == shapes_.end()) throw Error(ErrorCode::kInvalidArgument, "unknown graph handle " + std::to_string(handle));
+    const auto [rows, in, out] = it->second;
+    py::array_t<float> xa({rows, in}, x);  // a copy: the delegate may keep it
+    auto y = py::array_t<int8_t, py::array::c_style | py::array::forcecast>(obj_.attr("execute")(handle, xa));
+    if (y.ndim() != 2 || y.shape(0) != rows || y.shape(1) != out) {
+      throw Error(ErrorCode::kInternal, "delegate '" + obj_.attr("name").cast<std::string>() + "' returned the wrong output shape");
+    }
+    std::copy(y.data(), y.data() + rows * out, y_q);
+  }
+  std::string runs_on() const override {
+    py::gil_scoped_acquire gil;
+    return obj_.attr("runs_on")().cast<std::string>();
+  }
+  void release(int handle) override {
+    py::gil_scoped_acquire gil;
+    shapes_.erase(handle);
+    obj_.attr("release")(handle);
+  }
+
+ private:
+  py::object obj_;
+  std::map<int, std::tuple<int64_t, int64_t, int64_t>> shapes_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -171,6 +239,16 @@ PYBIND11_MODULE(_core, m) {
     return acc;
   });
   m.def("builtin_delegates", &builtin_delegates);
+  // factory(threads: int) -> a Python delegate object (see PythonDelegate).
+  m.def("register_delegate", [](const std::string& name, py::function factory) {
+    // Leaked on purpose: the registry is static and outlives the interpreter, which must not see a
+    // Python object released after it has finalized.
+    auto* held = new py::function(std::move(factory));
+    register_delegate(name, [held](ThreadPool& pool) -> std::unique_ptr<Delegate> {
+      py::gil_scoped_acquire gil;
+      return std::make_unique<PythonDelegate>((*held)(pool.size()));
+    });
+  });
   // The W8A8 path of one linear for tests: reference delegate result and shadow-corrected float output.
   m.def("w8a8_linear", [](py::array_t<float, py::array::c_style | py::array::forcecast> w, py::array_t<float, py::array::c_style | py::array::forcecast> x,
                           float input_scale, float output_scale, bool clip_input, bool clip_output, std::vector<int32_t> hot, bool outliers) {
@@ -380,6 +458,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("activations", [](const Model& mm) { return mm.options().activations; })
       .def_property_readonly("prefill_chunk", [](const Model& mm) { return mm.options().prefill.chunk; })
       .def_property_readonly("delegate", [](const Model& mm) { return mm.options().prefill.delegate; })
+      .def_property_readonly("delegate_runs_on", &Model::delegate_runs_on)
       .def("calibrate_linears", [](Model& mm, const std::vector<std::vector<int32_t>>& samples) {
         std::vector<LinearCalibration> cal;
         {

@@ -39,6 +39,7 @@ class NpuPlan {
 
   const PrefillOptions& options() const { return opts_; }
   const std::string& delegate_name() const { return delegate_name_; }
+  std::string runs_on() const { return delegate_->runs_on(); }
   bool handles(const Weight& w) const { return index_.count(&w) != 0; }
   // y [chunk, out] = linear(x [chunk, in]): delegate int8 result * s_y plus the shadow correction.
   void run(const Weight& w, const float* x, float* y, PlacementCounters& c) const;

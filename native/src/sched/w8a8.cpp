@@ -12,8 +12,8 @@ void quantize_activations(const float* x, int64_t n, float scale, int8_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = saturate_i8(std::nearbyint(x[i] / scale));
 }
 
-void requantize(const int32_t* acc, int64_t n, float multiplier, int8_t* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = saturate_i8(std::nearbyint(static_cast<float>(acc[i]) * multiplier));
+void requantize(const int32_t* acc, int64_t n, float input_times_weight_scale, float output_scale, int8_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = saturate_i8(std::nearbyint(static_cast<float>(acc[i]) * input_times_weight_scale / output_scale));
 }
 
 W8A8Linear::W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal)

@@ -55,7 +55,8 @@ class W8A8Linear {
 inline int8_t saturate_i8(float r) { return static_cast<int8_t>(r < -128.f ? -128.f : (r > 127.f ? 127.f : r)); }
 // x~ = clamp(round-half-even(x / s), -128, 127) for n values (division, like ONNX QuantizeLinear).
 void quantize_activations(const float* x, int64_t n, float scale, int8_t* out);
-// y_q = clamp(round-half-even(acc * multiplier), -128, 127).
-void requantize(const int32_t* acc, int64_t n, float multiplier, int8_t* out);
+// y_q = clamp(round-half-even(acc * (s_x * s_w) / s_y), -128, 127), evaluated left to right in float
+// (what ONNX Runtime's QDQ MatMul computes, so both agree bit for bit).
+void requantize(const int32_t* acc, int64_t n, float input_times_weight_scale, float output_scale, int8_t* out);
 
 }  // namespace pyrt

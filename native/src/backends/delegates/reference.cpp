@@ -3,6 +3,7 @@
 // so accelerators can be checked against it element for element.
 #include <algorithm>
 #include <map>
+#include <mutex>
 
 #include "backends/cpu/kernels.h"
 #include "pyrt/delegate.h"
@@ -44,10 +45,11 @@ class ReferenceDelegate : public Delegate {
       const int64_t r0 = i * per, nr = std::min<int64_t>(per, N - r0);
       kt.gemm_s8(g.weight + r0 * K, nr, xq_.data(), C, K, acc_.data() + r0, N);
     });
-    requantize(acc_.data(), C * N, g.input_scale * g.weight_scale / g.output_scale, y_q);
+    requantize(acc_.data(), C * N, g.input_scale * g.weight_scale, g.output_scale, y_q);
   }
 
   void release(int handle) override { graphs_.erase(handle); }
+  std::string runs_on() const override { return "cpu"; }
 
  private:
   ThreadPool& pool_;
@@ -57,12 +59,40 @@ class ReferenceDelegate : public Delegate {
   std::vector<int32_t> acc_;
 };
 
+std::mutex& registry_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+std::map<std::string, DelegateFactory>& registry() {
+  static std::map<std::string, DelegateFactory> r;
+  return r;
+}
+
 }  // namespace
 
-std::vector<std::string> builtin_delegates() { return {"reference"}; }
+void register_delegate(const std::string& name, DelegateFactory factory) {
+  if (name == "reference") fail(ErrorCode::kInvalidArgument, "the name 'reference' is taken by the built-in delegate");
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  registry()[name] = std::move(factory);
+}
+
+std::vector<std::string> builtin_delegates() {
+  std::vector<std::string> names{"reference"};
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  for (const auto& e : registry()) names.push_back(e.first);
+  return names;
+}
 
 std::unique_ptr<Delegate> create_delegate(const std::string& name, ThreadPool& pool) {
   if (name == "reference") return std::make_unique<ReferenceDelegate>(pool);
+  DelegateFactory factory;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    const auto it = registry().find(name);
+    if (it != registry().end()) factory = it->second;
+  }
+  if (factory) return factory(pool);
   std::string known;
   for (const auto& n : builtin_delegates()) known += (known.empty() ? "" : ", ") + n;
   fail(ErrorCode::kUnsupported, "unknown delegate '" + name + "' (built in: " + known + ")");
