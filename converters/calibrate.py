@@ -114,8 +114,8 @@ def calibrate_gguf(
     import pyruntime
     from converters.gguf_requant import requantize_gguf
 
-    if threshold <= 1.0:
-        raise ValueError(f"--outlier-threshold must be > 1, got {threshold}")
+    if threshold < 1.0:
+        raise ValueError(f"--outlier-threshold must be >= 1 (1: every layer gets shadow correction), got {threshold}")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --force to replace it")
     text = Path(text_path).read_text(encoding="utf-8", errors="replace")

@@ -90,6 +90,7 @@ class Session:
     kv_bytes: int
     def stats(self) -> dict[str, float]: ...
     def cached_rows(self, layer: int, keys: bool) -> npt.NDArray[np.float32]: ...
+    def prefill_trace_json(self) -> str: ...
 
 class Model:
     @staticmethod
@@ -104,6 +105,8 @@ class Model:
         delegate: str = ...,
         outliers: bool = ...,
         pad_token: int = ...,
+        overlap: bool = ...,
+        delegate_threads: int = ...,
     ) -> Model: ...
     activations: str
     prefill_chunk: int

@@ -6,6 +6,7 @@ import codecs
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -97,6 +98,14 @@ class Session:
     def kv_bytes(self) -> int:
         """Bytes the KV cache holds right now."""
         return int(self._s.kv_bytes)
+
+    def save_trace(self, path: Union[str, os.PathLike[str]]) -> None:
+        """Write the last delegated prefill's timeline as Chrome trace JSON (chrome://tracing,
+        ui.perfetto.dev): one row per device, one box per task with its chunk and layer."""
+        text = self._s.prefill_trace_json()
+        if not text:
+            raise UnsupportedError("no delegated prefill has run in this session (load with device='npu')")
+        Path(path).write_text(text, encoding="utf-8")
 
     def stats(self) -> dict[str, Any]:
         """Counters of this session: positions, cache bytes, compute time, device placement."""
@@ -488,6 +497,8 @@ def load(
     delegate: Optional[str] = None,
     chunk: Optional[int] = None,
     outliers: str = "on",
+    overlap: bool = True,
+    delegate_threads: Optional[int] = None,
 ) -> Model:
     """Load a GGUF file, or a registered model name (pulled into the cache on first use).
 
@@ -506,7 +517,12 @@ def load(
     calibrated file (``pyrt-convert MODEL.gguf -o OUT.gguf --calibrate TEXT.txt``). ``outliers="on"``
     corrects activations beyond the calibrated ranges on the CPU in float (shadow execution).
     ``chunk`` (default 128 on the NPU, off on the CPU) cuts prompts into fixed-size chunks, the last
-    one padded; padding never reaches the KV cache. ``Session.stats()["placement"]`` says what ran where.
+    one padded; padding never reaches the KV cache. ``overlap`` runs the delegate's work for one chunk
+    while the CPU attends for the previous one (out of order, from a dependency graph; off: one stage
+    after the other). ``Session.stats()["placement"]`` says what ran where;
+    ``Session.save_trace(path)`` writes the last prefill's timeline (Chrome trace JSON).
+    ``delegate_threads`` (default: ``threads``) are the CPU threads of delegates that compute on the
+    CPU (the reference delegate, onnxruntime's CPU provider).
     """
     if device == "cuda":
         raise UnsupportedError(_cuda_status())
@@ -528,6 +544,8 @@ def load(
         chunk = 128 if chunk is None else chunk
     elif delegate is not None:
         raise InvalidArgumentError(f"delegate={delegate!r} needs device='npu'")
+    if delegate_threads is not None and delegate_threads < 1:
+        raise InvalidArgumentError("delegate_threads must be >= 1")
     if chunk is not None and not 1 <= chunk <= 4096:
         raise InvalidArgumentError(f"chunk must be in 1..4096, got {chunk}")
     native = _core.Model.load(
@@ -540,5 +558,7 @@ def load(
         chunk=int(chunk or 0),
         delegate=delegate or "",
         outliers=outliers == "on",
+        overlap=overlap,
+        delegate_threads=int(delegate_threads or 0),
     )
     return Model(native, path, (kv_k, kv_v), device, context)

@@ -144,7 +144,7 @@ def test_cli_calibration_errors(tiny: tuple[Path, Path], tmp_path: Path, capsys:
     text = tmp_path / "t.txt"
     text.write_text("hello world " * 50, encoding="utf-8")
     assert main([str(src), "-o", str(out), "--calibrate", str(text), "--outlier-threshold", "0.5"]) == 1
-    assert "--outlier-threshold must be > 1" in capsys.readouterr().err
+    assert "--outlier-threshold must be >= 1" in capsys.readouterr().err
     assert not out.exists()
     out.write_bytes(b"mine")
     assert main([str(src), "-o", str(out), "--calibrate", str(text)]) == 1

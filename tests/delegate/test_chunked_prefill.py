@@ -140,3 +140,32 @@ def test_bad_npu_options(tiny_calibrated: Path) -> None:
         pyruntime.load(tiny_calibrated, device="npu", outliers="maybe")
     with pytest.raises(pyruntime.InvalidArgumentError, match="needs device='npu'"):
         pyruntime.load(tiny_calibrated, delegate="reference")
+
+
+def test_overlapped_schedule_equals_sequential_and_writes_a_trace(tiny_calibrated: Path, tmp_path: Path) -> None:
+    import json
+
+    ids = prompt(300, 300, seed=9)  # 5 chunks of 64
+    out = {}
+    for overlap in (False, True):
+        m = pyruntime.load(tiny_calibrated, device="npu", chunk=64, kv_cache="f32", overlap=overlap)
+        s = m.session()
+        out[overlap] = np.concatenate([s.feed(ids), s.feed([2])])
+        s.save_trace(tmp_path / f"trace-{overlap}.json")
+        st = s.stats()["placement"]
+        assert st["overlap"] == int(overlap) and st["prefill_wall_s"] > 0 and st["cpu"]["busy_s"] > 0
+    # Out-of-order execution changes when each task runs, never what it computes.
+    np.testing.assert_array_equal(out[False], out[True])
+    trace = json.loads((tmp_path / "trace-True.json").read_text())
+    events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert len(events) == 5 * (1 + 2 * 9 + 1)  # per chunk: embed, 9 stages per layer, logits (feed returns all)
+    rows = {e["tid"]: set() for e in events}
+    for e in events:
+        rows[e["tid"]].add(e["name"])
+    assert rows[1] == {"qkv", "attn_output", "gate_up", "ffn_down"}  # delegate row: linears only
+    assert "attention" in rows[0] and not rows[0] & rows[1]
+    assert {e["args"]["chunk"] for e in events} == set(range(5))
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"}
+    assert names == {"CPU", "delegate"}
+    with pytest.raises(pyruntime.UnsupportedError, match="no delegated prefill"):
+        pyruntime.load(tiny_calibrated).session().save_trace(tmp_path / "none.json")

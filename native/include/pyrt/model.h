@@ -20,6 +20,8 @@ struct PrefillOptions {
   std::string delegate;    // "": CPU; otherwise prefill linears run as W8A8 graphs on this delegate
   bool outliers = true;    // shadow correction of calibrated activation outliers on the CPU
   int32_t pad_token = 0;   // fills the last chunk; padded rows never reach the KV cache
+  bool overlap = true;     // delegate and CPU work of different chunks run concurrently (out of order)
+  int delegate_threads = 0;  // CPU threads of delegates that compute on the CPU (reference); 0: n_threads
 };
 
 struct ModelOptions {
@@ -47,6 +49,8 @@ class Session {
   virtual int64_t n_ctx() const = 0;
   virtual size_t kv_bytes() const = 0;
   virtual std::map<std::string, double> stats() const = 0;
+  // Chrome trace JSON of the last delegated prefill ("" when none ran).
+  virtual std::string prefill_trace_json() const { return ""; }
   // Layer `layer`'s cached keys or values as float rows [n_past, kv_width] (tests; kUnsupported where absent).
   virtual std::vector<float> cached_rows(int layer, bool keys) const;
   // Architectures that support it call `obs` for each linear of every later feed (kUnsupported otherwise).

@@ -10,6 +10,7 @@
 #include "models/registry.h"
 #include "pyrt/error.h"
 #include "sched/npu_plan.h"
+#include "sched/task_graph.h"
 
 namespace pyrt {
 
@@ -29,6 +30,13 @@ struct LlamaLayer {
 
 class LlamaModel;
 
+// Activations of one chunk of positions (several are in flight when prefill overlaps devices).
+struct ChunkState {
+  int64_t rows = 0, valid = 0, pos0 = 0;  // rows = valid tokens + padding
+  std::vector<float> x, xn, q, k, v, att, gate, up, tmp;
+  std::vector<int8_t> yq_q, yq_k, yq_v, yq_o, yq_gate, yq_up, yq_down;  // delegate outputs
+};
+
 class LlamaSession : public Session {
  public:
   LlamaSession(const LlamaModel& m, int64_t n_ctx);
@@ -40,12 +48,24 @@ class LlamaSession : public Session {
   std::map<std::string, double> stats() const override;
   void set_linear_observer(LinearObserver obs) override { observer_ = std::move(obs); }
   std::vector<float> cached_rows(int layer, bool keys) const override;
+  std::string prefill_trace_json() const override { return trace_json_; }
 
  private:
-  // Runs `rows` positions of which the first `valid` are real tokens (the rest pad a static-shape chunk:
-  // they go through the position-wise ops but never reach attention or the KV cache). Writes logits of
-  // every valid row, or of the last valid row, when `logits` is not null.
-  void forward(const int32_t* ids, int64_t rows, int64_t valid, bool on_delegate, float* logits, bool all_logits);
+  // Block stages on one chunk. Rows past `valid` pad a static-shape chunk: they go through the
+  // position-wise ops but never reach attention or the KV cache.
+  void prepare(ChunkState& cs, const int32_t* ids, int64_t rows, int64_t valid, int64_t pos0, bool int8) const;
+  void attention(ChunkState& cs, int il);
+  void after_attention(ChunkState& cs, int il) const;  // residual, FFN norm
+  void after_ffn(ChunkState& cs) const { add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * m_hp_n_embd()); }
+  void head(const ChunkState& cs, float* logits, bool all_logits) const;  // logits of valid rows (or the last)
+  void linear_cpu(const Weight& w, const ChunkState& cs, const float* in, float* out);
+  void linear_finish(const Weight& w, const ChunkState& cs, const float* in, const int8_t* y_q, float* out);
+  int64_t m_hp_n_embd() const;
+
+  // The whole chunk on the CPU, stage after stage.
+  void forward_cpu(ChunkState& cs);
+  // A prompt's chunks as a dependency graph: linears on the delegate, the rest on the CPU, overlapped.
+  void prefill_on_delegate(const int32_t* ids, int64_t T, float* logits, bool all_logits);
 
   const LlamaModel& m_;
   int64_t n_ctx_, n_past_ = 0;
@@ -54,6 +74,9 @@ class LlamaSession : public Session {
   int64_t tokens_fed_ = 0, calls_ = 0;
   LinearObserver observer_;
   PlacementCounters placement_;
+  std::map<std::string, double> latency_s_;  // profiled task latencies (scheduler priorities)
+  std::string trace_json_;
+  double cpu_busy_s_ = 0, prefill_wall_s_ = 0;
 };
 
 class LlamaModel : public Model {
@@ -168,9 +191,16 @@ std::map<std::string, double> LlamaSession::stats() const {
           {"tokens_fed", double(tokens_fed_)}, {"feed_calls", double(calls_)}, {"compute_s", compute_s_},
           {"threads", double(m_.pool().size())}};
   placement_.add_to(out, m_.npu ? m_.npu->delegate_name() : "");
-  if (m_.npu) out["placement.cpu.shadow_resident_bytes"] = double(m_.npu->cpu_resident_bytes());
+  if (m_.npu) {
+    out["placement.cpu.shadow_resident_bytes"] = double(m_.npu->cpu_resident_bytes());
+    out["placement.cpu.busy_s"] = cpu_busy_s_;
+    out["placement.prefill_wall_s"] = prefill_wall_s_;
+    out["placement.overlap"] = m_.options().prefill.overlap ? 1.0 : 0.0;
+  }
   return out;
 }
+
+int64_t LlamaSession::m_hp_n_embd() const { return m_.hp.n_embd; }
 
 void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) {
   if (T <= 0) fail(ErrorCode::kInvalidArgument, "feed() needs at least one token");
@@ -180,76 +210,195 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
   }
   check_token_ids(ids, T, m_.hp.n_vocab);
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t C = m_.options().prefill.chunk;
+  const PrefillOptions& po = m_.options().prefill;
+  const int64_t C = po.chunk;
+  ChunkState cs;
   if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
-    forward(ids, T, T, false, logits, all_logits);
+    prepare(cs, ids, T, T, n_past_, false);
+    forward_cpu(cs);
+    head(cs, logits, all_logits);
+  } else if (m_.npu) {
+    prefill_on_delegate(ids, T, logits, all_logits);
   } else {
-    std::vector<int32_t> chunk(static_cast<size_t>(C), m_.options().prefill.pad_token);
+    std::vector<int32_t> chunk(static_cast<size_t>(C));
     for (int64_t c0 = 0; c0 < T; c0 += C) {
       const int64_t n = std::min(C, T - c0);
       std::copy(ids + c0, ids + c0 + n, chunk.begin());
-      std::fill(chunk.begin() + n, chunk.end(), m_.options().prefill.pad_token);
-      float* out = all_logits ? logits + c0 * m_.hp.n_vocab : (c0 + n == T ? logits : nullptr);
-      forward(chunk.data(), C, n, m_.npu != nullptr, out, all_logits);
+      std::fill(chunk.begin() + n, chunk.end(), po.pad_token);
+      prepare(cs, chunk.data(), C, n, n_past_ + c0, false);
+      forward_cpu(cs);
+      head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : (c0 + n == T ? logits : nullptr), all_logits);
       ++placement_.chunks;
       placement_.pad_tokens += C - n;
     }
   }
+  n_past_ += T;
   tokens_fed_ += T;
   ++calls_;
   compute_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void LlamaSession::forward(const int32_t* ids, int64_t T, int64_t valid, bool on_delegate, float* logits, bool all_logits) {
+void LlamaSession::prepare(ChunkState& cs, const int32_t* ids, int64_t T, int64_t valid, int64_t pos0, bool int8) const {
   const LlamaHparams& hp = m_.hp;
-  ThreadPool& pool = m_.pool();
   const int64_t E = hp.n_embd, q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
-  std::vector<float> x(T * E), xn(T * E), q(T * q_dim), k(T * kv_dim), v(T * kv_dim), att(T * q_dim);
-  std::vector<float> gate(T * hp.n_ff), up(T * hp.n_ff), tmp(T * E);
-  auto linear = [&](const Weight& w, const float* in, float* out) {
-    if (on_delegate) {
-      m_.npu->run(w, in, out, placement_);
-    } else {
-      matmul(w, in, T, out, pool);
-      ++placement_.cpu_linear_calls;
-      placement_.cpu_linear_macs += double(T) * double(w.rows) * double(w.cols);
-    }
-    if (observer_) observer_(w, in, valid, out);
-  };
-  embed_tokens(m_.tok_embd, ids, T, x.data());
-  const AttentionShape shape{hp.n_head, hp.n_head_kv, hp.head_dim};
+  cs.rows = T;
+  cs.valid = valid;
+  cs.pos0 = pos0;
+  for (auto* b : {&cs.x, &cs.xn, &cs.tmp}) b->resize(T * E);
+  cs.q.resize(T * q_dim);
+  cs.att.assign(T * q_dim, 0.0f);  // padded rows are never attended: they stay 0
+  cs.k.resize(T * kv_dim);
+  cs.v.resize(T * kv_dim);
+  cs.gate.resize(T * hp.n_ff);
+  cs.up.resize(T * hp.n_ff);
+  if (int8) {
+    for (auto* b : {&cs.yq_q, &cs.yq_o}) b->resize(T * (b == &cs.yq_q ? q_dim : E));
+    for (auto* b : {&cs.yq_k, &cs.yq_v}) b->resize(T * kv_dim);
+    for (auto* b : {&cs.yq_gate, &cs.yq_up}) b->resize(T * hp.n_ff);
+    cs.yq_down.resize(T * E);
+  }
+  embed_tokens(m_.tok_embd, ids, T, cs.x.data());
+}
+
+void LlamaSession::linear_cpu(const Weight& w, const ChunkState& cs, const float* in, float* out) {
+  matmul(w, in, cs.rows, out, m_.pool());
+  ++placement_.cpu_linear_calls;
+  placement_.cpu_linear_macs += double(cs.rows) * double(w.rows) * double(w.cols);
+  if (observer_) observer_(w, in, cs.valid, out);
+}
+
+void LlamaSession::linear_finish(const Weight& w, const ChunkState& cs, const float* in, const int8_t* y_q, float* out) {
+  m_.npu->finish(w, in, y_q, out, placement_);
+  if (observer_) observer_(w, in, cs.valid, out);
+}
+
+void LlamaSession::attention(ChunkState& cs, int il) {
+  const LlamaHparams& hp = m_.hp;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
+  for (int64_t t = 0; t < cs.valid; ++t) {
+    const float pos = static_cast<float>(cs.pos0 + t) * hp.rope_scale;
+    rope(&cs.q[t * q_dim], hp.n_head, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
+    rope(&cs.k[t * kv_dim], hp.n_head_kv, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
+  }
+  cache_.store(il, cs.pos0, cs.valid, cs.k.data(), cs.v.data());
+  attend_causal(cache_, il, cs.q.data(), cs.pos0, cs.valid, AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim}, cs.att.data(), m_.pool());
+  cache_.finish_step(il);
+  placement_.cpu_attention_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void LlamaSession::after_attention(ChunkState& cs, int il) const {
+  const int64_t E = m_.hp.n_embd;
+  add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * E);
+  rms_norm_rows(cs.x.data(), m_.layers[il].ffn_norm, cs.xn.data(), cs.rows, E, m_.hp.eps);
+}
+
+void LlamaSession::head(const ChunkState& cs, float* logits, bool all_logits) const {
+  if (!logits) return;
+  const int64_t E = m_.hp.n_embd, first = all_logits ? 0 : cs.valid - 1, n_out = cs.valid - first;
+  std::vector<float> xn(static_cast<size_t>(n_out * E));
+  for (int64_t t = first; t < cs.valid; ++t) rms_norm(&cs.x[t * E], m_.output_norm, &xn[(t - first) * E], E, m_.hp.eps);
+  matmul(m_.output, xn.data(), n_out, logits, m_.pool());
+}
+
+void LlamaSession::forward_cpu(ChunkState& cs) {
+  const LlamaHparams& hp = m_.hp;
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaLayer& L = m_.layers[il];
-    rms_norm_rows(x.data(), L.attn_norm, xn.data(), T, E, hp.eps);
-    linear(L.wq, xn.data(), q.data());
-    linear(L.wk, xn.data(), k.data());
-    linear(L.wv, xn.data(), v.data());
-    const auto ta = std::chrono::steady_clock::now();
-    for (int64_t t = 0; t < valid; ++t) {
-      const float pos = static_cast<float>(n_past_ + t) * hp.rope_scale;
-      rope(&q[t * q_dim], hp.n_head, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
-      rope(&k[t * kv_dim], hp.n_head_kv, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
-    }
-    cache_.store(il, n_past_, valid, k.data(), v.data());
-    attend_causal(cache_, il, q.data(), n_past_, valid, shape, att.data(), pool);  // padded rows of att stay 0
-    cache_.finish_step(il);
-    placement_.cpu_attention_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count();
-    linear(L.wo, att.data(), tmp.data());
-    add_inplace(x.data(), tmp.data(), T * E);
+    rms_norm_rows(cs.x.data(), L.attn_norm, cs.xn.data(), cs.rows, hp.n_embd, hp.eps);
+    linear_cpu(L.wq, cs, cs.xn.data(), cs.q.data());
+    linear_cpu(L.wk, cs, cs.xn.data(), cs.k.data());
+    linear_cpu(L.wv, cs, cs.xn.data(), cs.v.data());
+    attention(cs, il);
+    linear_cpu(L.wo, cs, cs.att.data(), cs.tmp.data());
+    after_attention(cs, il);
+    linear_cpu(L.w_gate, cs, cs.xn.data(), cs.gate.data());
+    linear_cpu(L.w_up, cs, cs.xn.data(), cs.up.data());
+    silu_mul(cs.gate.data(), cs.up.data(), cs.rows * hp.n_ff);
+    linear_cpu(L.w_down, cs, cs.gate.data(), cs.tmp.data());
+    after_ffn(cs);
+  }
+}
 
-    rms_norm_rows(x.data(), L.ffn_norm, xn.data(), T, E, hp.eps);
-    linear(L.w_gate, xn.data(), gate.data());
-    linear(L.w_up, xn.data(), up.data());
-    silu_mul(gate.data(), up.data(), T * hp.n_ff);
-    linear(L.w_down, gate.data(), tmp.data());
-    add_inplace(x.data(), tmp.data(), T * E);
+void LlamaSession::prefill_on_delegate(const int32_t* ids, int64_t T, float* logits, bool all_logits) {
+  const LlamaHparams& hp = m_.hp;
+  const PrefillOptions& po = m_.options().prefill;
+  const NpuPlan& npu = *m_.npu;
+  const int64_t C = po.chunk, n_chunks = (T + C - 1) / C;
+  // Chunks in flight share kWindow buffers: chunk c starts once chunk c - kWindow is done.
+  constexpr int64_t kWindow = 3;
+  std::vector<ChunkState> states(static_cast<size_t>(std::min(n_chunks, kWindow)));
+  std::vector<std::vector<int32_t>> chunk_ids(static_cast<size_t>(n_chunks));
+  TaskGraph g;
+  std::vector<int> last_task(static_cast<size_t>(n_chunks), -1);
+  std::vector<int> attention_task(static_cast<size_t>(hp.n_layer), -1);  // KV appends stay in chunk order
+  const Device cpu = Device::kCpu, del = Device::kDelegate;
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    ChunkState& cs = states[static_cast<size_t>(c % kWindow)];
+    const int ci = static_cast<int>(c);
+    const int64_t n = std::min(C, T - c * C);
+    chunk_ids[c].assign(ids + c * C, ids + c * C + n);
+    chunk_ids[c].resize(static_cast<size_t>(C), po.pad_token);
+    std::vector<int> start_deps;
+    if (c >= kWindow) start_deps.push_back(last_task[c - kWindow]);
+    int prev = g.add(cpu, "embed", ci, -1, start_deps, [this, &cs, &chunk_ids, c, C, n] {
+      prepare(cs, chunk_ids[c].data(), C, n, n_past_ + c * C, true);
+    });
+    for (int il = 0; il < hp.n_layer; ++il) {
+      const LlamaLayer& L = m_.layers[il];
+      ChunkState* s = &cs;
+      const int norm = g.add(cpu, "attn_norm", ci, il, {prev}, [this, s, &L] {
+        rms_norm_rows(s->x.data(), L.attn_norm, s->xn.data(), s->rows, m_.hp.n_embd, m_.hp.eps);
+      });
+      const int qkv = g.add(del, "qkv", ci, il, {norm}, [this, s, &L, &npu] {
+        npu.execute(L.wq, s->xn.data(), s->yq_q.data(), placement_);
+        npu.execute(L.wk, s->xn.data(), s->yq_k.data(), placement_);
+        npu.execute(L.wv, s->xn.data(), s->yq_v.data(), placement_);
+      });
+      std::vector<int> att_deps{qkv};
+      if (attention_task[il] >= 0) att_deps.push_back(attention_task[il]);
+      const int att = g.add(cpu, "attention", ci, il, att_deps, [this, s, &L, il] {
+        linear_finish(L.wq, *s, s->xn.data(), s->yq_q.data(), s->q.data());
+        linear_finish(L.wk, *s, s->xn.data(), s->yq_k.data(), s->k.data());
+        linear_finish(L.wv, *s, s->xn.data(), s->yq_v.data(), s->v.data());
+        attention(*s, il);
+      });
+      attention_task[il] = att;
+      const int o = g.add(del, "attn_output", ci, il, {att}, [this, s, &L, &npu] {
+        npu.execute(L.wo, s->att.data(), s->yq_o.data(), placement_);
+      });
+      const int o_done = g.add(cpu, "attn_residual", ci, il, {o}, [this, s, &L, il] {
+        linear_finish(L.wo, *s, s->att.data(), s->yq_o.data(), s->tmp.data());
+        after_attention(*s, il);
+      });
+      const int gu = g.add(del, "gate_up", ci, il, {o_done}, [this, s, &L, &npu] {
+        npu.execute(L.w_gate, s->xn.data(), s->yq_gate.data(), placement_);
+        npu.execute(L.w_up, s->xn.data(), s->yq_up.data(), placement_);
+      });
+      const int act = g.add(cpu, "swiglu", ci, il, {gu}, [this, s, &L] {
+        linear_finish(L.w_gate, *s, s->xn.data(), s->yq_gate.data(), s->gate.data());
+        linear_finish(L.w_up, *s, s->xn.data(), s->yq_up.data(), s->up.data());
+        silu_mul(s->gate.data(), s->up.data(), s->rows * m_.hp.n_ff);
+      });
+      const int down = g.add(del, "ffn_down", ci, il, {act}, [this, s, &L, &npu] {
+        npu.execute(L.w_down, s->gate.data(), s->yq_down.data(), placement_);
+      });
+      prev = g.add(cpu, "ffn_residual", ci, il, {down}, [this, s, &L] {
+        linear_finish(L.w_down, *s, s->gate.data(), s->yq_down.data(), s->tmp.data());
+        after_ffn(*s);
+      });
+    }
+    float* out = all_logits ? logits + c * C * hp.n_vocab : (c == n_chunks - 1 ? logits : nullptr);
+    last_task[c] = out ? g.add(cpu, "output", ci, -1, {prev}, [this, &cs, out, all_logits] { head(cs, out, all_logits); }) : prev;
+    ++placement_.chunks;
+    placement_.pad_tokens += C - n;
   }
-  if (logits) {
-    const int64_t first = all_logits ? 0 : valid - 1, n_out = valid - first;
-    for (int64_t t = first; t < valid; ++t) rms_norm(&x[t * E], m_.output_norm, &xn[(t - first) * E], E, hp.eps);
-    matmul(m_.output, xn.data(), n_out, logits, pool);
+  g.run(po.overlap, latency_s_);
+  trace_json_ = chrome_trace_json(g.trace());
+  for (const TraceEvent& e : g.trace()) {
+    if (e.device == Device::kCpu) cpu_busy_s_ += e.end_s - e.start_s;
   }
-  n_past_ += valid;
+  prefill_wall_s_ += g.wall_s();
 }
 
 }  // namespace

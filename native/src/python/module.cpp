@@ -425,6 +425,7 @@ PYBIND11_MODULE(_core, m) {
         s.set_encoder_states(src, n, width);
       }, py::arg("states"))
       .def_property_readonly("encoder_length", &Session::encoder_length)
+      .def("prefill_trace_json", &Session::prefill_trace_json)
       .def("cached_rows", [](const Session& s, int layer, bool keys) {
         std::vector<float> r = s.cached_rows(layer, keys);
         const py::ssize_t n = s.n_past();
@@ -439,8 +440,10 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
       .def_static("load", [](const std::string& path, int threads, const std::string& kv_k, const std::string& kv_v, int64_t n_ctx,
                              const std::string& activations, int chunk, const std::string& delegate, bool outliers,
-                             int32_t pad_token) {
+                             int32_t pad_token, bool overlap, int delegate_threads) {
         ModelOptions o;
+        o.prefill.delegate_threads = delegate_threads;
+        o.prefill.overlap = overlap;
         o.prefill.chunk = chunk;
         o.prefill.delegate = delegate;
         o.prefill.outliers = outliers;
@@ -454,7 +457,7 @@ PYBIND11_MODULE(_core, m) {
         return Model::load(path, o);
       }, py::arg("path"), py::arg("threads") = 0, py::arg("kv_k") = "f16", py::arg("kv_v") = "f16", py::arg("n_ctx") = 0,
          py::arg("activations") = "q8", py::arg("chunk") = 0, py::arg("delegate") = "", py::arg("outliers") = true,
-         py::arg("pad_token") = 0)
+         py::arg("pad_token") = 0, py::arg("overlap") = true, py::arg("delegate_threads") = 0)
       .def_property_readonly("activations", [](const Model& mm) { return mm.options().activations; })
       .def_property_readonly("prefill_chunk", [](const Model& mm) { return mm.options().prefill.chunk; })
       .def_property_readonly("delegate", [](const Model& mm) { return mm.options().prefill.delegate; })

@@ -1,6 +1,7 @@
 #include "sched/npu_plan.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 
 #include "pyrt/error.h"
@@ -62,7 +63,7 @@ void PlacementCounters::add_to(std::map<std::string, double>& out, const std::st
 }
 
 NpuPlan::NpuPlan(const GgufFile& f, const std::vector<const Weight*>& linears, const PrefillOptions& opts, ThreadPool& pool)
-    : opts_(opts), delegate_(create_delegate(opts.delegate, pool)) {
+    : opts_(opts), cpu_pool_(&pool), delegate_pool_(std::make_unique<ThreadPool>(opts.delegate_threads > 0 ? opts.delegate_threads : pool.size())), delegate_(create_delegate(opts.delegate, *delegate_pool_)) {
   if (opts_.chunk < 1 || opts_.chunk > 4096) fail(ErrorCode::kInvalidArgument, "chunk must be in 1..4096, got " + std::to_string(opts_.chunk));
   delegate_name_ = delegate_->name();
   std::string why;
@@ -80,24 +81,40 @@ NpuPlan::~NpuPlan() {
   for (int h : handles_) delegate_->release(h);
 }
 
-void NpuPlan::run(const Weight& w, const float* x, float* y, PlacementCounters& c) const {
+void NpuPlan::execute(const Weight& w, const float* x, int8_t* y_q, PlacementCounters& c) const {
   const size_t i = index_.at(&w);
   const W8A8Linear& L = *linears_[i];
-  const int64_t C = opts_.chunk, N = L.out_features();
-  std::vector<int8_t> y_q(static_cast<size_t>(C * N));
   const auto t0 = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    delegate_->execute(handles_[i], x, y_q.data());
+    delegate_->execute(handles_[i], x, y_q);
   }
-  const auto t1 = std::chrono::steady_clock::now();
-  c.delegate_s += std::chrono::duration<double>(t1 - t0).count();
+  c.delegate_s += seconds_since(t0);
   ++c.delegate_calls;
-  c.delegate_macs += double(C) * double(L.in_features()) * double(N);
+  c.delegate_macs += double(opts_.chunk) * double(L.in_features()) * double(L.out_features());
+}
+
+void NpuPlan::finish(const Weight& w, const float* x, const int8_t* y_q, float* y, PlacementCounters& c) const {
+  const W8A8Linear& L = *linears_[index_.at(&w)];
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t n = opts_.chunk * L.out_features();
   const float s_y = L.calibration().output_scale;
-  for (int64_t j = 0; j < C * N; ++j) y[j] = y_q[j] * s_y;
-  if (opts_.outliers) L.shadow_correct(x, y_q.data(), C, y, &c.shadow);
-  c.shadow_s += seconds_since(t1);
+  for (int64_t j = 0; j < n; ++j) y[j] = y_q[j] * s_y;
+  if (opts_.outliers) {  // rows are independent: split them over the CPU threads
+    const int64_t C = opts_.chunk, K = L.in_features(), N = L.out_features();
+    const int64_t parts = std::min<int64_t>(C, cpu_pool_->size() * 2), per = (C + parts - 1) / parts;
+    std::vector<W8A8Linear::ShadowCounts> counts(static_cast<size_t>(parts));
+    cpu_pool_->run(parts, [&](int64_t p) {
+      const int64_t r0 = p * per, nr = std::min(per, C - r0);
+      if (nr > 0) L.shadow_correct(x + r0 * K, y_q + r0 * N, nr, y + r0 * N, &counts[p]);
+    });
+    for (const auto& k : counts) {
+      c.shadow.input_outliers += k.input_outliers;
+      c.shadow.cold_channels += k.cold_channels;
+      c.shadow.output_outliers += k.output_outliers;
+    }
+  }
+  c.shadow_s += seconds_since(t0);
 }
 
 size_t NpuPlan::cpu_resident_bytes() const {

@@ -41,8 +41,11 @@ class NpuPlan {
   const std::string& delegate_name() const { return delegate_name_; }
   std::string runs_on() const { return delegate_->runs_on(); }
   bool handles(const Weight& w) const { return index_.count(&w) != 0; }
-  // y [chunk, out] = linear(x [chunk, in]): delegate int8 result * s_y plus the shadow correction.
-  void run(const Weight& w, const float* x, float* y, PlacementCounters& c) const;
+  // The two halves of a linear on one chunk, for the scheduler: execute() on the delegate writes the
+  // int8 result y_q [chunk, out]; finish() on the CPU writes y = y_q * s_y plus the shadow correction.
+  void execute(const Weight& w, const float* x, int8_t* y_q, PlacementCounters& c) const;
+  void finish(const Weight& w, const float* x, const int8_t* y_q, float* y, PlacementCounters& c) const;
+  int64_t out_features(const Weight& w) const { return linears_[index_.at(&w)]->out_features(); }
   size_t cpu_resident_bytes() const;  // hot weight rows kept for shadow work
   size_t delegate_weight_bytes() const;
   const W8A8Linear& linear(const Weight& w) const { return *linears_[index_.at(&w)]; }
@@ -50,11 +53,13 @@ class NpuPlan {
  private:
   PrefillOptions opts_;
   std::string delegate_name_;
+  ThreadPool* cpu_pool_;  // the model's threads: shadow corrections run on them
+  std::unique_ptr<ThreadPool> delegate_pool_;  // the reference delegate's own threads (it may overlap the CPU)
   std::unique_ptr<Delegate> delegate_;
   std::vector<std::unique_ptr<W8A8Linear>> linears_;
   std::vector<int> handles_;
   std::unordered_map<const Weight*, size_t> index_;
-  mutable std::mutex mu_;  // one chunk at a time on the delegate (its buffers are per graph, not per session)
+  mutable std::mutex mu_;  // one graph at a time on the delegate (sessions share it)
 };
 
 // Reads a linear's calibration; fails with kFormat naming the file and tensor when absent or malformed.

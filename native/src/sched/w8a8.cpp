@@ -53,7 +53,9 @@ W8A8Graph W8A8Linear::graph(int64_t rows) const {
 
 void W8A8Linear::shadow_correct(const float* x, const int8_t* y_q, int64_t T, float* y, ShadowCounts* counts) const {
   const float s_x = cal_.input_scale, s_y = cal_.output_scale;
-  std::vector<float> column, delta(static_cast<size_t>(out_));
+  // |x| below this rounds inside [-127, 127] for sure: skip the exact division for it.
+  const float surely_inside = 126.5f * s_x;
+  std::vector<float> column, delta(static_cast<size_t>(out_)), r_row(static_cast<size_t>(in_));
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x + t * in_;
     float* yt = y + t * out_;
@@ -61,6 +63,7 @@ void W8A8Linear::shadow_correct(const float* x, const int8_t* y_q, int64_t T, fl
     bool any_input_outlier = false;
     if (!cal_.clip_input) {
       for (int64_t k = 0; k < in_; ++k) {
+        if (std::fabs(xt[k]) < surely_inside) continue;
         const float r = std::nearbyint(xt[k] / s_x);
         if (r >= -128.f && r <= 127.f) continue;
         if (!any_input_outlier) std::fill(delta.begin(), delta.end(), 0.0f);
@@ -80,17 +83,21 @@ void W8A8Linear::shadow_correct(const float* x, const int8_t* y_q, int64_t T, fl
     }
     // Step 2: a saturated output is replaced by the value recomputed from the unclipped input and
     // requantized to s_y (which already includes step 1's contribution, so that one is not added).
+    bool have_r = false;
     for (int64_t n = 0; n < out_; ++n) {
       const int8_t q = y_q[t * out_ + n];
       if (!cal_.clip_output && (q == 127 || q == -128)) {
         ++counts->output_outliers;
+        if (!have_r) {  // the row's unclipped codes, once per row
+          for (int64_t k = 0; k < in_; ++k) {
+            const float r = std::nearbyint(xt[k] / s_x);
+            r_row[k] = cal_.clip_input ? std::clamp(r, -128.f, 127.f) : r;
+          }
+          have_r = true;
+        }
         double acc = 0;
         const int8_t* wn = &w_[n * in_];
-        for (int64_t k = 0; k < in_; ++k) {
-          float r = std::nearbyint(xt[k] / s_x);
-          if (cal_.clip_input) r = std::clamp(r, -128.f, 127.f);
-          acc += static_cast<double>(r) * wn[k];
-        }
+        for (int64_t k = 0; k < in_; ++k) acc += static_cast<double>(r_row[k]) * wn[k];
         const float z = static_cast<float>(acc * s_x * s_w_);
         yt[n] += (std::nearbyint(z / s_y) - q) * s_y;
       } else if (any_input_outlier) {
