@@ -3,7 +3,8 @@
 A delegate runs W8A8 linears of static shape ``[chunk, in]`` (SPEC 5.1) for ``device="npu"``; the
 runtime hands it each graph once (``prepare``) and every chunk (``execute``). ``reference`` is built
 into the C++ core; ``onnxruntime`` exports each graph as an ONNX QDQ model and runs it with the
-execution providers onnxruntime has (``pip install 'pyruntime[npu]'``).
+execution providers onnxruntime has (``pip install 'pyruntime[npu]'``); ``onnxruntime-qnn`` runs them
+on Qualcomm's QNN provider (``pip install onnxruntime-qnn``; HTP backend, simulated on x86).
 """
 
 from __future__ import annotations
@@ -30,9 +31,16 @@ def _onnxruntime_factory(threads: int) -> Delegate:
     return OnnxRuntimeDelegate(threads=threads)
 
 
+def _onnxruntime_qnn_factory(threads: int) -> Delegate:
+    from pyruntime.delegates.onnxruntime import OnnxRuntimeDelegate
+
+    return OnnxRuntimeDelegate(threads=threads, plugin="qnn")
+
+
 def available_delegates() -> list[str]:
     """Delegate names this build knows (availability on this machine is checked at load)."""
     return list(_core.builtin_delegates())
 
 
 _core.register_delegate("onnxruntime", _onnxruntime_factory)
+_core.register_delegate("onnxruntime-qnn", _onnxruntime_qnn_factory)
