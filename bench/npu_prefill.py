@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyruntime  # noqa: E402
-from converters.calibrate import calibrate_gguf  # noqa: E402
+from converters.calibrate import calibration_for, calibration_samples, write_calibrated  # noqa: E402
 
 BOTCHAN = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "text" / "botchan.txt"
 THRESHOLDS = [5.0, 1.5, 1.0]
@@ -209,17 +209,18 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     src = Path(pyruntime.registry.pull("smollm2-135m-instruct", progress=None))
     text = BOTCHAN.read_text(encoding="utf-8")
-    calib = a.out / "calibration.txt"
-    calib.write_text(text[:110_000], encoding="utf-8")
-    paths = {}
+    # One statistics pass shared by every threshold (what pyrt-convert --calibrate does per threshold).
+    fp = pyruntime.load(src, activations="f32", kv_cache="f32", threads=a.threads)
+    samples = calibration_samples(fp, text[:110_000], a.samples, 512)
+    linears = fp._m.calibrate_linears(samples)
+    paths, summaries = {}, {}
     for tau in THRESHOLDS:
         p = Path("/tmp") / f"smollm2-calibrated-tau{tau:g}.gguf"
-        summary = calibrate_gguf(
-            src, p, calib, True, lambda m: print(m, file=sys.stderr), n_samples=a.samples, threshold=tau
-        )
-        print(tau, summary, flush=True)
+        tensors, summaries[tau] = calibration_for(fp, samples, linears, tau)
+        meta = {"pyrt.calibration.source": "botchan.txt[:110000]", "pyrt.calibration.outlier_threshold": tau}
+        write_calibrated(src, p, tensors, meta, True, lambda m: None)
+        print(tau, summaries[tau], flush=True)
         paths[tau] = p
-    calib.unlink()
     tok = pyruntime.load(src).tokenizer
     assert tok is not None
     ids = tok.encode(text[200_000:], add_special=False)
@@ -235,6 +236,8 @@ def main() -> None:
         )
     except (OSError, StopIteration):
         pass
+    meta["calibration"] = {f"{k:g}": v for k, v in summaries.items()}
+    meta["calibration_tokens"] = sum(map(len, samples))
     (a.out / "npu_prefill.json").write_text(json.dumps({"meta": meta, "quality": q, "time": t}, indent=1))
     write_markdown(a.out, q, t, meta)
 

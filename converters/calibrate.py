@@ -98,6 +98,35 @@ def calibration_tensors(
     return tensors, summary
 
 
+def calibration_for(
+    model: Any, samples: list[list[int]], linears: list[dict[str, Any]], threshold: float
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Tensors for one threshold from first-pass statistics (runs the second, counting pass)."""
+    limits = {}
+    for lin in linears:
+        a_in, clip_in = decide(lin["input"], threshold)
+        if not clip_in:
+            limits[lin["name"]] = outlier_limit(a_in)
+    counts = {k: np.asarray(v) for k, v in model._m.count_input_outliers(samples, limits).items()} if limits else {}
+    return calibration_tensors(linears, threshold, counts)
+
+
+def write_calibrated(
+    src: Path,
+    out: Path,
+    tensors: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    overwrite: bool,
+    log: Callable[[str], None],
+    quant: Optional[str] = None,
+) -> None:
+    from converters.gguf_requant import requantize_gguf
+
+    requantize_gguf(
+        src, out, quant, overwrite, log, extra_tensors=tensors, extra_metadata=meta, drop_suffixes=CALIBRATION_SUFFIXES
+    )
+
+
 def calibrate_gguf(
     src: Path,
     out: Path,
@@ -112,7 +141,6 @@ def calibrate_gguf(
 ) -> dict[str, Any]:
     """Calibrate ``src`` on ``text_path`` and write ``out`` (tensors kept, or requantized to ``quant``)."""
     import pyruntime
-    from converters.gguf_requant import requantize_gguf
 
     if threshold < 1.0:
         raise ValueError(f"--outlier-threshold must be >= 1 (1: every layer gets shadow correction), got {threshold}")
@@ -123,13 +151,7 @@ def calibrate_gguf(
     samples = calibration_samples(model, text, n_samples, min(sample_tokens, model.context_length))
     log(f"calibrating on {len(samples)} samples, {sum(map(len, samples))} tokens of {text_path}")
     linears = model._m.calibrate_linears(samples)
-    limits = {}
-    for lin in linears:
-        a_in, clip_in = decide(lin["input"], threshold)
-        if not clip_in:
-            limits[lin["name"]] = outlier_limit(a_in)
-    counts = {k: np.asarray(v) for k, v in model._m.count_input_outliers(samples, limits).items()} if limits else {}
-    tensors, summary = calibration_tensors(linears, threshold, counts)
+    tensors, summary = calibration_for(model, samples, linears, threshold)
     log(
         f"{summary['linears']} linears: shadow correction on {summary['shadow_inputs']} inputs and "
         f"{summary['shadow_outputs']} outputs, {summary['hot_channels']} hot input channels"
@@ -140,7 +162,5 @@ def calibrate_gguf(
         "pyrt.calibration.tokens": sum(map(len, samples)),
         "pyrt.calibration.outlier_threshold": float(threshold),
     }
-    requantize_gguf(
-        src, out, quant, overwrite, log, extra_tensors=tensors, extra_metadata=meta, drop_suffixes=CALIBRATION_SUFFIXES
-    )
+    write_calibrated(src, out, tensors, meta, overwrite, log, quant)
     return summary

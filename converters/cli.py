@@ -54,12 +54,36 @@ def calibrate(src: Path, a: argparse.Namespace, quant: Optional[str], log: Calla
     )
 
 
+def export_onnx(a: argparse.Namespace, log: Callable[[str], None]) -> int:
+    try:
+        import pyruntime
+        from pyruntime.delegates.onnx_export import export_model_graphs
+
+        if not a.input.is_file():
+            raise FileNotFoundError(f"{a.input}: no such GGUF file")
+        model = pyruntime.load(a.input, device="npu", delegate="reference", chunk=a.chunk)
+        graphs = export_model_graphs(model, a.export_onnx, a.onnx_form, a.force)
+    except ImportError as e:
+        log(f"pyrt-convert: error: exporting ONNX needs {e.name} (pip install 'pyruntime[npu]')")
+        return 2
+    except (ValueError, OSError) as e:
+        log(f"pyrt-convert: error: {e}")
+        return 1
+    except Exception as e:
+        if type(e).__module__ != "pyruntime.errors":
+            raise
+        log(f"pyrt-convert: error: {e}")
+        return 1
+    log(f"wrote {len(graphs)} graphs of [{a.chunk}, d] to {a.export_onnx}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="pyrt-convert", description=__doc__)
     p.add_argument(
         "input", type=Path, help="model folder (HF Llama/T5 or Mu: config.json + *.safetensors) or a .gguf file"
     )
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .gguf path")
+    p.add_argument("-o", "--output", type=Path, help="output .gguf path")
     p.add_argument(
         "--quant",
         default=None,
@@ -80,6 +104,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default=5.0,
         help="a layer gets shadow outlier correction when max|x| > threshold * 99.9th percentile (default 5)",
     )
+    p.add_argument(
+        "--export-onnx",
+        type=Path,
+        metavar="DIR",
+        help="write the W8A8 chunk graphs of a calibrated GGUF as ONNX models (+ manifest.json) to DIR",
+    )
+    p.add_argument("--chunk", type=int, default=128, help="static rows of the exported graphs (default 128)")
+    p.add_argument(
+        "--onnx-form",
+        default="qdq",
+        choices=("qdq", "integer"),
+        help="qdq: QuantizeLinear/DequantizeLinear around MatMul (NPU toolchains); integer: MatMulInteger",
+    )
     a = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -89,6 +126,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import gguf  # noqa: F401
     except ImportError:
         log("pyrt-convert: error: the converter needs the 'gguf' package: pip install 'pyruntime[convert]'")
+        return 2
+    if a.export_onnx is not None:
+        return export_onnx(a, log)
+    if a.output is None:
+        log("pyrt-convert: error: -o/--output is required")
         return 2
     try:
         if a.calibrate is not None and not a.calibrate.is_file():

@@ -139,3 +139,31 @@ def test_python_delegates_fail_cleanly(tiny_calibrated: Path, mode: str) -> None
         s.feed(prompt(20, 300))
         st = s.stats()["placement"]
         assert st["delegate_runs_on"] == "fake-npu" and st["fallbacks"] == []
+
+
+def test_converter_exports_every_graph(tiny_calibrated: Path, tiny_f32: Path, tmp_path: Path) -> None:  # noqa: F811
+    import json
+
+    from converters.cli import main
+
+    out = tmp_path / "graphs"
+    assert main([str(tiny_calibrated), "--export-onnx", str(out), "--chunk", "32", "--onnx-form", "integer"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())["graphs"]
+    assert len(manifest) == 2 * 7 and {g["rows"] for g in manifest} == {32}
+    # Each exported file computes what the runtime's reference delegate computes for that graph.
+    model = pyruntime.load(tiny_calibrated, device="npu", chunk=32)
+    graphs = {g["name"]: g for g in model._m.delegate_graphs()}
+    rng = np.random.default_rng(13)
+    for entry in manifest:
+        g = graphs[entry["name"]]
+        x = rng.normal(0, 2 * 127 * g["input_scale"] / 3, (32, g["in_features"])).astype(np.float32)
+        sess = ort.InferenceSession(str(out / entry["file"]), providers=["CPUExecutionProvider"])
+        # the C++ reference delegate on the same int8 weights (W~ * s_w requantizes to W~ exactly)
+        w = np.asarray(g["weight"], dtype=np.float32) * np.float32(g["weight_scale"])
+        y_ref, _, wq, _, _ = _core.w8a8_linear(w, x, g["input_scale"], g["output_scale"], outliers=False)
+        np.testing.assert_array_equal(wq, g["weight"])
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], y_ref)
+    # refuses to overwrite, and an uncalibrated file names the fix
+    assert main([str(tiny_calibrated), "--export-onnx", str(out)]) == 1
+    assert main([str(tiny_f32), "--export-onnx", str(tmp_path / "g2")]) == 1
+    assert not (tmp_path / "g2").exists()

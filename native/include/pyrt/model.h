@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "pyrt/delegate.h"
 #include "pyrt/gguf.h"
 #include "pyrt/threadpool.h"
 #include "pyrt/tokenizer.h"
@@ -80,6 +81,8 @@ class Model {
   virtual bool supports_chunked_prefill() const { return false; }
   // What executes the prefill delegate's graphs ("" without a delegate; "cpu" when no accelerator does).
   virtual std::string delegate_runs_on() const { return ""; }
+  // The W8A8 graphs handed to the delegate (empty without one): what an exporter writes out.
+  virtual std::vector<W8A8Graph> delegate_graphs() const { return {}; }
   virtual void encode(const int32_t* ids, int64_t n, float* out) const;
   virtual int32_t decoder_start_token() const { return -1; }
 

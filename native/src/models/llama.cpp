@@ -91,6 +91,7 @@ class LlamaModel : public Model {
   int64_t default_ctx() const { return opts_.n_ctx > 0 ? opts_.n_ctx : hp.n_ctx_train; }
   bool supports_chunked_prefill() const override { return true; }
   std::string delegate_runs_on() const override { return npu ? npu->runs_on() : ""; }
+  std::vector<W8A8Graph> delegate_graphs() const override { return npu ? npu->graphs() : std::vector<W8A8Graph>{}; }
 
   LlamaHparams hp;
   Weight tok_embd, output;

@@ -66,6 +66,21 @@ GgmlType type_by_name(const std::string& name) {
   throw Error(ErrorCode::kInvalidArgument, "unknown tensor type '" + name + "'");
 }
 
+py::dict graph_dict(const W8A8Graph& g) {
+  py::dict d;
+  d["name"] = g.name;
+  d["rows"] = g.rows;
+  d["in_features"] = g.in_features;
+  d["out_features"] = g.out_features;
+  py::array_t<int8_t> w({g.out_features, g.in_features});
+  std::copy(g.weight, g.weight + g.out_features * g.in_features, w.mutable_data());
+  d["weight"] = w;
+  d["weight_scale"] = g.weight_scale;
+  d["input_scale"] = g.input_scale;
+  d["output_scale"] = g.output_scale;
+  return d;
+}
+
 // A delegate written in Python (pyruntime/delegates/): prepare(graph: dict) -> int,
 // execute(handle, x: float32 [rows, in]) -> int8 [rows, out], release(handle), is_available() -> (bool, str).
 // Calls come from the runtime's threads with the GIL released, so each one takes it.
@@ -88,18 +103,7 @@ class PythonDelegate : public Delegate {
   }
   int prepare(const W8A8Graph& g) override {
     py::gil_scoped_acquire gil;
-    py::dict d;
-    d["name"] = g.name;
-    d["rows"] = g.rows;
-    d["in_features"] = g.in_features;
-    d["out_features"] = g.out_features;
-    py::array_t<int8_t> w({g.out_features, g.in_features});
-    std::copy(g.weight, g.weight + g.out_features * g.in_features, w.mutable_data());
-    d["weight"] = w;
-    d["weight_scale"] = g.weight_scale;
-    d["input_scale"] = g.input_scale;
-    d["output_scale"] = g.output_scale;
-    const int h = obj_.attr("prepare")(d).cast<int>();
+    const int h = obj_.attr("prepare")(graph_dict(g)).cast<int>();
     // Outputs are copied by the shape recorded here, so a handle may name only one graph.
     if (!shapes_.emplace(h, std::make_tuple(g.rows, g.in_features, g.out_features)).second) {
       throw Error(ErrorCode::kInternal, "delegate '" + obj_.attr("name").cast<std::string>() + "' returned handle " +
@@ -462,6 +466,11 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("prefill_chunk", [](const Model& mm) { return mm.options().prefill.chunk; })
       .def_property_readonly("delegate", [](const Model& mm) { return mm.options().prefill.delegate; })
       .def_property_readonly("delegate_runs_on", &Model::delegate_runs_on)
+      .def("delegate_graphs", [](const Model& mm) {
+        py::list out;
+        for (const W8A8Graph& g : mm.delegate_graphs()) out.append(graph_dict(g));
+        return out;
+      })
       .def("calibrate_linears", [](Model& mm, const std::vector<std::vector<int32_t>>& samples) {
         std::vector<LinearCalibration> cal;
         {

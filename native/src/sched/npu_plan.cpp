@@ -117,6 +117,12 @@ void NpuPlan::finish(const Weight& w, const float* x, const int8_t* y_q, float* 
   c.shadow_s += seconds_since(t0);
 }
 
+std::vector<W8A8Graph> NpuPlan::graphs() const {
+  std::vector<W8A8Graph> out;
+  for (const auto& l : linears_) out.push_back(l->graph(opts_.chunk));
+  return out;
+}
+
 size_t NpuPlan::cpu_resident_bytes() const {
   size_t n = 0;
   for (const auto& l : linears_) n += l->cpu_resident_bytes();

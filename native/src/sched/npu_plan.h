@@ -47,6 +47,7 @@ class NpuPlan {
   void finish(const Weight& w, const float* x, const int8_t* y_q, float* y, PlacementCounters& c) const;
   int64_t out_features(const Weight& w) const { return linears_[index_.at(&w)]->out_features(); }
   size_t cpu_resident_bytes() const;  // hot weight rows kept for shadow work
+  std::vector<W8A8Graph> graphs() const;
   size_t delegate_weight_bytes() const;
   const W8A8Linear& linear(const Weight& w) const { return *linears_[index_.at(&w)]; }
 
