@@ -4,7 +4,8 @@ A delegate runs W8A8 linears of static shape ``[chunk, in]`` (SPEC 5.1) for ``de
 runtime hands it each graph once (``prepare``) and every chunk (``execute``). ``reference`` is built
 into the C++ core; ``onnxruntime`` exports each graph as an ONNX QDQ model and runs it with the
 execution providers onnxruntime has (``pip install 'pyruntime[npu]'``); ``onnxruntime-qnn`` runs them
-on Qualcomm's QNN provider (``pip install onnxruntime-qnn``; HTP backend, simulated on x86).
+on Qualcomm's QNN provider (``pip install onnxruntime-qnn``; HTP backend, simulated on x86);
+``litert`` exports int8 TFLite models and runs them with LiteRT (``pip install ai-edge-litert``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def _onnxruntime_qnn_factory(threads: int) -> Delegate:
     return OnnxRuntimeDelegate(threads=threads, plugin="qnn")
 
 
+def _litert_factory(threads: int) -> Delegate:
+    from pyruntime.delegates.litert import LiteRtDelegate
+
+    return LiteRtDelegate(threads=threads)
+
+
 def available_delegates() -> list[str]:
     """Delegate names this build knows (availability on this machine is checked at load)."""
     return list(_core.builtin_delegates())
@@ -44,3 +51,4 @@ def available_delegates() -> list[str]:
 
 _core.register_delegate("onnxruntime", _onnxruntime_factory)
 _core.register_delegate("onnxruntime-qnn", _onnxruntime_qnn_factory)
+_core.register_delegate("litert", _litert_factory)
