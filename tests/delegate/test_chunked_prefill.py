@@ -158,12 +158,13 @@ def test_overlapped_schedule_equals_sequential_and_writes_a_trace(tiny_calibrate
     np.testing.assert_array_equal(out[False], out[True])
     trace = json.loads((tmp_path / "trace-True.json").read_text())
     events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
-    assert len(events) == 5 * (1 + 2 * 9 + 1)  # per chunk: embed, 9 stages per layer, logits (feed returns all)
+    # per chunk: embed; per layer 9 stages + 4 input-outlier tasks (CPU, beside the delegate's); logits
+    assert len(events) == 5 * (1 + 2 * (9 + 4) + 1)
     rows = {e["tid"]: set() for e in events}
     for e in events:
         rows[e["tid"]].add(e["name"])
     assert rows[1] == {"qkv", "attn_output", "gate_up", "ffn_down"}  # delegate row: linears only
-    assert "attention" in rows[0] and not rows[0] & rows[1]
+    assert "attention" in rows[0] and "outliers_qkv" in rows[0] and not rows[0] & rows[1]
     assert {e["args"]["chunk"] for e in events} == set(range(5))
     names = {e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"}
     assert names == {"CPU", "delegate"}

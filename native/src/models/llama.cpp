@@ -34,7 +34,8 @@ class LlamaModel;
 struct ChunkState {
   int64_t rows = 0, valid = 0, pos0 = 0;  // rows = valid tokens + padding
   std::vector<float> x, xn, q, k, v, att, gate, up, tmp;
-  std::vector<int8_t> yq_q, yq_k, yq_v, yq_o, yq_gate, yq_up, yq_down;  // delegate outputs
+  enum Linear { kQ, kK, kV, kO, kGate, kUp, kDown, kLinears };
+  NpuPlan::Scratch lin[kLinears];  // delegate outputs and shadow corrections per linear
 };
 
 class LlamaSession : public Session {
@@ -53,13 +54,13 @@ class LlamaSession : public Session {
  private:
   // Block stages on one chunk. Rows past `valid` pad a static-shape chunk: they go through the
   // position-wise ops but never reach attention or the KV cache.
-  void prepare(ChunkState& cs, const int32_t* ids, int64_t rows, int64_t valid, int64_t pos0, bool int8) const;
+  void prepare(ChunkState& cs, const int32_t* ids, int64_t rows, int64_t valid, int64_t pos0) const;
   void attention(ChunkState& cs, int il);
   void after_attention(ChunkState& cs, int il) const;  // residual, FFN norm
   void after_ffn(ChunkState& cs) const { add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * m_hp_n_embd()); }
   void head(const ChunkState& cs, float* logits, bool all_logits) const;  // logits of valid rows (or the last)
   void linear_cpu(const Weight& w, const ChunkState& cs, const float* in, float* out);
-  void linear_finish(const Weight& w, const ChunkState& cs, const float* in, const int8_t* y_q, float* out);
+  void linear_finish(const Weight& w, const ChunkState& cs, const float* in, const NpuPlan::Scratch& sc, float* out);
   int64_t m_hp_n_embd() const;
 
   // The whole chunk on the CPU, stage after stage.
@@ -215,7 +216,7 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
   const int64_t C = po.chunk;
   ChunkState cs;
   if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
-    prepare(cs, ids, T, T, n_past_, false);
+    prepare(cs, ids, T, T, n_past_);
     forward_cpu(cs);
     head(cs, logits, all_logits);
   } else if (m_.npu) {
@@ -226,7 +227,7 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
       const int64_t n = std::min(C, T - c0);
       std::copy(ids + c0, ids + c0 + n, chunk.begin());
       std::fill(chunk.begin() + n, chunk.end(), po.pad_token);
-      prepare(cs, chunk.data(), C, n, n_past_ + c0, false);
+      prepare(cs, chunk.data(), C, n, n_past_ + c0);
       forward_cpu(cs);
       head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : (c0 + n == T ? logits : nullptr), all_logits);
       ++placement_.chunks;
@@ -239,7 +240,7 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
   compute_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void LlamaSession::prepare(ChunkState& cs, const int32_t* ids, int64_t T, int64_t valid, int64_t pos0, bool int8) const {
+void LlamaSession::prepare(ChunkState& cs, const int32_t* ids, int64_t T, int64_t valid, int64_t pos0) const {
   const LlamaHparams& hp = m_.hp;
   const int64_t E = hp.n_embd, q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
   cs.rows = T;
@@ -252,12 +253,6 @@ void LlamaSession::prepare(ChunkState& cs, const int32_t* ids, int64_t T, int64_
   cs.v.resize(T * kv_dim);
   cs.gate.resize(T * hp.n_ff);
   cs.up.resize(T * hp.n_ff);
-  if (int8) {
-    for (auto* b : {&cs.yq_q, &cs.yq_o}) b->resize(T * (b == &cs.yq_q ? q_dim : E));
-    for (auto* b : {&cs.yq_k, &cs.yq_v}) b->resize(T * kv_dim);
-    for (auto* b : {&cs.yq_gate, &cs.yq_up}) b->resize(T * hp.n_ff);
-    cs.yq_down.resize(T * E);
-  }
   embed_tokens(m_.tok_embd, ids, T, cs.x.data());
 }
 
@@ -268,8 +263,8 @@ void LlamaSession::linear_cpu(const Weight& w, const ChunkState& cs, const float
   if (observer_) observer_(w, in, cs.valid, out);
 }
 
-void LlamaSession::linear_finish(const Weight& w, const ChunkState& cs, const float* in, const int8_t* y_q, float* out) {
-  m_.npu->finish(w, in, y_q, out, placement_);
+void LlamaSession::linear_finish(const Weight& w, const ChunkState& cs, const float* in, const NpuPlan::Scratch& sc, float* out) {
+  m_.npu->finish(w, in, sc, out, placement_);
   if (observer_) observer_(w, in, cs.valid, out);
 }
 
@@ -343,49 +338,57 @@ void LlamaSession::prefill_on_delegate(const int32_t* ids, int64_t T, float* log
     std::vector<int> start_deps;
     if (c >= kWindow) start_deps.push_back(last_task[c - kWindow]);
     int prev = g.add(cpu, "embed", ci, -1, start_deps, [this, &cs, &chunk_ids, c, C, n] {
-      prepare(cs, chunk_ids[c].data(), C, n, n_past_ + c * C, true);
+      prepare(cs, chunk_ids[c].data(), C, n, n_past_ + c * C);
     });
     for (int il = 0; il < hp.n_layer; ++il) {
       const LlamaLayer& L = m_.layers[il];
       ChunkState* s = &cs;
+      using W = ChunkState;
+      // A group of linears on one input: their input-outlier corrections on the CPU (in parallel with
+      // the delegate), the delegate work, then `after` on the CPU once both are done.
+      struct Item {
+        const Weight* w;
+        W::Linear slot;
+      };
+      // `in` is a member: buffers get their size when the chunk's first task runs, not now.
+      using Buffer = std::vector<float> ChunkState::*;
+      auto group = [&](const char* kind, int dep, std::vector<Item> items, Buffer in, std::vector<int> after_deps,
+                       const char* after_kind, std::function<void()> after) {
+        std::vector<int> deps = std::move(after_deps);
+        if (po.outliers) {
+          deps.push_back(g.add(cpu, std::string("outliers_") + kind, ci, il, {dep}, [this, s, items, in, &npu] {
+            for (const Item& it : items) npu.input_corrections(*it.w, (s->*in).data(), s->lin[it.slot], placement_);
+          }));
+        }
+        deps.push_back(g.add(del, kind, ci, il, {dep}, [this, s, items, in, &npu] {
+          for (const Item& it : items) npu.execute(*it.w, (s->*in).data(), s->lin[it.slot], placement_);
+        }));
+        return g.add(cpu, after_kind, ci, il, deps, std::move(after));
+      };
       const int norm = g.add(cpu, "attn_norm", ci, il, {prev}, [this, s, &L] {
         rms_norm_rows(s->x.data(), L.attn_norm, s->xn.data(), s->rows, m_.hp.n_embd, m_.hp.eps);
       });
-      const int qkv = g.add(del, "qkv", ci, il, {norm}, [this, s, &L, &npu] {
-        npu.execute(L.wq, s->xn.data(), s->yq_q.data(), placement_);
-        npu.execute(L.wk, s->xn.data(), s->yq_k.data(), placement_);
-        npu.execute(L.wv, s->xn.data(), s->yq_v.data(), placement_);
-      });
-      std::vector<int> att_deps{qkv};
-      if (attention_task[il] >= 0) att_deps.push_back(attention_task[il]);
-      const int att = g.add(cpu, "attention", ci, il, att_deps, [this, s, &L, il] {
-        linear_finish(L.wq, *s, s->xn.data(), s->yq_q.data(), s->q.data());
-        linear_finish(L.wk, *s, s->xn.data(), s->yq_k.data(), s->k.data());
-        linear_finish(L.wv, *s, s->xn.data(), s->yq_v.data(), s->v.data());
-        attention(*s, il);
-      });
+      std::vector<int> att_deps;
+      if (attention_task[il] >= 0) att_deps.push_back(attention_task[il]);  // KV appends in chunk order
+      const int att = group("qkv", norm, {{&L.wq, W::kQ}, {&L.wk, W::kK}, {&L.wv, W::kV}}, &ChunkState::xn, att_deps,
+                            "attention", [this, s, &L, il] {
+                              linear_finish(L.wq, *s, s->xn.data(), s->lin[W::kQ], s->q.data());
+                              linear_finish(L.wk, *s, s->xn.data(), s->lin[W::kK], s->k.data());
+                              linear_finish(L.wv, *s, s->xn.data(), s->lin[W::kV], s->v.data());
+                              attention(*s, il);
+                            });
       attention_task[il] = att;
-      const int o = g.add(del, "attn_output", ci, il, {att}, [this, s, &L, &npu] {
-        npu.execute(L.wo, s->att.data(), s->yq_o.data(), placement_);
-      });
-      const int o_done = g.add(cpu, "attn_residual", ci, il, {o}, [this, s, &L, il] {
-        linear_finish(L.wo, *s, s->att.data(), s->yq_o.data(), s->tmp.data());
+      const int o_done = group("attn_output", att, {{&L.wo, W::kO}}, &ChunkState::att, {}, "attn_residual", [this, s, &L, il] {
+        linear_finish(L.wo, *s, s->att.data(), s->lin[W::kO], s->tmp.data());
         after_attention(*s, il);
       });
-      const int gu = g.add(del, "gate_up", ci, il, {o_done}, [this, s, &L, &npu] {
-        npu.execute(L.w_gate, s->xn.data(), s->yq_gate.data(), placement_);
-        npu.execute(L.w_up, s->xn.data(), s->yq_up.data(), placement_);
-      });
-      const int act = g.add(cpu, "swiglu", ci, il, {gu}, [this, s, &L] {
-        linear_finish(L.w_gate, *s, s->xn.data(), s->yq_gate.data(), s->gate.data());
-        linear_finish(L.w_up, *s, s->xn.data(), s->yq_up.data(), s->up.data());
+      const int act = group("gate_up", o_done, {{&L.w_gate, W::kGate}, {&L.w_up, W::kUp}}, &ChunkState::xn, {}, "swiglu", [this, s, &L] {
+        linear_finish(L.w_gate, *s, s->xn.data(), s->lin[W::kGate], s->gate.data());
+        linear_finish(L.w_up, *s, s->xn.data(), s->lin[W::kUp], s->up.data());
         silu_mul(s->gate.data(), s->up.data(), s->rows * m_.hp.n_ff);
       });
-      const int down = g.add(del, "ffn_down", ci, il, {act}, [this, s, &L, &npu] {
-        npu.execute(L.w_down, s->gate.data(), s->yq_down.data(), placement_);
-      });
-      prev = g.add(cpu, "ffn_residual", ci, il, {down}, [this, s, &L] {
-        linear_finish(L.w_down, *s, s->gate.data(), s->yq_down.data(), s->tmp.data());
+      prev = group("ffn_down", act, {{&L.w_down, W::kDown}}, &ChunkState::gate, {}, "ffn_residual", [this, s, &L] {
+        linear_finish(L.w_down, *s, s->gate.data(), s->lin[W::kDown], s->tmp.data());
         after_ffn(*s);
       });
     }

@@ -81,38 +81,55 @@ NpuPlan::~NpuPlan() {
   for (int h : handles_) delegate_->release(h);
 }
 
-void NpuPlan::execute(const Weight& w, const float* x, int8_t* y_q, PlacementCounters& c) const {
+void NpuPlan::input_corrections(const Weight& w, const float* x, Scratch& s, PlacementCounters& c) const {
+  const W8A8Linear& L = *linears_[index_.at(&w)];
+  const int64_t C = opts_.chunk, K = L.in_features(), N = L.out_features();
+  s.delta.resize(static_cast<size_t>(C * N));
+  s.rows.assign(static_cast<size_t>(C), 0);
+  if (!opts_.outliers || L.calibration().clip_input) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  // Rows are independent: split them over the CPU threads.
+  const int64_t parts = std::min<int64_t>(C, cpu_pool_->size() * 2), per = (C + parts - 1) / parts;
+  std::vector<W8A8Linear::ShadowCounts> counts(static_cast<size_t>(parts));
+  cpu_pool_->run(parts, [&](int64_t p) {
+    const int64_t r0 = p * per, nr = std::min(per, C - r0);
+    if (nr > 0) L.input_corrections(x + r0 * K, nr, s.delta.data() + r0 * N, s.rows.data() + r0, &counts[p]);
+  });
+  for (const auto& k : counts) {
+    c.shadow.input_outliers += k.input_outliers;
+    c.shadow.cold_channels += k.cold_channels;
+  }
+  c.shadow_s += seconds_since(t0);
+}
+
+void NpuPlan::execute(const Weight& w, const float* x, Scratch& s, PlacementCounters& c) const {
   const size_t i = index_.at(&w);
   const W8A8Linear& L = *linears_[i];
+  s.y_q.resize(static_cast<size_t>(opts_.chunk * L.out_features()));
   const auto t0 = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    delegate_->execute(handles_[i], x, y_q);
+    delegate_->execute(handles_[i], x, s.y_q.data());
   }
   c.delegate_s += seconds_since(t0);
   ++c.delegate_calls;
   c.delegate_macs += double(opts_.chunk) * double(L.in_features()) * double(L.out_features());
 }
 
-void NpuPlan::finish(const Weight& w, const float* x, const int8_t* y_q, float* y, PlacementCounters& c) const {
+void NpuPlan::finish(const Weight& w, const float* x, const Scratch& s, float* y, PlacementCounters& c) const {
   const W8A8Linear& L = *linears_[index_.at(&w)];
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t n = opts_.chunk * L.out_features();
+  const int64_t C = opts_.chunk, K = L.in_features(), N = L.out_features();
   const float s_y = L.calibration().output_scale;
-  for (int64_t j = 0; j < n; ++j) y[j] = y_q[j] * s_y;
-  if (opts_.outliers) {  // rows are independent: split them over the CPU threads
-    const int64_t C = opts_.chunk, K = L.in_features(), N = L.out_features();
+  for (int64_t j = 0; j < C * N; ++j) y[j] = s.y_q[j] * s_y;
+  if (opts_.outliers) {
     const int64_t parts = std::min<int64_t>(C, cpu_pool_->size() * 2), per = (C + parts - 1) / parts;
     std::vector<W8A8Linear::ShadowCounts> counts(static_cast<size_t>(parts));
     cpu_pool_->run(parts, [&](int64_t p) {
       const int64_t r0 = p * per, nr = std::min(per, C - r0);
-      if (nr > 0) L.shadow_correct(x + r0 * K, y_q + r0 * N, nr, y + r0 * N, &counts[p]);
+      if (nr > 0) L.merge(x + r0 * K, s.y_q.data() + r0 * N, nr, s.delta.data() + r0 * N, s.rows.data() + r0, y + r0 * N, &counts[p]);
     });
-    for (const auto& k : counts) {
-      c.shadow.input_outliers += k.input_outliers;
-      c.shadow.cold_channels += k.cold_channels;
-      c.shadow.output_outliers += k.output_outliers;
-    }
+    for (const auto& k : counts) c.shadow.output_outliers += k.output_outliers;
   }
   c.shadow_s += seconds_since(t0);
 }

@@ -41,10 +41,18 @@ class NpuPlan {
   const std::string& delegate_name() const { return delegate_name_; }
   std::string runs_on() const { return delegate_->runs_on(); }
   bool handles(const Weight& w) const { return index_.count(&w) != 0; }
-  // The two halves of a linear on one chunk, for the scheduler: execute() on the delegate writes the
-  // int8 result y_q [chunk, out]; finish() on the CPU writes y = y_q * s_y plus the shadow correction.
-  void execute(const Weight& w, const float* x, int8_t* y_q, PlacementCounters& c) const;
-  void finish(const Weight& w, const float* x, const int8_t* y_q, float* y, PlacementCounters& c) const;
+  // A linear on one chunk in three parts, for the scheduler: input_corrections() on the CPU (needs only
+  // x, so it runs while the delegate works) fills `s` with the input outliers' contributions;
+  // execute() on the delegate writes the int8 result; finish() on the CPU writes y = y_q * s_y plus
+  // the corrections (SPEC 5.2).
+  struct Scratch {
+    std::vector<int8_t> y_q;
+    std::vector<float> delta;
+    std::vector<uint8_t> rows;
+  };
+  void input_corrections(const Weight& w, const float* x, Scratch& s, PlacementCounters& c) const;
+  void execute(const Weight& w, const float* x, Scratch& s, PlacementCounters& c) const;
+  void finish(const Weight& w, const float* x, const Scratch& s, float* y, PlacementCounters& c) const;
   int64_t out_features(const Weight& w) const { return linears_[index_.at(&w)]->out_features(); }
   size_t cpu_resident_bytes() const;  // hot weight rows kept for shadow work
   std::vector<W8A8Graph> graphs() const;

@@ -52,35 +52,51 @@ W8A8Graph W8A8Linear::graph(int64_t rows) const {
 }
 
 void W8A8Linear::shadow_correct(const float* x, const int8_t* y_q, int64_t T, float* y, ShadowCounts* counts) const {
-  const float s_x = cal_.input_scale, s_y = cal_.output_scale;
+  std::vector<float> delta(static_cast<size_t>(T * out_));
+  std::vector<uint8_t> rows(static_cast<size_t>(T));
+  input_corrections(x, T, delta.data(), rows.data(), counts);
+  merge(x, y_q, T, delta.data(), rows.data(), y, counts);
+}
+
+void W8A8Linear::input_corrections(const float* x, int64_t T, float* delta, uint8_t* rows, ShadowCounts* counts) const {
+  std::fill(rows, rows + T, uint8_t{0});
+  if (cal_.clip_input) return;
+  const float s_x = cal_.input_scale;
   // |x| below this rounds inside [-127, 127] for sure: skip the exact division for it.
   const float surely_inside = 126.5f * s_x;
-  std::vector<float> column, delta(static_cast<size_t>(out_)), r_row(static_cast<size_t>(in_));
+  std::vector<float> column;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x + t * in_;
+    float* dt = delta + t * out_;
+    // Step 1: each activation beyond the input range adds (r - clamp(r)) * s_x * s_w * W~[k, :].
+    for (int64_t k = 0; k < in_; ++k) {
+      if (std::fabs(xt[k]) < surely_inside) continue;
+      const float r = std::nearbyint(xt[k] / s_x);
+      if (r >= -128.f && r <= 127.f) continue;
+      if (!rows[t]) std::fill(dt, dt + out_, 0.0f);
+      rows[t] = 1;
+      ++counts->input_outliers;
+      const float* row;
+      if (hot_slot_[k] >= 0) {
+        row = &hot_rows_[static_cast<size_t>(hot_slot_[k]) * out_];
+      } else {  // not resident: gather channel k of W~ (on a phone, a read from the delegate's buffer)
+        ++counts->cold_channels;
+        column.resize(out_);
+        for (int64_t n = 0; n < out_; ++n) column[n] = w_[n * in_ + k] * s_w_;
+        row = column.data();
+      }
+      cpu::kernels().axpy_f32((r - (r < 0 ? -128.f : 127.f)) * s_x, row, dt, out_);
+    }
+  }
+}
+
+void W8A8Linear::merge(const float* x, const int8_t* y_q, int64_t T, const float* delta, const uint8_t* rows, float* y,
+                       ShadowCounts* counts) const {
+  const float s_x = cal_.input_scale, s_y = cal_.output_scale;
+  std::vector<float> r_row(static_cast<size_t>(in_));
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x + t * in_;
     float* yt = y + t * out_;
-    // Step 1: each activation beyond the input range adds (r - clamp(r)) * s_x * s_w * W~[k, :].
-    bool any_input_outlier = false;
-    if (!cal_.clip_input) {
-      for (int64_t k = 0; k < in_; ++k) {
-        if (std::fabs(xt[k]) < surely_inside) continue;
-        const float r = std::nearbyint(xt[k] / s_x);
-        if (r >= -128.f && r <= 127.f) continue;
-        if (!any_input_outlier) std::fill(delta.begin(), delta.end(), 0.0f);
-        any_input_outlier = true;
-        ++counts->input_outliers;
-        const float* row;
-        if (hot_slot_[k] >= 0) {
-          row = &hot_rows_[static_cast<size_t>(hot_slot_[k]) * out_];
-        } else {  // not resident: gather channel k of W~ (on a phone, a read from the delegate's buffer)
-          ++counts->cold_channels;
-          column.resize(out_);
-          for (int64_t n = 0; n < out_; ++n) column[n] = w_[n * in_ + k] * s_w_;
-          row = column.data();
-        }
-        cpu::kernels().axpy_f32((r - (r < 0 ? -128.f : 127.f)) * s_x, row, delta.data(), out_);
-      }
-    }
     // Step 2: a saturated output is replaced by the value recomputed from the unclipped input and
     // requantized to s_y (which already includes step 1's contribution, so that one is not added).
     bool have_r = false;
@@ -100,8 +116,8 @@ void W8A8Linear::shadow_correct(const float* x, const int8_t* y_q, int64_t T, fl
         for (int64_t k = 0; k < in_; ++k) acc += static_cast<double>(r_row[k]) * wn[k];
         const float z = static_cast<float>(acc * s_x * s_w_);
         yt[n] += (std::nearbyint(z / s_y) - q) * s_y;
-      } else if (any_input_outlier) {
-        yt[n] += delta[n];
+      } else if (rows[t]) {
+        yt[n] += delta[t * out_ + n];
       }
     }
   }

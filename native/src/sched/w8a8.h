@@ -40,6 +40,13 @@ class W8A8Linear {
   };
   // y: [T, out] holds y_q * s_y (plus anything already added); applies SPEC 5.2 steps 1 and 2.
   void shadow_correct(const float* x, const int8_t* y_q, int64_t T, float* y, ShadowCounts* counts) const;
+  // The same in two halves, so step 1 can run on the CPU while the delegate computes y_q:
+  // input_corrections needs only x: delta [T, out] gets each row's outlier contributions and
+  // rows[t] = 1 marks the rows that have any (delta of unmarked rows is left untouched).
+  void input_corrections(const float* x, int64_t T, float* delta, uint8_t* rows, ShadowCounts* counts) const;
+  // Then: y += delta on marked rows, except saturated outputs, which step 2 recomputes.
+  void merge(const float* x, const int8_t* y_q, int64_t T, const float* delta, const uint8_t* rows, float* y,
+             ShadowCounts* counts) const;
 
  private:
   std::string name_;
