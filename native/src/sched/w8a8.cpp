@@ -34,7 +34,7 @@ W8A8Linear::W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal)
     if (k < 0 || k >= in_) fail(ErrorCode::kFormat, name_ + ": hot channel " + std::to_string(k) + " is outside 0.." + std::to_string(in_ - 1));
     if (hot_slot_[k] >= 0) continue;
     hot_slot_[k] = static_cast<int32_t>(hot_rows_.size() / out_);
-    for (int64_t n = 0; n < out_; ++n) hot_rows_.push_back(w_[n * in_ + k] * s_w_);
+    for (int64_t n = 0; n < out_; ++n) hot_rows_.push_back(w_[n * in_ + k]);
   }
 }
 
@@ -64,7 +64,7 @@ void W8A8Linear::input_corrections(const float* x, int64_t T, float* delta, uint
   const float s_x = cal_.input_scale;
   // |x| below this rounds inside [-127, 127] for sure: skip the exact division for it.
   const float surely_inside = 126.5f * s_x;
-  std::vector<float> column;
+  std::vector<float> column(static_cast<size_t>(out_));
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x + t * in_;
     float* dt = delta + t * out_;
@@ -76,16 +76,14 @@ void W8A8Linear::input_corrections(const float* x, int64_t T, float* delta, uint
       if (!rows[t]) std::fill(dt, dt + out_, 0.0f);
       rows[t] = 1;
       ++counts->input_outliers;
-      const float* row;
       if (hot_slot_[k] >= 0) {
-        row = &hot_rows_[static_cast<size_t>(hot_slot_[k]) * out_];
+        const int8_t* hot = &hot_rows_[static_cast<size_t>(hot_slot_[k]) * out_];
+        for (int64_t n = 0; n < out_; ++n) column[n] = hot[n];
       } else {  // not resident: gather channel k of W~ (on a phone, a read from the delegate's buffer)
         ++counts->cold_channels;
-        column.resize(out_);
-        for (int64_t n = 0; n < out_; ++n) column[n] = w_[n * in_ + k] * s_w_;
-        row = column.data();
+        for (int64_t n = 0; n < out_; ++n) column[n] = w_[n * in_ + k];
       }
-      cpu::kernels().axpy_f32((r - (r < 0 ? -128.f : 127.f)) * s_x, row, dt, out_);
+      cpu::kernels().axpy_f32((r - (r < 0 ? -128.f : 127.f)) * s_x * s_w_, column.data(), dt, out_);
     }
   }
 }

@@ -30,8 +30,8 @@ class W8A8Linear {
   float weight_scale() const { return s_w_; }
   const W8A8Calibration& calibration() const { return cal_; }
   const int8_t* weight() const { return w_.data(); }
-  // Bytes the CPU keeps for shadow work: float copies of the hot channels' weight rows.
-  size_t cpu_resident_bytes() const { return hot_rows_.size() * sizeof(float); }
+  // Bytes the CPU keeps for shadow work: the hot channels' weight rows (int8, contiguous).
+  size_t cpu_resident_bytes() const { return hot_rows_.size(); }
 
   struct ShadowCounts {
     int64_t input_outliers = 0;   // activations beyond the input range
@@ -54,7 +54,7 @@ class W8A8Linear {
   std::vector<int8_t> w_;  // [out][in]
   float s_w_ = 0;
   W8A8Calibration cal_;
-  std::vector<float> hot_rows_;       // [n_hot][out]: W~[k, :] * s_w for hot input channel k
+  std::vector<int8_t> hot_rows_;      // [n_hot][out]: W~[k, :] for hot input channel k
   std::vector<int32_t> hot_slot_;     // input channel -> row of hot_rows_, or -1
 };
 
