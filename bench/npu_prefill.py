@@ -130,6 +130,7 @@ def prefill_time(path: Path, ids: list[int], threads: int, reps: int) -> list[di
 
 
 def plot_timeline(trace_path: Path, png: Path) -> None:
+    """The whole prefill, and a 120 ms window from its middle where the interleaving is visible."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,19 +144,24 @@ def plot_timeline(trace_path: Path, png: Path) -> None:
         "gate_up": "tab:green",
         "ffn_down": "tab:olive",
     }
-    fig, ax = plt.subplots(figsize=(12, 2.8))
-    for e in events:
-        y = 1 - e["tid"]
-        color = colors.get(e["name"], "tab:gray")
-        shade = 0.45 + 0.55 * ((e["args"]["chunk"] % 2) == 0)
-        ax.barh(y, e["dur"] / 1e3, left=e["ts"] / 1e3, color=color, alpha=shade, edgecolor="none")
-    ax.set_yticks([1, 0], ["CPU", "delegate"])
-    ax.set_xlabel("ms (1024-token prompt, chunks of 128; alternate chunks shaded)")
-    ax.set_title("Overlapped prefill timeline: delegate linears of chunk k+1 during CPU attention of chunk k")
+    end_ms = max(e["ts"] + e["dur"] for e in events) / 1e3
+    mid = end_ms / 2
+    fig, axes = plt.subplots(2, 1, figsize=(12, 5))
+    for ax, (lo, hi) in zip(axes, [(0.0, end_ms), (mid, mid + 120.0)]):
+        for e in events:
+            a, d = e["ts"] / 1e3, e["dur"] / 1e3
+            if a + d < lo or a > hi:
+                continue
+            shade = 0.45 + 0.55 * ((e["args"]["chunk"] % 2) == 0)
+            ax.barh(1 - e["tid"], d, left=a, color=colors.get(e["name"], "tab:gray"), alpha=shade, edgecolor="none")
+        ax.set_xlim(lo, hi)
+        ax.set_yticks([1, 0], ["CPU", "delegate"])
+    axes[0].set_title("Overlapped prefill, 1024 tokens in chunks of 128 (alternate chunks shaded); below: 120 ms zoom")
+    axes[1].set_xlabel("ms")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()] + [
         plt.Rectangle((0, 0), 1, 1, color="tab:gray")
     ]
-    ax.legend(handles, [*colors.keys(), "norms/residual/shadow"], ncol=6, fontsize=7, loc="upper right")
+    axes[0].legend(handles, [*colors.keys(), "norms/residual/shadow"], ncol=6, fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
 
