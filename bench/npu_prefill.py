@@ -55,18 +55,22 @@ def quality(paths: dict[float, Path], windows: list[list[int]], threads: int) ->
     kl, ppl = score(pyruntime.load(first, threads=threads))
     rows.append({"config": "CPU path (q8 activations, default)", "kl": kl, "ppl": ppl})
     for tau, path in paths.items():
-        for outliers in ("off", "on"):
-            m = pyruntime.load(path, device="npu", outliers=outliers, kv_cache="f32", threads=threads)
-            kl, ppl = score(m)
-            rows.append(
-                {
-                    "config": f"W8A8 tau={tau:g} outliers {outliers}",
-                    "tau": tau,
-                    "outliers": outliers,
-                    "kl": kl,
-                    "ppl": ppl,
-                }
-            )
+        for scales in ("per-tensor", "per-channel"):
+            for outliers in ("off", "on"):
+                m = pyruntime.load(
+                    path, device="npu", outliers=outliers, weight_scales=scales, kv_cache="f32", threads=threads
+                )
+                kl, ppl = score(m)
+                rows.append(
+                    {
+                        "config": f"W8A8 {scales} weights, tau={tau:g}, outliers {outliers}",
+                        "tau": tau,
+                        "weights": scales,
+                        "outliers": outliers,
+                        "kl": kl,
+                        "ppl": ppl,
+                    }
+                )
     for r in rows:
         r["ppl_vs_f32"] = r["ppl"] / rows[0]["ppl"] - 1
     return rows

@@ -34,7 +34,8 @@ def w8a8_linear(
     clip_output: bool = ...,
     hot_channels: list[int] = ...,
     outliers: bool = ...,
-) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.int8], float, dict[str, int]]: ...
+    per_channel: bool = ...,
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.int8], Any, dict[str, int]]: ...
 
 class KvStore:
     def __init__(self, spec: str, keys: bool, n_heads: int, head_dim: int) -> None: ...
@@ -107,6 +108,7 @@ class Model:
         pad_token: int = ...,
         overlap: bool = ...,
         delegate_threads: int = ...,
+        per_channel_weights: bool = ...,
     ) -> Model: ...
     activations: str
     prefill_chunk: int

@@ -499,6 +499,7 @@ def load(
     outliers: str = "on",
     overlap: bool = True,
     delegate_threads: Optional[int] = None,
+    weight_scales: str = "per-channel",
 ) -> Model:
     """Load a GGUF file, or a registered model name (pulled into the cache on first use).
 
@@ -522,7 +523,9 @@ def load(
     after the other). ``Session.stats()["placement"]`` says what ran where;
     ``Session.save_trace(path)`` writes the last prefill's timeline (Chrome trace JSON).
     ``delegate_threads`` (default: ``threads``) are the CPU threads of delegates that compute on the
-    CPU (the reference delegate, onnxruntime's CPU provider).
+    CPU (the reference delegate, onnxruntime's CPU provider). ``weight_scales="per-channel"`` (default)
+    gives every output channel of a W8A8 weight its own scale; ``"per-tensor"`` is SPEC 5.1's single
+    scale (for NPUs that take only that).
     """
     if device == "cuda":
         raise UnsupportedError(_cuda_status())
@@ -544,6 +547,8 @@ def load(
         chunk = 128 if chunk is None else chunk
     elif delegate is not None:
         raise InvalidArgumentError(f"delegate={delegate!r} needs device='npu'")
+    if weight_scales not in ("per-channel", "per-tensor"):
+        raise InvalidArgumentError(f"weight_scales must be 'per-channel' or 'per-tensor', got {weight_scales!r}")
     if delegate_threads is not None and delegate_threads < 1:
         raise InvalidArgumentError("delegate_threads must be >= 1")
     if chunk is not None and not 1 <= chunk <= 4096:
@@ -560,5 +565,6 @@ def load(
         outliers=outliers == "on",
         overlap=overlap,
         delegate_threads=int(delegate_threads or 0),
+        per_channel_weights=weight_scales == "per-channel",
     )
     return Model(native, path, (kv_k, kv_v), device, context)

@@ -29,7 +29,8 @@ FORMATS = ("qdq", "integer")
 
 def qdq_linear(graph: dict[str, Any], form: str = "qdq") -> bytes:
     """Serialized ONNX model for one graph dict (name, rows, in_features, out_features, weight
-    [out, in] int8, weight_scale, input_scale, output_scale)."""
+    [out, in] int8, weight_scales [out], input_scale, output_scale). Equal weight scales are written as
+    one per-tensor scale; otherwise the weight's DequantizeLinear is per axis (output channels)."""
     if form not in FORMATS:
         raise ValueError(f"unknown ONNX graph form {form!r} (qdq, integer)")
     import onnx
@@ -41,12 +42,14 @@ def qdq_linear(graph: dict[str, Any], form: str = "qdq") -> bytes:
     def scalar(value: Any, dtype: Any, name: str) -> Any:
         return numpy_helper.from_array(np.array(value, dtype=dtype), name)
 
+    s_w = np.asarray(graph["weight_scales"], dtype=np.float32).reshape(n)
+    per_tensor = bool(np.all(s_w == s_w[0]))
     init = [
         scalar(graph["input_scale"], np.float32, "s_x"),
         scalar(0, np.int8, "zp_x"),
         numpy_helper.from_array(np.ascontiguousarray(weight.T), "w_q"),
-        scalar(graph["weight_scale"], np.float32, "s_w"),
-        scalar(0, np.int8, "zp_w"),
+        scalar(s_w[0], np.float32, "s_w") if per_tensor else numpy_helper.from_array(s_w, "s_w"),
+        scalar(0, np.int8, "zp_w") if per_tensor else numpy_helper.from_array(np.zeros(n, np.int8), "zp_w"),
         scalar(graph["output_scale"], np.float32, "s_y"),
         scalar(0, np.int8, "zp_y"),
     ]
@@ -54,12 +57,13 @@ def qdq_linear(graph: dict[str, Any], form: str = "qdq") -> bytes:
         nodes = [
             helper.make_node("QuantizeLinear", ["x", "s_x", "zp_x"], ["x_q"]),
             helper.make_node("DequantizeLinear", ["x_q", "s_x", "zp_x"], ["x_dq"]),
-            helper.make_node("DequantizeLinear", ["w_q", "s_w", "zp_w"], ["w_dq"]),
+            helper.make_node("DequantizeLinear", ["w_q", "s_w", "zp_w"], ["w_dq"], axis=1),
             helper.make_node("MatMul", ["x_dq", "w_dq"], ["y"]),
             helper.make_node("QuantizeLinear", ["y", "s_y", "zp_y"], ["y_q"]),
         ]
     else:
-        init.append(scalar(np.float32(graph["input_scale"]) * np.float32(graph["weight_scale"]), np.float32, "s_xw"))
+        init.append(numpy_helper.from_array((np.float32(graph["input_scale"]) * s_w).astype(np.float32), "s_xw"))
+        init = [t for t in init if t.name not in ("s_w", "zp_w")] + [scalar(0, np.int8, "zp_w")]
         nodes = [
             helper.make_node("QuantizeLinear", ["x", "s_x", "zp_x"], ["x_q"]),
             helper.make_node("MatMulInteger", ["x_q", "w_q", "zp_x", "zp_w"], ["acc"]),
@@ -113,7 +117,7 @@ def export_model_graphs(model: Any, out_dir: Any, form: str = "qdq", overwrite: 
                     "in_features": int(g["in_features"]),
                     "out_features": int(g["out_features"]),
                     "input_scale": float(g["input_scale"]),
-                    "weight_scale": float(g["weight_scale"]),
+                    "weight_scales": [float(v) for v in np.asarray(g["weight_scales"]).reshape(-1)],
                     "output_scale": float(g["output_scale"]),
                     "sha256": hashlib.sha256(blob).hexdigest(),
                 }

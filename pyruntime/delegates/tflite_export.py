@@ -23,11 +23,15 @@ def int8_linear(graph: dict[str, Any]) -> bytes:
 
     rows, k, n = int(graph["rows"]), int(graph["in_features"]), int(graph["out_features"])
     weight = np.ascontiguousarray(np.asarray(graph["weight"], dtype=np.int8).reshape(n, k))
+    weight_scales = np.asarray(graph["weight_scales"], dtype=np.float32).reshape(n)
+    if np.all(weight_scales == weight_scales[0]):
+        weight_scales = weight_scales[:1]  # per tensor
 
-    def quant(scale: float) -> Any:
+    def quant(scale: Any, axis: int = 0) -> Any:
         q = fb.QuantizationParametersT()
-        q.scale = [float(np.float32(scale))]
-        q.zeroPoint = [0]
+        q.scale = [float(v) for v in np.asarray(scale, dtype=np.float32).reshape(-1)]
+        q.zeroPoint = [0] * len(q.scale)
+        q.quantizedDimension = axis  # weights [out, in]: per output channel when several scales
         return q
 
     def tensor(name: str, shape: list[int], ttype: int, buffer: int, q: Any = None) -> Any:
@@ -45,7 +49,7 @@ def int8_linear(graph: dict[str, Any]) -> bytes:
     sg.name = str(graph["name"]).encode()
     sg.tensors = [
         tensor("x", [rows, k], fb.TensorType.FLOAT32, 1),
-        tensor("w_q", [n, k], fb.TensorType.INT8, 2, quant(graph["weight_scale"])),
+        tensor("w_q", [n, k], fb.TensorType.INT8, 2, quant(weight_scales)),
         tensor("x_q", [rows, k], fb.TensorType.INT8, 0, quant(graph["input_scale"])),
         tensor("y_q", [rows, n], fb.TensorType.INT8, 3, quant(graph["output_scale"])),
     ]

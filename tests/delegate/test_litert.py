@@ -17,9 +17,10 @@ from .test_chunked_prefill import prompt, tiny_calibrated, tiny_f32  # noqa: E40
 from .test_onnxruntime import random_graph  # noqa: E402
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("rows,k,n", [(1, 16, 8), (7, 33, 17), (64, 576, 192), (128, 1536, 576)])
-def test_tflite_graph_matches_reference(rows: int, k: int, n: int) -> None:
-    graph, x, y_ref = random_graph(rows, k, n, seed=rows * 7 + n)
+def test_tflite_graph_matches_reference(rows: int, k: int, n: int, per_channel: bool) -> None:
+    graph, x, y_ref = random_graph(rows, k, n, seed=rows * 7 + n, per_channel=per_channel)
     d = LiteRtDelegate(threads=2)
     assert d.is_available() == (True, "")
     y = d.execute(d.prepare(graph), x).astype(np.int16)

@@ -20,36 +20,41 @@ from pyruntime.delegates.onnxruntime import OnnxRuntimeDelegate  # noqa: E402
 from .test_chunked_prefill import prompt, tiny_calibrated, tiny_f32  # noqa: E402,F401
 
 
-def random_graph(rows: int, k: int, n: int, seed: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def random_graph(
+    rows: int, k: int, n: int, seed: int, per_channel: bool = False
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    w = rng.normal(0, 0.05, (n, k)).astype(np.float32)
+    w = rng.normal(0, 0.05, (n, k)).astype(np.float32) * rng.uniform(0.2, 2.0, (n, 1)).astype(np.float32)
     x = rng.normal(0, 4, (rows, k)).astype(np.float32)  # many inputs clip at +-128
     s_x, s_y = 3.0 / 127, 5.0 / 127
-    y_q, _, wq, s_w, _ = _core.w8a8_linear(w, x, s_x, s_y, outliers=False)
+    y_q, _, wq, s_w, _ = _core.w8a8_linear(w, x, s_x, s_y, outliers=False, per_channel=per_channel)
+    scales = np.asarray(s_w, dtype=np.float32) if per_channel else np.full(n, s_w, dtype=np.float32)
     graph = dict(
         name="g",
         rows=rows,
         in_features=k,
         out_features=n,
         weight=wq,
-        weight_scale=s_w,
+        weight_scales=scales,
         input_scale=s_x,
         output_scale=s_y,
     )
     return graph, x, y_q
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("rows,k,n", [(1, 16, 8), (7, 33, 17), (64, 576, 192), (128, 1536, 576)])
-def test_integer_graph_equals_reference_bit_for_bit(rows: int, k: int, n: int) -> None:
-    graph, x, y_ref = random_graph(rows, k, n, seed=rows + k)
+def test_integer_graph_equals_reference_bit_for_bit(rows: int, k: int, n: int, per_channel: bool) -> None:
+    graph, x, y_ref = random_graph(rows, k, n, seed=rows + k, per_channel=per_channel)
     d = OnnxRuntimeDelegate(threads=2, providers=["CPUExecutionProvider"], form="integer")
     h = d.prepare(graph)
     np.testing.assert_array_equal(d.execute(h, x), y_ref)
     d.release(h)
 
 
-def test_qdq_graph_is_the_same_arithmetic_up_to_float_ties() -> None:
-    graph, x, y_ref = random_graph(128, 576, 1536, seed=3)
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qdq_graph_is_the_same_arithmetic_up_to_float_ties(per_channel: bool) -> None:
+    graph, x, y_ref = random_graph(128, 576, 1536, seed=3, per_channel=per_channel)
     d = OnnxRuntimeDelegate(threads=2, providers=["CPUExecutionProvider"], form="qdq")
     y = d.execute(d.prepare(graph), x).astype(np.int16)
     diff = np.abs(y - y_ref)
@@ -159,8 +164,10 @@ def test_converter_exports_every_graph(tiny_calibrated: Path, tiny_f32: Path, tm
         x = rng.normal(0, 2 * 127 * g["input_scale"] / 3, (32, g["in_features"])).astype(np.float32)
         sess = ort.InferenceSession(str(out / entry["file"]), providers=["CPUExecutionProvider"])
         # the C++ reference delegate on the same int8 weights (W~ * s_w requantizes to W~ exactly)
-        w = np.asarray(g["weight"], dtype=np.float32) * np.float32(g["weight_scale"])
-        y_ref, _, wq, _, _ = _core.w8a8_linear(w, x, g["input_scale"], g["output_scale"], outliers=False)
+        w = np.asarray(g["weight"], dtype=np.float32) * np.asarray(g["weight_scales"], dtype=np.float32)[:, None]
+        y_ref, _, wq, _, _ = _core.w8a8_linear(
+            w, x, g["input_scale"], g["output_scale"], outliers=False, per_channel=True
+        )
         np.testing.assert_array_equal(wq, g["weight"])
         np.testing.assert_array_equal(sess.run(None, {"x": x})[0], y_ref)
     # refuses to overwrite, and an uncalibrated file names the fix

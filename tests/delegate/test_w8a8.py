@@ -64,6 +64,30 @@ def test_reference_delegate_matches_spec_bit_for_bit() -> None:
     np.testing.assert_array_equal(y, y_q.astype(np.float32) * np.float32(s_y))
 
 
+def test_per_channel_weights_match_spec_bit_for_bit() -> None:
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.05, (24, 40)).astype(np.float32) * rng.uniform(0.1, 3.0, (24, 1)).astype(np.float32)
+    w[3] = 0.0  # an all-zero row keeps a positive scale
+    x = rng.normal(0, 1.5, (9, 40)).astype(np.float32)
+    x[2, 7] = 40.0  # an input outlier
+    s_x, s_y = 2.0 / 127, 1.0 / 127  # and saturated outputs
+    y_q, y, wq, s_w, counts = _core.w8a8_linear(w, x, s_x, s_y, per_channel=True)
+    s_ref = np.maximum(np.abs(w).max(1), 1e-5).astype(np.float32) / np.float32(127)
+    np.testing.assert_array_equal(s_w, s_ref)
+    wq_ref = np.clip(np.round(w / s_ref[:, None]), -128, 127)
+    np.testing.assert_array_equal(wq, wq_ref.astype(np.int8))
+    r = spec_quantize(x, s_x)
+    acc = np.clip(r, -128, 127) @ wq_ref.T
+    yq_ref = np.clip(np.round(acc.astype(np.float32) * (np.float32(s_x) * s_ref) / np.float32(s_y)), -128, 127)
+    np.testing.assert_array_equal(y_q, yq_ref.astype(np.int8))
+    w_deq = wq_ref * s_ref[:, None]
+    ref = y_q * np.float64(s_y) + ((r - np.clip(r, -128, 127)) * s_x) @ w_deq.T
+    sat = (y_q == 127) | (y_q == -128)
+    ref[sat] = (np.round(((r * s_x) @ w_deq.T) / s_y) * s_y)[sat]
+    assert sat.any() and counts["input_outliers"] == int(((r < -128) | (r > 127)).sum()) > 1
+    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 def test_shadow_without_outliers_is_exactly_the_int8_result() -> None:
     rng = np.random.default_rng(1)
     w = rng.normal(0, 0.05, (32, 64)).astype(np.float32)

@@ -13,16 +13,19 @@
 
 namespace pyrt {
 
-// One linear y = x W^T with W8A8 per-tensor static quantization (SPEC 5.1) and a static input shape
-// [rows, in_features] (rows = the prefill chunk):
-//   x~ = clamp(round(x / input_scale), -128, 127), acc = x~ . W~ (int32),
-//   y_q = clamp(round(acc * (input_scale * weight_scale) / output_scale), -128, 127)  (float, left to right).
+// One linear y = x W^T with W8A8 static quantization (SPEC 5.1; weights per tensor, or per output
+// channel) and a static input shape [rows, in_features] (rows = the prefill chunk):
+//   x~ = clamp(round(x / input_scale), -128, 127), acc[n] = x~ . W~[n] (int32),
+//   y_q[n] = clamp(round(acc[n] * (input_scale * weight_scales[n]) / output_scale), -128, 127)
+// (float, left to right). Per-tensor graphs have every weight_scales[n] equal.
 // `weight` ([out_features][in_features] int8) stays owned by the caller for the graph's lifetime.
 struct W8A8Graph {
   std::string name;  // e.g. "blk.3.attn_q"
   int64_t rows = 0, in_features = 0, out_features = 0;
   const int8_t* weight = nullptr;
-  float weight_scale = 0, input_scale = 0, output_scale = 0;
+  std::vector<float> weight_scales;  // [out_features]
+  float input_scale = 0, output_scale = 0;
+  bool per_tensor() const;  // all weight scales equal
 };
 
 class Delegate {

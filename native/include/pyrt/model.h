@@ -23,6 +23,7 @@ struct PrefillOptions {
   int32_t pad_token = 0;   // fills the last chunk; padded rows never reach the KV cache
   bool overlap = true;     // delegate and CPU work of different chunks run concurrently (out of order)
   int delegate_threads = 0;  // CPU threads of delegates that compute on the CPU (reference); 0: n_threads
+  bool per_channel_weights = true;  // int8 weight scale per output channel; false: one per tensor (SPEC 5.1)
 };
 
 struct ModelOptions {

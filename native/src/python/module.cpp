@@ -75,7 +75,8 @@ py::dict graph_dict(const W8A8Graph& g) {
   py::array_t<int8_t> w({g.out_features, g.in_features});
   std::copy(g.weight, g.weight + g.out_features * g.in_features, w.mutable_data());
   d["weight"] = w;
-  d["weight_scale"] = g.weight_scale;
+  d["weight_scales"] = py::array_t<float>(static_cast<py::ssize_t>(g.weight_scales.size()), g.weight_scales.data());
+  d["per_tensor"] = g.per_tensor();
   d["input_scale"] = g.input_scale;
   d["output_scale"] = g.output_scale;
   return d;
@@ -255,7 +256,8 @@ PYBIND11_MODULE(_core, m) {
   });
   // The W8A8 path of one linear for tests: reference delegate result and shadow-corrected float output.
   m.def("w8a8_linear", [](py::array_t<float, py::array::c_style | py::array::forcecast> w, py::array_t<float, py::array::c_style | py::array::forcecast> x,
-                          float input_scale, float output_scale, bool clip_input, bool clip_output, std::vector<int32_t> hot, bool outliers) {
+                          float input_scale, float output_scale, bool clip_input, bool clip_output, std::vector<int32_t> hot, bool outliers,
+                          bool per_channel) {
     if (w.ndim() != 2 || x.ndim() != 2 || w.shape(1) != x.shape(1)) throw Error(ErrorCode::kInvalidArgument, "w8a8_linear needs w [N, K] and x [T, K]");
     const int64_t N = w.shape(0), K = w.shape(1), T = x.shape(0);
     Weight wt;
@@ -264,7 +266,7 @@ PYBIND11_MODULE(_core, m) {
     wt.rows = N;
     wt.cols = K;
     wt.row_stride = K * sizeof(float);
-    W8A8Linear lin(wt, "test", W8A8Calibration{input_scale, output_scale, clip_input, clip_output, std::move(hot)});
+    W8A8Linear lin(wt, "test", W8A8Calibration{input_scale, output_scale, clip_input, clip_output, std::move(hot)}, per_channel);
     ThreadPool pool(1);
     auto d = create_delegate("reference", pool);
     const int h = d->prepare(lin.graph(T));
@@ -280,9 +282,12 @@ PYBIND11_MODULE(_core, m) {
     counts["output_outliers"] = c.output_outliers;
     py::array_t<int8_t> wq({N, K});
     std::copy(lin.weight(), lin.weight() + N * K, wq.mutable_data());
-    return py::make_tuple(y_q, y, wq, lin.weight_scale(), counts);
+    const auto& sw = lin.weight_scales();
+    py::object scales = per_channel ? py::object(py::array_t<float>(static_cast<py::ssize_t>(sw.size()), sw.data())) : py::object(py::float_(sw[0]));
+    return py::make_tuple(y_q, y, wq, scales, counts);
   }, py::arg("w"), py::arg("x"), py::arg("input_scale"), py::arg("output_scale"), py::arg("clip_input") = false,
-     py::arg("clip_output") = false, py::arg("hot_channels") = std::vector<int32_t>{}, py::arg("outliers") = true);
+     py::arg("clip_output") = false, py::arg("hot_channels") = std::vector<int32_t>{}, py::arg("outliers") = true,
+     py::arg("per_channel") = false);
   m.def("f16_to_f32_row", [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> h) {
     py::array_t<float> out(h.size());
     cpu::kernels().f16_to_f32_row(h.data(), out.mutable_data(), h.size());
@@ -444,8 +449,9 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
       .def_static("load", [](const std::string& path, int threads, const std::string& kv_k, const std::string& kv_v, int64_t n_ctx,
                              const std::string& activations, int chunk, const std::string& delegate, bool outliers,
-                             int32_t pad_token, bool overlap, int delegate_threads) {
+                             int32_t pad_token, bool overlap, int delegate_threads, bool per_channel_weights) {
         ModelOptions o;
+        o.prefill.per_channel_weights = per_channel_weights;
         o.prefill.delegate_threads = delegate_threads;
         o.prefill.overlap = overlap;
         o.prefill.chunk = chunk;
@@ -461,7 +467,8 @@ PYBIND11_MODULE(_core, m) {
         return Model::load(path, o);
       }, py::arg("path"), py::arg("threads") = 0, py::arg("kv_k") = "f16", py::arg("kv_v") = "f16", py::arg("n_ctx") = 0,
          py::arg("activations") = "q8", py::arg("chunk") = 0, py::arg("delegate") = "", py::arg("outliers") = true,
-         py::arg("pad_token") = 0, py::arg("overlap") = true, py::arg("delegate_threads") = 0)
+         py::arg("pad_token") = 0, py::arg("overlap") = true, py::arg("delegate_threads") = 0,
+         py::arg("per_channel_weights") = true)
       .def_property_readonly("activations", [](const Model& mm) { return mm.options().activations; })
       .def_property_readonly("prefill_chunk", [](const Model& mm) { return mm.options().prefill.chunk; })
       .def_property_readonly("delegate", [](const Model& mm) { return mm.options().prefill.delegate; })

@@ -72,7 +72,7 @@ NpuPlan::NpuPlan(const GgufFile& f, const std::vector<const Weight*>& linears, c
     std::string base = w->name;
     if (base.size() > 7 && base.compare(base.size() - 7, 7, ".weight") == 0) base.resize(base.size() - 7);
     index_[w] = linears_.size();
-    linears_.push_back(std::make_unique<W8A8Linear>(*w, base, read_calibration(f, base)));
+    linears_.push_back(std::make_unique<W8A8Linear>(*w, base, read_calibration(f, base), opts_.per_channel_weights));
     handles_.push_back(delegate_->prepare(linears_.back()->graph(opts_.chunk)));
   }
 }

@@ -12,11 +12,25 @@ void quantize_activations(const float* x, int64_t n, float scale, int8_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = saturate_i8(std::nearbyint(x[i] / scale));
 }
 
-void requantize(const int32_t* acc, int64_t n, float input_times_weight_scale, float output_scale, int8_t* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = saturate_i8(std::nearbyint(static_cast<float>(acc[i]) * input_times_weight_scale / output_scale));
+void requantize(const int32_t* acc, int64_t rows, int64_t cols, float input_scale, const float* weight_scales,
+                float output_scale, int8_t* out) {
+  std::vector<float> sxw(static_cast<size_t>(cols));
+  for (int64_t n = 0; n < cols; ++n) sxw[n] = input_scale * weight_scales[n];
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t n = 0; n < cols; ++n) {
+      out[t * cols + n] = saturate_i8(std::nearbyint(static_cast<float>(acc[t * cols + n]) * sxw[n] / output_scale));
+    }
+  }
 }
 
-W8A8Linear::W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal)
+bool W8A8Graph::per_tensor() const {
+  for (float s : weight_scales) {
+    if (s != weight_scales.front()) return false;
+  }
+  return true;
+}
+
+W8A8Linear::W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal, bool per_channel)
     : name_(std::move(name)), in_(w.cols), out_(w.rows), w_(static_cast<size_t>(w.rows * w.cols)), cal_(std::move(cal)) {
   if (!(cal_.input_scale > 0) || !(cal_.output_scale > 0) || !std::isfinite(cal_.input_scale) || !std::isfinite(cal_.output_scale)) {
     fail(ErrorCode::kFormat, name_ + ": calibrated scales must be positive and finite (input_scale " +
@@ -24,10 +38,15 @@ W8A8Linear::W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal)
   }
   std::vector<float> all(w_.size());
   for (int64_t r = 0; r < out_; ++r) dequantize_row(w.type, w.data + r * w.row_stride, &all[r * in_], in_);
-  float max_abs = 0;
-  for (float v : all) max_abs = std::max(max_abs, std::fabs(v));
-  s_w_ = std::max(max_abs, 1e-5f) / 127.0f;
-  for (size_t i = 0; i < all.size(); ++i) w_[i] = saturate_i8(std::nearbyint(all[i] / s_w_));
+  std::vector<float> max_abs(static_cast<size_t>(out_), 0.0f);
+  for (int64_t r = 0; r < out_; ++r)
+    for (int64_t k = 0; k < in_; ++k) max_abs[r] = std::max(max_abs[r], std::fabs(all[r * in_ + k]));
+  if (!per_channel) std::fill(max_abs.begin(), max_abs.end(), *std::max_element(max_abs.begin(), max_abs.end()));
+  s_w_.resize(static_cast<size_t>(out_));
+  for (int64_t r = 0; r < out_; ++r) {
+    s_w_[r] = std::max(max_abs[r], 1e-5f) / 127.0f;
+    for (int64_t k = 0; k < in_; ++k) w_[r * in_ + k] = saturate_i8(std::nearbyint(all[r * in_ + k] / s_w_[r]));
+  }
 
   hot_slot_.assign(static_cast<size_t>(in_), -1);
   for (int32_t k : cal_.hot_channels) {
@@ -45,7 +64,7 @@ W8A8Graph W8A8Linear::graph(int64_t rows) const {
   g.in_features = in_;
   g.out_features = out_;
   g.weight = w_.data();
-  g.weight_scale = s_w_;
+  g.weight_scales = s_w_;
   g.input_scale = cal_.input_scale;
   g.output_scale = cal_.output_scale;
   return g;
@@ -78,12 +97,12 @@ void W8A8Linear::input_corrections(const float* x, int64_t T, float* delta, uint
       ++counts->input_outliers;
       if (hot_slot_[k] >= 0) {
         const int8_t* hot = &hot_rows_[static_cast<size_t>(hot_slot_[k]) * out_];
-        for (int64_t n = 0; n < out_; ++n) column[n] = hot[n];
+        for (int64_t n = 0; n < out_; ++n) column[n] = hot[n] * s_w_[n];
       } else {  // not resident: gather channel k of W~ (on a phone, a read from the delegate's buffer)
         ++counts->cold_channels;
-        for (int64_t n = 0; n < out_; ++n) column[n] = w_[n * in_ + k];
+        for (int64_t n = 0; n < out_; ++n) column[n] = w_[n * in_ + k] * s_w_[n];
       }
-      cpu::kernels().axpy_f32((r - (r < 0 ? -128.f : 127.f)) * s_x * s_w_, column.data(), dt, out_);
+      cpu::kernels().axpy_f32((r - (r < 0 ? -128.f : 127.f)) * s_x, column.data(), dt, out_);
     }
   }
 }
@@ -112,7 +131,7 @@ void W8A8Linear::merge(const float* x, const int8_t* y_q, int64_t T, const float
         double acc = 0;
         const int8_t* wn = &w_[n * in_];
         for (int64_t k = 0; k < in_; ++k) acc += static_cast<double>(r_row[k]) * wn[k];
-        const float z = static_cast<float>(acc * s_x * s_w_);
+        const float z = static_cast<float>(acc * s_x * s_w_[n]);
         yt[n] += (std::nearbyint(z / s_y) - q) * s_y;
       } else if (rows[t]) {
         yt[n] += delta[t * out_ + n];

@@ -20,14 +20,15 @@ struct W8A8Calibration {
 
 class W8A8Linear {
  public:
-  // Quantizes `w` per tensor: s_w = max|W| / 127 (at least 1e-5 / 127), W~ = round(W / s_w).
-  W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal);
+  // Quantizes `w`: s_w = max|W| / 127 (at least 1e-5 / 127) over the whole tensor (SPEC 5.1) or over
+  // each output channel's row (per_channel: NPUs take per-axis weight scales too), W~ = round(W / s_w).
+  W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal, bool per_channel = false);
 
   W8A8Graph graph(int64_t rows) const;
   const std::string& name() const { return name_; }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
-  float weight_scale() const { return s_w_; }
+  const std::vector<float>& weight_scales() const { return s_w_; }
   const W8A8Calibration& calibration() const { return cal_; }
   const int8_t* weight() const { return w_.data(); }
   // Bytes the CPU keeps for shadow work: the hot channels' weight rows (int8, contiguous).
@@ -52,7 +53,7 @@ class W8A8Linear {
   std::string name_;
   int64_t in_ = 0, out_ = 0;
   std::vector<int8_t> w_;  // [out][in]
-  float s_w_ = 0;
+  std::vector<float> s_w_;  // per output channel (all equal for per-tensor)
   W8A8Calibration cal_;
   std::vector<int8_t> hot_rows_;      // [n_hot][out]: W~[k, :] for hot input channel k
   std::vector<int32_t> hot_slot_;     // input channel -> row of hot_rows_, or -1
@@ -62,8 +63,9 @@ class W8A8Linear {
 inline int8_t saturate_i8(float r) { return static_cast<int8_t>(r < -128.f ? -128.f : (r > 127.f ? 127.f : r)); }
 // x~ = clamp(round-half-even(x / s), -128, 127) for n values (division, like ONNX QuantizeLinear).
 void quantize_activations(const float* x, int64_t n, float scale, int8_t* out);
-// y_q = clamp(round-half-even(acc * (s_x * s_w) / s_y), -128, 127), evaluated left to right in float
-// (what ONNX Runtime's QDQ MatMul computes, so both agree bit for bit).
-void requantize(const int32_t* acc, int64_t n, float input_times_weight_scale, float output_scale, int8_t* out);
+// y_q[t, n] = clamp(round-half-even(acc[t, n] * (s_x * s_w[n]) / s_y), -128, 127), evaluated left to
+// right in float (what ONNX Runtime's integer graph computes, so both agree bit for bit).
+void requantize(const int32_t* acc, int64_t rows, int64_t cols, float input_scale, const float* weight_scales,
+                float output_scale, int8_t* out);
 
 }  // namespace pyrt

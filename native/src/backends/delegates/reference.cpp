@@ -24,8 +24,10 @@ class ReferenceDelegate : public Delegate {
     if (g.rows <= 0 || g.in_features <= 0 || g.out_features <= 0 || !g.weight) {
       fail(ErrorCode::kInvalidArgument, "reference delegate: graph '" + g.name + "' has an empty shape or no weight");
     }
-    if (!(g.input_scale > 0) || !(g.weight_scale > 0) || !(g.output_scale > 0)) {
-      fail(ErrorCode::kInvalidArgument, "reference delegate: graph '" + g.name + "' has a non-positive scale");
+    bool scales_ok = g.input_scale > 0 && g.output_scale > 0 && static_cast<int64_t>(g.weight_scales.size()) == g.out_features;
+    for (float s : g.weight_scales) scales_ok = scales_ok && s > 0;
+    if (!scales_ok) {
+      fail(ErrorCode::kInvalidArgument, "reference delegate: graph '" + g.name + "' has a non-positive scale or the wrong number of weight scales");
     }
     graphs_[next_] = g;
     return next_++;
@@ -45,7 +47,7 @@ class ReferenceDelegate : public Delegate {
       const int64_t r0 = i * per, nr = std::min<int64_t>(per, N - r0);
       kt.gemm_s8(g.weight + r0 * K, nr, xq_.data(), C, K, acc_.data() + r0, N);
     });
-    requantize(acc_.data(), C * N, g.input_scale * g.weight_scale, g.output_scale, y_q);
+    requantize(acc_.data(), C, N, g.input_scale, g.weight_scales.data(), g.output_scale, y_q);
   }
 
   void release(int handle) override { graphs_.erase(handle); }
