@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from converters.calibrate import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
 from converters.writer import QUANT_TYPES
 
 
@@ -54,6 +55,12 @@ def calibrate(src: Path, a: argparse.Namespace, quant: Optional[str], log: Calla
     )
 
 
+def is_user_error(e: Exception) -> bool:
+    """Errors that name the problem in the input (one line, exit 1) rather than a bug (traceback):
+    bad files and values, and the runtime's own typed errors (pyruntime.errors.*) while calibrating."""
+    return isinstance(e, (ValueError, OSError, KeyError)) or type(e).__module__ == "pyruntime.errors"
+
+
 def export_onnx(a: argparse.Namespace, log: Callable[[str], None]) -> int:
     try:
         import pyruntime
@@ -66,11 +73,8 @@ def export_onnx(a: argparse.Namespace, log: Callable[[str], None]) -> int:
     except ImportError as e:
         log(f"pyrt-convert: error: exporting ONNX needs {e.name} (pip install 'pyruntime[npu]')")
         return 2
-    except (ValueError, OSError) as e:
-        log(f"pyrt-convert: error: {e}")
-        return 1
     except Exception as e:
-        if type(e).__module__ != "pyruntime.errors":
+        if not is_user_error(e):
             raise
         log(f"pyrt-convert: error: {e}")
         return 1
@@ -97,12 +101,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metavar="TEXT",
         help="UTF-8 text to calibrate W8A8 activation scales and outlier channels on (for device='npu')",
     )
-    p.add_argument("--calibration-samples", type=int, default=40, help="samples of up to 512 tokens (default 40)")
+    p.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help=f"samples of up to 512 tokens (default {DEFAULT_SAMPLES})",
+    )
     p.add_argument(
         "--outlier-threshold",
         type=float,
-        default=5.0,
-        help="a layer gets shadow outlier correction when max|x| > threshold * 99.9th percentile (default 5)",
+        default=DEFAULT_THRESHOLD,
+        help="a layer gets shadow outlier correction when max|x| > threshold * 99.9th percentile "
+        f"(default {DEFAULT_THRESHOLD:g}; 1: every layer)",
     )
     p.add_argument(
         "--export-onnx",
@@ -159,11 +169,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 requantize_gguf(a.input, a.output, a.quant or "f16", a.force, log)
         else:
             raise FileNotFoundError(f"{a.input}: no such file or folder")
-    except (ValueError, OSError, KeyError) as e:
-        log(f"pyrt-convert: error: {e}")
-        return 1
-    except Exception as e:  # runtime errors while calibrating (pyruntime.errors.*) name the problem too
-        if type(e).__module__ != "pyruntime.errors":
+    except Exception as e:
+        if not is_user_error(e):
             raise
         log(f"pyrt-convert: error: {e}")
         return 1
