@@ -99,32 +99,37 @@ void check_table(const std::string& name) {
       near(name, "accumulate_f16 d=" + std::to_string(d), out[c], want, scale);
     }
   }
-  // The same over Q8_0 rows.
-  for (int64_t d : {32, 64, 128}) {
-    const int64_t n = 29;
-    const size_t stride = row_bytes(GgmlType::Q8_0, d) + 34;  // rows of a wider cache line, head at offset 0
-    std::vector<uint8_t> rows(stride * n);
-    std::vector<std::vector<float>> deq;
-    for (int64_t j = 0; j < n; ++j) {
-      auto q = quantize(GgmlType::Q8_0, randn(d));
-      std::copy(q.begin(), q.end(), rows.begin() + j * stride);
-      deq.emplace_back(static_cast<size_t>(d));
-      dequantize_row(GgmlType::Q8_0, q.data(), deq.back().data(), d);
-    }
-    auto pv = randn(n), base = randn(d);
-    auto out = base;
-    std::vector<float> sc(static_cast<size_t>(n));
-    k.accumulate_q8_0(pv.data(), rows.data(), static_cast<int64_t>(stride), n, out.data(), d);
-    k.dot_keys_q8_0(base.data(), rows.data(), static_cast<int64_t>(stride), n, sc.data(), d);
-    for (int64_t c = 0; c < d; ++c) {
-      double want = base[c], scale = std::fabs(base[c]);
-      for (int64_t j = 0; j < n; ++j) want += double(pv[j]) * deq[j][c], scale += std::fabs(double(pv[j]) * deq[j][c]);
-      near(name, "accumulate_q8_0 d=" + std::to_string(d), out[c], want, scale);
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      double want = 0, scale = 0;
-      for (int64_t c = 0; c < d; ++c) want += double(base[c]) * deq[j][c], scale += std::fabs(double(base[c]) * deq[j][c]);
-      near(name, "dot_keys_q8_0 d=" + std::to_string(d), sc[j], want, scale);
+  // The same over Q8_0 and Q4_0 rows.
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
+    const std::string tn = type == GgmlType::Q8_0 ? "q8_0" : "q4_0";
+    const auto accumulate = type == GgmlType::Q8_0 ? k.accumulate_q8_0 : k.accumulate_q4_0;
+    const auto dot_keys = type == GgmlType::Q8_0 ? k.dot_keys_q8_0 : k.dot_keys_q4_0;
+    for (int64_t d : {32, 64, 128}) {
+      const int64_t n = 29;
+      const size_t stride = row_bytes(type, d) + 34;  // rows of a wider cache line, head at offset 0
+      std::vector<uint8_t> rows(stride * n);
+      std::vector<std::vector<float>> deq;
+      for (int64_t j = 0; j < n; ++j) {
+        auto q = quantize(type, randn(d));
+        std::copy(q.begin(), q.end(), rows.begin() + j * stride);
+        deq.emplace_back(static_cast<size_t>(d));
+        dequantize_row(type, q.data(), deq.back().data(), d);
+      }
+      auto pv = randn(n), base = randn(d);
+      auto out = base;
+      std::vector<float> sc(static_cast<size_t>(n));
+      accumulate(pv.data(), rows.data(), static_cast<int64_t>(stride), n, out.data(), d);
+      dot_keys(base.data(), rows.data(), static_cast<int64_t>(stride), n, sc.data(), d);
+      for (int64_t c = 0; c < d; ++c) {
+        double want = base[c], scale = std::fabs(base[c]);
+        for (int64_t j = 0; j < n; ++j) want += double(pv[j]) * deq[j][c], scale += std::fabs(double(pv[j]) * deq[j][c]);
+        near(name, "accumulate_" + tn + " d=" + std::to_string(d), out[c], want, scale);
+      }
+      for (int64_t j = 0; j < n; ++j) {
+        double want = 0, scale = 0;
+        for (int64_t c = 0; c < d; ++c) want += double(base[c]) * deq[j][c], scale += std::fabs(double(base[c]) * deq[j][c]);
+        near(name, "dot_keys_" + tn + " d=" + std::to_string(d), sc[j], want, scale);
+      }
     }
   }
   // Softmax numerator: exp(x - max) within 1e-6 relative (and underflow to 0 far below the max).

@@ -148,6 +148,10 @@ class RowStore : public KvStore {
       k.dot_keys_q8_0(q, base, static_cast<int64_t>(row_), n, scores, head_dim_);
       return;
     }
+    if (type_ == GgmlType::Q4_0) {
+      k.dot_keys_q4_0(q, base, static_cast<int64_t>(row_), n, scores, head_dim_);
+      return;
+    }
     for (int64_t j = 0; j < n; ++j) scores[j] = cpu::dot_row(k, type_, base + j * row_, q, head_dim_);
   }
   void accumulate(int head, const float* p, int64_t n, float* out) const override {
@@ -159,6 +163,10 @@ class RowStore : public KvStore {
     }
     if (type_ == GgmlType::Q8_0) {
       k.accumulate_q8_0(p, base, static_cast<int64_t>(row_), n, out, head_dim_);
+      return;
+    }
+    if (type_ == GgmlType::Q4_0) {
+      k.accumulate_q4_0(p, base, static_cast<int64_t>(row_), n, out, head_dim_);
       return;
     }
     for (int64_t j = 0; j < n; ++j) cpu::axpy_row(k, type_, p[j], base + j * row_, out, head_dim_);

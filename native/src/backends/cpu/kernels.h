@@ -59,6 +59,9 @@ struct KernelTable {
   void (*dot_keys_f16)(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d);
   // Softmax numerator: x[i] = exp(x[i] - max), returns the sum (attention over long contexts).
   float (*exp_shift_sum)(float* x, int64_t n, float max);
+  // The value-sum and key-score kernels over Q4_0 rows (the q4_0 KV cache).
+  void (*accumulate_q4_0)(const float* p, const uint8_t* rows, int64_t stride, int64_t n, float* out, int64_t d);
+  void (*dot_keys_q4_0)(const float* q, const uint8_t* rows, int64_t stride, int64_t n, float* scores, int64_t d);
   // W8A8 (the NPU path's integer core): acc[t * ldy + r] = sum_k x[t * K + k] * rows[r * K + k] in int32.
   // Integer sums are exact in any order, so every ISA version returns the same numbers bit for bit.
   void (*gemm_s8)(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,

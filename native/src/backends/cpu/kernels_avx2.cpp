@@ -484,6 +484,49 @@ void a_dot_keys_q8_0(const float* q, const uint8_t* rows, int64_t stride, int64_
   }
 }
 
+// Q4_0 rows: the same register-resident loops, nibbles unpacked and centred (code - 8) per block.
+void a_accumulate_q4_0(const float* p, const uint8_t* rows, int64_t stride, int64_t n, float* out, int64_t d) {
+  if (d > 64) {
+    for (int64_t j = 0; j < n; ++j) a_axpy_q4_0(p[j], rows + j * stride, out, d);
+    return;
+  }
+  const int nb = static_cast<int>(d / 32);
+  const __m256 eight = _mm256_set1_ps(8.0f);
+  __m256 acc[8], q[4];
+  for (int v = 0; v < 4 * nb; ++v) acc[v] = _mm256_loadu_ps(out + 8 * v);
+  for (int64_t j = 0; j < n; ++j) {
+    const auto* b = reinterpret_cast<const BlockQ4_0*>(rows + j * stride);
+    for (int k = 0; k < nb; ++k) {
+      const __m256 s = _mm256_set1_ps(p[j] * h2f(b[k].d));
+      unpack_nibbles(b[k].qs, q);
+      for (int i = 0; i < 4; ++i) acc[4 * k + i] = _mm256_fmadd_ps(s, _mm256_sub_ps(q[i], eight), acc[4 * k + i]);
+    }
+  }
+  for (int v = 0; v < 4 * nb; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+}
+
+void a_dot_keys_q4_0(const float* qx, const uint8_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+  if (d > 64) {
+    for (int64_t j = 0; j < n; ++j) scores[j] = a_dot_q4_0(rows + j * stride, qx, d);
+    return;
+  }
+  const int nb = static_cast<int>(d / 32);
+  const __m256 eight = _mm256_set1_ps(8.0f);
+  __m256 qv[8], q[4];
+  for (int v = 0; v < 4 * nb; ++v) qv[v] = _mm256_loadu_ps(qx + 8 * v);
+  for (int64_t j = 0; j < n; ++j) {
+    const auto* b = reinterpret_cast<const BlockQ4_0*>(rows + j * stride);
+    __m256 acc = _mm256_setzero_ps();
+    for (int k = 0; k < nb; ++k) {
+      unpack_nibbles(b[k].qs, q);
+      __m256 s = _mm256_mul_ps(qv[4 * k], _mm256_sub_ps(q[0], eight));
+      for (int i = 1; i < 4; ++i) s = _mm256_fmadd_ps(qv[4 * k + i], _mm256_sub_ps(q[i], eight), s);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[k].d)), s, acc);
+    }
+    scores[j] = hsum(acc);
+  }
+}
+
 void a_dot_keys_f16(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
   if (d % 8 != 0 || d > 64) {
     for (int64_t j = 0; j < n; ++j) scores[j] = a_dot_f16(rows + j * stride, q, d);
@@ -606,7 +649,7 @@ KernelTable avx2_kernels() {
           a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_key_scores,
           a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
           a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
-          a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_gemm_s8};
+          a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8};
 }
 
 }  // namespace pyrt::cpu

@@ -190,6 +190,14 @@ void g_dot_keys_q8_0(const float* q, const uint8_t* rows, int64_t stride, int64_
   for (int64_t j = 0; j < n; ++j) scores[j] = g_dot_q8_0(rows + j * stride, q, d);
 }
 
+void g_accumulate_q4_0(const float* p, const uint8_t* rows, int64_t stride, int64_t n, float* out, int64_t d) {
+  for (int64_t j = 0; j < n; ++j) g_axpy_q4_0(p[j], rows + j * stride, out, d);
+}
+
+void g_dot_keys_q4_0(const float* q, const uint8_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+  for (int64_t j = 0; j < n; ++j) scores[j] = g_dot_q4_0(rows + j * stride, q, d);
+}
+
 float g_exp_shift_sum(float* x, int64_t n, float max) {
   float sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += x[i] = std::exp(x[i] - max);
@@ -203,7 +211,7 @@ KernelTable generic_kernels() {
           g_dot_bf16,     g_axpy_f32,     g_axpy_f16,     g_axpy_q8_0,    g_axpy_q4_0,      g_kivi_key_scores,
           g_kivi_value_axpy, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
           gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row, g_accumulate_f16, g_accumulate_q8_0,
-          g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, gemm_s8_generic};
+          g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic};
 }
 
 }  // namespace pyrt::cpu
