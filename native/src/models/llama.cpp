@@ -57,11 +57,10 @@ class LlamaSession : public Session {
   void prepare(ChunkState& cs, const int32_t* ids, int64_t rows, int64_t valid, int64_t pos0) const;
   void attention(ChunkState& cs, int il);
   void after_attention(ChunkState& cs, int il) const;  // residual, FFN norm
-  void after_ffn(ChunkState& cs) const { add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * m_hp_n_embd()); }
+  void after_ffn(ChunkState& cs) const;  // residual
   void head(const ChunkState& cs, float* logits, bool all_logits) const;  // logits of valid rows (or the last)
   void linear_cpu(const Weight& w, const ChunkState& cs, const float* in, float* out);
   void linear_finish(const Weight& w, const ChunkState& cs, const float* in, const NpuPlan::Scratch& sc, float* out);
-  int64_t m_hp_n_embd() const;
 
   // The whole chunk on the CPU, stage after stage.
   void forward_cpu(ChunkState& cs);
@@ -202,8 +201,6 @@ std::map<std::string, double> LlamaSession::stats() const {
   return out;
 }
 
-int64_t LlamaSession::m_hp_n_embd() const { return m_.hp.n_embd; }
-
 void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) {
   if (T <= 0) fail(ErrorCode::kInvalidArgument, "feed() needs at least one token");
   if (n_past_ + T > n_ctx_) {
@@ -215,24 +212,31 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
   const PrefillOptions& po = m_.options().prefill;
   const int64_t C = po.chunk;
   ChunkState cs;
-  if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
-    prepare(cs, ids, T, T, n_past_);
-    forward_cpu(cs);
-    head(cs, logits, all_logits);
-  } else if (m_.npu) {
-    prefill_on_delegate(ids, T, logits, all_logits);
-  } else {
-    std::vector<int32_t> chunk(static_cast<size_t>(C));
-    for (int64_t c0 = 0; c0 < T; c0 += C) {
-      const int64_t n = std::min(C, T - c0);
-      std::copy(ids + c0, ids + c0 + n, chunk.begin());
-      std::fill(chunk.begin() + n, chunk.end(), po.pad_token);
-      prepare(cs, chunk.data(), C, n, n_past_ + c0);
+  try {
+    if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
+      prepare(cs, ids, T, T, n_past_);
       forward_cpu(cs);
-      head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : (c0 + n == T ? logits : nullptr), all_logits);
-      ++placement_.chunks;
-      placement_.pad_tokens += C - n;
+      head(cs, logits, all_logits);
+    } else if (m_.npu) {
+      prefill_on_delegate(ids, T, logits, all_logits);
+    } else {
+      std::vector<int32_t> chunk(static_cast<size_t>(C));
+      for (int64_t c0 = 0; c0 < T; c0 += C) {
+        const int64_t n = std::min(C, T - c0);
+        std::copy(ids + c0, ids + c0 + n, chunk.begin());
+        std::fill(chunk.begin() + n, chunk.end(), po.pad_token);
+        prepare(cs, chunk.data(), C, n, n_past_ + c0);
+        forward_cpu(cs);
+        head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : (c0 + n == T ? logits : nullptr), all_logits);
+        ++placement_.chunks;
+        placement_.pad_tokens += C - n;
+      }
     }
+  } catch (...) {
+    // Some layers may already hold part of these tokens: a cache that disagrees with n_past would fail
+    // every later feed, so the conversation starts over (the caller sees the error).
+    reset();
+    throw;
   }
   n_past_ += T;
   tokens_fed_ += T;
@@ -288,6 +292,8 @@ void LlamaSession::after_attention(ChunkState& cs, int il) const {
   add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * E);
   rms_norm_rows(cs.x.data(), m_.layers[il].ffn_norm, cs.xn.data(), cs.rows, E, m_.hp.eps);
 }
+
+void LlamaSession::after_ffn(ChunkState& cs) const { add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * m_.hp.n_embd); }
 
 void LlamaSession::head(const ChunkState& cs, float* logits, bool all_logits) const {
   if (!logits) return;
