@@ -61,6 +61,14 @@ def is_user_error(e: Exception) -> bool:
     return isinstance(e, (ValueError, OSError, KeyError)) or type(e).__module__ == "pyruntime.errors"
 
 
+def report(e: Exception, log: Callable[[str], None]) -> int:
+    """A user error becomes one line and exit status 1; anything else propagates (a bug: traceback)."""
+    if not is_user_error(e):
+        raise e
+    log(f"pyrt-convert: error: {e}")
+    return 1
+
+
 def export_onnx(a: argparse.Namespace, log: Callable[[str], None]) -> int:
     try:
         import pyruntime
@@ -74,10 +82,7 @@ def export_onnx(a: argparse.Namespace, log: Callable[[str], None]) -> int:
         log(f"pyrt-convert: error: exporting ONNX needs {e.name} (pip install 'pyruntime[npu]')")
         return 2
     except Exception as e:
-        if not is_user_error(e):
-            raise
-        log(f"pyrt-convert: error: {e}")
-        return 1
+        return report(e, log)
     log(f"wrote {len(graphs)} graphs of [{a.chunk}, d] to {a.export_onnx}")
     return 0
 
@@ -170,10 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             raise FileNotFoundError(f"{a.input}: no such file or folder")
     except Exception as e:
-        if not is_user_error(e):
-            raise
-        log(f"pyrt-convert: error: {e}")
-        return 1
+        return report(e, log)
     log(f"wrote {a.output}")
     return 0
 
