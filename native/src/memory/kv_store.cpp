@@ -144,12 +144,8 @@ class RowStore : public KvStore {
       k.dot_keys_f16(q, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, scores, head_dim_);
       return;
     }
-    if (type_ == GgmlType::Q8_0) {
-      k.dot_keys_q8_0(q, base, static_cast<int64_t>(row_), n, scores, head_dim_);
-      return;
-    }
-    if (type_ == GgmlType::Q4_0) {
-      k.dot_keys_q4_0(q, base, static_cast<int64_t>(row_), n, scores, head_dim_);
+    if (const auto dot = type_ == GgmlType::Q8_0 ? k.dot_keys_q8_0 : type_ == GgmlType::Q4_0 ? k.dot_keys_q4_0 : nullptr) {
+      dot(q, base, static_cast<int64_t>(row_), n, scores, head_dim_);
       return;
     }
     for (int64_t j = 0; j < n; ++j) scores[j] = cpu::dot_row(k, type_, base + j * row_, q, head_dim_);
@@ -161,12 +157,8 @@ class RowStore : public KvStore {
       k.accumulate_f16(p, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, out, head_dim_);
       return;
     }
-    if (type_ == GgmlType::Q8_0) {
-      k.accumulate_q8_0(p, base, static_cast<int64_t>(row_), n, out, head_dim_);
-      return;
-    }
-    if (type_ == GgmlType::Q4_0) {
-      k.accumulate_q4_0(p, base, static_cast<int64_t>(row_), n, out, head_dim_);
+    if (const auto acc = type_ == GgmlType::Q8_0 ? k.accumulate_q8_0 : type_ == GgmlType::Q4_0 ? k.accumulate_q4_0 : nullptr) {
+      acc(p, base, static_cast<int64_t>(row_), n, out, head_dim_);
       return;
     }
     for (int64_t j = 0; j < n; ++j) cpu::axpy_row(k, type_, p[j], base + j * row_, out, head_dim_);
