@@ -150,22 +150,54 @@ def test_integer_dot_kernels_against_reference(qtype: str) -> None:
 
 
 @pytest.mark.parametrize("qtype", QTYPES)
-def test_blocked_integer_gemm_equals_row_dots(qtype: str) -> None:
-    """The prefill tiles (register-blocked over 4 tokens) give the row-by-row dots on every shape,
-    token counts below, at and above the tile included."""
+def test_blocked_integer_gemm_equals_row_dots_bit_for_bit(qtype: str) -> None:
+    """Every table's blocked product (decode rows for < 4 tokens, packed 8-row panels above) gives
+    exactly the generic row-by-row dots: the per-block arithmetic is fixed (kernels.h), so a token's
+    result cannot depend on the token count, the tiling or the ISA. Shapes cover partial panels
+    (rows % 8), token tails (tokens % 4) and both sides of the decode/prefill switch."""
     rng = np.random.default_rng(7)
-    for n_rows, n_tok, K in [(1, 1, 32), (3, 4, 64), (5, 7, 96), (16, 9, 576), (2, 13, 4128)]:
+    shapes = [(1, 1, 32), (3, 4, 64), (5, 7, 96), (8, 3, 64), (9, 5, 160), (16, 9, 576), (17, 2, 4128), (2, 13, 4128)]
+    for n_rows, n_tok, K in shapes:
         w = rng.standard_normal((n_rows, K)).astype(np.float32)
         x = (rng.standard_normal((n_tok, K)) * 2).astype(np.float32)
-        rows = b"".join(encode(qtype, w[r]) for r in range(n_rows))
+        rows = [encode(qtype, w[r]) for r in range(n_rows)]
+        assert _core.set_kernels("generic")
+        want = np.array([[_core.dot_row_q8a(qtype, rows[r], x[t]) for r in range(n_rows)] for t in range(n_tok)])
         for name in kernel_tables():
             assert _core.set_kernels(name)
-            got = _core.gemm_q8a(qtype, rows, n_rows, x)
-            want = np.array(
-                [[_core.dot_row_q8a(qtype, encode(qtype, w[r]), x[t]) for r in range(n_rows)] for t in range(n_tok)]
-            )
-            scale = np.abs(want).max() + 1e-6
-            assert np.abs(got - want).max() <= 1e-5 * scale, (name, qtype, n_rows, n_tok, K)
+            got = _core.gemm_q8a(qtype, b"".join(rows), n_rows, x)
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {qtype} {(n_rows, n_tok, K)}")
+            dots = [_core.dot_row_q8a(qtype, rows[r], x[t]) for r in range(n_rows) for t in range(n_tok)]
+            np.testing.assert_array_equal(np.array(dots).reshape(n_rows, n_tok).T, want)
+    _core.set_kernels("auto")
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_integer_gemm_extreme_codes_do_not_saturate(qtype: str) -> None:
+    """Largest codes on both sides (Q4 nibble 15, Q8_0 weight -128 written by hand, activations
+    +-127): the 16-bit partial sums of the SIMD paths must not clip. Checked against an int64 sum."""
+    K, n_rows, n_tok = 256, 9, 5
+    rng = np.random.default_rng(11)
+    signs = rng.choice([-1.0, 1.0], (n_tok, K)).astype(np.float32)
+    x = signs * 3.0  # every block's max is 3: all codes +-127
+    w = np.full((n_rows, K), -1.0, np.float32) if qtype != "Q4_1" else np.full((n_rows, K), 1.0, np.float32)
+    w[:, ::7] = 0.25
+    raw = bytearray(b"".join(encode(qtype, w[r]) for r in range(n_rows)))
+    if qtype == "Q8_0":  # set every code of the first block of each row to -128 (valid bytes, out of ggml's range)
+        for r in range(n_rows):
+            off = r * (K // 32) * 34
+            raw[off + 2 : off + 34] = bytes([0x80]) * 32
+    rows = bytes(raw)
+    stride = len(rows) // n_rows
+    wd = np.stack([_core.dequantize(qtype, rows[r * stride : (r + 1) * stride], K) for r in range(n_rows)])
+    wd = wd.astype(np.float64)
+    d, q = reference_q8a(x.reshape(-1))
+    xa = (q.astype(np.float64) * d.astype(np.float64)[:, None]).reshape(n_tok, K)
+    want = xa @ wd.T
+    for name in kernel_tables():
+        assert _core.set_kernels(name)
+        got = _core.gemm_q8a(qtype, rows, n_rows, x)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
     _core.set_kernels("auto")
 
 

@@ -36,14 +36,17 @@ struct KernelTable {
   void (*kivi_value_axpy)(const uint8_t* codes, int bits, float ps, float pm, float* out);
   // x (n % 32 == 0) -> BlockQ8A: d = max|x| / 127, codes = round-half-even(x / d).
   void (*quantize_q8a)(const float* x, int64_t n, BlockQ8A* out);
-  // Weight row . quantized activations with integer block dots.
+  // Weight row . quantized activations with integer block dots. Every table computes, block by block,
+  // the exact integer dot of the codes (Q4: unsigned nibbles 0..15) and then acc = fma(d_w * d_x, dot,
+  // acc), for Q4 followed by acc = fma(m_w, s_x, acc) (m_w = -8 d_w for Q4_0): results agree bit for bit
+  // across tables and between the dots and gemm_q8a, whatever the token count.
   float (*dot_q8_0_q8a)(const void* row, const BlockQ8A* x, int64_t n);
   float (*dot_q4_0_q8a)(const void* row, const BlockQ8A* x, int64_t n);
   float (*dot_q4_1_q8a)(const void* row, const BlockQ8A* x, int64_t n);
-  // Blocked products for prefill, y[t * ldy + r] = row_r . x_t for r < n_rows, t < n_tok:
-  // quantized rows (Q8_0/Q4_0/Q4_1, row_stride bytes apart) with 8-bit activations (K / 32 blocks
-  // per token), and float rows (K apart) with float activations. ISA versions reuse each loaded
-  // weight block for several tokens (register tiles); the generic ones are loops over the dots.
+  // Blocked products, y[t * ldy + r] = row_r . x_t for r < n_rows, t < n_tok: quantized rows
+  // (Q8_0/Q4_0/Q4_1, row_stride bytes apart) with 8-bit activations (K / 32 blocks per token), and
+  // float rows (K apart) with float activations. ISA versions reuse each loaded weight block for
+  // several tokens (register tiles); the generic ones are loops over the dots.
   void (*gemm_q8a)(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
                    int64_t n_tok, int64_t K, float* y, int64_t ldy);
   void (*gemm_f32)(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "backends/cpu/kernels.h"
 
@@ -251,112 +253,271 @@ void a_quantize_q8a(const float* x, int64_t n, BlockQ8A* out) {
   }
 }
 
-// Sum of products of signed bytes, as 8 int32 partial sums converted to float (sign trick for maddubs).
-inline __m256 dot_i8(__m256i a, __m256i b) {
-  const __m256i prod = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
-}
+// ---- Weight rows (Q8_0 / Q4_0 / Q4_1) times 8-bit activation blocks ----
+// Every output follows the per-block definition in kernels.h (exact integer dot, then one or two
+// FMAs per block in block order), so all paths below agree with each other and with the generic
+// table bit for bit, whatever the token count or tiling.
 
-inline __m256 dot_u8_i8(__m256i u, __m256i s) {
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-}
-
-// 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0-15) then high nibbles (16-31).
-inline __m256i nibbles_to_bytes(const uint8_t* qs) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
-}
-
-// The integer dots accumulate blocks in order into one accumulator, exactly like the prefill tiles
-// below, so a token's result does not depend on how the prompt was chunked (bit-identical).
-float a_dot_q8_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
-  const auto* w = static_cast<const BlockQ8_0*>(row);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n / 32; ++b) {
-    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x[b].d), dot_i8(wq, xq), acc);
-  }
-  return hsum(acc);
-}
-
-// Q4_0 and Q4_1 share one body: sum(q x) on unsigned nibbles (maddubs needs no sign trick) plus a
-// per-block correction m * sum(x), with m = -8 d for Q4_0 and the stored minimum for Q4_1.
 template <GgmlType kType>
-float dot_q4_q8a(const void* row, const BlockQ8A* x, int64_t n) {
-  using Block = std::conditional_t<kType == GgmlType::Q4_0, BlockQ4_0, BlockQ4_1>;
-  const auto* w = static_cast<const Block*>(row);
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    const float dw = h2f(w[b].d);
-    float mw;
-    if constexpr (kType == GgmlType::Q4_0) mw = -8.0f * dw;
-    else mw = h2f(w[b].m);
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), dot_u8_i8(nibbles_to_bytes(w[b].qs), xq), acc);
-    corr += mw * x[b].s;
+struct QuantBlock;
+template <>
+struct QuantBlock<GgmlType::Q8_0> {
+  using type = BlockQ8_0;
+};
+template <>
+struct QuantBlock<GgmlType::Q4_0> {
+  using type = BlockQ4_0;
+};
+template <>
+struct QuantBlock<GgmlType::Q4_1> {
+  using type = BlockQ4_1;
+};
+template <GgmlType kType>
+constexpr bool kIsQ4 = kType != GgmlType::Q8_0;
+
+// The 32 codes of a block as bytes: Q8_0 signed; Q4 unsigned 0..15, low nibbles (elements 0-15) first.
+template <GgmlType kType>
+inline __m256i block_codes(const typename QuantBlock<kType>::type& w) {
+  if constexpr (kIsQ4<kType>) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.qs));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+  } else {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs));
   }
-  return hsum(acc) + corr;
 }
 
-float a_dot_q4_0_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q4_q8a<GgmlType::Q4_0>(row, x, n); }
-float a_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q4_q8a<GgmlType::Q4_1>(row, x, n); }
-
-// Register tile for prefill: one weight block, unpacked to bytes once, against 4 tokens' activation
-// blocks (4 independent accumulators). Q4_0 uses unsigned nibbles with maddubs directly and corrects
-// with -8 * sum(x) (x.s = d * sum of codes); Q8_0 needs the sign trick.
+// Scale and minimum of a block (the minimum is only used for Q4: -8 d for Q4_0).
 template <GgmlType kType>
-void tile_1x4(const uint8_t* row, const BlockQ8A* const xs[4], int64_t nb, float out[4]) {
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  float corr[4] = {0, 0, 0, 0};
+inline void block_scale(const typename QuantBlock<kType>::type& w, float& d, float& m) {
+  d = h2f(w.d);
+  if constexpr (kType == GgmlType::Q4_1) m = h2f(w.m);
+  else m = -8.0f * d;
+}
+
+// Products of codes w with signed bytes x, pairwise summed to int16 by maddubs (which needs an unsigned
+// first operand: Q4 codes are; Q8_0 moves w's sign onto x). No pair can saturate: |15*127*2| and
+// |128*127*2| are below 2^15.
+template <GgmlType kType>
+inline __m256i maddubs_codes(__m256i w, __m256i x) {
+  if constexpr (kIsQ4<kType>) return _mm256_maddubs_epi16(w, x);
+  else return _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+// Eight int32 vectors -> one vector of their eight horizontal sums (lane i = sum of p[i]).
+inline __m256i sum8_epi32(const __m256i p[8]) {
+  const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+  const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+// One block's contribution to 8 outputs: acc = fma(d_w * d_x, dot, acc) [+ fma(m_w, s_x, acc) for Q4].
+template <GgmlType kType>
+inline __m256 block_fma(__m256 acc, __m256i dot, __m256 dw, __m256 mw, const BlockQ8A& x) {
+  acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x.d)), _mm256_cvtepi32_ps(dot), acc);
+  if constexpr (kIsQ4<kType>) acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.s), acc);
+  return acc;
+}
+
+template <GgmlType kType>
+float dot_q_q8a(const void* row, const BlockQ8A* x, int64_t n) {
+  const auto* w = static_cast<const typename QuantBlock<kType>::type*>(row);
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+    const __m256i p = _mm256_madd_epi16(maddubs_codes<kType>(block_codes<kType>(w[b]), xq), _mm256_set1_epi16(1));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    s = _mm_hadd_epi32(s, s);
+    s = _mm_hadd_epi32(s, s);
+    float d, m;
+    block_scale<kType>(w[b], d, m);
+    acc = std::fma(d * x[b].d, static_cast<float>(_mm_cvtsi128_si32(s)), acc);
+    if constexpr (kIsQ4<kType>) acc = std::fma(m, x[b].s, acc);
+  }
+  return acc;
+}
+
+float a_dot_q8_0_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q_q8a<GgmlType::Q8_0>(row, x, n); }
+float a_dot_q4_0_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q_q8a<GgmlType::Q4_0>(row, x, n); }
+float a_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q_q8a<GgmlType::Q4_1>(row, x, n); }
+
+// Block b's fp16 scale (and Q4_1 minimum) of 8 rows as floats: each block starts with d (then m), so
+// one 32-bit load per row and a few shuffles gather them (cheaper than 8-16 scalar inserts).
+template <GgmlType kType>
+inline void gather_scales(const typename QuantBlock<kType>::type* const w[8], int64_t b, __m256& d, __m256& m) {
+  __m128i h[8];
+  for (int i = 0; i < 8; ++i) {
+    int32_t v;
+    std::memcpy(&v, &w[i][b], 4);
+    h[i] = _mm_cvtsi32_si128(v);
+  }
+  const __m128i lo = _mm_unpacklo_epi64(_mm_unpacklo_epi32(h[0], h[1]), _mm_unpacklo_epi32(h[2], h[3]));
+  const __m128i hi = _mm_unpacklo_epi64(_mm_unpacklo_epi32(h[4], h[5]), _mm_unpacklo_epi32(h[6], h[7]));
+  // Per row the low 16 bits are d, the high 16 bits m (Q4_1) or code bytes (ignored).
+  const __m128i pick = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  const __m128i l = _mm_shuffle_epi8(lo, pick), r = _mm_shuffle_epi8(hi, pick);
+  d = _mm256_cvtph_ps(_mm_unpacklo_epi64(l, r));
+  if constexpr (kType == GgmlType::Q4_1) m = _mm256_cvtph_ps(_mm_unpackhi_epi64(l, r));
+  else m = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+}
+
+// Few tokens (decode): 8 rows at a time straight from the mapped weights; each row's block dot is
+// reduced across lanes together with the other seven (sum8_epi32), so the block scales apply to 8
+// outputs in one FMA. Rows past n_rows repeat the last row and are not stored.
+template <GgmlType kType>
+void gemv_q8a(const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x, int64_t n_tok, int64_t K,
+              float* y, int64_t ldy) {
+  using Block = typename QuantBlock<kType>::type;
+  const int64_t nb = K / 32;
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+    const Block* w[8];
+    for (int i = 0; i < 8; ++i) w[i] = reinterpret_cast<const Block*>(rows + std::min(r0 + i, n_rows - 1) * row_stride);
+    const uint8_t* next = rows + (r0 + 8) * row_stride;
+    const int64_t panel_bytes = static_cast<int64_t>(std::min<int64_t>(8, n_rows - r0 - 8) * row_stride);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      const BlockQ8A* xt = x + t * nb;
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t b = 0; b < nb; ++b) {
+        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt[b].qs));
+        __m256i p[8];
+        // The 8 rows are read column-wise, which the hardware prefetchers do not follow from DRAM: fetch
+        // the next panel's bytes in order, an even share per block.
+        if (t == 0 && r0 + 8 < n_rows) {
+          const int64_t lo = panel_bytes * b / nb, hi = panel_bytes * (b + 1) / nb;
+          for (int64_t off = lo / 64 * 64; off < hi; off += 64) _mm_prefetch(reinterpret_cast<const char*>(next + off), _MM_HINT_T0);
+        }
+        for (int i = 0; i < 8; ++i)
+          p[i] = _mm256_madd_epi16(maddubs_codes<kType>(block_codes<kType>(w[i][b]), xq), _mm256_set1_epi16(1));
+        __m256 d, m;
+        gather_scales<kType>(w, b, d, m);
+        acc = block_fma<kType>(acc, sum8_epi32(p), d, m, xt[b]);
+      }
+      alignas(32) float out[8];
+      _mm256_store_ps(out, acc);
+      for (int64_t i = 0; i < std::min<int64_t>(8, n_rows - r0); ++i) y[t * ldy + r0 + i] = out[i];
+    }
+  }
+}
+
+// Many tokens (prefill): 8 rows are packed once per call into a panel where register g of a block
+// holds codes 4g..4g+3 of each of the 8 rows (an 8x8 transpose of 32-bit words). maddubs against the
+// token's 4 codes broadcast then yields 8 rows' partial sums side by side: no horizontal reductions.
+struct alignas(32) Reg256 {
+  uint8_t bytes[32];
+};
+struct Panel {
+  std::vector<Reg256> codes;  // nb x 8 registers
+  std::vector<float> d, m;     // nb x 8 scales and minimums
+};
+
+inline void transpose8x8_epi32(__m256i u[8]) {
+  __m256i t[8], s[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(u[2 * i], u[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(u[2 * i], u[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 0-3, then 4-7
+    s[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+    s[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+    s[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+    s[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+  }
+  for (int g = 0; g < 4; ++g) {
+    u[g] = _mm256_permute2x128_si256(s[g], s[4 + g], 0x20);
+    u[g + 4] = _mm256_permute2x128_si256(s[g], s[4 + g], 0x31);
+  }
+}
+
+template <GgmlType kType>
+void pack_panel(const uint8_t* rows, size_t row_stride, int64_t n_rows, int64_t nb, Panel& panel) {
+  using Block = typename QuantBlock<kType>::type;
+  panel.codes.resize(static_cast<size_t>(nb * 8));
+  panel.d.resize(static_cast<size_t>(nb * 8));
+  panel.m.resize(static_cast<size_t>(nb * 8));
+  const Block* w[8];
+  for (int i = 0; i < 8; ++i) w[i] = reinterpret_cast<const Block*>(rows + std::min<int64_t>(i, n_rows - 1) * row_stride);
   for (int64_t b = 0; b < nb; ++b) {
-    __m256i wq;
-    float dw, mw = 0;
-    if constexpr (kType == GgmlType::Q8_0) {
-      const auto* w = reinterpret_cast<const BlockQ8_0*>(row) + b;
-      wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w->qs));
-      dw = h2f(w->d);
-    } else if constexpr (kType == GgmlType::Q4_0) {
-      const auto* w = reinterpret_cast<const BlockQ4_0*>(row) + b;
-      wq = nibbles_to_bytes(w->qs);
-      dw = h2f(w->d);
-      mw = -8.0f * dw;
-    } else {
-      const auto* w = reinterpret_cast<const BlockQ4_1*>(row) + b;
-      wq = nibbles_to_bytes(w->qs);
-      dw = h2f(w->d);
-      mw = h2f(w->m);
+    __m256i u[8];
+    for (int i = 0; i < 8; ++i) {
+      u[i] = block_codes<kType>(w[i][b]);
+      block_scale<kType>(w[i][b], panel.d[b * 8 + i], panel.m[b * 8 + i]);
     }
-    const __m256i wabs = kType == GgmlType::Q8_0 ? _mm256_sign_epi8(wq, wq) : wq;
-    for (int j = 0; j < 4; ++j) {
-      const BlockQ8A& xb = xs[j][b];
-      __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
-      if constexpr (kType == GgmlType::Q8_0) xq = _mm256_sign_epi8(xq, wq);
-      const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wabs, xq), _mm256_set1_epi16(1)));
-      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb.d), dot, acc[j]);
-      if constexpr (kType != GgmlType::Q8_0) corr[j] += mw * xb.s;
+    transpose8x8_epi32(u);
+    for (int g = 0; g < 8; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(&panel.codes[b * 8 + g]), u[g]);
+  }
+}
+
+inline __m256i broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// 8 rows x kTok tokens. Q4 sums the 8 maddubs results of a block in int16 (8 pairs of |15 * 127| stay
+// below 2^15) and widens once; Q8_0 pairs can reach 2^15, so each is widened to int32 at once.
+template <GgmlType kType, int kTok>
+inline void panel_tile(const Panel& panel, int64_t nb, const BlockQ8A* const xs[kTok], __m256 acc[kTok]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int j = 0; j < kTok; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const auto* wb = reinterpret_cast<const __m256i*>(panel.codes.data() + b * 8);
+    __m256i s[kTok];
+    for (int j = 0; j < kTok; ++j) s[j] = _mm256_setzero_si256();
+    // Not unrolled: unrolling lets the compiler regroup the sums into trees that spill registers.
+#pragma GCC unroll 1
+    for (int g = 0; g < 8; ++g) {
+      const __m256i w = _mm256_load_si256(wb + g);
+      for (int j = 0; j < kTok; ++j) {
+        const __m256i p = maddubs_codes<kType>(w, broadcast4(xs[j][b].qs + 4 * g));
+        if constexpr (kIsQ4<kType>) s[j] = _mm256_add_epi16(s[j], p);
+        else s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
+      }
+    }
+    const __m256 dw = _mm256_loadu_ps(panel.d.data() + b * 8), mw = _mm256_loadu_ps(panel.m.data() + b * 8);
+    for (int j = 0; j < kTok; ++j) {
+      const __m256i dot = kIsQ4<kType> ? _mm256_madd_epi16(s[j], ones) : s[j];
+      acc[j] = block_fma<kType>(acc[j], dot, dw, mw, xs[j][b]);
     }
   }
-  for (int j = 0; j < 4; ++j) out[j] = hsum(acc[j]) + corr[j];
+}
+
+template <GgmlType kType>
+void gemm_q8a_t(const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x, int64_t n_tok, int64_t K,
+                float* y, int64_t ldy) {
+  if (n_tok < 4) return gemv_q8a<kType>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
+  const int64_t nb = K / 32;
+  thread_local Panel panel;
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+    const int64_t nr = std::min<int64_t>(8, n_rows - r0);
+    pack_panel<kType>(rows + r0 * row_stride, row_stride, nr, nb, panel);
+    auto store = [&](int64_t t, __m256 v) {
+      if (nr == 8) return _mm256_storeu_ps(y + t * ldy + r0, v);
+      alignas(32) float out[8];
+      _mm256_store_ps(out, v);
+      std::copy(out, out + nr, y + t * ldy + r0);
+    };
+    int64_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) {
+      const BlockQ8A* xs[4] = {x + t * nb, x + (t + 1) * nb, x + (t + 2) * nb, x + (t + 3) * nb};
+      __m256 acc[4];
+      panel_tile<kType, 4>(panel, nb, xs, acc);
+      for (int j = 0; j < 4; ++j) store(t + j, acc[j]);
+    }
+    for (; t < n_tok; ++t) {
+      const BlockQ8A* xs[1] = {x + t * nb};
+      __m256 acc[1];
+      panel_tile<kType, 1>(panel, nb, xs, acc);
+      store(t, acc[0]);
+    }
+  }
 }
 
 void a_gemm_q8a(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
                 int64_t n_tok, int64_t K, float* y, int64_t ldy) {
-  const int64_t nb = K / 32;
-  auto tile = type == GgmlType::Q8_0 ? tile_1x4<GgmlType::Q8_0> : type == GgmlType::Q4_0 ? tile_1x4<GgmlType::Q4_0> : tile_1x4<GgmlType::Q4_1>;
-  auto dot = type == GgmlType::Q8_0 ? a_dot_q8_0_q8a : type == GgmlType::Q4_0 ? a_dot_q4_0_q8a : a_dot_q4_1_q8a;
-  float out[4];
-  const int64_t t4 = n_tok / 4 * 4;
-  for (int64_t t = 0; t < t4; t += 4) {
-    const BlockQ8A* xs[4] = {x + t * nb, x + (t + 1) * nb, x + (t + 2) * nb, x + (t + 3) * nb};
-    for (int64_t r = 0; r < n_rows; ++r) {
-      tile(rows + r * row_stride, xs, nb, out);
-      for (int j = 0; j < 4; ++j) y[(t + j) * ldy + r] = out[j];
-    }
+  switch (type) {
+    case GgmlType::Q8_0: return gemm_q8a_t<GgmlType::Q8_0>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
+    case GgmlType::Q4_0: return gemm_q8a_t<GgmlType::Q4_0>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
+    default: return gemm_q8a_t<GgmlType::Q4_1>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
   }
-  for (int64_t t = t4; t < n_tok; ++t)
-    for (int64_t r = 0; r < n_rows; ++r) y[t * ldy + r] = dot(rows + r * row_stride, x + t * nb, K);
 }
 
 // Float register tile: 3 rows x 4 tokens = 12 accumulators (enough independent FMA chains to cover

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 namespace pyrt::cpu {
 namespace {
@@ -136,40 +137,41 @@ void g_quantize_q8a(const float* x, int64_t n, BlockQ8A* out) {
   }
 }
 
+// The per-block definition every table follows bit for bit (kernels.h): exact integer dot, then
+// acc = fma(d_w * d_x, dot, acc) and, for Q4, acc = fma(m_w, s_x, acc).
 float g_dot_q8_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
   const auto* w = static_cast<const BlockQ8_0*>(row);
   float acc = 0;
   for (int64_t b = 0; b < n / 32; ++b) {
     int sum = 0;
     for (int i = 0; i < 32; ++i) sum += w[b].qs[i] * x[b].qs[i];
-    acc += fp16_to_fp32(w[b].d) * x[b].d * static_cast<float>(sum);
+    acc = std::fma(fp16_to_fp32(w[b].d) * x[b].d, static_cast<float>(sum), acc);
+  }
+  return acc;
+}
+
+// Q4_0 and Q4_1 on unsigned nibbles (0..15) with a minimum: m = -8 d for Q4_0, the stored one for Q4_1.
+template <typename Block>
+float dot_q4_q8a(const Block* w, const BlockQ8A* x, int64_t n) {
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int sum = 0;
+    for (int i = 0; i < 16; ++i) sum += (w[b].qs[i] & 0x0F) * x[b].qs[i] + (w[b].qs[i] >> 4) * x[b].qs[i + 16];
+    const float d = fp16_to_fp32(w[b].d);
+    float m;
+    if constexpr (std::is_same_v<Block, BlockQ4_1>) m = fp16_to_fp32(w[b].m);
+    else m = -8.0f * d;
+    acc = std::fma(d * x[b].d, static_cast<float>(sum), acc);
+    acc = std::fma(m, x[b].s, acc);
   }
   return acc;
 }
 
 float g_dot_q4_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
-  const auto* w = static_cast<const BlockQ4_0*>(row);
-  float acc = 0;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    int sum = 0;
-    for (int i = 0; i < 16; ++i) {
-      sum += ((w[b].qs[i] & 0x0F) - 8) * x[b].qs[i];
-      sum += ((w[b].qs[i] >> 4) - 8) * x[b].qs[i + 16];
-    }
-    acc += fp16_to_fp32(w[b].d) * x[b].d * static_cast<float>(sum);
-  }
-  return acc;
+  return dot_q4_q8a(static_cast<const BlockQ4_0*>(row), x, n);
 }
-
 float g_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) {
-  const auto* w = static_cast<const BlockQ4_1*>(row);
-  float acc = 0;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    int sum = 0;
-    for (int i = 0; i < 16; ++i) sum += (w[b].qs[i] & 0x0F) * x[b].qs[i] + (w[b].qs[i] >> 4) * x[b].qs[i + 16];
-    acc += fp16_to_fp32(w[b].d) * x[b].d * static_cast<float>(sum) + fp16_to_fp32(w[b].m) * x[b].s;
-  }
-  return acc;
+  return dot_q4_q8a(static_cast<const BlockQ4_1*>(row), x, n);
 }
 
 void g_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) { dequantize_row(GgmlType::F16, src, dst, n); }
