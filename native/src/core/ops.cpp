@@ -87,8 +87,9 @@ void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& po
       });
       return;
     }
-    // Prefill: tiles of 16 rows x 64 tokens keep the activation blocks in L2 while rows stream.
-    constexpr int64_t kTileRows = 16, kTileTokens = 64;
+    // Prefill: tiles of 16 rows (one packed panel) x 96 tokens (a multiple of the 3-token register
+    // tile) keep the activation blocks in L2 while rows stream.
+    constexpr int64_t kTileRows = 16, kTileTokens = 96;
     const int64_t row_tiles = (N + kTileRows - 1) / kTileRows, tok_tiles = (T + kTileTokens - 1) / kTileTokens;
     pool.run(row_tiles * tok_tiles, [&](int64_t task) {
       const int64_t r0 = (task / tok_tiles) * kTileRows, t0 = (task % tok_tiles) * kTileTokens;

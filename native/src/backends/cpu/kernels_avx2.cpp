@@ -398,15 +398,17 @@ void gemv_q8a(const uint8_t* rows, size_t row_stride, int64_t n_rows, const Bloc
   }
 }
 
-// Many tokens (prefill): 8 rows are packed once per call into a panel where register g of a block
-// holds codes 4g..4g+3 of each of the 8 rows (an 8x8 transpose of 32-bit words). maddubs against the
-// token's 4 codes broadcast then yields 8 rows' partial sums side by side: no horizontal reductions.
+// Many tokens (prefill): 16 rows are packed once per call into a panel where, per block, register
+// (p, g) holds codes 4g..4g+3 of each of the 8 rows 8p..8p+7 (an 8x8 transpose of 32-bit words).
+// maddubs against a token's 4 codes broadcast then yields 8 rows' partial sums side by side: no
+// horizontal reductions, and one broadcast feeds two registers of rows.
+constexpr int kPanelRows = 16, kPanelRegs = kPanelRows / 8;
 struct alignas(32) Reg256 {
   uint8_t bytes[32];
 };
 struct Panel {
-  std::vector<Reg256> codes;  // nb x 8 registers
-  std::vector<float> d, m;     // nb x 8 scales and minimums
+  std::vector<Reg256> codes;  // nb x kPanelRegs x 8 registers
+  std::vector<float> d, m;     // nb x kPanelRows scales and minimums
 };
 
 inline void transpose8x8_epi32(__m256i u[8]) {
@@ -427,22 +429,27 @@ inline void transpose8x8_epi32(__m256i u[8]) {
   }
 }
 
+// Rows past n_rows repeat the last row (computed, never stored).
 template <GgmlType kType>
 void pack_panel(const uint8_t* rows, size_t row_stride, int64_t n_rows, int64_t nb, Panel& panel) {
   using Block = typename QuantBlock<kType>::type;
-  panel.codes.resize(static_cast<size_t>(nb * 8));
-  panel.d.resize(static_cast<size_t>(nb * 8));
-  panel.m.resize(static_cast<size_t>(nb * 8));
-  const Block* w[8];
-  for (int i = 0; i < 8; ++i) w[i] = reinterpret_cast<const Block*>(rows + std::min<int64_t>(i, n_rows - 1) * row_stride);
+  panel.codes.resize(static_cast<size_t>(nb * kPanelRows));
+  panel.d.resize(static_cast<size_t>(nb * kPanelRows));
+  panel.m.resize(static_cast<size_t>(nb * kPanelRows));
+  const Block* w[kPanelRows];
+  for (int i = 0; i < kPanelRows; ++i) w[i] = reinterpret_cast<const Block*>(rows + std::min<int64_t>(i, n_rows - 1) * row_stride);
   for (int64_t b = 0; b < nb; ++b) {
-    __m256i u[8];
-    for (int i = 0; i < 8; ++i) {
-      u[i] = block_codes<kType>(w[i][b]);
-      block_scale<kType>(w[i][b], panel.d[b * 8 + i], panel.m[b * 8 + i]);
+    for (int p = 0; p < kPanelRegs; ++p) {
+      __m256i u[8];
+      for (int i = 0; i < 8; ++i) {
+        const int row = 8 * p + i;
+        u[i] = block_codes<kType>(w[row][b]);
+        block_scale<kType>(w[row][b], panel.d[b * kPanelRows + row], panel.m[b * kPanelRows + row]);
+      }
+      transpose8x8_epi32(u);
+      for (int g = 0; g < 8; ++g)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(&panel.codes[(b * kPanelRegs + p) * 8 + g]), u[g]);
     }
-    transpose8x8_epi32(u);
-    for (int g = 0; g < 8; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(&panel.codes[b * 8 + g]), u[g]);
   }
 }
 
@@ -452,30 +459,38 @@ inline __m256i broadcast4(const int8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
-// 8 rows x kTok tokens. Q4 sums the 8 maddubs results of a block in int16 (8 pairs of |15 * 127| stay
+// 16 rows x kTok tokens. Q4 sums the 8 maddubs results of a block in int16 (8 pairs of |15 * 127| stay
 // below 2^15) and widens once; Q8_0 pairs can reach 2^15, so each is widened to int32 at once.
 template <GgmlType kType, int kTok>
-inline void panel_tile(const Panel& panel, int64_t nb, const BlockQ8A* const xs[kTok], __m256 acc[kTok]) {
+inline void panel_tile(const Panel& panel, int64_t nb, const BlockQ8A* const xs[kTok], __m256 acc[kPanelRegs][kTok]) {
   const __m256i ones = _mm256_set1_epi16(1);
-  for (int j = 0; j < kTok; ++j) acc[j] = _mm256_setzero_ps();
+  for (auto* a = &acc[0][0]; a != &acc[0][0] + kPanelRegs * kTok; ++a) *a = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const auto* wb = reinterpret_cast<const __m256i*>(panel.codes.data() + b * 8);
-    __m256i s[kTok];
-    for (int j = 0; j < kTok; ++j) s[j] = _mm256_setzero_si256();
+    const auto* wb = reinterpret_cast<const __m256i*>(panel.codes.data() + b * kPanelRegs * 8);
+    __m256i s[kPanelRegs][kTok];
+    for (auto& sp : s)
+      for (auto& v : sp) v = _mm256_setzero_si256();
     // Not unrolled: unrolling lets the compiler regroup the sums into trees that spill registers.
 #pragma GCC unroll 1
     for (int g = 0; g < 8; ++g) {
-      const __m256i w = _mm256_load_si256(wb + g);
+      __m256i w[kPanelRegs];
+      for (int p = 0; p < kPanelRegs; ++p) w[p] = _mm256_load_si256(wb + p * 8 + g);
       for (int j = 0; j < kTok; ++j) {
-        const __m256i p = maddubs_codes<kType>(w, broadcast4(xs[j][b].qs + 4 * g));
-        if constexpr (kIsQ4<kType>) s[j] = _mm256_add_epi16(s[j], p);
-        else s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
+        const __m256i x = broadcast4(xs[j][b].qs + 4 * g);
+        for (int p = 0; p < kPanelRegs; ++p) {
+          const __m256i prod = maddubs_codes<kType>(w[p], x);
+          if constexpr (kIsQ4<kType>) s[p][j] = _mm256_add_epi16(s[p][j], prod);
+          else s[p][j] = _mm256_add_epi32(s[p][j], _mm256_madd_epi16(prod, ones));
+        }
       }
     }
-    const __m256 dw = _mm256_loadu_ps(panel.d.data() + b * 8), mw = _mm256_loadu_ps(panel.m.data() + b * 8);
-    for (int j = 0; j < kTok; ++j) {
-      const __m256i dot = kIsQ4<kType> ? _mm256_madd_epi16(s[j], ones) : s[j];
-      acc[j] = block_fma<kType>(acc[j], dot, dw, mw, xs[j][b]);
+    for (int p = 0; p < kPanelRegs; ++p) {
+      const __m256 dw = _mm256_loadu_ps(panel.d.data() + b * kPanelRows + 8 * p);
+      const __m256 mw = _mm256_loadu_ps(panel.m.data() + b * kPanelRows + 8 * p);
+      for (int j = 0; j < kTok; ++j) {
+        const __m256i dot = kIsQ4<kType> ? _mm256_madd_epi16(s[p][j], ones) : s[p][j];
+        acc[p][j] = block_fma<kType>(acc[p][j], dot, dw, mw, xs[j][b]);
+      }
     }
   }
 }
@@ -484,29 +499,36 @@ template <GgmlType kType>
 void gemm_q8a_t(const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x, int64_t n_tok, int64_t K,
                 float* y, int64_t ldy) {
   if (n_tok < 4) return gemv_q8a<kType>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
+  constexpr int kTok = 3;  // 16 x 3: 6 int16 sums + 6 float sums + 2 weight registers + 1 broadcast
   const int64_t nb = K / 32;
   thread_local Panel panel;
-  for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
-    const int64_t nr = std::min<int64_t>(8, n_rows - r0);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kPanelRows) {
+    const int64_t nr = std::min<int64_t>(kPanelRows, n_rows - r0);
     pack_panel<kType>(rows + r0 * row_stride, row_stride, nr, nb, panel);
-    auto store = [&](int64_t t, __m256 v) {
-      if (nr == 8) return _mm256_storeu_ps(y + t * ldy + r0, v);
-      alignas(32) float out[8];
-      _mm256_store_ps(out, v);
+    auto store = [&](int64_t t, __m256 v[kPanelRegs]) {
+      alignas(32) float out[kPanelRows];
+      for (int p = 0; p < kPanelRegs; ++p) _mm256_store_ps(out + 8 * p, v[p]);
       std::copy(out, out + nr, y + t * ldy + r0);
     };
     int64_t t = 0;
-    for (; t + 4 <= n_tok; t += 4) {
-      const BlockQ8A* xs[4] = {x + t * nb, x + (t + 1) * nb, x + (t + 2) * nb, x + (t + 3) * nb};
-      __m256 acc[4];
-      panel_tile<kType, 4>(panel, nb, xs, acc);
-      for (int j = 0; j < 4; ++j) store(t + j, acc[j]);
+    for (; t + kTok <= n_tok; t += kTok) {
+      const BlockQ8A* xs[kTok];
+      for (int j = 0; j < kTok; ++j) xs[j] = x + (t + j) * nb;
+      __m256 acc[kPanelRegs][kTok];
+      panel_tile<kType, kTok>(panel, nb, xs, acc);
+      for (int j = 0; j < kTok; ++j) {
+        __m256 v[kPanelRegs];
+        for (int p = 0; p < kPanelRegs; ++p) v[p] = acc[p][j];
+        store(t + j, v);
+      }
     }
     for (; t < n_tok; ++t) {
       const BlockQ8A* xs[1] = {x + t * nb};
-      __m256 acc[1];
+      __m256 acc[kPanelRegs][1];
       panel_tile<kType, 1>(panel, nb, xs, acc);
-      store(t, acc[0]);
+      __m256 v[kPanelRegs];
+      for (int p = 0; p < kPanelRegs; ++p) v[p] = acc[p][0];
+      store(t, v);
     }
   }
 }
