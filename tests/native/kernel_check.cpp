@@ -148,6 +148,18 @@ void check_table(const std::string& name) {
     }
     near(name, "exp_shift_sum sum", sum, want_sum, want_sum);
   }
+  // SwiGLU step: silu(g) * u within 1e-6 relative of float64, also for large |g| (exp(-g) overflow).
+  for (int64_t n : {1, 7, 8, 33, 4097}) {
+    auto g = randn(n, 6.0f);
+    const auto u = randn(n, 1.0f);
+    if (n > 3) g[1] = 120.0f, g[2] = -120.0f, g[3] = 0.0f;
+    auto y = g;
+    k.silu_mul(y.data(), u.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = double(g[i]) / (1.0 + std::exp(-double(g[i]))) * u[i];
+      if (std::fabs(y[i] - want) > 1e-6 * std::fabs(want) + 1e-30) fail(name, "silu_mul element " + std::to_string(i));
+    }
+  }
   // 8-bit activations: the quantizer is bit-identical to the generic one; integer dots equal the
   // float64 product of the dequantized operands; the blocked GEMM equals its dots.
   for (int64_t n : {32, 64, 96, 576, 4128}) {

@@ -153,8 +153,14 @@ void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::
   }
 }
 
-void silu_mul(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+void silu_mul(float* gate, const float* up, int64_t n, ThreadPool* pool) {
+  const cpu::KernelTable& k = cpu::kernels();
+  constexpr int64_t kChunk = 16384;
+  if (!pool || n <= kChunk) return k.silu_mul(gate, up, n);
+  pool->run((n + kChunk - 1) / kChunk, [&](int64_t c) {
+    const int64_t i0 = c * kChunk;
+    k.silu_mul(gate + i0, up + i0, std::min(kChunk, n - i0));
+  });
 }
 
 void relu(float* x, int64_t n) {

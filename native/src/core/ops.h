@@ -41,7 +41,8 @@ enum class RopeMode { kNorm, kNeox };  // adjacent pairs (ggml NORM) vs rotate-h
 // Rotates each of n_heads vectors of head_dim in place for position `pos` (already scaled).
 void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq, RopeMode mode);
 
-void silu_mul(float* gate, const float* up, int64_t n);  // gate = silu(gate) * up
+// gate = silu(gate) * up; split across the pool when given (SwiGLU over a whole prompt).
+void silu_mul(float* gate, const float* up, int64_t n, ThreadPool* pool = nullptr);
 void relu(float* x, int64_t n);
 void gelu_tanh(float* x, int64_t n);  // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), HF gelu_new / gelu_pytorch_tanh
 void gelu_erf(float* x, int64_t n);   // 0.5x(1 + erf(x/sqrt(2))), exact GELU

@@ -316,7 +316,7 @@ void LlamaSession::forward_cpu(ChunkState& cs) {
     after_attention(cs, il);
     linear_cpu(L.w_gate, cs, cs.xn.data(), cs.gate.data());
     linear_cpu(L.w_up, cs, cs.xn.data(), cs.up.data());
-    silu_mul(cs.gate.data(), cs.up.data(), cs.rows * hp.n_ff);
+    silu_mul(cs.gate.data(), cs.up.data(), cs.rows * hp.n_ff, &m_.pool());
     linear_cpu(L.w_down, cs, cs.gate.data(), cs.tmp.data());
     after_ffn(cs);
   }
@@ -391,7 +391,7 @@ void LlamaSession::prefill_on_delegate(const int32_t* ids, int64_t T, float* log
       const int act = group("gate_up", o_done, {{&L.w_gate, W::kGate}, {&L.w_up, W::kUp}}, &ChunkState::xn, {}, "swiglu", [this, s, &L] {
         linear_finish(L.w_gate, *s, s->xn.data(), s->lin[W::kGate], s->gate.data());
         linear_finish(L.w_up, *s, s->xn.data(), s->lin[W::kUp], s->up.data());
-        silu_mul(s->gate.data(), s->up.data(), s->rows * m_.hp.n_ff);
+        silu_mul(s->gate.data(), s->up.data(), s->rows * m_.hp.n_ff, &m_.pool());
       });
       prev = group("ffn_down", act, {{&L.w_down, W::kDown}}, &ChunkState::gate, {}, "ffn_residual", [this, s, &L] {
         linear_finish(L.w_down, *s, s->gate.data(), s->lin[W::kDown], s->tmp.data());

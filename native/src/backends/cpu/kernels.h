@@ -69,6 +69,8 @@ struct KernelTable {
   // Integer sums are exact in any order, so every ISA version returns the same numbers bit for bit.
   void (*gemm_s8)(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,
                   int64_t ldy);
+  // SwiGLU's elementwise step: gate[i] = gate[i] / (1 + exp(-gate[i])) * up[i].
+  void (*silu_mul)(float* gate, const float* up, int64_t n);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.

@@ -773,6 +773,21 @@ float a_exp_shift_sum(float* x, int64_t n, float max) {
   return sum;
 }
 
+// silu(g) * u with e = exp(-|g|) <= 1 (no overflow for any g): sigmoid(g) = 1 / (1 + e) for g >= 0 and
+// e / (1 + e) below. Relative error ~3e-7 against the scalar definition.
+void a_silu_mul(float* gate, const float* up, int64_t n) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 e = exp_nonpositive(_mm256_or_ps(g, sign));  // exp(-|g|)
+    const __m256 num = _mm256_blendv_ps(one, e, g);          // g < 0 (sign bit set): e
+    const __m256 sig = _mm256_div_ps(num, _mm256_add_ps(one, e));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 // 16 int8 -> 16 int16 lanes.
 inline __m256i widen16(const int8_t* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
@@ -832,7 +847,8 @@ KernelTable avx2_kernels() {
           a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_key_scores,
           a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
           a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
-          a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8};
+          a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8,
+          a_silu_mul};
 }
 
 }  // namespace pyrt::cpu

@@ -206,6 +206,10 @@ float g_exp_shift_sum(float* x, int64_t n, float max) {
   return sum;
 }
 
+void g_silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 }  // namespace
 
 KernelTable generic_kernels() {
@@ -213,7 +217,8 @@ KernelTable generic_kernels() {
           g_dot_bf16,     g_axpy_f32,     g_axpy_f16,     g_axpy_q8_0,    g_axpy_q4_0,      g_kivi_key_scores,
           g_kivi_value_axpy, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
           gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row, g_accumulate_f16, g_accumulate_q8_0,
-          g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic};
+          g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic,
+          g_silu_mul};
 }
 
 }  // namespace pyrt::cpu
