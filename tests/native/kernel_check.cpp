@@ -99,6 +99,28 @@ void check_table(const std::string& name) {
       near(name, "accumulate_f16 d=" + std::to_string(d), out[c], want, scale);
     }
   }
+  // The same over fp32 rows (the blocked prefill attention's converted blocks), every key count up to
+  // two quads plus a tail.
+  for (int64_t d : {8, 16, 64, 80, 7}) {
+    for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 37}) {
+      const int64_t stride = d + 4;
+      auto pv = randn(n), base = randn(d), rows = randn(n * stride);
+      auto out = base;
+      std::vector<float> sc(static_cast<size_t>(n));
+      k.accumulate_f32(pv.data(), rows.data(), stride, n, out.data(), d);
+      k.dot_keys_f32(base.data(), rows.data(), stride, n, sc.data(), d);
+      for (int64_t j = 0; j < n; ++j) {
+        double want = 0, scale = 0;
+        for (int64_t c = 0; c < d; ++c) want += double(base[c]) * rows[j * stride + c], scale += std::fabs(double(base[c]) * rows[j * stride + c]);
+        near(name, "dot_keys_f32 d=" + std::to_string(d) + " n=" + std::to_string(n), sc[j], want, scale);
+      }
+      for (int64_t c = 0; c < d; ++c) {
+        double want = base[c], scale = std::fabs(base[c]);
+        for (int64_t j = 0; j < n; ++j) want += double(pv[j]) * rows[j * stride + c], scale += std::fabs(double(pv[j]) * rows[j * stride + c]);
+        near(name, "accumulate_f32 d=" + std::to_string(d) + " n=" + std::to_string(n), out[c], want, scale);
+      }
+    }
+  }
   // The same over Q8_0 and Q4_0 rows.
   for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
     const std::string tn = type == GgmlType::Q8_0 ? "q8_0" : "q4_0";

@@ -144,6 +144,10 @@ class RowStore : public KvStore {
       k.dot_keys_f16(q, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, scores, head_dim_);
       return;
     }
+    if (type_ == GgmlType::F32) {
+      k.dot_keys_f32(q, reinterpret_cast<const float*>(base), static_cast<int64_t>(row_ / 4), n, scores, head_dim_);
+      return;
+    }
     if (const auto dot = type_ == GgmlType::Q8_0 ? k.dot_keys_q8_0 : type_ == GgmlType::Q4_0 ? k.dot_keys_q4_0 : nullptr) {
       dot(q, base, static_cast<int64_t>(row_), n, scores, head_dim_);
       return;
@@ -155,6 +159,10 @@ class RowStore : public KvStore {
     const uint8_t* base = data_.data() + head * head_bytes_;
     if (type_ == GgmlType::F16) {
       k.accumulate_f16(p, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, out, head_dim_);
+      return;
+    }
+    if (type_ == GgmlType::F32) {
+      k.accumulate_f32(p, reinterpret_cast<const float*>(base), static_cast<int64_t>(row_ / 4), n, out, head_dim_);
       return;
     }
     if (const auto acc = type_ == GgmlType::Q8_0 ? k.accumulate_q8_0 : type_ == GgmlType::Q4_0 ? k.accumulate_q4_0 : nullptr) {

@@ -71,6 +71,10 @@ struct KernelTable {
                   int64_t ldy);
   // SwiGLU's elementwise step: gate[i] = gate[i] / (1 + exp(-gate[i])) * up[i].
   void (*silu_mul)(float* gate, const float* up, int64_t n);
+  // accumulate / dot_keys over fp32 rows (`stride` floats apart; the f32 KV cache), with the same
+  // arithmetic as the fp16 versions on converted rows.
+  void (*accumulate_f32)(const float* p, const float* rows, int64_t stride, int64_t n, float* out, int64_t d);
+  void (*dot_keys_f32)(const float* q, const float* rows, int64_t stride, int64_t n, float* scores, int64_t d);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.

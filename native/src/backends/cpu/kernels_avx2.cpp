@@ -599,9 +599,18 @@ void a_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = h2f(src[i]);
 }
 
-void a_accumulate_f16(const float* p, const uint16_t* rows, int64_t stride, int64_t n, float* out, int64_t d) {
+// 8 consecutive row elements as floats: fp16 (converted) or fp32.
+inline __m256 load8(const uint16_t* r) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r))); }
+inline __m256 load8(const float* r) { return _mm256_loadu_ps(r); }
+inline void axpy_row(float a, const uint16_t* x, float* y, int64_t n) { a_axpy_f16(a, x, y, n); }
+inline void axpy_row(float a, const float* x, float* y, int64_t n) { a_axpy_f32(a, x, y, n); }
+inline float dot_row(const uint16_t* r, const float* q, int64_t n) { return a_dot_f16(r, q, n); }
+inline float dot_row(const float* r, const float* q, int64_t n) { return a_dot_f32(r, q, n); }
+
+template <typename Elem>
+void accumulate_rows(const float* p, const Elem* rows, int64_t stride, int64_t n, float* out, int64_t d) {
   if (d % 8 != 0) {
-    for (int64_t j = 0; j < n; ++j) a_axpy_f16(p[j], rows + j * stride, out, d);
+    for (int64_t j = 0; j < n; ++j) axpy_row(p[j], rows + j * stride, out, d);
     return;
   }
   // Columns in chunks of up to 64 (8 registers) kept live across all n rows.
@@ -611,13 +620,18 @@ void a_accumulate_f16(const float* p, const uint16_t* rows, int64_t stride, int6
     for (int v = 0; v < nv; ++v) acc[v] = _mm256_loadu_ps(out + c0 + 8 * v);
     for (int64_t j = 0; j < n; ++j) {
       const __m256 pj = _mm256_set1_ps(p[j]);
-      const uint16_t* r = rows + j * stride + c0;
-      for (int v = 0; v < nv; ++v) {
-        acc[v] = _mm256_fmadd_ps(pj, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 8 * v))), acc[v]);
-      }
+      const Elem* r = rows + j * stride + c0;
+      for (int v = 0; v < nv; ++v) acc[v] = _mm256_fmadd_ps(pj, load8(r + 8 * v), acc[v]);
     }
     for (int v = 0; v < nv; ++v) _mm256_storeu_ps(out + c0 + 8 * v, acc[v]);
   }
+}
+
+void a_accumulate_f16(const float* p, const uint16_t* rows, int64_t stride, int64_t n, float* out, int64_t d) {
+  accumulate_rows(p, rows, stride, n, out, d);
+}
+void a_accumulate_f32(const float* p, const float* rows, int64_t stride, int64_t n, float* out, int64_t d) {
+  accumulate_rows(p, rows, stride, n, out, d);
 }
 
 void a_accumulate_q8_0(const float* p, const uint8_t* rows, int64_t stride, int64_t n, float* out, int64_t d) {
@@ -710,20 +724,19 @@ void a_dot_keys_q4_0(const float* qx, const uint8_t* rows, int64_t stride, int64
   }
 }
 
-void a_dot_keys_f16(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+template <typename Elem>
+void dot_keys_rows(const float* q, const Elem* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
   if (d % 8 != 0 || d > 64) {
-    for (int64_t j = 0; j < n; ++j) scores[j] = a_dot_f16(rows + j * stride, q, d);
+    for (int64_t j = 0; j < n; ++j) scores[j] = dot_row(rows + j * stride, q, d);
     return;
   }
   // q stays in registers; four keys per step so their horizontal sums share one reduction.
   const int nv = static_cast<int>(d / 8);
   __m256 qv[8];
   for (int v = 0; v < nv; ++v) qv[v] = _mm256_loadu_ps(q + 8 * v);
-  auto key = [&](const uint16_t* r) {
-    __m256 acc = _mm256_mul_ps(qv[0], _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r))));
-    for (int v = 1; v < nv; ++v) {
-      acc = _mm256_fmadd_ps(qv[v], _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 8 * v))), acc);
-    }
+  auto key = [&](const Elem* r) {
+    __m256 acc = _mm256_mul_ps(qv[0], load8(r));
+    for (int v = 1; v < nv; ++v) acc = _mm256_fmadd_ps(qv[v], load8(r + 8 * v), acc);
     return acc;
   };
   int64_t j = 0;
@@ -735,6 +748,13 @@ void a_dot_keys_f16(const float* q, const uint16_t* rows, int64_t stride, int64_
     _mm_storeu_ps(scores + j, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
   }
   for (; j < n; ++j) scores[j] = hsum(key(rows + j * stride));
+}
+
+void a_dot_keys_f16(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+  dot_keys_rows(q, rows, stride, n, scores, d);
+}
+void a_dot_keys_f32(const float* q, const float* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+  dot_keys_rows(q, rows, stride, n, scores, d);
 }
 
 // exp(x) for x <= 0 (softmax after subtracting the maximum): x = n ln2 + r with |r| <= ln2/2, a
@@ -848,7 +868,7 @@ KernelTable avx2_kernels() {
           a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
           a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
           a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8,
-          a_silu_mul};
+          a_silu_mul, a_accumulate_f32, a_dot_keys_f32};
 }
 
 }  // namespace pyrt::cpu

@@ -210,6 +210,19 @@ void g_silu_mul(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+void g_accumulate_f32(const float* p, const float* rows, int64_t stride, int64_t n, float* out, int64_t d) {
+  for (int64_t j = 0; j < n; ++j) g_axpy_f32(p[j], rows + j * stride, out, d);
+}
+
+// The same sequential sum as g_dot_f16 (an f32 cache scores like an f16 one holding the same values).
+void g_dot_keys_f32(const float* q, const float* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+  for (int64_t j = 0; j < n; ++j) {
+    float s = 0;
+    for (int64_t i = 0; i < d; ++i) s += rows[j * stride + i] * q[i];
+    scores[j] = s;
+  }
+}
+
 }  // namespace
 
 KernelTable generic_kernels() {
@@ -218,7 +231,7 @@ KernelTable generic_kernels() {
           g_kivi_value_axpy, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
           gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row, g_accumulate_f16, g_accumulate_q8_0,
           g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic,
-          g_silu_mul};
+          g_silu_mul, g_accumulate_f32, g_dot_keys_f32};
 }
 
 }  // namespace pyrt::cpu
