@@ -161,6 +161,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("supported_architectures", &supported_architectures);
   m.def("kernels_name", [] { return std::string(cpu::kernels().name); });
   m.def("set_kernels", [](const std::string& n) { return cpu::set_kernels(n.c_str()); });
+  m.def("measure_peak", [](int threads) {
+    py::gil_scoped_release nogil;
+    const cpu::PeakRates r = cpu::measure_peak(threads);
+    return std::make_pair(r.fp32_gflops, r.int8_gops);
+  }, py::arg("threads"), "Measured fp32 FMA GFLOP/s and int8 GOP/s of `threads` threads (0, 0 without a probe).");
   m.def("fp32_to_fp16", [](py::array_t<float, py::array::c_style | py::array::forcecast> a) {
     py::array_t<uint16_t> out(a.size());
     for (py::ssize_t i = 0; i < a.size(); ++i) out.mutable_data()[i] = fp32_to_fp16(a.data()[i]);

@@ -1,5 +1,10 @@
 #include "backends/cpu/kernels.h"
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
 #include <cstring>
 #if defined(PYRT_HAVE_NEON_KERNELS) && defined(__linux__)
 #include <sys/auxv.h>
@@ -80,6 +85,32 @@ float dot_row(const KernelTable& k, GgmlType type, const void* row, const float*
     case GgmlType::Q4_1: return k.dot_q4_1(row, x, n);
     default: fail(ErrorCode::kUnsupported, "no CPU kernel for tensor type " + type_name(static_cast<uint32_t>(type)));
   }
+}
+
+PeakRates measure_peak(int threads) {
+  PeakRates out;
+#if defined(PYRT_HAVE_AVX2_KERNELS)
+  if (std::strcmp(kernels().name, "avx2") != 0) return out;
+  auto rate = [threads](double (*probe)(int64_t), double ops_per_iter) {
+    constexpr int64_t kIters = 20'000'000;
+    double best = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      std::vector<std::thread> pool;
+      std::atomic<double> sink{0};
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < threads; ++i) pool.emplace_back([&] { sink = sink + probe(kIters); });
+      for (auto& t : pool) t.join();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::max(best, threads * kIters * ops_per_iter / s / 1e9);
+    }
+    return best;
+  };
+  out.fp32_gflops = rate(avx2_probe_fp32, 192);
+  out.int8_gops = rate(avx2_probe_int8, 512);
+#else
+  (void)threads;
+#endif
+  return out;
 }
 
 bool has_q8a_dot(GgmlType type) { return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q4_1; }

@@ -90,6 +90,17 @@ KernelTable neon_dotprod_kernels();
 bool cpu_has_dotprod();
 #endif
 
+#if defined(PYRT_HAVE_AVX2_KERNELS)
+double avx2_probe_fp32(int64_t iters);  // 192 flops per iteration
+double avx2_probe_int8(int64_t iters);  // 512 int8 ops (vpmaddubsw only) per iteration
+#endif
+// Measured peak of `threads` threads running FMA (fp32) and int8 multiply-add chains concurrently:
+// the numerator of the prefill bound. Zero where this build has no probe for the CPU.
+struct PeakRates {
+  double fp32_gflops = 0, int8_gops = 0;
+};
+PeakRates measure_peak(int threads);
+
 // The table picked for this CPU at first use.
 const KernelTable& kernels();
 // Force a table by name ("generic", "avx2", "neon", "neon-dotprod", "auto") — tests compare ISA paths

@@ -862,6 +862,29 @@ void a_gemm_s8(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_to
 
 }  // namespace
 
+// Throughput probes for the bench's prefill bound: independent chains, enough to cover latency.
+double avx2_probe_fp32(int64_t iters) {
+  __m256 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(0.001f * static_cast<float>(i));
+  const __m256 b = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
+  for (int64_t it = 0; it < iters; ++it)
+    for (auto& v : a) v = _mm256_fmadd_ps(v, b, c);
+  __m256 s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, a[i]);
+  return static_cast<double>(hsum(s));  // keeps the chains alive; 12 x 8 x 2 flops per iteration
+}
+
+double avx2_probe_int8(int64_t iters) {
+  __m256i a[8];
+  const __m256i w = _mm256_set1_epi8(1);
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_set1_epi8(static_cast<char>(i));
+  for (int64_t it = 0; it < iters; ++it)
+    for (auto& v : a) v = _mm256_maddubs_epi16(w, v);  // 32 u8 x s8 MACs (the int16 sums reinterpreted)
+  __m256i s = a[0];
+  for (int i = 1; i < 8; ++i) s = _mm256_add_epi32(s, a[i]);
+  return static_cast<double>(hsum_i32(s));  // 8 x 32 x 2 ops per iteration
+}
+
 KernelTable avx2_kernels() {
   return {"avx2",         a_dot_f32,      a_dot_q8_0,     a_dot_q4_0,     a_dot_q4_1,       a_dot_f16,
           a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_key_scores,
