@@ -226,6 +226,10 @@ void check_table(const std::string& name) {
           const float dot = cpu::dot_row_q8a(k, t, rows.data() + r * stride, xs.data() + j * n / 32, n);
           near(name, "dot_" + tn + "_q8a n=" + std::to_string(n), dot, want, scale);
           near(name, "gemm_q8a " + tn + " n=" + std::to_string(n), y[j * n_rows + r], want, scale);
+          // The per-block arithmetic is fixed (kernels.h): every table's dot and blocked product give
+          // the generic dot's bits.
+          const float exact = cpu::dot_row_q8a(cpu::generic_kernels(), t, rows.data() + r * stride, xs.data() + j * n / 32, n);
+          if (dot != exact || y[j * n_rows + r] != exact) fail(name, "q8a " + tn + " differs from the generic bits");
         }
       }
     }
@@ -241,6 +245,22 @@ void check_table(const std::string& name) {
         double want = 0, scale = 0;
         for (int64_t i = 0; i < K; ++i) want += double(w[r * K + i]) * x[t * K + i], scale += std::fabs(double(w[r * K + i]) * x[t * K + i]);
         near(name, "gemm_f32 K=" + std::to_string(K), y[t * n_rows + r], want, scale);
+      }
+    }
+    // The same over fp16 rows read in place (a wider row stride, as inside a mapped tensor).
+    const int64_t stride = K + 5;
+    std::vector<uint16_t> h(static_cast<size_t>(n_rows * stride), 0);
+    for (int64_t r = 0; r < n_rows; ++r)
+      for (int64_t i = 0; i < K; ++i) h[r * stride + i] = fp32_to_fp16(w[r * K + i]);
+    k.gemm_f16(h.data(), stride, n_rows, x.data(), n_tok, K, y.data(), n_rows);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      for (int64_t r = 0; r < n_rows; ++r) {
+        double want = 0, scale = 0;
+        for (int64_t i = 0; i < K; ++i) {
+          const double wv = fp16_to_fp32(h[r * stride + i]);
+          want += wv * x[t * K + i], scale += std::fabs(wv * x[t * K + i]);
+        }
+        near(name, "gemm_f16 K=" + std::to_string(K), y[t * n_rows + r], want, scale);
       }
     }
   }

@@ -111,7 +111,16 @@ void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& po
     });
     return;
   }
-  // Many tokens: dequantize a tile of rows once, reuse it for every token.
+  if (w.type == GgmlType::F16) {
+    // F16 rows straight from the mapping (converted in registers), 15-row tasks over all tokens.
+    pool.run(n_tasks, [&](int64_t task) {
+      const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);
+      k.gemm_f16(reinterpret_cast<const uint16_t*>(w.data + r0 * w.row_stride), static_cast<int64_t>(w.row_stride / 2),
+                 r1 - r0, x, T, K, y + r0, N);
+    });
+    return;
+  }
+  // Other types with many tokens: dequantize a tile of rows once, reuse it for every token.
   pool.run(n_tasks, [&](int64_t task) {
     thread_local std::vector<float> tile;
     const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);

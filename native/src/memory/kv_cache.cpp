@@ -79,6 +79,36 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
   const int64_t d = s.head_dim, q_stride = static_cast<int64_t>(s.n_heads) * d;
   const float scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(d));
   const cpu::KernelTable& kt = cpu::kernels();
+  // Softmax of one query row's n scores in place, as probabilities.
+  auto softmax = [&](int h, int64_t t, int64_t n, float* sc) {
+    for (int64_t j = 0; j < n; ++j) sc[j] *= scale;
+    if (opt.add_bias) opt.add_bias(h, q_pos0 + t, n, sc);
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sc[j]);
+    const float inv = 1.0f / kt.exp_shift_sum(sc, n, mx);
+    for (int64_t j = 0; j < n; ++j) sc[j] *= inv;
+  };
+  if (group > 1 && K.shares_across_queries() && V.shares_across_queries()) {
+    // One task per (token, KV head) with all the query heads that read it: the stores unpack each
+    // block of codes once for the whole group. Every query's numbers are the per-head path's.
+    const int64_t head_step = opt.head_map == KvHeadMap::kTiled ? s.n_kv_heads : 1;  // between a group's heads
+    pool.run(T * s.n_kv_heads, [&](int64_t task) {
+      thread_local std::vector<float> scores;
+      const int64_t t = task / s.n_kv_heads;
+      const int g = static_cast<int>(task % s.n_kv_heads);
+      const int h0 = opt.head_map == KvHeadMap::kTiled ? g : g * group;
+      const int64_t n = opt.causal ? std::min(n_keys, q_pos0 + t + 1) : n_keys;
+      const float* qg = q + t * q_stride + h0 * d;
+      float* og = out + t * q_stride + h0 * d;
+      for (int i = 0; i < group; ++i) std::fill(og + i * head_step * d, og + i * head_step * d + d, 0.0f);
+      if (n <= 0) return;
+      scores.resize(static_cast<size_t>(group * n));
+      K.dot_keys_multi(g, qg, head_step * d, group, n, scores.data(), n);
+      for (int i = 0; i < group; ++i) softmax(static_cast<int>(h0 + i * head_step), t, n, scores.data() + i * n);
+      V.accumulate_multi(g, scores.data(), n, group, n, og, head_step * d);
+    });
+    return;
+  }
   pool.run(T * s.n_heads, [&](int64_t task) {
     thread_local std::vector<float> scores;
     const int64_t t = task / s.n_heads;
@@ -91,13 +121,7 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
     if (n <= 0) return;
     scores.resize(static_cast<size_t>(n));
     K.dot_keys(kvh, qh, n, scores.data());
-    for (int64_t j = 0; j < n; ++j) scores[j] *= scale;
-    if (opt.add_bias) opt.add_bias(h, q_pos0 + t, n, scores.data());
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, scores[j]);
-    const float sum = kt.exp_shift_sum(scores.data(), n, mx);
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n; ++j) scores[j] *= inv;
+    softmax(h, t, n, scores.data());
     V.accumulate(kvh, scores.data(), n, o);
   });
 }

@@ -101,6 +101,20 @@ inline int code_at(const uint8_t* codes, int i, int bits) {
   return (codes[i / per_byte] >> ((i % per_byte) * bits)) & ((1 << bits) - 1);
 }
 
+}  // namespace
+
+void KvStore::dot_keys_multi(int head, const float* q, int64_t q_stride, int nq, int64_t n, float* scores,
+                             int64_t sc_stride) const {
+  for (int i = 0; i < nq; ++i) dot_keys(head, q + i * q_stride, n, scores + i * sc_stride);
+}
+
+void KvStore::accumulate_multi(int head, const float* p, int64_t p_stride, int nq, int64_t n, float* out,
+                               int64_t out_stride) const {
+  for (int i = 0; i < nq; ++i) accumulate(head, p + i * p_stride, n, out + i * out_stride);
+}
+
+namespace {
+
 // f32 / f16 / q8_0 / q4_0: one row of n_heads * head_dim per token, ggml block layout along the row.
 class RowStore : public KvStore {
  public:
@@ -257,30 +271,49 @@ class KiviKeyStore : public KiviStore {
     pop_window(move, s_.residual);
   }
   void dot_keys(int head, const float* q, int64_t n, float* scores) const override {
+    dot_keys_multi(head, q, 0, 1, n, scores, 0);
+  }
+  bool shares_across_queries() const override { return true; }
+  void dot_keys_multi(int head, const float* q, int64_t q_stride, int n_q, int64_t n, float* scores,
+                      int64_t sc_stride) const override {
     const int64_t nq = std::min<int64_t>(n, n_quant_);
     const cpu::KernelTable& k = cpu::kernels();
-    thread_local std::vector<float> qs;
-    qs.resize(static_cast<size_t>(d_));
+    thread_local std::vector<float> qs, scale, mn, beta;
+    qs.resize(static_cast<size_t>(n_q * d_));
+    scale.resize(static_cast<size_t>(d_));
+    mn.resize(static_cast<size_t>(d_));
+    beta.resize(static_cast<size_t>(n_q));
     for (int64_t g = 0; g * s_.group < nq; ++g) {
-      // q.k_t = sum_c (q_c s_c) code_tc + sum_c q_c mn_c: the second term once per group.
-      float* sc = scores + g * s_.group;
-      float beta = 0.0f;
-      std::fill(sc, sc + s_.group, 0.0f);
+      // q.k_t = sum_c (q_c s_c) code_tc + sum_c q_c mn_c: the second term once per group and query.
       const int64_t idx0 = g * row() + int64_t(head) * d_;
-      for (int c = 0; c < d_; ++c) {
-        qs[c] = q[c] * fp16_to_fp32(scale_[idx0 + c]);
-        beta += q[c] * fp16_to_fp32(min_[idx0 + c]);
+      for (int c = 0; c < d_; ++c) scale[c] = fp16_to_fp32(scale_[idx0 + c]), mn[c] = fp16_to_fp32(min_[idx0 + c]);
+      for (int i = 0; i < n_q; ++i) {
+        const float* qi = q + i * q_stride;
+        float b = 0.0f;
+        for (int c = 0; c < d_; ++c) {
+          qs[i * d_ + c] = qi[c] * scale[c];
+          b += qi[c] * mn[c];
+        }
+        beta[i] = b;
+        std::fill(scores + i * sc_stride + g * s_.group, scores + i * sc_stride + (g + 1) * s_.group, 0.0f);
       }
       const uint8_t* codes = &codes_[static_cast<size_t>(idx0) * code_bytes_];
       if (s_.group == 32) {
-        k.kivi_key_scores(codes, static_cast<int64_t>(code_bytes_), qs.data(), d_, s_.bits, sc);
+        k.kivi_key_scores(codes, static_cast<int64_t>(code_bytes_), qs.data(), d_, n_q, d_, s_.bits,
+                          scores + g * s_.group, sc_stride);
       } else {
-        for (int c = 0; c < d_; ++c)
-          for (int t = 0; t < s_.group; ++t) sc[t] += qs[c] * static_cast<float>(code_at(codes + c * code_bytes_, t, s_.bits));
+        for (int i = 0; i < n_q; ++i) {
+          float* sc = scores + i * sc_stride + g * s_.group;
+          for (int c = 0; c < d_; ++c)
+            for (int t = 0; t < s_.group; ++t) sc[t] += qs[i * d_ + c] * static_cast<float>(code_at(codes + c * code_bytes_, t, s_.bits));
+        }
       }
-      for (int t = 0; t < s_.group; ++t) sc[t] += beta;
+      for (int i = 0; i < n_q; ++i)
+        for (int t = 0; t < s_.group; ++t) scores[i * sc_stride + g * s_.group + t] += beta[i];
     }
-    for (int64_t j = nq; j < n; ++j) scores[j] = k.dot_f16(&fp_[(j - nq) * row() + int64_t(head) * d_], q, d_);
+    for (int i = 0; i < n_q; ++i)
+      for (int64_t j = nq; j < n; ++j)
+        scores[i * sc_stride + j] = k.dot_f16(&fp_[(j - nq) * row() + int64_t(head) * d_], q + i * q_stride, d_);
   }
   void accumulate(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi key store holds keys"); }
 };
@@ -307,24 +340,35 @@ class KiviValueStore : public KiviStore {
   }
   void dot_keys(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi value store holds values"); }
   void accumulate(int head, const float* p, int64_t n, float* out) const override {
+    accumulate_multi(head, p, 0, 1, n, out, 0);
+  }
+  bool shares_across_queries() const override { return true; }
+  void accumulate_multi(int head, const float* p, int64_t p_stride, int n_q, int64_t n, float* out,
+                        int64_t out_stride) const override {
     const cpu::KernelTable& k = cpu::kernels();
     const int64_t groups_per_row = row() / s_.group, gph = d_ / s_.group;
     const int64_t nq = std::min(n, n_quant_);
+    thread_local std::vector<float> ps, pm;
+    ps.resize(static_cast<size_t>(n_q));
+    pm.resize(static_cast<size_t>(n_q));
     for (int64_t t = 0; t < nq; ++t) {
       // o_c += (p s_g) code_tc + p mn_g
       for (int64_t g = 0; g < gph; ++g) {
         const int64_t idx = t * groups_per_row + int64_t(head) * gph + g;
-        const float ps = p[t] * fp16_to_fp32(scale_[idx]), pm = p[t] * fp16_to_fp32(min_[idx]);
+        const float scale = fp16_to_fp32(scale_[idx]), mn = fp16_to_fp32(min_[idx]);
+        for (int i = 0; i < n_q; ++i) ps[i] = p[i * p_stride + t] * scale, pm[i] = p[i * p_stride + t] * mn;
         const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes_];
         float* o = out + g * s_.group;
         if (s_.group == 32) {
-          k.kivi_value_axpy(codes, s_.bits, ps, pm, o);
+          k.kivi_value_axpy(codes, s_.bits, ps.data(), pm.data(), n_q, o, out_stride);
         } else {
-          for (int c = 0; c < s_.group; ++c) o[c] += ps * static_cast<float>(code_at(codes, c, s_.bits)) + pm;
+          for (int i = 0; i < n_q; ++i)
+            for (int c = 0; c < s_.group; ++c) o[i * out_stride + c] += ps[i] * static_cast<float>(code_at(codes, c, s_.bits)) + pm[i];
         }
       }
     }
-    for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[j], &fp_[(j - nq) * row() + int64_t(head) * d_], out, d_);
+    for (int i = 0; i < n_q; ++i)
+      for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[i * p_stride + j], &fp_[(j - nq) * row() + int64_t(head) * d_], out + i * out_stride, d_);
   }
 };
 

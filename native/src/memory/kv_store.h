@@ -33,6 +33,15 @@ class KvStore {
   virtual void dot_keys(int head, const float* q, int64_t n, float* scores) const = 0;
   // out += sum_j p[j] * value_j(head) for j < n (values only).
   virtual void accumulate(int head, const float* p, int64_t n, float* out) const = 0;
+  // nq query heads reading this KV head at once (GQA): query i at q + i * q_stride, its scores at
+  // scores + i * sc_stride, its output at out + i * out_stride. Each query's result is exactly what the
+  // single calls give; formats that can share work across the queries (KIVI: unpacking codes) override
+  // these and say so with shares_across_queries().
+  virtual void dot_keys_multi(int head, const float* q, int64_t q_stride, int nq, int64_t n, float* scores,
+                              int64_t sc_stride) const;
+  virtual void accumulate_multi(int head, const float* p, int64_t p_stride, int nq, int64_t n, float* out,
+                                int64_t out_stride) const;
+  virtual bool shares_across_queries() const { return false; }
   // Token counts in the quantized part and in the full-precision part (tests of the KIVI schedule).
   virtual std::pair<int64_t, int64_t> split_sizes() const { return {size(), 0}; }
 };

@@ -137,6 +137,13 @@ void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t
     for (int64_t t = 0; t < n_tok; ++t) y[t * ldy + r] = g.dot_f32(x + t * K, rows + r * K, K);
 }
 
+void gemm_f16_generic(const uint16_t* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K,
+                      float* y, int64_t ldy) {
+  const KernelTable g = generic_kernels();
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t t = 0; t < n_tok; ++t) y[t * ldy + r] = g.dot_f16(rows + r * stride, x + t * K, K);
+}
+
 void gemm_s8_generic(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,
                      int64_t ldy) {
   for (int64_t t = 0; t < n_tok; ++t) {

@@ -28,12 +28,15 @@ struct KernelTable {
   void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);
   void (*axpy_q8_0)(float a, const void* row, float* y, int64_t n);  // y += a * dequant(row)
   void (*axpy_q4_0)(float a, const void* row, float* y, int64_t n);
-  // KIVI, groups of 32 with b-bit codes packed LSB first (b = 2 or 4):
-  // keys: sc[t] += sum_c qs[c] * code(c, t) for the 32 tokens t of a group; channel c's codes start at
-  //       codes + c * code_stride.
-  void (*kivi_key_scores)(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t d, int bits, float* sc);
-  // values: out[c] += ps * code(c) + pm for the 32 channels c of one group.
-  void (*kivi_value_axpy)(const uint8_t* codes, int bits, float ps, float pm, float* out);
+  // KIVI, groups of 32 with b-bit codes packed LSB first (b = 2 or 4), for nq query heads at once (GQA
+  // heads share one unpacking of the codes; each query's arithmetic is the same as alone):
+  // keys: sc[i * sc_stride + t] += sum_c qs[i * qs_stride + c] * code(c, t) for the 32 tokens t of a
+  //       group, channels in order; channel c's codes start at codes + c * code_stride.
+  void (*kivi_key_scores)(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t qs_stride, int nq,
+                          int64_t d, int bits, float* sc, int64_t sc_stride);
+  // values: out[i * out_stride + c] += ps[i] * code(c) + pm[i] for the 32 channels c of one group.
+  void (*kivi_value_axpy)(const uint8_t* codes, int bits, const float* ps, const float* pm, int nq, float* out,
+                          int64_t out_stride);
   // x (n % 32 == 0) -> BlockQ8A: d = max|x| / 127, codes = round-half-even(x / d).
   void (*quantize_q8a)(const float* x, int64_t n, BlockQ8A* out);
   // Weight row . quantized activations with integer block dots. Every table computes, block by block,
@@ -75,6 +78,9 @@ struct KernelTable {
   // arithmetic as the fp16 versions on converted rows.
   void (*accumulate_f32)(const float* p, const float* rows, int64_t stride, int64_t n, float* out, int64_t d);
   void (*dot_keys_f32)(const float* q, const float* rows, int64_t stride, int64_t n, float* scores, int64_t d);
+  // gemm_f32 over fp16 rows (`stride` elements apart) read in place, no dequantized copy.
+  void (*gemm_f16)(const uint16_t* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K,
+                   float* y, int64_t ldy);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.
@@ -114,6 +120,8 @@ bool has_q8a_dot(GgmlType type);
 void gemm_q8a_generic(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
                       int64_t n_tok, int64_t K, float* y, int64_t ldy);
 void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy);
+void gemm_f16_generic(const uint16_t* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K,
+                      float* y, int64_t ldy);
 void gemm_s8_generic(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,
                      int64_t ldy);
 float dot_row_q8a(const KernelTable& k, GgmlType type, const void* row, const BlockQ8A* x, int64_t n);

@@ -173,51 +173,62 @@ void a_axpy_q4_0(float a, const void* row, float* y, int64_t n) {
   }
 }
 
-// 32 packed codes (LSB first) -> four vectors of 8 floats in token/channel order, with integer
-// unpacking (a byte-table gather per value was the bottleneck of KIVI attention).
-inline void unpack32_ps(const uint8_t* codes, int bits, __m256 out[4]) {
+// 16 of a group's 32 packed codes (LSB first; half 0 = codes 0-15, half 1 = 16-31) -> two vectors of
+// 8 floats, with integer unpacking (a byte-table gather per value was the bottleneck of KIVI attention).
+inline void unpack16_ps(const uint8_t* codes, int bits, int half, __m256 out[2]) {
   if (bits == 4) {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
     const __m128i mask = _mm_set1_epi8(0x0F);
     const __m128i lo = _mm_and_si128(raw, mask), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-    const __m128i first = _mm_unpacklo_epi8(lo, hi), second = _mm_unpackhi_epi8(lo, hi);  // codes 0-15, 16-31
-    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(first));
-    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(first, 8)));
-    out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(second));
-    out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(second, 8)));
+    const __m128i codes16 = half == 0 ? _mm_unpacklo_epi8(lo, hi) : _mm_unpackhi_epi8(lo, hi);
+    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes16));
+    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes16, 8)));
     return;
   }
   // 2 bits: byte b holds codes 4b..4b+3. Replicate each byte into 4 lanes, shift lane j by 2j, mask.
   const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes));
   const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6), three = _mm256_set1_epi32(3);
-  for (int v = 0; v < 4; ++v) {
-    const __m128i rep = _mm_shuffle_epi8(raw, _mm_setr_epi8(static_cast<char>(2 * v), static_cast<char>(2 * v),
-                                                            static_cast<char>(2 * v), static_cast<char>(2 * v),
-                                                            static_cast<char>(2 * v + 1), static_cast<char>(2 * v + 1),
-                                                            static_cast<char>(2 * v + 1), static_cast<char>(2 * v + 1),
-                                                            -1, -1, -1, -1, -1, -1, -1, -1));
-    const __m256i lanes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(rep), shifts), three);
-    out[v] = _mm256_cvtepi32_ps(lanes);
+  for (int v = 0; v < 2; ++v) {
+    const char b0 = static_cast<char>(4 * half + 2 * v), b1 = static_cast<char>(4 * half + 2 * v + 1);
+    const __m128i rep = _mm_shuffle_epi8(raw, _mm_setr_epi8(b0, b0, b0, b0, b1, b1, b1, b1, -1, -1, -1, -1, -1, -1, -1, -1));
+    out[v] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(rep), shifts), three));
   }
 }
 
-void a_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t d, int bits, float* sc) {
-  __m256 acc[4] = {_mm256_loadu_ps(sc), _mm256_loadu_ps(sc + 8), _mm256_loadu_ps(sc + 16), _mm256_loadu_ps(sc + 24)};
-  __m256 c[4];
-  for (int64_t ch = 0; ch < d; ++ch) {
-    unpack32_ps(codes + ch * code_stride, bits, c);
-    const __m256 q = _mm256_set1_ps(qs[ch]);
-    for (int v = 0; v < 4; ++v) acc[v] = _mm256_fmadd_ps(q, c[v], acc[v]);
+// Token halves (2 vectors) x up to 4 queries keep 8 sums, 2 code vectors and a broadcast in registers;
+// each channel's codes are unpacked once per half for all queries.
+void a_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t qs_stride, int nq,
+                       int64_t d, int bits, float* sc, int64_t sc_stride) {
+  for (int i0 = 0; i0 < nq; i0 += 4) {
+    const int m = std::min(4, nq - i0);
+    for (int half = 0; half < 2; ++half) {
+      __m256 acc[4][2];
+      for (int i = 0; i < m; ++i)
+        for (int v = 0; v < 2; ++v) acc[i][v] = _mm256_loadu_ps(sc + (i0 + i) * sc_stride + 16 * half + 8 * v);
+      __m256 c[2];
+      for (int64_t ch = 0; ch < d; ++ch) {
+        unpack16_ps(codes + ch * code_stride, bits, half, c);
+        for (int i = 0; i < m; ++i) {
+          const __m256 q = _mm256_set1_ps(qs[(i0 + i) * qs_stride + ch]);
+          acc[i][0] = _mm256_fmadd_ps(q, c[0], acc[i][0]);
+          acc[i][1] = _mm256_fmadd_ps(q, c[1], acc[i][1]);
+        }
+      }
+      for (int i = 0; i < m; ++i)
+        for (int v = 0; v < 2; ++v) _mm256_storeu_ps(sc + (i0 + i) * sc_stride + 16 * half + 8 * v, acc[i][v]);
+    }
   }
-  for (int v = 0; v < 4; ++v) _mm256_storeu_ps(sc + 8 * v, acc[v]);
 }
 
-void a_kivi_value_axpy(const uint8_t* codes, int bits, float ps, float pm, float* out) {
+void a_kivi_value_axpy(const uint8_t* codes, int bits, const float* ps, const float* pm, int nq, float* out,
+                       int64_t out_stride) {
   __m256 c[4];
-  unpack32_ps(codes, bits, c);
-  const __m256 p = _mm256_set1_ps(ps), m = _mm256_set1_ps(pm);
-  for (int v = 0; v < 4; ++v) {
-    _mm256_storeu_ps(out + 8 * v, _mm256_add_ps(_mm256_fmadd_ps(p, c[v], _mm256_loadu_ps(out + 8 * v)), m));
+  unpack16_ps(codes, bits, 0, c);
+  unpack16_ps(codes, bits, 1, c + 2);
+  for (int i = 0; i < nq; ++i) {
+    const __m256 p = _mm256_set1_ps(ps[i]), m = _mm256_set1_ps(pm[i]);
+    float* o = out + i * out_stride;
+    for (int v = 0; v < 4; ++v) _mm256_storeu_ps(o + 8 * v, _mm256_add_ps(_mm256_fmadd_ps(p, c[v], _mm256_loadu_ps(o + 8 * v)), m));
   }
 }
 
@@ -542,17 +553,25 @@ void a_gemm_q8a(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n
   }
 }
 
+// 8 consecutive row elements as floats: fp16 (converted, exact) or fp32; one element likewise.
+inline __m256 load8(const uint16_t* r) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r))); }
+inline __m256 load8(const float* r) { return _mm256_loadu_ps(r); }
+inline float to_float(uint16_t h) { return h2f(h); }
+inline float to_float(float f) { return f; }
+
 // Float register tile: 3 rows x 4 tokens = 12 accumulators (enough independent FMA chains to cover
 // the FMA latency on two pipes), 3 row loads + 4 activation loads per 12 FMAs. Tokens are the outer
-// loop so a quad of activation rows stays in L1 while the rows stream from L2.
-inline void tile_f32_3x4(const float* w0, int64_t K, const float* const xt[4], float* y, int64_t ldy) {
-  const float *w1 = w0 + K, *w2 = w1 + K;
+// loop so a quad of activation rows stays in L1 while the rows stream from L2. F16 rows are read as
+// they are mapped (converted in registers): half the bytes of a dequantized copy through the caches.
+template <typename Elem>
+inline void tile_3x4(const Elem* w0, int64_t stride, int64_t K, const float* const xt[4], float* y, int64_t ldy) {
+  const Elem *w1 = w0 + stride, *w2 = w1 + stride;
   const int64_t k8 = K / 8 * 8;
   __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
   __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
   const float *x0 = xt[0], *x1 = xt[1], *x2 = xt[2], *x3 = xt[3];
   for (int64_t k = 0; k < k8; k += 8) {
-    const __m256 wa = _mm256_loadu_ps(w0 + k), wb = _mm256_loadu_ps(w1 + k), wc = _mm256_loadu_ps(w2 + k);
+    const __m256 wa = load8(w0 + k), wb = load8(w1 + k), wc = load8(w2 + k);
     __m256 xv = _mm256_loadu_ps(x0 + k);
     a00 = _mm256_fmadd_ps(wa, xv, a00);
     a10 = _mm256_fmadd_ps(wb, xv, a10);
@@ -571,26 +590,39 @@ inline void tile_f32_3x4(const float* w0, int64_t K, const float* const xt[4], f
     a23 = _mm256_fmadd_ps(wc, xv, a23);
   }
   const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
-  const float* w[3] = {w0, w1, w2};
+  const Elem* w[3] = {w0, w1, w2};
   for (int i = 0; i < 3; ++i) {
     for (int j = 0; j < 4; ++j) {
       float v = hsum(acc[i][j]);
-      for (int64_t k = k8; k < K; ++k) v += w[i][k] * xt[j][k];
+      for (int64_t k = k8; k < K; ++k) v += to_float(w[i][k]) * xt[j][k];
       y[j * ldy + i] = v;
     }
   }
 }
 
-void a_gemm_f32(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy) {
+inline float row_dot(const float* x, const float* row, int64_t K) { return a_dot_f32(x, row, K); }
+inline float row_dot(const float* x, const uint16_t* row, int64_t K) { return a_dot_f16(row, x, K); }
+
+template <typename Elem>
+void gemm_rows(const Elem* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
+               int64_t ldy) {
   const int64_t r3 = n_rows / 3 * 3, t4 = n_tok / 4 * 4;
   for (int64_t t = 0; t < t4; t += 4) {
     const float* xt[4] = {x + t * K, x + (t + 1) * K, x + (t + 2) * K, x + (t + 3) * K};
-    for (int64_t r = 0; r < r3; r += 3) tile_f32_3x4(rows + r * K, K, xt, y + t * ldy + r, ldy);
+    for (int64_t r = 0; r < r3; r += 3) tile_3x4(rows + r * stride, stride, K, xt, y + t * ldy + r, ldy);
     for (int64_t r = r3; r < n_rows; ++r)
-      for (int j = 0; j < 4; ++j) y[(t + j) * ldy + r] = a_dot_f32(xt[j], rows + r * K, K);
+      for (int j = 0; j < 4; ++j) y[(t + j) * ldy + r] = row_dot(xt[j], rows + r * stride, K);
   }
   for (int64_t t = t4; t < n_tok; ++t)
-    for (int64_t r = 0; r < n_rows; ++r) y[t * ldy + r] = a_dot_f32(x + t * K, rows + r * K, K);
+    for (int64_t r = 0; r < n_rows; ++r) y[t * ldy + r] = row_dot(x + t * K, rows + r * stride, K);
+}
+
+void a_gemm_f32(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy) {
+  gemm_rows(rows, K, n_rows, x, n_tok, K, y, ldy);
+}
+void a_gemm_f16(const uint16_t* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
+                int64_t ldy) {
+  gemm_rows(rows, stride, n_rows, x, n_tok, K, y, ldy);
 }
 
 void a_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
@@ -600,8 +632,6 @@ void a_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 }
 
 // 8 consecutive row elements as floats: fp16 (converted) or fp32.
-inline __m256 load8(const uint16_t* r) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r))); }
-inline __m256 load8(const float* r) { return _mm256_loadu_ps(r); }
 inline void axpy_row(float a, const uint16_t* x, float* y, int64_t n) { a_axpy_f16(a, x, y, n); }
 inline void axpy_row(float a, const float* x, float* y, int64_t n) { a_axpy_f32(a, x, y, n); }
 inline float dot_row(const uint16_t* r, const float* q, int64_t n) { return a_dot_f16(r, q, n); }
@@ -891,7 +921,7 @@ KernelTable avx2_kernels() {
           a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
           a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
           a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8,
-          a_silu_mul, a_accumulate_f32, a_dot_keys_f32};
+          a_silu_mul, a_accumulate_f32, a_dot_keys_f32, a_gemm_f16};
 }
 
 }  // namespace pyrt::cpu

@@ -107,18 +107,22 @@ void unpack32(const uint8_t* codes, int bits, float* out) {
     for (int j = 0; j < per_byte; ++j) out[i * per_byte + j] = lut[codes[i] * per_byte + j];
 }
 
-void g_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t d, int bits, float* sc) {
+void g_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t qs_stride, int nq,
+                       int64_t d, int bits, float* sc, int64_t sc_stride) {
   float c32[32];
   for (int64_t c = 0; c < d; ++c) {
     unpack32(codes + c * code_stride, bits, c32);
-    for (int t = 0; t < 32; ++t) sc[t] += qs[c] * c32[t];
+    for (int i = 0; i < nq; ++i)
+      for (int t = 0; t < 32; ++t) sc[i * sc_stride + t] += qs[i * qs_stride + c] * c32[t];
   }
 }
 
-void g_kivi_value_axpy(const uint8_t* codes, int bits, float ps, float pm, float* out) {
+void g_kivi_value_axpy(const uint8_t* codes, int bits, const float* ps, const float* pm, int nq, float* out,
+                       int64_t out_stride) {
   float c32[32];
   unpack32(codes, bits, c32);
-  for (int c = 0; c < 32; ++c) out[c] += ps * c32[c] + pm;
+  for (int i = 0; i < nq; ++i)
+    for (int c = 0; c < 32; ++c) out[i * out_stride + c] += ps[i] * c32[c] + pm[i];
 }
 
 void g_quantize_q8a(const float* x, int64_t n, BlockQ8A* out) {
@@ -231,7 +235,7 @@ KernelTable generic_kernels() {
           g_kivi_value_axpy, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
           gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row, g_accumulate_f16, g_accumulate_q8_0,
           g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic,
-          g_silu_mul, g_accumulate_f32, g_dot_keys_f32};
+          g_silu_mul, g_accumulate_f32, g_dot_keys_f32, gemm_f16_generic};
 }
 
 }  // namespace pyrt::cpu
