@@ -89,59 +89,23 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
     for (int64_t j = 0; j < n; ++j) sc[j] *= inv;
   };
   if (group > 1 && K.shares_across_queries() && V.shares_across_queries()) {
-    // The query heads that read one KV head go together: the stores unpack each block of codes once
-    // for the whole group. Every element is computed exactly as on the per-head path below.
+    // One task per (token, KV head) with all the query heads that read it: the stores unpack each
+    // block of codes once for the whole group. Every query's numbers are the per-head path's.
     const int64_t head_step = opt.head_map == KvHeadMap::kTiled ? s.n_kv_heads : 1;  // between a group's heads
-    auto first_head = [&](int g) { return opt.head_map == KvHeadMap::kTiled ? g : g * group; };
-    auto visible = [&](int64_t t) { return opt.causal ? std::min(n_keys, q_pos0 + t + 1) : n_keys; };
-    const int64_t tasks = T * s.n_kv_heads;
-    if (tasks >= 2 * static_cast<int64_t>(pool.size())) {  // enough (token, KV head) tasks: one each
-      pool.run(tasks, [&](int64_t task) {
-        thread_local std::vector<float> scores;
-        const int64_t t = task / s.n_kv_heads;
-        const int g = static_cast<int>(task % s.n_kv_heads);
-        const int h0 = first_head(g);
-        const int64_t n = visible(t);
-        const float* qg = q + t * q_stride + h0 * d;
-        float* og = out + t * q_stride + h0 * d;
-        for (int i = 0; i < group; ++i) std::fill(og + i * head_step * d, og + i * head_step * d + d, 0.0f);
-        if (n <= 0) return;
-        scores.resize(static_cast<size_t>(group * n));
-        K.dot_keys_multi(g, qg, head_step * d, group, 0, n, scores.data(), n);
-        for (int i = 0; i < group; ++i) softmax(static_cast<int>(h0 + i * head_step), t, n, scores.data() + i * n);
-        V.accumulate_multi(g, scores.data(), n, group, n, 0, d, og, head_step * d);
-      });
-      return;
-    }
-    // Decode (few tokens): too few tasks for the threads, so three passes with finer tasks: scores by
-    // key ranges, softmax by query row, value sums by channel groups.
-    const int64_t align = std::max(K.range_align(), V.range_align());
-    const int64_t key_chunk = (std::max<int64_t>(256, n_keys / (4 * std::max<int64_t>(pool.size(), 1))) + align - 1) / align * align;
-    const int64_t key_chunks = (n_keys + key_chunk - 1) / key_chunk;
-    const int64_t ch_groups = d % V.range_align() == 0 ? d / V.range_align() : 1;
-    std::vector<float> scores(static_cast<size_t>(T * s.n_heads * std::max<int64_t>(n_keys, 1)));
-    auto row_scores = [&](int64_t t, int h) { return scores.data() + (t * s.n_heads + h) * n_keys; };
-    pool.run(tasks * key_chunks, [&](int64_t task) {
-      const int64_t t = task / (s.n_kv_heads * key_chunks), j0 = (task % key_chunks) * key_chunk;
-      const int g = static_cast<int>(task / key_chunks % s.n_kv_heads);
-      const int64_t j1 = std::min(visible(t), j0 + key_chunk);
-      if (j0 >= j1) return;
-      const int h0 = first_head(g);
-      K.dot_keys_multi(g, q + t * q_stride + h0 * d, head_step * d, group, j0, j1, row_scores(t, h0),
-                       head_step * n_keys);
-    });
-    pool.run(T * s.n_heads, [&](int64_t task) {
-      const int64_t t = task / s.n_heads;
-      softmax(static_cast<int>(task % s.n_heads), t, visible(t), row_scores(t, static_cast<int>(task % s.n_heads)));
-    });
-    pool.run(tasks * ch_groups, [&](int64_t task) {
-      const int64_t t = task / (s.n_kv_heads * ch_groups), c0 = (task % ch_groups) * (d / ch_groups), c1 = c0 + d / ch_groups;
-      const int g = static_cast<int>(task / ch_groups % s.n_kv_heads);
-      const int h0 = first_head(g);
+    pool.run(T * s.n_kv_heads, [&](int64_t task) {
+      thread_local std::vector<float> scores;
+      const int64_t t = task / s.n_kv_heads;
+      const int g = static_cast<int>(task % s.n_kv_heads);
+      const int h0 = opt.head_map == KvHeadMap::kTiled ? g : g * group;
+      const int64_t n = opt.causal ? std::min(n_keys, q_pos0 + t + 1) : n_keys;
+      const float* qg = q + t * q_stride + h0 * d;
       float* og = out + t * q_stride + h0 * d;
-      for (int i = 0; i < group; ++i) std::fill(og + i * head_step * d + c0, og + i * head_step * d + c1, 0.0f);
-      if (visible(t) > 0)
-        V.accumulate_multi(g, row_scores(t, h0), head_step * n_keys, group, visible(t), c0, c1, og, head_step * d);
+      for (int i = 0; i < group; ++i) std::fill(og + i * head_step * d, og + i * head_step * d + d, 0.0f);
+      if (n <= 0) return;
+      scores.resize(static_cast<size_t>(group * n));
+      K.dot_keys_multi(g, qg, head_step * d, group, n, scores.data(), n);
+      for (int i = 0; i < group; ++i) softmax(static_cast<int>(h0 + i * head_step), t, n, scores.data() + i * n);
+      V.accumulate_multi(g, scores.data(), n, group, n, og, head_step * d);
     });
     return;
   }

@@ -103,16 +103,13 @@ inline int code_at(const uint8_t* codes, int i, int bits) {
 
 }  // namespace
 
-void KvStore::dot_keys_multi(int head, const float* q, int64_t q_stride, int nq, int64_t j0, int64_t j1, float* scores,
+void KvStore::dot_keys_multi(int head, const float* q, int64_t q_stride, int nq, int64_t n, float* scores,
                              int64_t sc_stride) const {
-  if (j0 != 0) fail(ErrorCode::kInternal, "this kv store scores whole key ranges only");
-  for (int i = 0; i < nq; ++i) dot_keys(head, q + i * q_stride, j1, scores + i * sc_stride);
+  for (int i = 0; i < nq; ++i) dot_keys(head, q + i * q_stride, n, scores + i * sc_stride);
 }
 
-void KvStore::accumulate_multi(int head, const float* p, int64_t p_stride, int nq, int64_t n, int64_t c0, int64_t c1,
-                               float* out, int64_t out_stride) const {
-  (void)c1;
-  if (c0 != 0) fail(ErrorCode::kInternal, "this kv store sums whole rows only");
+void KvStore::accumulate_multi(int head, const float* p, int64_t p_stride, int nq, int64_t n, float* out,
+                               int64_t out_stride) const {
   for (int i = 0; i < nq; ++i) accumulate(head, p + i * p_stride, n, out + i * out_stride);
 }
 
@@ -274,11 +271,10 @@ class KiviKeyStore : public KiviStore {
     pop_window(move, s_.residual);
   }
   void dot_keys(int head, const float* q, int64_t n, float* scores) const override {
-    dot_keys_multi(head, q, 0, 1, 0, n, scores, 0);
+    dot_keys_multi(head, q, 0, 1, n, scores, 0);
   }
   bool shares_across_queries() const override { return true; }
-  int64_t range_align() const override { return s_.group; }
-  void dot_keys_multi(int head, const float* q, int64_t q_stride, int n_q, int64_t j0, int64_t n, float* scores,
+  void dot_keys_multi(int head, const float* q, int64_t q_stride, int n_q, int64_t n, float* scores,
                       int64_t sc_stride) const override {
     const int64_t nq = std::min<int64_t>(n, n_quant_);
     const cpu::KernelTable& k = cpu::kernels();
@@ -287,7 +283,7 @@ class KiviKeyStore : public KiviStore {
     scale.resize(static_cast<size_t>(d_));
     mn.resize(static_cast<size_t>(d_));
     beta.resize(static_cast<size_t>(n_q));
-    for (int64_t g = j0 / s_.group; g * s_.group < nq; ++g) {
+    for (int64_t g = 0; g * s_.group < nq; ++g) {
       // q.k_t = sum_c (q_c s_c) code_tc + sum_c q_c mn_c: the second term once per group and query.
       const int64_t idx0 = g * row() + int64_t(head) * d_;
       for (int c = 0; c < d_; ++c) scale[c] = fp16_to_fp32(scale_[idx0 + c]), mn[c] = fp16_to_fp32(min_[idx0 + c]);
@@ -316,7 +312,7 @@ class KiviKeyStore : public KiviStore {
         for (int t = 0; t < s_.group; ++t) scores[i * sc_stride + g * s_.group + t] += beta[i];
     }
     for (int i = 0; i < n_q; ++i)
-      for (int64_t j = std::max(nq, j0); j < n; ++j)
+      for (int64_t j = nq; j < n; ++j)
         scores[i * sc_stride + j] = k.dot_f16(&fp_[(j - nq) * row() + int64_t(head) * d_], q + i * q_stride, d_);
   }
   void accumulate(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi key store holds keys"); }
@@ -344,11 +340,10 @@ class KiviValueStore : public KiviStore {
   }
   void dot_keys(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi value store holds values"); }
   void accumulate(int head, const float* p, int64_t n, float* out) const override {
-    accumulate_multi(head, p, 0, 1, n, 0, d_, out, 0);
+    accumulate_multi(head, p, 0, 1, n, out, 0);
   }
   bool shares_across_queries() const override { return true; }
-  int64_t range_align() const override { return s_.group; }
-  void accumulate_multi(int head, const float* p, int64_t p_stride, int n_q, int64_t n, int64_t c0, int64_t c1, float* out,
+  void accumulate_multi(int head, const float* p, int64_t p_stride, int n_q, int64_t n, float* out,
                         int64_t out_stride) const override {
     const cpu::KernelTable& k = cpu::kernels();
     const int64_t groups_per_row = row() / s_.group, gph = d_ / s_.group;
@@ -358,7 +353,7 @@ class KiviValueStore : public KiviStore {
     pm.resize(static_cast<size_t>(n_q));
     for (int64_t t = 0; t < nq; ++t) {
       // o_c += (p s_g) code_tc + p mn_g
-      for (int64_t g = c0 / s_.group; g < c1 / s_.group; ++g) {
+      for (int64_t g = 0; g < gph; ++g) {
         const int64_t idx = t * groups_per_row + int64_t(head) * gph + g;
         const float scale = fp16_to_fp32(scale_[idx]), mn = fp16_to_fp32(min_[idx]);
         for (int i = 0; i < n_q; ++i) ps[i] = p[i * p_stride + t] * scale, pm[i] = p[i * p_stride + t] * mn;
@@ -373,8 +368,7 @@ class KiviValueStore : public KiviStore {
       }
     }
     for (int i = 0; i < n_q; ++i)
-      for (int64_t j = nq; j < n; ++j)
-        k.axpy_f16(p[i * p_stride + j], &fp_[(j - nq) * row() + int64_t(head) * d_ + c0], out + i * out_stride + c0, c1 - c0);
+      for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[i * p_stride + j], &fp_[(j - nq) * row() + int64_t(head) * d_], out + i * out_stride, d_);
   }
 };
 

@@ -34,17 +34,14 @@ class KvStore {
   // out += sum_j p[j] * value_j(head) for j < n (values only).
   virtual void accumulate(int head, const float* p, int64_t n, float* out) const = 0;
   // nq query heads reading this KV head at once (GQA): query i at q + i * q_stride, its scores at
-  // scores + i * sc_stride, its output at out + i * out_stride. dot_keys_multi fills keys [j0, j1);
-  // accumulate_multi adds rows 0..n-1 into output channels [c0, c1). Every element is exactly what the
-  // single calls give, whatever the ranges. Formats that share work across the queries (KIVI: unpacking
-  // codes) override these, say so with shares_across_queries() and give the alignment the ranges need
-  // (range_align: key ranges start at multiples of it, channel ranges are multiples of it).
-  virtual void dot_keys_multi(int head, const float* q, int64_t q_stride, int nq, int64_t j0, int64_t j1, float* scores,
+  // scores + i * sc_stride, its output at out + i * out_stride. Each query's result is exactly what the
+  // single calls give; formats that can share work across the queries (KIVI: unpacking codes) override
+  // these and say so with shares_across_queries().
+  virtual void dot_keys_multi(int head, const float* q, int64_t q_stride, int nq, int64_t n, float* scores,
                               int64_t sc_stride) const;
-  virtual void accumulate_multi(int head, const float* p, int64_t p_stride, int nq, int64_t n, int64_t c0, int64_t c1,
-                                float* out, int64_t out_stride) const;
+  virtual void accumulate_multi(int head, const float* p, int64_t p_stride, int nq, int64_t n, float* out,
+                                int64_t out_stride) const;
   virtual bool shares_across_queries() const { return false; }
-  virtual int64_t range_align() const { return 1; }
   // Token counts in the quantized part and in the full-precision part (tests of the KIVI schedule).
   virtual std::pair<int64_t, int64_t> split_sizes() const { return {size(), 0}; }
 };
