@@ -11,9 +11,10 @@ import pytest
 
 import pyruntime
 from pyruntime import _core
+from pyruntime.errors import InvalidArgumentError
 from tests.conftest import mean_kl
 
-FORMATS = ["f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32"]
+FORMATS = ["f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32", "kivi4-g16-r64"]
 
 
 def kivi_ref(x: np.ndarray, bits: int) -> tuple[np.uint16, np.uint16, bytes, np.ndarray]:
@@ -91,7 +92,8 @@ def dequantized_rows(spec: str, keys: bool, rows: np.ndarray, n_heads: int, d: i
     if spec in ("q8_0", "q4_0"):
         out = [_core.dequantize(spec.upper(), _core.quantize(spec.upper(), r), r.size) for r in rows]
         return np.stack(out).astype(np.float64)
-    bits, G = int(spec[4]), 32
+    bits = int(spec[4])
+    G = int(spec.split("-g")[1].split("-")[0]) if "-g" in spec else 32
     R = int(spec.split("-r")[1]) if "-r" in spec else 128
     T, n = rows.shape
     f16 = rows.astype(np.float16).astype(np.float32)  # the window holds fp16; quantization reads it
@@ -121,7 +123,8 @@ def kernel_table(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.mark.parametrize("T", [1, 33, 200])
 def test_attention_reads_compressed_cache_exactly(spec: str, T: int, kernel_table: str) -> None:
     """SPEC 4.3.6: scores and value sums from the compressed cache equal exact math on the dequantized
-    cache within 1e-5 relative (only fp32 summation order differs), with every kernel table."""
+    cache within 1e-5 relative (only fp32 summation order differs), with every kernel table, over all
+    tokens and over a prefix that ends inside a quantized group."""
     n_heads, d = 3, 64
     rng = np.random.default_rng(T)
     rows = rng.standard_normal((T, n_heads * d)).astype(np.float32)
@@ -130,20 +133,65 @@ def test_attention_reads_compressed_cache_exactly(spec: str, T: int, kernel_tabl
         st.append(rows)
         st.finish_step()
         deq = dequantized_rows(spec, keys, rows, n_heads, d)
+        for n in sorted({T, min(T, T // 2 + 3)}):
+            for h in range(n_heads):
+                block = deq[:n, h * d : (h + 1) * d]
+                if keys:
+                    q = rng.standard_normal(d).astype(np.float32)
+                    got = st.dot_keys(h, q, n)
+                    want = block @ q.astype(np.float64)
+                    bound = 1e-5 * (np.abs(block) @ np.abs(q)) + 1e-6
+                else:
+                    p = rng.random(n).astype(np.float32)
+                    p /= p.sum()
+                    got = st.accumulate(h, p, d)
+                    want = p.astype(np.float64) @ block
+                    bound = 1e-5 * (p @ np.abs(block)) + 1e-6
+                assert (np.abs(got - want) <= bound).all(), (spec, keys, n, h, np.abs(got - want).max())
+
+
+@pytest.mark.parametrize("spec", FORMATS)
+@pytest.mark.parametrize("nq", [2, 3, 4, 7])
+def test_query_groups_get_the_single_query_numbers(spec: str, nq: int, kernel_table: str) -> None:
+    """GQA: nq query heads read one KV head in one call (KIVI unpacks the codes once for all of them);
+    every query's scores and value sums are bit for bit what it gets alone."""
+    n_heads, d, T = 2, 64, 300
+    rng = np.random.default_rng(nq)
+    rows = rng.standard_normal((T, n_heads * d)).astype(np.float32)
+    for keys in (True, False):
+        st = _core.KvStore(spec, keys, n_heads, d)
+        st.append(rows)
+        st.finish_step()
         for h in range(n_heads):
-            block = deq[:, h * d : (h + 1) * d]
             if keys:
-                q = rng.standard_normal(d).astype(np.float32)
-                got = st.dot_keys(h, q, T)
-                want = block @ q.astype(np.float64)
-                bound = 1e-5 * (np.abs(block) @ np.abs(q)) + 1e-6
+                q = rng.standard_normal((nq, d)).astype(np.float32)
+                together = st.dot_keys(h, q, T)
+                alone = np.stack([st.dot_keys(h, q[i], T) for i in range(nq)])
             else:
-                p = rng.random(T).astype(np.float32)
-                p /= p.sum()
-                got = st.accumulate(h, p, d)
-                want = p.astype(np.float64) @ block
-                bound = 1e-5 * (p @ np.abs(block)) + 1e-6
-            assert (np.abs(got - want) <= bound).all(), (spec, keys, h, np.abs(got - want).max())
+                p = rng.random((nq, T)).astype(np.float32)
+                together = st.accumulate(h, p, d)
+                alone = np.stack([st.accumulate(h, p[i], d) for i in range(nq)])
+            assert together.shape == alone.shape
+            np.testing.assert_array_equal(together, alone)
+
+
+def test_store_rejects_bad_arguments() -> None:
+    st = _core.KvStore("kivi4", True, 2, 64)
+    st.append(np.zeros((40, 128), np.float32))
+    with pytest.raises(InvalidArgumentError, match="head 2 outside 0..1"):
+        st.dot_keys(2, np.zeros(64, np.float32), 10)
+    with pytest.raises(InvalidArgumentError, match="q has 32 values per row, the head dimension is 64"):
+        st.dot_keys(0, np.zeros(32, np.float32), 10)
+    with pytest.raises(InvalidArgumentError, match="n = 41 outside the 40 stored tokens"):
+        st.dot_keys(0, np.zeros(64, np.float32), 41)
+    vs = _core.KvStore("q8_0", False, 2, 64)
+    vs.append(np.zeros((5, 128), np.float32))
+    with pytest.raises(InvalidArgumentError, match="6 weights but 5 stored tokens"):
+        vs.accumulate(0, np.ones(6, np.float32), 64)
+    with pytest.raises(InvalidArgumentError, match="head_dim 32, the store's is 64"):
+        vs.accumulate(0, np.ones(5, np.float32), 32)
+    with pytest.raises(InvalidArgumentError, match="1-D or 2-D"):
+        vs.accumulate(0, np.ones((1, 1, 5), np.float32), 64)
 
 
 def test_bytes_per_token_relative_to_f16() -> None:

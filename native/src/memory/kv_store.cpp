@@ -146,6 +146,8 @@ class RowStore : public KvStore {
     size_ += T;
   }
   int64_t size() const override { return size_; }
+  int n_heads() const override { return n_heads_; }
+  int head_dim() const override { return head_dim_; }
   size_t bytes() const override { return data_.capacity(); }
   void clear() override {
     std::vector<uint8_t>().swap(data_);
@@ -211,6 +213,8 @@ class KiviStore : public KvStore {
     for (int64_t i = 0; i < T * row(); ++i) fp_[old + i] = fp32_to_fp16(rows[i]);
   }
   int64_t size() const override { return n_quant_ + fp_size(); }
+  int n_heads() const override { return n_heads_; }
+  int head_dim() const override { return d_; }
   size_t bytes() const override { return scale_.capacity() * 2 + min_.capacity() * 2 + codes_.capacity() + fp_.capacity() * 2; }
   void clear() override {
     for (auto* v : {&scale_, &min_, &fp_}) std::vector<uint16_t>().swap(*v);
@@ -276,40 +280,35 @@ class KiviKeyStore : public KiviStore {
   bool shares_across_queries() const override { return true; }
   void dot_keys_multi(int head, const float* q, int64_t q_stride, int n_q, int64_t n, float* scores,
                       int64_t sc_stride) const override {
-    const int64_t nq = std::min<int64_t>(n, n_quant_);
+    const int64_t nq = std::min<int64_t>(n, n_quant_), full = nq / s_.group;
     const cpu::KernelTable& k = cpu::kernels();
-    thread_local std::vector<float> qs, scale, mn, beta;
-    qs.resize(static_cast<size_t>(n_q * d_));
-    scale.resize(static_cast<size_t>(d_));
-    mn.resize(static_cast<size_t>(d_));
-    beta.resize(static_cast<size_t>(n_q));
-    for (int64_t g = 0; g * s_.group < nq; ++g) {
-      // q.k_t = sum_c (q_c s_c) code_tc + sum_c q_c mn_c: the second term once per group and query.
-      const int64_t idx0 = g * row() + int64_t(head) * d_;
-      for (int c = 0; c < d_; ++c) scale[c] = fp16_to_fp32(scale_[idx0 + c]), mn[c] = fp16_to_fp32(min_[idx0 + c]);
+    // Group g, channel c of this head is entry g * row() + head * d + c.
+    const uint16_t* scale = scale_.data() + int64_t(head) * d_;
+    const uint16_t* mn = min_.data() + int64_t(head) * d_;
+    const uint8_t* codes = codes_.data() + static_cast<size_t>(int64_t(head) * d_) * code_bytes_;
+    if (s_.group == 32) {
+      k.kivi_keys(scale, mn, codes, row(), full, d_, s_.bits, q, q_stride, n_q, scores, sc_stride);
+      if (nq > full * 32) {  // only when asked for fewer keys than are quantized: score the whole group aside
+        float part[32];
+        for (int i = 0; i < n_q; ++i) {
+          k.kivi_keys(scale + full * row(), mn + full * row(), codes + full * row() * code_bytes_, row(), 1, d_, s_.bits,
+                      q + i * q_stride, 0, 1, part, 0);
+          std::copy(part, part + (nq - full * 32), scores + i * sc_stride + full * 32);
+        }
+      }
+    } else {
       for (int i = 0; i < n_q; ++i) {
         const float* qi = q + i * q_stride;
-        float b = 0.0f;
-        for (int c = 0; c < d_; ++c) {
-          qs[i * d_ + c] = qi[c] * scale[c];
-          b += qi[c] * mn[c];
-        }
-        beta[i] = b;
-        std::fill(scores + i * sc_stride + g * s_.group, scores + i * sc_stride + (g + 1) * s_.group, 0.0f);
-      }
-      const uint8_t* codes = &codes_[static_cast<size_t>(idx0) * code_bytes_];
-      if (s_.group == 32) {
-        k.kivi_key_scores(codes, static_cast<int64_t>(code_bytes_), qs.data(), d_, n_q, d_, s_.bits,
-                          scores + g * s_.group, sc_stride);
-      } else {
-        for (int i = 0; i < n_q; ++i) {
-          float* sc = scores + i * sc_stride + g * s_.group;
-          for (int c = 0; c < d_; ++c)
-            for (int t = 0; t < s_.group; ++t) sc[t] += qs[i * d_ + c] * static_cast<float>(code_at(codes + c * code_bytes_, t, s_.bits));
+        for (int64_t j = 0; j < nq; ++j) {
+          const int64_t g = j / s_.group, e0 = g * row();
+          float acc = 0.0f, beta = 0.0f;
+          for (int c = 0; c < d_; ++c) {
+            acc += qi[c] * fp16_to_fp32(scale[e0 + c]) * static_cast<float>(code_at(codes + (e0 + c) * code_bytes_, static_cast<int>(j % s_.group), s_.bits));
+            beta += qi[c] * fp16_to_fp32(mn[e0 + c]);
+          }
+          scores[i * sc_stride + j] = acc + beta;
         }
       }
-      for (int i = 0; i < n_q; ++i)
-        for (int t = 0; t < s_.group; ++t) scores[i * sc_stride + g * s_.group + t] += beta[i];
     }
     for (int i = 0; i < n_q; ++i)
       for (int64_t j = nq; j < n; ++j)
@@ -348,24 +347,21 @@ class KiviValueStore : public KiviStore {
     const cpu::KernelTable& k = cpu::kernels();
     const int64_t groups_per_row = row() / s_.group, gph = d_ / s_.group;
     const int64_t nq = std::min(n, n_quant_);
-    thread_local std::vector<float> ps, pm;
-    ps.resize(static_cast<size_t>(n_q));
-    pm.resize(static_cast<size_t>(n_q));
-    for (int64_t t = 0; t < nq; ++t) {
-      // o_c += (p s_g) code_tc + p mn_g
-      for (int64_t g = 0; g < gph; ++g) {
-        const int64_t idx = t * groups_per_row + int64_t(head) * gph + g;
-        const float scale = fp16_to_fp32(scale_[idx]), mn = fp16_to_fp32(min_[idx]);
-        for (int i = 0; i < n_q; ++i) ps[i] = p[i * p_stride + t] * scale, pm[i] = p[i * p_stride + t] * mn;
-        const uint8_t* codes = &codes_[static_cast<size_t>(idx) * code_bytes_];
-        float* o = out + g * s_.group;
-        if (s_.group == 32) {
-          k.kivi_value_axpy(codes, s_.bits, ps.data(), pm.data(), n_q, o, out_stride);
-        } else {
-          for (int i = 0; i < n_q; ++i)
-            for (int c = 0; c < s_.group; ++c) o[i * out_stride + c] += ps[i] * static_cast<float>(code_at(codes, c, s_.bits)) + pm[i];
-        }
-      }
+    // Token t, channel group j of this head is entry t * groups_per_row + head * gph + j.
+    const uint16_t* scale = scale_.data() + head * gph;
+    const uint16_t* mn = min_.data() + head * gph;
+    const uint8_t* codes = codes_.data() + static_cast<size_t>(head * gph) * code_bytes_;
+    if (s_.group == 32) {
+      k.kivi_values(scale, mn, codes, groups_per_row, nq, d_, s_.bits, p, p_stride, n_q, out, out_stride);
+    } else {
+      for (int i = 0; i < n_q; ++i)
+        for (int64_t t = 0; t < nq; ++t)
+          for (int64_t j = 0; j < gph; ++j) {
+            const int64_t e = t * groups_per_row + j;
+            const float pt = p[i * p_stride + t], ps = pt * fp16_to_fp32(scale[e]), pm = pt * fp16_to_fp32(mn[e]);
+            for (int c = 0; c < s_.group; ++c)
+              out[i * out_stride + j * s_.group + c] += ps * static_cast<float>(code_at(codes + e * code_bytes_, c, s_.bits)) + pm;
+          }
     }
     for (int i = 0; i < n_q; ++i)
       for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[i * p_stride + j], &fp_[(j - nq) * row() + int64_t(head) * d_], out + i * out_stride, d_);

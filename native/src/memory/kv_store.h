@@ -27,6 +27,8 @@ class KvStore {
   // Called once the current step's attention is done (KIVI moves tokens out of the fp16 window).
   virtual void finish_step() {}
   virtual int64_t size() const = 0;
+  virtual int n_heads() const = 0;
+  virtual int head_dim() const = 0;
   virtual size_t bytes() const = 0;  // everything held: codes, scales, minima, residual window
   virtual void clear() = 0;
   // scores[j] = q . key_j(head) for j < n (keys only).

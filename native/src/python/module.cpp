@@ -22,6 +22,19 @@ using namespace pyrt;
 
 namespace {
 
+void check_head(const KvStore& st, int head) {
+  if (head < 0 || head >= st.n_heads()) {
+    throw Error(ErrorCode::kInvalidArgument, "head " + std::to_string(head) + " outside 0.." + std::to_string(st.n_heads() - 1));
+  }
+}
+
+// A [w] or [rows, w] array as (rows, w).
+std::pair<py::ssize_t, py::ssize_t> as_rows(const py::array& a, const std::string& what) {
+  if (a.ndim() == 1) return {1, a.shape(0)};
+  if (a.ndim() == 2) return {a.shape(0), a.shape(1)};
+  throw Error(ErrorCode::kInvalidArgument, what + " must be 1-D or 2-D, got " + std::to_string(a.ndim()) + " dimensions");
+}
+
 py::object metadata_value(const GgufValue& v) {
   switch (v.type) {
     case GgufType::STRING: return py::str(v.s);
@@ -332,19 +345,29 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("size", &KvStore::size)
       .def_property_readonly("bytes", &KvStore::bytes)
       .def("split_sizes", &KvStore::split_sizes)
+      // q [d] or [nq, d]: nq query heads reading KV head `head` at once (the GQA path), scores [nq, n].
       .def("dot_keys", [](const KvStore& st, int head, py::array_t<float, py::array::c_style | py::array::forcecast> q, int64_t n) {
-        if (n < 0 || n > st.size()) throw Error(ErrorCode::kOutOfRange, "n outside the stored tokens");
-        py::array_t<float> out(n);
-        st.dot_keys(head, q.data(), n, out.mutable_data());
+        if (n < 0 || n > st.size()) throw Error(ErrorCode::kInvalidArgument, "n = " + std::to_string(n) + " outside the " + std::to_string(st.size()) + " stored tokens");
+        check_head(st, head);
+        const auto [nq, d] = as_rows(q, "q");
+        if (d != st.head_dim()) throw Error(ErrorCode::kInvalidArgument, "q has " + std::to_string(d) + " values per row, the head dimension is " + std::to_string(st.head_dim()));
+        py::array_t<float> out(std::vector<py::ssize_t>{nq, static_cast<py::ssize_t>(n)});
+        st.dot_keys_multi(head, q.data(), d, static_cast<int>(nq), n, out.mutable_data(), n);
+        if (q.ndim() == 1) return out.attr("reshape")(n).cast<py::array_t<float>>();
         return out;
-      })
+      }, py::arg("head"), py::arg("q"), py::arg("n"))
+      // p [n] or [nq, n] weights over the first n tokens -> [head_dim] or [nq, head_dim].
       .def("accumulate", [](const KvStore& st, int head, py::array_t<float, py::array::c_style | py::array::forcecast> p, int head_dim) {
-        if (p.size() > st.size()) throw Error(ErrorCode::kOutOfRange, "more weights than stored tokens");
-        py::array_t<float> out(head_dim);
-        std::fill(out.mutable_data(), out.mutable_data() + head_dim, 0.0f);
-        st.accumulate(head, p.data(), p.size(), out.mutable_data());
+        check_head(st, head);
+        if (head_dim != st.head_dim()) throw Error(ErrorCode::kInvalidArgument, "head_dim " + std::to_string(head_dim) + ", the store's is " + std::to_string(st.head_dim()));
+        const auto [nq, n] = as_rows(p, "p");
+        if (n > st.size()) throw Error(ErrorCode::kInvalidArgument, std::to_string(n) + " weights but " + std::to_string(st.size()) + " stored tokens");
+        py::array_t<float> out(std::vector<py::ssize_t>{nq, head_dim});
+        std::fill(out.mutable_data(), out.mutable_data() + nq * head_dim, 0.0f);
+        st.accumulate_multi(head, p.data(), n, static_cast<int>(nq), n, out.mutable_data(), head_dim);
+        if (p.ndim() == 1) return out.attr("reshape")(head_dim).cast<py::array_t<float>>();
         return out;
-      });
+      }, py::arg("head"), py::arg("p"), py::arg("head_dim"));
 
   py::class_<GgufFile, std::shared_ptr<GgufFile>>(m, "GGUFFile")
       .def_static("open", &GgufFile::open, py::arg("path"))

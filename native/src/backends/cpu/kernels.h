@@ -28,15 +28,20 @@ struct KernelTable {
   void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);
   void (*axpy_q8_0)(float a, const void* row, float* y, int64_t n);  // y += a * dequant(row)
   void (*axpy_q4_0)(float a, const void* row, float* y, int64_t n);
-  // KIVI, groups of 32 with b-bit codes packed LSB first (b = 2 or 4), for nq query heads at once (GQA
-  // heads share one unpacking of the codes; each query's arithmetic is the same as alone):
-  // keys: sc[i * sc_stride + t] += sum_c qs[i * qs_stride + c] * code(c, t) for the 32 tokens t of a
-  //       group, channels in order; channel c's codes start at codes + c * code_stride.
-  void (*kivi_key_scores)(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t qs_stride, int nq,
-                          int64_t d, int bits, float* sc, int64_t sc_stride);
-  // values: out[i * out_stride + c] += ps[i] * code(c) + pm[i] for the 32 channels c of one group.
-  void (*kivi_value_axpy)(const uint8_t* codes, int bits, const float* ps, const float* pm, int nq, float* out,
-                          int64_t out_stride);
+  // KIVI (SPEC 4.1) read in place over a whole range of one head's cache: groups of 32 with b-bit codes
+  // packed LSB first (b = 2 or 4, cb = 4 b bytes per group) and an fp16 scale and minimum per group
+  // (entry e: scale[e], mn[e], codes at codes + e * cb). nq query heads at once (GQA heads share one
+  // unpacking of the codes; each query's arithmetic is the same as alone). The fused forms:
+  // keys, n_groups groups of 32 tokens, group g / channel c at entry g * group_stride + c:
+  //   sc[i * sc_stride + 32 g + t] = sum_c (q_ic s_gc) code_gct + sum_c q_ic mn_gc
+  void (*kivi_keys)(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t group_stride,
+                    int64_t n_groups, int64_t d, int bits, const float* q, int64_t q_stride, int nq, float* sc,
+                    int64_t sc_stride);
+  // values, n tokens, token t / channel group j (channels 32 j ..) at entry t * token_stride + j:
+  //   out[i * out_stride + c] += sum_t (p_it s_tj) code_tc + sum_t p_it mn_tj
+  void (*kivi_values)(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride,
+                      int64_t n, int64_t d, int bits, const float* p, int64_t p_stride, int nq, float* out,
+                      int64_t out_stride);
   // x (n % 32 == 0) -> BlockQ8A: d = max|x| / 127, codes = round-half-even(x / d).
   void (*quantize_q8a)(const float* x, int64_t n, BlockQ8A* out);
   // Weight row . quantized activations with integer block dots. Every table computes, block by block,

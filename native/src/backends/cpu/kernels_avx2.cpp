@@ -195,40 +195,107 @@ inline void unpack16_ps(const uint8_t* codes, int bits, int half, __m256 out[2])
   }
 }
 
-// Token halves (2 vectors) x up to 4 queries keep 8 sums, 2 code vectors and a broadcast in registers;
-// each channel's codes are unpacked once per half for all queries.
-void a_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t qs_stride, int nq,
-                       int64_t d, int bits, float* sc, int64_t sc_stride) {
-  for (int i0 = 0; i0 < nq; i0 += 4) {
-    const int m = std::min(4, nq - i0);
-    for (int half = 0; half < 2; ++half) {
-      __m256 acc[4][2];
-      for (int i = 0; i < m; ++i)
-        for (int v = 0; v < 2; ++v) acc[i][v] = _mm256_loadu_ps(sc + (i0 + i) * sc_stride + 16 * half + 8 * v);
-      __m256 c[2];
-      for (int64_t ch = 0; ch < d; ++ch) {
-        unpack16_ps(codes + ch * code_stride, bits, half, c);
+// Per group: the queries' q * s (stack) and q . mn (8 lanes, then hsum); then token halves (2 vectors)
+// x up to 4 queries keep 8 sums, 2 code vectors and a broadcast in registers, each channel's codes
+// unpacked once per half for all queries.
+void a_kivi_keys(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t group_stride,
+                 int64_t n_groups, int64_t d, int bits, const float* q, int64_t q_stride, int nq, float* sc,
+                 int64_t sc_stride) {
+  const int64_t cb = 4 * bits;
+  thread_local std::vector<float> qs_buf;
+  qs_buf.resize(static_cast<size_t>(4 * d));
+  float* qs = qs_buf.data();
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const int64_t e0 = g * group_stride;
+    const uint8_t* gc = codes + e0 * cb;
+    for (int i0 = 0; i0 < nq; i0 += 4) {
+      const int m = std::min(4, nq - i0);
+      float beta[4];
+      for (int i = 0; i < m; ++i) {
+        const float* qi = q + (i0 + i) * q_stride;
+        __m256 b = _mm256_setzero_ps();
+        int64_t c = 0;
+        for (; c + 8 <= d; c += 8) {
+          const __m256 qv = _mm256_loadu_ps(qi + c);
+          const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scale + e0 + c)));
+          const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + e0 + c)));
+          _mm256_storeu_ps(qs + i * d + c, _mm256_mul_ps(qv, sv));
+          b = _mm256_fmadd_ps(qv, mv, b);
+        }
+        float bt = hsum(b);
+        for (; c < d; ++c) {
+          qs[i * d + c] = qi[c] * h2f(scale[e0 + c]);
+          bt = std::fma(qi[c], h2f(mn[e0 + c]), bt);
+        }
+        beta[i] = bt;
+      }
+      for (int half = 0; half < 2; ++half) {
+        __m256 acc[4][2];
+        for (int i = 0; i < m; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        __m256 c[2];
+        for (int64_t ch = 0; ch < d; ++ch) {
+          unpack16_ps(gc + ch * cb, bits, half, c);
+          for (int i = 0; i < m; ++i) {
+            const __m256 qv = _mm256_set1_ps(qs[i * d + ch]);
+            acc[i][0] = _mm256_fmadd_ps(qv, c[0], acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(qv, c[1], acc[i][1]);
+          }
+        }
         for (int i = 0; i < m; ++i) {
-          const __m256 q = _mm256_set1_ps(qs[(i0 + i) * qs_stride + ch]);
-          acc[i][0] = _mm256_fmadd_ps(q, c[0], acc[i][0]);
-          acc[i][1] = _mm256_fmadd_ps(q, c[1], acc[i][1]);
+          const __m256 bv = _mm256_set1_ps(beta[i]);
+          float* out = sc + (i0 + i) * sc_stride + 32 * g + 16 * half;
+          _mm256_storeu_ps(out, _mm256_add_ps(acc[i][0], bv));
+          _mm256_storeu_ps(out + 8, _mm256_add_ps(acc[i][1], bv));
         }
       }
-      for (int i = 0; i < m; ++i)
-        for (int v = 0; v < 2; ++v) _mm256_storeu_ps(sc + (i0 + i) * sc_stride + 16 * half + 8 * v, acc[i][v]);
     }
   }
 }
 
-void a_kivi_value_axpy(const uint8_t* codes, int bits, const float* ps, const float* pm, int nq, float* out,
-                       int64_t out_stride) {
-  __m256 c[4];
-  unpack16_ps(codes, bits, 0, c);
-  unpack16_ps(codes, bits, 1, c + 2);
-  for (int i = 0; i < nq; ++i) {
-    const __m256 p = _mm256_set1_ps(ps[i]), m = _mm256_set1_ps(pm[i]);
-    float* o = out + i * out_stride;
-    for (int v = 0; v < 4; ++v) _mm256_storeu_ps(o + 8 * v, _mm256_add_ps(_mm256_fmadd_ps(p, c[v], _mm256_loadu_ps(o + 8 * v)), m));
+// M queries x one 32-channel group: 4M sums stay in registers across all n tokens; each token's codes
+// are unpacked once for the M queries, and the minimum term is a scalar chain per query.
+template <int M>
+void kivi_values_group(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride,
+                       int64_t n, int bits, const float* p, int64_t p_stride, float* out, int64_t out_stride) {
+  const int64_t cb = 4 * bits;
+  __m256 acc[M][4];
+  float msum[M];
+  for (int i = 0; i < M; ++i) {
+    msum[i] = 0.0f;
+    for (int v = 0; v < 4; ++v) acc[i][v] = _mm256_loadu_ps(out + i * out_stride + 8 * v);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t e = t * token_stride;
+    const float s = h2f(scale[e]), mnv = h2f(mn[e]);
+    __m256 c[4];
+    unpack16_ps(codes + e * cb, bits, 0, c);
+    unpack16_ps(codes + e * cb, bits, 1, c + 2);
+    for (int i = 0; i < M; ++i) {
+      const float pt = p[i * p_stride + t];
+      const __m256 ps = _mm256_set1_ps(pt * s);
+      msum[i] = std::fma(pt, mnv, msum[i]);
+      for (int v = 0; v < 4; ++v) acc[i][v] = _mm256_fmadd_ps(ps, c[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    const __m256 mv = _mm256_set1_ps(msum[i]);
+    for (int v = 0; v < 4; ++v) _mm256_storeu_ps(out + i * out_stride + 8 * v, _mm256_add_ps(acc[i][v], mv));
+  }
+}
+
+void a_kivi_values(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride, int64_t n,
+                   int64_t d, int bits, const float* p, int64_t p_stride, int nq, float* out, int64_t out_stride) {
+  const int64_t cb = 4 * bits;
+  for (int64_t j = 0; j < d / 32; ++j) {
+    for (int i0 = 0; i0 < nq;) {
+      const int m = std::min(3, nq - i0);  // 12 sums + 4 code vectors fill the 16 registers
+      const float* pi = p + i0 * p_stride;
+      float* oi = out + i0 * out_stride + 32 * j;
+      if (m == 3) kivi_values_group<3>(scale + j, mn + j, codes + j * cb, token_stride, n, bits, pi, p_stride, oi, out_stride);
+      else if (m == 2) kivi_values_group<2>(scale + j, mn + j, codes + j * cb, token_stride, n, bits, pi, p_stride, oi, out_stride);
+      else kivi_values_group<1>(scale + j, mn + j, codes + j * cb, token_stride, n, bits, pi, p_stride, oi, out_stride);
+      i0 += m;
+    }
   }
 }
 
@@ -917,8 +984,8 @@ double avx2_probe_int8(int64_t iters) {
 
 KernelTable avx2_kernels() {
   return {"avx2",         a_dot_f32,      a_dot_q8_0,     a_dot_q4_0,     a_dot_q4_1,       a_dot_f16,
-          a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_key_scores,
-          a_kivi_value_axpy, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
+          a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_keys,
+          a_kivi_values, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
           a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
           a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8,
           a_silu_mul, a_accumulate_f32, a_dot_keys_f32, a_gemm_f16};

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 namespace pyrt::cpu {
 namespace {
@@ -107,22 +108,50 @@ void unpack32(const uint8_t* codes, int bits, float* out) {
     for (int j = 0; j < per_byte; ++j) out[i * per_byte + j] = lut[codes[i] * per_byte + j];
 }
 
-void g_kivi_key_scores(const uint8_t* codes, int64_t code_stride, const float* qs, int64_t qs_stride, int nq,
-                       int64_t d, int bits, float* sc, int64_t sc_stride) {
+void g_kivi_keys(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t group_stride,
+                 int64_t n_groups, int64_t d, int bits, const float* q, int64_t q_stride, int nq, float* sc,
+                 int64_t sc_stride) {
+  const int64_t cb = 4 * bits;
+  std::vector<float> qs(static_cast<size_t>(d));
   float c32[32];
-  for (int64_t c = 0; c < d; ++c) {
-    unpack32(codes + c * code_stride, bits, c32);
-    for (int i = 0; i < nq; ++i)
-      for (int t = 0; t < 32; ++t) sc[i * sc_stride + t] += qs[i * qs_stride + c] * c32[t];
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const int64_t e0 = g * group_stride;
+    for (int i = 0; i < nq; ++i) {
+      const float* qi = q + i * q_stride;
+      float* s = sc + i * sc_stride + 32 * g;
+      float beta = 0.0f;
+      for (int64_t c = 0; c < d; ++c) {
+        qs[c] = qi[c] * fp16_to_fp32(scale[e0 + c]);
+        beta += qi[c] * fp16_to_fp32(mn[e0 + c]);
+      }
+      std::fill(s, s + 32, 0.0f);
+      for (int64_t c = 0; c < d; ++c) {
+        unpack32(codes + (e0 + c) * cb, bits, c32);
+        for (int t = 0; t < 32; ++t) s[t] += qs[c] * c32[t];
+      }
+      for (int t = 0; t < 32; ++t) s[t] += beta;
+    }
   }
 }
 
-void g_kivi_value_axpy(const uint8_t* codes, int bits, const float* ps, const float* pm, int nq, float* out,
-                       int64_t out_stride) {
+void g_kivi_values(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride, int64_t n,
+                   int64_t d, int bits, const float* p, int64_t p_stride, int nq, float* out, int64_t out_stride) {
+  const int64_t cb = 4 * bits;
   float c32[32];
-  unpack32(codes, bits, c32);
-  for (int i = 0; i < nq; ++i)
-    for (int c = 0; c < 32; ++c) out[i * out_stride + c] += ps[i] * c32[c] + pm[i];
+  for (int i = 0; i < nq; ++i) {
+    for (int64_t j = 0; j < d / 32; ++j) {
+      float* o = out + i * out_stride + 32 * j;
+      float msum = 0.0f;
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t e = t * token_stride + j;
+        const float pt = p[i * p_stride + t], ps = pt * fp16_to_fp32(scale[e]);
+        msum += pt * fp16_to_fp32(mn[e]);
+        unpack32(codes + e * cb, bits, c32);
+        for (int c = 0; c < 32; ++c) o[c] += ps * c32[c];
+      }
+      for (int c = 0; c < 32; ++c) o[c] += msum;
+    }
+  }
 }
 
 void g_quantize_q8a(const float* x, int64_t n, BlockQ8A* out) {
@@ -231,8 +260,8 @@ void g_dot_keys_f32(const float* q, const float* rows, int64_t stride, int64_t n
 
 KernelTable generic_kernels() {
   return {"generic",      g_dot_f32,      g_dot_q8_0,     g_dot_q4_0,     g_dot_q4_1,       g_dot_f16,
-          g_dot_bf16,     g_axpy_f32,     g_axpy_f16,     g_axpy_q8_0,    g_axpy_q4_0,      g_kivi_key_scores,
-          g_kivi_value_axpy, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
+          g_dot_bf16,     g_axpy_f32,     g_axpy_f16,     g_axpy_q8_0,    g_axpy_q4_0,      g_kivi_keys,
+          g_kivi_values, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
           gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row, g_accumulate_f16, g_accumulate_q8_0,
           g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic,
           g_silu_mul, g_accumulate_f32, g_dot_keys_f32, gemm_f16_generic};
