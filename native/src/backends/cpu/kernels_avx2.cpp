@@ -195,108 +195,154 @@ inline void unpack16_ps(const uint8_t* codes, int bits, int half, __m256 out[2])
   }
 }
 
-// Per group: the queries' q * s (stack) and q . mn (8 lanes, then hsum); then token halves (2 vectors)
-// x up to 4 queries keep 8 sums, 2 code vectors and a broadcast in registers, each channel's codes
-// unpacked once per half for all queries.
-void a_kivi_keys(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t group_stride,
-                 int64_t n_groups, int64_t d, int bits, const float* q, int64_t q_stride, int nq, float* sc,
-                 int64_t sc_stride) {
-  const int64_t cb = 4 * bits;
-  thread_local std::vector<float> qs_buf;
-  qs_buf.resize(static_cast<size_t>(4 * d));
-  float* qs = qs_buf.data();
+// Keys, one group, M queries, one half of the group's 32 tokens: 2M sums, 2 code vectors and a
+// broadcast stay in registers (M, BITS and HALF are template constants so nothing spills), each
+// channel's codes unpacked once for all M queries.
+template <int M, int BITS, int HALF>
+void kivi_key_half(const uint8_t* gc, const float* qs, int64_t d, const float* beta, float* sc, int64_t sc_stride) {
+  constexpr int64_t cb = 4 * BITS;
+  __m256 acc[M][2];
+  for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int64_t ch = 0; ch < d; ++ch) {
+    __m256 c[2];
+    unpack16_ps(gc + ch * cb, BITS, HALF, c);
+    for (int i = 0; i < M; ++i) {
+      const __m256 qv = _mm256_set1_ps(qs[i * d + ch]);
+      acc[i][0] = _mm256_fmadd_ps(qv, c[0], acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(qv, c[1], acc[i][1]);
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    const __m256 bv = _mm256_set1_ps(beta[i]);
+    _mm256_storeu_ps(sc + i * sc_stride + 16 * HALF, _mm256_add_ps(acc[i][0], bv));
+    _mm256_storeu_ps(sc + i * sc_stride + 16 * HALF + 8, _mm256_add_ps(acc[i][1], bv));
+  }
+}
+
+// Keys for M queries over all groups: per group the queries' q * s (to the stack) and q . mn (8 lanes,
+// then hsum), then the two token halves.
+template <int M, int BITS>
+void kivi_keys_m(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t group_stride,
+                 int64_t n_groups, int64_t d, const float* q, int64_t q_stride, float* sc, int64_t sc_stride,
+                 float* qs) {
   for (int64_t g = 0; g < n_groups; ++g) {
     const int64_t e0 = g * group_stride;
-    const uint8_t* gc = codes + e0 * cb;
-    for (int i0 = 0; i0 < nq; i0 += 4) {
-      const int m = std::min(4, nq - i0);
-      float beta[4];
-      for (int i = 0; i < m; ++i) {
-        const float* qi = q + (i0 + i) * q_stride;
-        __m256 b = _mm256_setzero_ps();
-        int64_t c = 0;
-        for (; c + 8 <= d; c += 8) {
-          const __m256 qv = _mm256_loadu_ps(qi + c);
-          const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scale + e0 + c)));
-          const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + e0 + c)));
-          _mm256_storeu_ps(qs + i * d + c, _mm256_mul_ps(qv, sv));
-          b = _mm256_fmadd_ps(qv, mv, b);
-        }
-        float bt = hsum(b);
-        for (; c < d; ++c) {
-          qs[i * d + c] = qi[c] * h2f(scale[e0 + c]);
-          bt = std::fma(qi[c], h2f(mn[e0 + c]), bt);
-        }
-        beta[i] = bt;
+    float beta[M];
+    for (int i = 0; i < M; ++i) {
+      const float* qi = q + i * q_stride;
+      __m256 b = _mm256_setzero_ps();
+      int64_t c = 0;
+      for (; c + 8 <= d; c += 8) {
+        const __m256 qv = _mm256_loadu_ps(qi + c);
+        const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scale + e0 + c)));
+        const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + e0 + c)));
+        _mm256_storeu_ps(qs + i * d + c, _mm256_mul_ps(qv, sv));
+        b = _mm256_fmadd_ps(qv, mv, b);
       }
-      for (int half = 0; half < 2; ++half) {
-        __m256 acc[4][2];
-        for (int i = 0; i < m; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-        __m256 c[2];
-        for (int64_t ch = 0; ch < d; ++ch) {
-          unpack16_ps(gc + ch * cb, bits, half, c);
-          for (int i = 0; i < m; ++i) {
-            const __m256 qv = _mm256_set1_ps(qs[i * d + ch]);
-            acc[i][0] = _mm256_fmadd_ps(qv, c[0], acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(qv, c[1], acc[i][1]);
-          }
-        }
-        for (int i = 0; i < m; ++i) {
-          const __m256 bv = _mm256_set1_ps(beta[i]);
-          float* out = sc + (i0 + i) * sc_stride + 32 * g + 16 * half;
-          _mm256_storeu_ps(out, _mm256_add_ps(acc[i][0], bv));
-          _mm256_storeu_ps(out + 8, _mm256_add_ps(acc[i][1], bv));
-        }
+      float bt = hsum(b);
+      for (; c < d; ++c) {
+        qs[i * d + c] = qi[c] * h2f(scale[e0 + c]);
+        bt = std::fma(qi[c], h2f(mn[e0 + c]), bt);
       }
+      beta[i] = bt;
+    }
+    const uint8_t* gc = codes + e0 * 4 * BITS;
+    kivi_key_half<M, BITS, 0>(gc, qs, d, beta, sc + 32 * g, sc_stride);
+    kivi_key_half<M, BITS, 1>(gc, qs, d, beta, sc + 32 * g, sc_stride);
+  }
+}
+
+template <int BITS>
+void kivi_keys_bits(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t group_stride,
+                    int64_t n_groups, int64_t d, const float* q, int64_t q_stride, int nq, float* sc,
+                    int64_t sc_stride) {
+  thread_local std::vector<float> qs;
+  qs.resize(static_cast<size_t>(4 * d));
+  for (int i0 = 0; i0 < nq; i0 += 4) {
+    const float* qi = q + i0 * q_stride;
+    float* si = sc + i0 * sc_stride;
+    switch (std::min(4, nq - i0)) {
+      case 4: kivi_keys_m<4, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data()); break;
+      case 3: kivi_keys_m<3, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data()); break;
+      case 2: kivi_keys_m<2, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data()); break;
+      default: kivi_keys_m<1, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data());
     }
   }
 }
 
-// M queries x one 32-channel group: 4M sums stay in registers across all n tokens; each token's codes
-// are unpacked once for the M queries, and the minimum term is a scalar chain per query.
-template <int M>
-void kivi_values_group(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride,
-                       int64_t n, int bits, const float* p, int64_t p_stride, float* out, int64_t out_stride) {
-  const int64_t cb = 4 * bits;
-  __m256 acc[M][4];
-  float msum[M];
+void a_kivi_keys(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t group_stride,
+                 int64_t n_groups, int64_t d, int bits, const float* q, int64_t q_stride, int nq, float* sc,
+                 int64_t sc_stride) {
+  (bits == 4 ? kivi_keys_bits<4> : kivi_keys_bits<2>)(scale, mn, codes, group_stride, n_groups, d, q, q_stride, nq,
+                                                       sc, sc_stride);
+}
+
+// Values, M queries x one half (16 channels) of a 32-channel group: 2M sums stay in registers across all
+// n tokens, each token's codes unpacked once for the M queries. The minimum term (a scalar chain per
+// query) is summed in the first half's pass and added to both halves.
+template <int M, int BITS, int HALF>
+void kivi_values_half(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride,
+                      int64_t n, const float* p, int64_t p_stride, float* out, int64_t out_stride, float* msum) {
+  constexpr int64_t cb = 4 * BITS;
+  __m256 acc[M][2];
+  float m[M];
   for (int i = 0; i < M; ++i) {
-    msum[i] = 0.0f;
-    for (int v = 0; v < 4; ++v) acc[i][v] = _mm256_loadu_ps(out + i * out_stride + 8 * v);
+    m[i] = 0.0f;
+    for (int v = 0; v < 2; ++v) acc[i][v] = _mm256_loadu_ps(out + i * out_stride + 16 * HALF + 8 * v);
   }
   for (int64_t t = 0; t < n; ++t) {
     const int64_t e = t * token_stride;
-    const float s = h2f(scale[e]), mnv = h2f(mn[e]);
-    __m256 c[4];
-    unpack16_ps(codes + e * cb, bits, 0, c);
-    unpack16_ps(codes + e * cb, bits, 1, c + 2);
+    const float s = h2f(scale[e]);
+    __m256 c[2];
+    unpack16_ps(codes + e * cb, BITS, HALF, c);
+    if (HALF == 0) {
+      const float mv = h2f(mn[e]);
+      for (int i = 0; i < M; ++i) m[i] = std::fma(p[i * p_stride + t], mv, m[i]);
+    }
     for (int i = 0; i < M; ++i) {
-      const float pt = p[i * p_stride + t];
-      const __m256 ps = _mm256_set1_ps(pt * s);
-      msum[i] = std::fma(pt, mnv, msum[i]);
-      for (int v = 0; v < 4; ++v) acc[i][v] = _mm256_fmadd_ps(ps, c[v], acc[i][v]);
+      const __m256 ps = _mm256_set1_ps(p[i * p_stride + t] * s);
+      acc[i][0] = _mm256_fmadd_ps(ps, c[0], acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(ps, c[1], acc[i][1]);
     }
   }
   for (int i = 0; i < M; ++i) {
+    if (HALF == 0) msum[i] = m[i];
     const __m256 mv = _mm256_set1_ps(msum[i]);
-    for (int v = 0; v < 4; ++v) _mm256_storeu_ps(out + i * out_stride + 8 * v, _mm256_add_ps(acc[i][v], mv));
+    for (int v = 0; v < 2; ++v) _mm256_storeu_ps(out + i * out_stride + 16 * HALF + 8 * v, _mm256_add_ps(acc[i][v], mv));
+  }
+}
+
+template <int M, int BITS>
+void kivi_values_m(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride, int64_t n,
+                   const float* p, int64_t p_stride, float* out, int64_t out_stride) {
+  float msum[M];
+  kivi_values_half<M, BITS, 0>(scale, mn, codes, token_stride, n, p, p_stride, out, out_stride, msum);
+  kivi_values_half<M, BITS, 1>(scale, mn, codes, token_stride, n, p, p_stride, out, out_stride, msum);
+}
+
+template <int BITS>
+void kivi_values_bits(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride, int64_t n,
+                      int64_t d, const float* p, int64_t p_stride, int nq, float* out, int64_t out_stride) {
+  constexpr int64_t cb = 4 * BITS;
+  for (int64_t j = 0; j < d / 32; ++j) {
+    for (int i0 = 0; i0 < nq; i0 += 4) {
+      const float* pi = p + i0 * p_stride;
+      float* oi = out + i0 * out_stride + 32 * j;
+      const uint8_t* cj = codes + j * cb;
+      switch (std::min(4, nq - i0)) {
+        case 4: kivi_values_m<4, BITS>(scale + j, mn + j, cj, token_stride, n, pi, p_stride, oi, out_stride); break;
+        case 3: kivi_values_m<3, BITS>(scale + j, mn + j, cj, token_stride, n, pi, p_stride, oi, out_stride); break;
+        case 2: kivi_values_m<2, BITS>(scale + j, mn + j, cj, token_stride, n, pi, p_stride, oi, out_stride); break;
+        default: kivi_values_m<1, BITS>(scale + j, mn + j, cj, token_stride, n, pi, p_stride, oi, out_stride);
+      }
+    }
   }
 }
 
 void a_kivi_values(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride, int64_t n,
                    int64_t d, int bits, const float* p, int64_t p_stride, int nq, float* out, int64_t out_stride) {
-  const int64_t cb = 4 * bits;
-  for (int64_t j = 0; j < d / 32; ++j) {
-    for (int i0 = 0; i0 < nq;) {
-      const int m = std::min(3, nq - i0);  // 12 sums + 4 code vectors fill the 16 registers
-      const float* pi = p + i0 * p_stride;
-      float* oi = out + i0 * out_stride + 32 * j;
-      if (m == 3) kivi_values_group<3>(scale + j, mn + j, codes + j * cb, token_stride, n, bits, pi, p_stride, oi, out_stride);
-      else if (m == 2) kivi_values_group<2>(scale + j, mn + j, codes + j * cb, token_stride, n, bits, pi, p_stride, oi, out_stride);
-      else kivi_values_group<1>(scale + j, mn + j, codes + j * cb, token_stride, n, bits, pi, p_stride, oi, out_stride);
-      i0 += m;
-    }
-  }
+  (bits == 4 ? kivi_values_bits<4> : kivi_values_bits<2>)(scale, mn, codes, token_stride, n, d, p, p_stride, nq, out,
+                                                          out_stride);
 }
 
 void a_quantize_q8a(const float* x, int64_t n, BlockQ8A* out) {
