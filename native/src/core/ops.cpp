@@ -1,6 +1,8 @@
 #include "core/ops.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "backends/cpu/kernels.h"
 #include "pyrt/error.h"
@@ -65,69 +67,109 @@ int64_t conv1d(const Weight& w, const float* bias, const float* x, int64_t T_in,
   return T_out;
 }
 
-void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& pool) {
-  const cpu::KernelTable& k = cpu::kernels();
+namespace {
+
+// Float tiles: a multiple of the 3-row register tile. Integer prefill: tiles of 16 rows (one packed
+// panel) x 96 tokens (a multiple of the 3-token register tile) keep the activation blocks in L2 while
+// rows stream.
+constexpr int64_t kRowsPerTask = 15, kTileRows = 16, kTileTokens = 96;
+
+// One weight's share of a matmul: `n_tasks` independent tasks over its rows.
+struct MatmulPart {
+  int64_t n_tasks = 0;
+  std::function<void(int64_t)> run;
+};
+
+MatmulPart plan_matmul(const cpu::KernelTable& k, const Weight& w, const float* x, const cpu::BlockQ8A* xq, int64_t T,
+                       float* y, int threads) {
   const int64_t N = w.rows, K = w.cols;
-  constexpr int64_t kRowsPerTask = 15;  // float tiles: a multiple of the 3-row register tile
   const int64_t n_tasks = (N + kRowsPerTask - 1) / kRowsPerTask;
-  if (w.q8_activations && cpu::has_q8a_dot(w.type) && K % 32 == 0) {
-    // Quantize each activation row once (8-bit blocks), then integer dots against the mapped rows.
-    std::vector<cpu::BlockQ8A> xq(static_cast<size_t>(T * (K / 32)));
+  // Few tokens: few long contiguous chunks (4 per thread) rather than many small ones, so each thread
+  // streams its rows sequentially, which the hardware prefetchers reward (decode is bandwidth-bound).
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N / 16, int64_t(threads) * 4));
+  const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
+  if (xq) {  // integer dots of the mapped rows against the 8-bit activation blocks
     const int64_t nb = K / 32;
-    if (T == 1) k.quantize_q8a(x, K, xq.data());
-    else pool.run(T, [&](int64_t t) { k.quantize_q8a(x + t * K, K, xq.data() + t * nb); });
-    // Few long contiguous chunks (4 per thread) rather than many small ones: each thread then streams
-    // its rows sequentially, which the hardware prefetchers reward (decode is bandwidth-bound).
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N / 16, int64_t(pool.size()) * 4));
-    const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
     if (T < 4) {
-      pool.run(chunks, [&](int64_t c) {
-        const int64_t r0 = c * rows_per_chunk, r1 = std::min(N, r0 + rows_per_chunk);
-        if (r0 < r1) k.gemm_q8a(w.type, w.data + r0 * w.row_stride, w.row_stride, r1 - r0, xq.data(), T, K, y + r0, N);
-      });
-      return;
+      return {chunks, [&k, &w, xq, T, y, N, K, rows_per_chunk](int64_t c) {
+                const int64_t r0 = c * rows_per_chunk, r1 = std::min(N, r0 + rows_per_chunk);
+                if (r0 < r1) k.gemm_q8a(w.type, w.data + r0 * w.row_stride, w.row_stride, r1 - r0, xq, T, K, y + r0, N);
+              }};
     }
-    // Prefill: tiles of 16 rows (one packed panel) x 96 tokens (a multiple of the 3-token register
-    // tile) keep the activation blocks in L2 while rows stream.
-    constexpr int64_t kTileRows = 16, kTileTokens = 96;
     const int64_t row_tiles = (N + kTileRows - 1) / kTileRows, tok_tiles = (T + kTileTokens - 1) / kTileTokens;
-    pool.run(row_tiles * tok_tiles, [&](int64_t task) {
-      const int64_t r0 = (task / tok_tiles) * kTileRows, t0 = (task % tok_tiles) * kTileTokens;
-      k.gemm_q8a(w.type, w.data + r0 * w.row_stride, w.row_stride, std::min(kTileRows, N - r0), xq.data() + t0 * nb,
-                 std::min(kTileTokens, T - t0), K, y + t0 * N + r0, N);
-    });
-    return;
+    return {row_tiles * tok_tiles, [&k, &w, xq, T, y, N, K, nb, tok_tiles](int64_t task) {
+              const int64_t r0 = (task / tok_tiles) * kTileRows, t0 = (task % tok_tiles) * kTileTokens;
+              k.gemm_q8a(w.type, w.data + r0 * w.row_stride, w.row_stride, std::min(kTileRows, N - r0), xq + t0 * nb,
+                         std::min(kTileTokens, T - t0), K, y + t0 * N + r0, N);
+            }};
   }
-  if (T < 4 || w.type == GgmlType::F32) {
-    // Few tokens: fused dequantize-dot straight from the mapped weights, long contiguous chunks.
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(N / 16, int64_t(pool.size()) * 4));
-    const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
-    pool.run(chunks, [&](int64_t c) {
-      const int64_t r1 = std::min(N, (c + 1) * rows_per_chunk);
-      for (int64_t r = c * rows_per_chunk; r < r1; ++r) {
-        const uint8_t* row = w.data + r * w.row_stride;
-        for (int64_t t = 0; t < T; ++t) y[t * N + r] = cpu::dot_row(k, w.type, row, x + t * K, K);
-      }
-    });
-    return;
+  if (T < 4 || w.type == GgmlType::F32) {  // fused dequantize-dot straight from the mapped weights
+    return {chunks, [&k, &w, x, T, y, N, K, rows_per_chunk](int64_t c) {
+              const int64_t r1 = std::min(N, (c + 1) * rows_per_chunk);
+              for (int64_t r = c * rows_per_chunk; r < r1; ++r) {
+                const uint8_t* row = w.data + r * w.row_stride;
+                for (int64_t t = 0; t < T; ++t) y[t * N + r] = cpu::dot_row(k, w.type, row, x + t * K, K);
+              }
+            }};
   }
-  if (w.type == GgmlType::F16) {
-    // F16 rows straight from the mapping (converted in registers), 15-row tasks over all tokens.
-    pool.run(n_tasks, [&](int64_t task) {
-      const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);
-      k.gemm_f16(reinterpret_cast<const uint16_t*>(w.data + r0 * w.row_stride), static_cast<int64_t>(w.row_stride / 2),
-                 r1 - r0, x, T, K, y + r0, N);
-    });
-    return;
+  if (w.type == GgmlType::F16) {  // fp16 rows straight from the mapping (converted in registers)
+    return {n_tasks, [&k, &w, x, T, y, N, K](int64_t task) {
+              const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);
+              k.gemm_f16(reinterpret_cast<const uint16_t*>(w.data + r0 * w.row_stride),
+                         static_cast<int64_t>(w.row_stride / 2), r1 - r0, x, T, K, y + r0, N);
+            }};
   }
   // Other types with many tokens: dequantize a tile of rows once, reuse it for every token.
-  pool.run(n_tasks, [&](int64_t task) {
-    thread_local std::vector<float> tile;
-    const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);
-    tile.resize(static_cast<size_t>(kRowsPerTask * K));
-    for (int64_t r = r0; r < r1; ++r) cpu::dequantize_row_fast(k, w.type, w.data + r * w.row_stride, tile.data() + (r - r0) * K, K);
-    k.gemm_f32(tile.data(), r1 - r0, x, T, K, y + r0, N);
+  return {n_tasks, [&k, &w, x, T, y, N, K](int64_t task) {
+            thread_local std::vector<float> tile;
+            const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);
+            tile.resize(static_cast<size_t>(kRowsPerTask * K));
+            for (int64_t r = r0; r < r1; ++r) {
+              cpu::dequantize_row_fast(k, w.type, w.data + r * w.row_stride, tile.data() + (r - r0) * K, K);
+            }
+            k.gemm_f32(tile.data(), r1 - r0, x, T, K, y + r0, N);
+          }};
+}
+
+}  // namespace
+
+void matmul_shared_input(const Weight* const* ws, float* const* ys, int n_w, const float* x, int64_t T,
+                         ThreadPool& pool) {
+  const cpu::KernelTable& k = cpu::kernels();
+  const int64_t K = ws[0]->cols;
+  bool any_q8a = false;
+  for (int i = 0; i < n_w; ++i) {
+    if (ws[i]->cols != K) {
+      fail(ErrorCode::kInternal, "weights '" + ws[0]->name + "' and '" + ws[i]->name + "' do not take the same input");
+    }
+    any_q8a |= ws[i]->q8_activations && cpu::has_q8a_dot(ws[i]->type) && K % 32 == 0;
+  }
+  // The activations are quantized to 8-bit blocks once for every weight that multiplies them.
+  std::vector<cpu::BlockQ8A> xq;
+  if (any_q8a) {
+    const int64_t nb = K / 32;
+    xq.resize(static_cast<size_t>(T * nb));
+    if (T == 1) k.quantize_q8a(x, K, xq.data());
+    else pool.run(T, [&](int64_t t) { k.quantize_q8a(x + t * K, K, xq.data() + t * nb); });
+  }
+  std::vector<MatmulPart> parts;
+  int64_t total = 0;
+  for (int i = 0; i < n_w; ++i) {
+    const bool q8a = ws[i]->q8_activations && cpu::has_q8a_dot(ws[i]->type) && K % 32 == 0;
+    parts.push_back(plan_matmul(k, *ws[i], x, q8a ? xq.data() : nullptr, T, ys[i], pool.size()));
+    total += parts.back().n_tasks;
+  }
+  pool.run(total, [&](int64_t task) {
+    size_t p = 0;
+    while (task >= parts[p].n_tasks) task -= parts[p++].n_tasks;
+    parts[p].run(task);
   });
+}
+
+void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& pool) {
+  const Weight* ws[1] = {&w};
+  float* ys[1] = {y};
+  matmul_shared_input(ws, ys, 1, x, T, pool);
 }
 
 void add_bias(float* y, const float* bias, int64_t T, int64_t n) {

@@ -32,6 +32,11 @@ int64_t conv1d(const Weight& w, const float* bias, const float* x, int64_t T_in,
                int pad, float* out, ThreadPool& pool);
 // y[T, rows] = x[T, cols] @ W^T
 void matmul(const Weight& w, const float* x, int64_t T, float* y, ThreadPool& pool);
+// ys[i] = x @ ws[i]^T for n_w weights that read the same input (Q/K/V, gate/up): the activations are
+// quantized once and one pool run covers every weight's rows, so decode pays one thread handoff, not
+// one per matrix. Each output is exactly what matmul() gives.
+void matmul_shared_input(const Weight* const* ws, float* const* ys, int n_w, const float* x, int64_t T,
+                         ThreadPool& pool);
 // Adds a bias vector of n floats to each of T rows.
 void add_bias(float* y, const float* bias, int64_t T, int64_t n);
 

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
+#include <vector>
 
 #include "core/ops.h"
 #include "memory/kv_cache.h"
@@ -60,6 +62,9 @@ class LlamaSession : public Session {
   void after_ffn(ChunkState& cs) const;  // residual
   void head(const ChunkState& cs, float* logits, bool all_logits) const;  // logits of valid rows (or the last)
   void linear_cpu(const Weight& w, const ChunkState& cs, const float* in, float* out);
+  // Weights reading the same input (Q/K/V, gate/up) in one pool run; same numbers as one by one.
+  void linear_cpu_shared(std::initializer_list<const Weight*> ws, const ChunkState& cs, const float* in,
+                         std::initializer_list<float*> outs);
   void linear_finish(const Weight& w, const ChunkState& cs, const float* in, const NpuPlan::Scratch& sc, float* out);
 
   // The whole chunk on the CPU, stage after stage.
@@ -267,6 +272,18 @@ void LlamaSession::linear_cpu(const Weight& w, const ChunkState& cs, const float
   if (observer_) observer_(w, in, cs.valid, out);
 }
 
+void LlamaSession::linear_cpu_shared(std::initializer_list<const Weight*> ws, const ChunkState& cs, const float* in,
+                                     std::initializer_list<float*> outs) {
+  const std::vector<const Weight*> w(ws);
+  const std::vector<float*> y(outs);
+  matmul_shared_input(w.data(), y.data(), static_cast<int>(w.size()), in, cs.rows, m_.pool());
+  for (size_t i = 0; i < w.size(); ++i) {
+    ++placement_.cpu_linear_calls;
+    placement_.cpu_linear_macs += double(cs.rows) * double(w[i]->rows) * double(w[i]->cols);
+    if (observer_) observer_(*w[i], in, cs.valid, y[i]);
+  }
+}
+
 void LlamaSession::linear_finish(const Weight& w, const ChunkState& cs, const float* in, const NpuPlan::Scratch& sc, float* out) {
   m_.npu->finish(w, in, sc, out, placement_);
   if (observer_) observer_(w, in, cs.valid, out);
@@ -308,14 +325,11 @@ void LlamaSession::forward_cpu(ChunkState& cs) {
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaLayer& L = m_.layers[il];
     rms_norm_rows(cs.x.data(), L.attn_norm, cs.xn.data(), cs.rows, hp.n_embd, hp.eps);
-    linear_cpu(L.wq, cs, cs.xn.data(), cs.q.data());
-    linear_cpu(L.wk, cs, cs.xn.data(), cs.k.data());
-    linear_cpu(L.wv, cs, cs.xn.data(), cs.v.data());
+    linear_cpu_shared({&L.wq, &L.wk, &L.wv}, cs, cs.xn.data(), {cs.q.data(), cs.k.data(), cs.v.data()});
     attention(cs, il);
     linear_cpu(L.wo, cs, cs.att.data(), cs.tmp.data());
     after_attention(cs, il);
-    linear_cpu(L.w_gate, cs, cs.xn.data(), cs.gate.data());
-    linear_cpu(L.w_up, cs, cs.xn.data(), cs.up.data());
+    linear_cpu_shared({&L.w_gate, &L.w_up}, cs, cs.xn.data(), {cs.gate.data(), cs.up.data()});
     silu_mul(cs.gate.data(), cs.up.data(), cs.rows * hp.n_ff, &m_.pool());
     linear_cpu(L.w_down, cs, cs.gate.data(), cs.tmp.data());
     after_ffn(cs);
