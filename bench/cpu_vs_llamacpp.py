@@ -69,6 +69,22 @@ def ours(model: Path, test: tuple[str, int, int], threads: int) -> tuple[float, 
     return float(json.loads(out.strip().splitlines()[-1])["tok_s"]), rss
 
 
+def native_bench() -> Path | None:
+    """pyrt-bench (apps/pyrt_bench.c): the same runtime through its C ABI, no Python in the process, so
+    its peak RSS is the runtime's own. Installed beside the Python module."""
+    import pyruntime
+
+    path = Path(pyruntime.__file__).parent / "pyrt-bench"
+    return path if path.is_file() else None
+
+
+def native(exe: Path, model: Path, test: tuple[str, int, int], threads: int) -> tuple[float, int]:
+    _, n_prompt, n_gen = test
+    cmd = [str(exe), "-m", str(model), "-t", str(threads), "-r", "1", "--json", "-p", str(n_prompt), "-n", str(n_gen)]
+    out, rss = sh(cmd)
+    return float(json.loads(out.strip().splitlines()[-1])["tok_s"]), rss
+
+
 def theirs(llama_bench: str, model: Path, test: tuple[str, int, int], threads: int) -> tuple[float, int]:
     _, n_prompt, n_gen = test
     cmd = [
@@ -247,16 +263,24 @@ def main() -> int:
     makers = {"smollm2": requantized_smollm2, "random-1b": random_1b}
     rows: list[dict[str, Any]] = []
     limits = machine_limits(a.threads)  # probed before and after the runs, best kept
+    exe = native_bench()
+    if exe is None:
+        print("pyrt-bench is not built beside the pyruntime module: no native (Python-free) column", flush=True)
     for model_name in a.models.split(","):
         for quant in a.quants.split(","):
             path = makers[model_name](a.cache, quant)
             ops = model_ops(path)
             for test in tests:
                 ours_ts, theirs_ts, ours_rss, theirs_rss = [], [], [], []
-                for _ in range(a.reps):  # alternate: both see the same machine state
+                native_ts, native_rss = [], []
+                for _ in range(a.reps):  # alternate: all see the same machine state
                     ts, rss = ours(path, test, a.threads)
                     ours_ts.append(ts)
                     ours_rss.append(rss)
+                    if exe is not None:
+                        ts, rss = native(exe, path, test, a.threads)
+                        native_ts.append(ts)
+                        native_rss.append(rss)
                     ts, rss = theirs(a.llama_bench, path, test, a.threads)
                     theirs_ts.append(ts)
                     theirs_rss.append(rss)
@@ -275,6 +299,12 @@ def main() -> int:
                     "ours_peak_rss_kib": max(ours_rss),
                     "llamacpp_peak_rss_kib": max(theirs_rss),
                 }
+                if native_ts:
+                    row |= {
+                        "native_tok_s": native_ts,
+                        "native_median": statistics.median(native_ts),
+                        "native_peak_rss_kib": max(native_rss),
+                    }
                 row["ratio_median"] = row["ours_median"] / row["llamacpp_median"]
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
@@ -310,16 +340,24 @@ def write_report(
         "of the probes taken with the runs and when the report was (re)built; peak = threads x one core, or all "
         "threads together if higher.",
         "",
-        "| model | type | test | pyruntime tok/s | llama.cpp tok/s | ratio | bound tok/s "
-        "| ours / llama.cpp of bound | peak RSS ours / llama.cpp (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "pyruntime = the Python SDK (`pyrt bench`); native = pyrt-bench, the same runtime through the C ABI "
+        "with no Python in the process (its RSS is the runtime's own; the SDK's adds the interpreter and numpy, "
+        "about 34 MiB).",
+        "",
+        "| model | type | test | pyruntime tok/s | llama.cpp tok/s | ratio | native tok/s | bound tok/s "
+        "| ours / llama.cpp of bound | peak RSS SDK / native / llama.cpp (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        has_native = "native_median" in r
         lines.append(
             f"| {r['model']} | {r['quant']} | {r['test']} | {r['ours_median']:.1f} ({r['ours_min']:.1f}) | "
             f"{r['llamacpp_median']:.1f} ({r['llamacpp_min']:.1f}) | {r['ratio_median']:.2f} | "
-            f"{r['bound_tok_s']:.0f} | {100 * r['ours_of_bound']:.0f}% / {100 * r['llamacpp_of_bound']:.0f}% | "
-            f"{r['ours_peak_rss_kib'] / 1024:.0f} / {r['llamacpp_peak_rss_kib'] / 1024:.0f} |"
+            + (f"{r['native_median']:.1f} | " if has_native else "- | ")
+            + f"{r['bound_tok_s']:.0f} | {100 * r['ours_of_bound']:.0f}% / {100 * r['llamacpp_of_bound']:.0f}% | "
+            f"{r['ours_peak_rss_kib'] / 1024:.0f} / "
+            + (f"{r['native_peak_rss_kib'] / 1024:.0f}" if has_native else "-")
+            + f" / {r['llamacpp_peak_rss_kib'] / 1024:.0f} |"
         )
     (out / "cpu_vs_llamacpp.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -126,3 +126,50 @@ def test_failed_loads_do_not_hang() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "ok", r.stderr
+
+
+def native_bench() -> Path:
+    from pyruntime import _core
+
+    path = Path(_core.__file__).parent / "pyrt-bench"
+    assert path.is_file(), f"{path} is not installed beside the Python module"
+    return path
+
+
+def test_native_bench_json(smollm2_path: Path) -> None:
+    """pyrt-bench runs the model through the C ABI alone and reports like `pyrt bench --json`."""
+    r = subprocess.run(
+        [str(native_bench()), "-m", str(smollm2_path), "-t", "2", "-p", "16", "-n", "4", "-r", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert [row["test"] for row in rows] == ["pp16", "tg4"]
+    for row in rows:
+        assert row["runs"] == 2 and row["model"] == str(smollm2_path)
+        assert 0 < row["tok_s_min"] <= row["tok_s"] <= row["tok_s_max"]
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["-m", "/nonexistent/model.gguf"], 1, "cannot load the model: /nonexistent/model.gguf"),
+        (["-m", "x.gguf", "-t", "0"], 2, "-t expects an integer in 1..256, got '0'"),
+        (["-m", "x.gguf", "-p", "12x"], 2, "-p expects an integer"),
+        (["-m", "x.gguf", "--frobnicate"], 2, "unknown option '--frobnicate'"),
+        (["-m"], 2, "option '-m' needs a value"),
+        ([], 2, "-m model.gguf is required"),
+    ],
+)
+def test_native_bench_bad_arguments(args: list[str], code: int, message: str) -> None:
+    r = subprocess.run([str(native_bench()), *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == code and message in r.stderr, (r.returncode, r.stderr)
+
+
+def test_native_bench_bad_kv_cache(smollm2_path: Path) -> None:
+    r = subprocess.run(
+        [str(native_bench()), "-m", str(smollm2_path), "--kv-cache", "q3_k"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 1 and "kv cache type 'q3_k': unknown type" in r.stderr, r.stderr
