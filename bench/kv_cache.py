@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,10 +54,13 @@ def memory_table(n_layers: int, n_kv_heads: int, head_dim: int) -> list[dict[str
 
 
 def quality(model_path: Path, n_tokens: int, threads: int, prefix: int = 64) -> list[dict[str, Any]]:
+    """Float activations (the exact path) isolate the cache's error: with 8-bit activations any change
+    in the attention output, however small, re-rolls the activations' rounding, and the KL between two
+    such re-rolls (~4e-3 on this model, whatever the cache) would swamp q8_0's and f16's."""
     text = BOTCHAN.read_text(encoding="utf-8")
-    ref_model = pyruntime.load(model_path, kv_cache="f32", threads=threads)
+    ref_model = pyruntime.load(model_path, kv_cache="f32", threads=threads, activations="f32")
     ids = ref_model.tokenize(text, add_special=False)[: n_tokens + prefix + 1]
-    models = {spec: pyruntime.load(model_path, kv_cache=spec, threads=threads) for spec in FORMATS}
+    models = {spec: pyruntime.load(model_path, kv_cache=spec, threads=threads, activations="f32") for spec in FORMATS}
     sessions = {"f32": ref_model.session(), **{s: m.session() for s, m in models.items()}}
     kl = {s: 0.0 for s in FORMATS}
     nll = {s: 0.0 for s in ["f32", *FORMATS]}
@@ -156,7 +160,8 @@ def markdown(result: dict[str, Any]) -> str:
     q = result["quality"]
     lines += [
         "",
-        f"## Quality: botchan.txt, {q[0]['prefix']}-token prefix then {q[0]['tokens']} tokens fed one by one",
+        f"## Quality: botchan.txt, {q[0]['prefix']}-token prefix then {q[0]['tokens']} tokens fed one by one "
+        "(float activations, so only the cache differs)",
         "",
         "| format | mean KL vs f32 cache | perplexity | vs f32 |",
         "|---|---|---|---|",
@@ -167,7 +172,8 @@ def markdown(result: dict[str, Any]) -> str:
         ctxs = sorted({r["context"] for r in result["speed"]})
         lines += [
             "",
-            "## Decode speed (tokens/s, median of 5 x 32 tokens, formats alternating) by context",
+            f"## Decode speed (tokens/s, median of 5 x 32 tokens, formats alternating) by context "
+            f"(commit {m.get('commit', '?')})",
             "",
             "| format | " + " | ".join(str(c) for c in ctxs) + " |",
             "|---|" + "---|" * len(ctxs),
@@ -226,7 +232,18 @@ def main() -> None:
     path = registry.pull("smollm2-135m-instruct", progress=None)
     out_json = a.out / "kv_cache.json"
     result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.exists() else {}
-    result["meta"] = {**machine_info(), "threads": a.threads, "model": path.name, "python": platform.python_version()}
+    commit = subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    result["meta"] = {
+        **machine_info(),
+        "threads": a.threads,
+        "model": path.name,
+        "python": platform.python_version(),
+        "commit": commit,
+    }
     if "memory" in parts:
         result["memory"] = memory_table(30, 3, 64)
         print("memory done", flush=True)
