@@ -4,7 +4,7 @@ compressed format vs dequantize-then-attend, and whole-model behaviour with each
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -175,23 +175,22 @@ def test_query_groups_get_the_single_query_numbers(spec: str, nq: int, kernel_ta
             np.testing.assert_array_equal(together, alone)
 
 
-def test_store_rejects_bad_arguments() -> None:
-    st = _core.KvStore("kivi4", True, 2, 64)
+@pytest.mark.parametrize(
+    "spec, keys, call, message",
+    [
+        ("kivi4", True, lambda st: st.dot_keys(2, np.zeros(64, np.float32), 10), "head 2 outside 0..1"),
+        ("kivi4", True, lambda st: st.dot_keys(0, np.zeros(32, np.float32), 10), "q has 32 values per row, the head"),
+        ("kivi4", True, lambda st: st.dot_keys(0, np.zeros(64, np.float32), 41), "n = 41 outside the 40 stored"),
+        ("q8_0", False, lambda st: st.accumulate(0, np.ones(41, np.float32), 64), "41 weights but 40 stored tokens"),
+        ("q8_0", False, lambda st: st.accumulate(0, np.ones(40, np.float32), 32), "head_dim 32, the store's is 64"),
+        ("q8_0", False, lambda st: st.accumulate(0, np.ones((1, 1, 5), np.float32), 64), "1-D or 2-D"),
+    ],
+)
+def test_store_rejects_bad_arguments(spec: str, keys: bool, call: Callable[[Any], Any], message: str) -> None:
+    st = _core.KvStore(spec, keys, 2, 64)
     st.append(np.zeros((40, 128), np.float32))
-    with pytest.raises(InvalidArgumentError, match="head 2 outside 0..1"):
-        st.dot_keys(2, np.zeros(64, np.float32), 10)
-    with pytest.raises(InvalidArgumentError, match="q has 32 values per row, the head dimension is 64"):
-        st.dot_keys(0, np.zeros(32, np.float32), 10)
-    with pytest.raises(InvalidArgumentError, match="n = 41 outside the 40 stored tokens"):
-        st.dot_keys(0, np.zeros(64, np.float32), 41)
-    vs = _core.KvStore("q8_0", False, 2, 64)
-    vs.append(np.zeros((5, 128), np.float32))
-    with pytest.raises(InvalidArgumentError, match="6 weights but 5 stored tokens"):
-        vs.accumulate(0, np.ones(6, np.float32), 64)
-    with pytest.raises(InvalidArgumentError, match="head_dim 32, the store's is 64"):
-        vs.accumulate(0, np.ones(5, np.float32), 32)
-    with pytest.raises(InvalidArgumentError, match="1-D or 2-D"):
-        vs.accumulate(0, np.ones((1, 1, 5), np.float32), 64)
+    with pytest.raises(InvalidArgumentError, match=message):
+        call(st)
 
 
 def test_bytes_per_token_relative_to_f16() -> None:
