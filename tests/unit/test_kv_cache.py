@@ -111,6 +111,14 @@ def dequantized_rows(spec: str, keys: bool, rows: np.ndarray, n_heads: int, d: i
     return out
 
 
+def filled_store(spec: str, keys: bool, rows: np.ndarray, n_heads: int, d: int) -> Any:
+    """A store holding `rows` as after a prefill (the KIVI schedule applied)."""
+    st = _core.KvStore(spec, keys, n_heads, d)
+    st.append(rows)
+    st.finish_step()
+    return st
+
+
 @pytest.fixture(params=["generic", "avx2"])
 def kernel_table(request: pytest.FixtureRequest) -> Iterator[str]:
     if not _core.set_kernels(request.param):
@@ -129,9 +137,7 @@ def test_attention_reads_compressed_cache_exactly(spec: str, T: int, kernel_tabl
     rng = np.random.default_rng(T)
     rows = rng.standard_normal((T, n_heads * d)).astype(np.float32)
     for keys in (True, False):
-        st = _core.KvStore(spec, keys, n_heads, d)
-        st.append(rows)
-        st.finish_step()
+        st = filled_store(spec, keys, rows, n_heads, d)
         deq = dequantized_rows(spec, keys, rows, n_heads, d)
         for n in sorted({T, min(T, T // 2 + 3)}):
             for h in range(n_heads):
@@ -159,9 +165,7 @@ def test_query_groups_get_the_single_query_numbers(spec: str, nq: int, kernel_ta
     rng = np.random.default_rng(nq)
     rows = rng.standard_normal((T, n_heads * d)).astype(np.float32)
     for keys in (True, False):
-        st = _core.KvStore(spec, keys, n_heads, d)
-        st.append(rows)
-        st.finish_step()
+        st = filled_store(spec, keys, rows, n_heads, d)
         for h in range(n_heads):
             if keys:
                 q = rng.standard_normal((nq, d)).astype(np.float32)
