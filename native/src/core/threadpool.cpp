@@ -1,6 +1,7 @@
 #include "pyrt/threadpool.h"
 
 #include <algorithm>
+#include <thread>
 
 namespace pyrt {
 
@@ -47,9 +48,17 @@ inline void cpu_relax() {
   asm volatile("yield");
 #endif
 }
-// Spin this many pauses (well under a millisecond) before sleeping: decode issues a job every few
+// Spin this many rounds (well under a millisecond) before sleeping: decode issues a job every few
 // tens of microseconds, and a futex sleep/wake costs about as much as a small job.
 constexpr int kSpin = 20000;
+// After this many rounds of pause, each round also yields the core: when other processes compete for
+// the cores, the thread being waited for may be descheduled, and a spinning waiter that keeps its core
+// would hold it back for a whole time slice per job (decode slowed 20x beside a second busy process).
+constexpr int kPauseOnly = 1000;
+inline void spin_round(int spin) {
+  if (spin < kPauseOnly) cpu_relax();
+  else std::this_thread::yield();
+}
 }  // namespace
 
 void ThreadPool::run(int64_t n, const std::function<void(int64_t)>& fn) {
@@ -70,7 +79,7 @@ void ThreadPool::run(int64_t n, const std::function<void(int64_t)>& fn) {
   wake_cv_.notify_all();
   drain();
   // The caller spins for the workers too: sleeping here would add a wake-up latency to every job.
-  for (int spin = 0; spin < kSpin && busy_workers_.load(std::memory_order_acquire) != 0; ++spin) cpu_relax();
+  for (int spin = 0; spin < kSpin && busy_workers_.load(std::memory_order_acquire) != 0; ++spin) spin_round(spin);
   std::exception_ptr err;
   {
     std::unique_lock<std::mutex> lk(mu_);
@@ -83,7 +92,7 @@ void ThreadPool::run(int64_t n, const std::function<void(int64_t)>& fn) {
 
 void ThreadPool::worker_loop(uint64_t seen) {
   for (;;) {
-    for (int spin = 0; spin < kSpin && generation_.load(std::memory_order_acquire) == seen; ++spin) cpu_relax();
+    for (int spin = 0; spin < kSpin && generation_.load(std::memory_order_acquire) == seen; ++spin) spin_round(spin);
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lk(mu_);
       wake_cv_.wait(lk, [&] { return generation_.load() != seen; });
