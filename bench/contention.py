@@ -23,27 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def rate(cmd: list[str], parse: str) -> float:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-    if parse == "pyrt":
-        return float(json.loads(r.stdout.strip().splitlines()[-1])["tok_s"])
-    return float(json.loads(r.stdout)[-1]["avg_ts"])
-
-
 def together(cmd: list[str], parse: str, copies: int) -> list[float]:
+    """Starts `copies` processes at once; their tokens/s (pyrt-bench's or llama-bench's JSON)."""
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(copies)]
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=900)
         if p.returncode != 0:
-            raise RuntimeError(stderr[-2000:])
-        out.append(
-            float(json.loads(stdout.strip().splitlines()[-1])["tok_s"])
-            if parse == "pyrt"
-            else float(json.loads(stdout)[-1]["avg_ts"])
-        )
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-2000:]}")
+        if parse == "pyrt":
+            out.append(float(json.loads(stdout.strip().splitlines()[-1])["tok_s"]))
+        else:
+            out.append(float(json.loads(stdout)[-1]["avg_ts"]))
     return out
 
 
@@ -62,48 +53,16 @@ def main() -> None:
     tests = {"pp512": (512, 0), "tg128": (0, 128)}
     rows: list[dict[str, Any]] = []
     for test, (p, n) in tests.items():
+        common = ["-m", str(a.model), "-t", str(a.threads), "-p", str(p), "-n", str(n), "-r", "1"]
         cmds = {
-            "pyruntime": (
-                [
-                    str(pyrt_bench),
-                    "-m",
-                    str(a.model),
-                    "-t",
-                    str(a.threads),
-                    "-p",
-                    str(p),
-                    "-n",
-                    str(n),
-                    "-r",
-                    "1",
-                    "--json",
-                ],
-                "pyrt",
-            ),
-            "llama.cpp": (
-                [
-                    a.llama_bench,
-                    "-m",
-                    str(a.model),
-                    "-t",
-                    str(a.threads),
-                    "-p",
-                    str(p),
-                    "-n",
-                    str(n),
-                    "-r",
-                    "1",
-                    "-o",
-                    "json",
-                ],
-                "llama",
-            ),
+            "pyruntime": ([str(pyrt_bench), *common, "--json"], "pyrt"),
+            "llama.cpp": ([a.llama_bench, *common, "-o", "json"], "llama"),
         }
         alone: dict[str, list[float]] = {k: [] for k in cmds}
         shared: dict[str, list[float]] = {k: [] for k in cmds}
         for _ in range(a.reps):  # alternating runtimes and modes
             for name, (cmd, parse) in cmds.items():
-                alone[name].append(rate(cmd, parse))
+                alone[name] += together(cmd, parse, 1)
                 shared[name] += together(cmd, parse, a.copies)
         for name in cmds:
             row = {
