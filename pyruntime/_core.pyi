@@ -45,8 +45,10 @@ class KvStore:
     size: int
     bytes: int
     def split_sizes(self) -> tuple[int, int]: ...
-    def dot_keys(self, head: int, q: npt.ArrayLike, n: int) -> npt.NDArray[np.float32]: ...
-    def accumulate(self, head: int, p: npt.ArrayLike, head_dim: int) -> npt.NDArray[np.float32]: ...
+    def dot_keys(self, head: int, q: npt.ArrayLike, n: int) -> npt.NDArray[np.float32]:
+        """q [head_dim] -> scores [n]; q [nq, head_dim] (query heads sharing this KV head) -> [nq, n]."""
+    def accumulate(self, head: int, p: npt.ArrayLike, head_dim: int) -> npt.NDArray[np.float32]:
+        """p [n] -> weighted value sum [head_dim]; p [nq, n] -> [nq, head_dim]."""
 
 class GGUFFile:
     @staticmethod

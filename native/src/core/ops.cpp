@@ -137,12 +137,13 @@ void matmul_shared_input(const Weight* const* ws, float* const* ys, int n_w, con
                          ThreadPool& pool) {
   const cpu::KernelTable& k = cpu::kernels();
   const int64_t K = ws[0]->cols;
+  auto uses_q8a = [&](const Weight& w) { return w.q8_activations && cpu::has_q8a_dot(w.type) && K % 32 == 0; };
   bool any_q8a = false;
   for (int i = 0; i < n_w; ++i) {
     if (ws[i]->cols != K) {
       fail(ErrorCode::kInternal, "weights '" + ws[0]->name + "' and '" + ws[i]->name + "' do not take the same input");
     }
-    any_q8a |= ws[i]->q8_activations && cpu::has_q8a_dot(ws[i]->type) && K % 32 == 0;
+    any_q8a |= uses_q8a(*ws[i]);
   }
   // The activations are quantized to 8-bit blocks once for every weight that multiplies them.
   std::vector<cpu::BlockQ8A> xq;
@@ -155,8 +156,7 @@ void matmul_shared_input(const Weight* const* ws, float* const* ys, int n_w, con
   std::vector<MatmulPart> parts;
   int64_t total = 0;
   for (int i = 0; i < n_w; ++i) {
-    const bool q8a = ws[i]->q8_activations && cpu::has_q8a_dot(ws[i]->type) && K % 32 == 0;
-    parts.push_back(plan_matmul(k, *ws[i], x, q8a ? xq.data() : nullptr, T, ys[i], pool.size()));
+    parts.push_back(plan_matmul(k, *ws[i], x, uses_q8a(*ws[i]) ? xq.data() : nullptr, T, ys[i], pool.size()));
     total += parts.back().n_tasks;
   }
   pool.run(total, [&](int64_t task) {
