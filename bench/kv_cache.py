@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyruntime  # noqa: E402
 from pyruntime import _core  # noqa: E402
 
-FORMATS = ["f16", "q8_0", "q4_0", "kivi4", "kivi2"]
+FORMATS = ["f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi4-s4", "kivi2-s4-clip"]
 BOTCHAN = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "text" / "botchan.txt"
 
 

@@ -24,7 +24,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: cores, max 8)")
     p.add_argument(
-        "--kv-cache", default="f16", help="KV cache: f32, f16, q8_0, q4_0, kivi4, kivi2[-gG-rR] (default f16)"
+        "--kv-cache",
+        default="f16",
+        help="KV cache: f32, f16, q8_0, q4_0, kivi4, kivi2[-gG][-rR][-sS][-clip] (default f16)",
     )
     p.add_argument("--kv-cache-k", default=None, help="key cache format (default: --kv-cache)")
     p.add_argument("--kv-cache-v", default=None, help="value cache format (default: --kv-cache)")

@@ -506,7 +506,9 @@ def load(
     ``threads`` defaults to the number of cores (at most 8). ``kv_cache`` is the KV cache format:
     ``f32``, ``f16`` (default), ``q8_0``, ``q4_0`` (llama.cpp blocks along the head dimension),
     ``kivi4`` or ``kivi2`` (KIVI: keys per channel, values per token, fp16 residual window; group
-    and window as ``kivi2-g32-r128``); ``kv_cache_k`` / ``kv_cache_v`` set keys and values
+    and window as ``kivi2-g32-r128``; ``-s4`` keeps the first 4 tokens in fp16, ``-clip`` fits each
+    key group's range for least error: ``kivi2-s4-clip`` is the better 2-bit cache on small models);
+    ``kv_cache_k`` / ``kv_cache_v`` set keys and values
     separately. ``context`` caps the positions per session (default: the model's trained context;
     memory is only taken as positions fill). ``activations="q8"`` (default) multiplies Q8_0/Q4_0/Q4_1
     weights with activations quantized to 8 bits per block of 32 (integer dot products, like

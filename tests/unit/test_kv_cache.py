@@ -14,7 +14,18 @@ from pyruntime import _core
 from pyruntime.errors import InvalidArgumentError
 from tests.conftest import mean_kl
 
-FORMATS = ["f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32", "kivi4-g16-r64"]
+FORMATS = [
+    "f32",
+    "f16",
+    "q8_0",
+    "q4_0",
+    "kivi4",
+    "kivi2",
+    "kivi2-g32-r32",
+    "kivi4-g16-r64",
+    "kivi2-s4-clip",
+    "kivi4-g16-r32-s5",
+]
 
 
 def kivi_ref(x: np.ndarray, bits: int) -> tuple[np.uint16, np.uint16, bytes, np.ndarray]:
@@ -50,6 +61,87 @@ def test_kivi_quantizer_matches_spec(bits: int) -> None:
     # constant group: no NaN, the minimum carries the value exactly
     scale, mn, codes = _core.kivi_quantize(np.full(32, 1.25, np.float32), bits)
     assert scale == 0 and np.uint16(mn).view(np.float16) == np.float16(1.25) and set(codes) == {0}
+
+
+def decode_group(scale: int, mn: int, codes: bytes, n: int, bits: int) -> np.ndarray:
+    """Dequantizes one packed KIVI group (codes LSB first) with its fp16 scale and minimum."""
+    per_byte = 8 // bits
+    packed = np.frombuffer(codes, np.uint8)
+    q = np.array([(packed[i // per_byte] >> ((i % per_byte) * bits)) & ((1 << bits) - 1) for i in range(n)])
+    s32 = np.float32(np.uint16(scale).view(np.float16))
+    m32 = np.float32(np.uint16(mn).view(np.float16))
+    return q.astype(np.float32) * s32 + m32
+
+
+def group_error(x: np.ndarray, lo: float, hi: float, bits: int) -> float:
+    """Squared error of x quantized over [lo, hi] with fp16 scale and minimum (None if degenerate)."""
+    qmax = (1 << bits) - 1
+    m32 = np.float32(np.float16(lo))
+    s32 = np.float32(np.float16((np.float32(hi) - np.float32(lo)) / np.float32(qmax)))
+    if not s32 > 0:
+        return np.inf
+    q = np.rint(np.clip((x - m32) / s32, 0, qmax))
+    return float(((q * s32 + m32 - x).astype(np.float64) ** 2).sum())
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_clipped_kivi_groups_pick_the_least_error_range(bits: int) -> None:
+    """`-clip` keys: the range may shrink from either end in steps of 4% of max - min (up to 32%); the
+    stored scale and minimum are the grid point with the least squared error, never worse than plain
+    min-max; codes are consistent with what is stored; a constant group still gives no NaN."""
+    rng = np.random.default_rng(10 + bits)
+    outlier = rng.standard_normal(32)
+    outlier[7] = 12.0
+    groups = [rng.standard_normal(32), outlier, rng.standard_t(2, 32), np.arange(32) * 0.25]
+    for g in groups:
+        g = g.astype(np.float32)
+        scale, mn, codes = _core.kivi_quantize(g, bits, clip=True)
+        got = decode_group(scale, mn, codes, 32, bits)
+        got_err = float(((got - g).astype(np.float64) ** 2).sum())
+        lo, hi = g.min(), g.max()
+        rng_ = np.float32(hi - lo)
+        grid = [
+            group_error(g, lo + rng_ * np.float32(0.04) * a, hi - rng_ * np.float32(0.04) * b, bits)
+            for a in range(9)
+            for b in range(9)
+        ]
+        assert got_err <= min(grid) * (1 + 1e-5) + 1e-12
+        plain = decode_group(*_core.kivi_quantize(g, bits), 32, bits)
+        assert got_err <= float(((plain - g).astype(np.float64) ** 2).sum()) * (1 + 1e-6)
+    # the outlier group really is clipped at 2 bits: the range shrinks, the bulk gains resolution
+    if bits == 2:
+        s_clip = np.uint16(_core.kivi_quantize(groups[1].astype(np.float32), 2, clip=True)[0]).view(np.float16)
+        s_plain = np.uint16(_core.kivi_quantize(groups[1].astype(np.float32), 2)[0]).view(np.float16)
+        assert s_clip < s_plain
+    scale, mn, codes = _core.kivi_quantize(np.full(32, -3.5, np.float32), bits, clip=True)
+    assert scale == 0 and np.uint16(mn).view(np.float16) == np.float16(-3.5) and set(codes) == {0}
+
+
+@pytest.mark.parametrize("T", [1, 3, 4, 5, 36, 200])
+def test_kivi_sink_tokens_stay_fp16(T: int) -> None:
+    """`-s4`: the first 4 tokens are held in fp16 for good; the KIVI schedule runs on the rest as if they
+    were the whole sequence (sizes after a prefill of T and 140 decode steps)."""
+    S, R = 4, 32
+    k = _core.KvStore(f"kivi2-r{R}-s{S}", True, 1, 64)
+    v = _core.KvStore(f"kivi2-r{R}-s{S}", False, 1, 64)
+    rng = np.random.default_rng(T)
+    total = kq = kf = 0
+    for step, n in enumerate([T] + [1] * 140):
+        for st in (k, v):
+            st.append(rng.standard_normal((n, 64)).astype(np.float32))
+            st.finish_step()
+        to_window = max(total + n - S, 0) - max(total - S, 0)  # tokens past the sink
+        total += n
+        if step == 0:  # prefill: every whole R of the keys past the sink is quantized
+            kq, kf = to_window - to_window % R, to_window % R
+        elif to_window:
+            kf += 1
+            if kf == R:
+                kq, kf = kq + R, 0
+        rest = max(total - S, 0)
+        assert k.split_sizes() == (kq, min(total, S) + kf)
+        assert v.split_sizes() == (rest - min(rest, R), min(total, S) + min(rest, R))
+        assert k.size == v.size == total
 
 
 @pytest.mark.parametrize("T", [1, 31, 32, 33, 127, 128, 129])
@@ -93,21 +185,29 @@ def dequantized_rows(spec: str, keys: bool, rows: np.ndarray, n_heads: int, d: i
         out = [_core.dequantize(spec.upper(), _core.quantize(spec.upper(), r), r.size) for r in rows]
         return np.stack(out).astype(np.float64)
     bits = int(spec[4])
-    G = int(spec.split("-g")[1].split("-")[0]) if "-g" in spec else 32
-    R = int(spec.split("-r")[1]) if "-r" in spec else 128
+    opts = {o[0]: o[1:] for o in spec.split("-")[1:]}
+    G, R, S = int(opts.get("g", 32)), int(opts.get("r", 128)), int(opts.get("s", 0))
+    clip = "c" in opts and keys  # clipping applies to key groups only
     T, n = rows.shape
     f16 = rows.astype(np.float16).astype(np.float32)  # the window holds fp16; quantization reads it
     out = f16.astype(np.float64)
+    rest = f16[S:]  # the first S tokens (the sink) stay fp16; the schedule runs on what follows
+
+    def deq(x: np.ndarray) -> np.ndarray:
+        if clip:
+            return decode_group(*_core.kivi_quantize(x, bits, clip=True), x.size, bits)
+        return kivi_ref(x, bits)[3]
+
     if keys:
-        nq = T // R * R
+        nq = len(rest) // R * R
         for g0 in range(0, nq, G):
             for ch in range(n):
-                out[g0 : g0 + G, ch] = kivi_ref(f16[g0 : g0 + G, ch], bits)[3]
+                out[S + g0 : S + g0 + G, ch] = deq(rest[g0 : g0 + G, ch])
     else:
-        nq = max(T - R, 0)
+        nq = max(len(rest) - R, 0)
         for t in range(nq):
             for g0 in range(0, n, G):
-                out[t, g0 : g0 + G] = kivi_ref(f16[t, g0 : g0 + G], bits)[3]
+                out[S + t, g0 : g0 + G] = deq(rest[t, g0 : g0 + G])
     return out
 
 
@@ -218,10 +318,12 @@ def test_bytes_per_token_relative_to_f16() -> None:
 
 
 def test_invalid_specs() -> None:
-    for bad in ("q3", "kivi3", "kivi2-g24-r100", "f16-g32", "kivi2-x5"):
+    for bad in ("q3", "kivi3", "kivi2-g24-r100", "f16-g32", "kivi2-x5", "kivi2-s-1", "kivi2-clips", "q8_0-clip"):
         with pytest.raises(pyruntime.InvalidArgumentError, match="kv cache type"):
             _core.kv_spec_name(bad)
     assert _core.kv_spec_name("kivi2") == "kivi2-g32-r128"
+    assert _core.kv_spec_name("kivi2-clip-s4") == "kivi2-g32-r128-s4-clip"
+    assert _core.kv_spec_name("kivi4-s0") == "kivi4-g32-r128"
 
 
 @pytest.fixture(scope="module")
@@ -247,12 +349,20 @@ def test_model_decoding_with_compressed_cache(tiny: Path) -> None:
 
     base, base_bytes, _ = run("f32")
     kl = {}
-    for spec in ("f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32"):
+    for spec in ("f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32", "kivi2-g32-r32-s4-clip"):
         logits, nbytes, st = run(spec)
         kl[spec] = mean_kl(base, logits)
         assert nbytes < base_bytes
         assert st["kv_cache"] == _core.kv_spec_name(spec)
-    bounds = {"f16": 1e-5, "q8_0": 1e-3, "q4_0": 2e-2, "kivi4": 2e-2, "kivi2": 0.1, "kivi2-g32-r32": 0.15}
+    bounds = {
+        "f16": 1e-5,
+        "q8_0": 1e-3,
+        "q4_0": 2e-2,
+        "kivi4": 2e-2,
+        "kivi2": 0.1,
+        "kivi2-g32-r32": 0.15,
+        "kivi2-g32-r32-s4-clip": 0.15,
+    }
     for spec, bound in bounds.items():
         assert kl[spec] <= bound, (spec, kl)
     assert kl["f16"] < kl["q8_0"] < kl["q4_0"]

@@ -14,9 +14,11 @@ struct KvSpec {
   int bits = 0;       // KIVI: 2 or 4
   int group = 32;     // KIVI: G (tokens per key group / channels per value group)
   int residual = 128; // KIVI: R, full-precision window (multiple of G)
+  int sink = 0;       // KIVI: the first S tokens stay fp16 for good (attention sinks; beyond SPEC 4.1)
+  bool clip = false;  // KIVI: each key group's range searched for least squared error (beyond SPEC 4.1)
   std::string name() const;
 };
-// "f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", optionally "kivi2-g32-r128".
+// "f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", with KIVI options as in "kivi2-g32-r128-s4-clip".
 KvSpec parse_kv_spec(const std::string& text);
 
 class KvStore {
@@ -44,7 +46,8 @@ class KvStore {
   virtual void accumulate_multi(int head, const float* p, int64_t p_stride, int nq, int64_t n, float* out,
                                 int64_t out_stride) const;
   virtual bool shares_across_queries() const { return false; }
-  // Token counts in the quantized part and in the full-precision part (tests of the KIVI schedule).
+  // Token counts in the quantized part and in the full-precision part (tests of the KIVI schedule;
+  // KIVI's fp16 sink tokens count as full precision).
   virtual std::pair<int64_t, int64_t> split_sizes() const { return {size(), 0}; }
 };
 
@@ -52,7 +55,11 @@ std::unique_ptr<KvStore> make_key_store(const KvSpec& spec, int n_heads, int hea
 std::unique_ptr<KvStore> make_value_store(const KvSpec& spec, int n_heads, int head_dim);
 
 // KIVI's asymmetric quantizer (SPEC 4.1) on n values: fp16 scale and minimum; codes computed against
-// the stored (fp16) scale/min; max == min gives codes 0 and keeps the minimum (no NaN).
-void kivi_quantize_group(const float* x, int n, int stride, int bits, uint16_t* scale, uint16_t* mn, uint8_t* codes);
+// the stored (fp16) scale/min; max == min gives codes 0 and keeps the minimum (no NaN). With `clip`
+// the range [min, max] may shrink from either end (steps of 4% of it, up to 32%) to whichever gives
+// the least squared error after rounding: at 2 bits one outlier otherwise costs the whole group
+// resolution.
+void kivi_quantize_group(const float* x, int n, int stride, int bits, uint16_t* scale, uint16_t* mn, uint8_t* codes,
+                         bool clip = false);
 
 }  // namespace pyrt

@@ -325,12 +325,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("t5_relative_bucket", &t5_relative_bucket, py::arg("rel"), py::arg("bidirectional"), py::arg("num_buckets") = 32,
         py::arg("max_distance") = 128);
   m.def("kv_spec_name", [](const std::string& s) { return parse_kv_spec(s).name(); });
-  m.def("kivi_quantize", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int bits) {
+  m.def("kivi_quantize", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int bits, bool clip) {
     std::vector<uint8_t> codes(static_cast<size_t>((x.size() * bits + 7) / 8));
     uint16_t scale = 0, mn = 0;
-    kivi_quantize_group(x.data(), static_cast<int>(x.size()), 1, bits, &scale, &mn, codes.data());
+    kivi_quantize_group(x.data(), static_cast<int>(x.size()), 1, bits, &scale, &mn, codes.data(), clip);
     return py::make_tuple(scale, mn, py::bytes(reinterpret_cast<const char*>(codes.data()), codes.size()));
-  });
+  }, py::arg("x"), py::arg("bits"), py::arg("clip") = false);
 
   // One KV store on its own: the KIVI schedule and the fused attention math are tested through it.
   py::class_<KvStore>(m, "KvStore")
