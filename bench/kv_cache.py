@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyruntime  # noqa: E402
 from pyruntime import _core  # noqa: E402
 
-FORMATS = ["f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi4-s4", "kivi2-s4-clip"]
+# kivi4 / kivi2 are the defaults (4-token fp16 sink; key clipping at 2 bits); -s0-noclip is the paper's KIVI.
+FORMATS = ["f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi4-s0-noclip", "kivi2-s0-noclip"]
 BOTCHAN = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "text" / "botchan.txt"
 
 
@@ -202,6 +203,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     axes[1].bar([r["kv"] for r in q], [r["mean_kl_vs_f32"] for r in q])
     axes[1].set_yscale("log")
     axes[1].set_title(f"mean KL vs f32 cache ({q[0]['tokens']} tokens)")
+    for ax in axes[:2]:
+        ax.tick_params(axis="x", labelrotation=35)
     for spec in sorted({r["kv"] for r in result["speed"]}):
         rs = [r for r in result["speed"] if r["kv"] == spec]
         axes[2].plot([r["context"] for r in rs], [r["decode_tok_s_median"] for r in rs], "o-", label=spec)

@@ -26,7 +26,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kv-cache",
         default="f16",
-        help="KV cache: f32, f16, q8_0, q4_0, kivi4, kivi2[-gG][-rR][-sS][-clip] (default f16)",
+        help="KV cache: f32, f16, q8_0, q4_0, kivi4, kivi2[-gG][-rR][-sS][-clip|-noclip] (default f16)",
     )
     p.add_argument("--kv-cache-k", default=None, help="key cache format (default: --kv-cache)")
     p.add_argument("--kv-cache-v", default=None, help="value cache format (default: --kv-cache)")

@@ -505,9 +505,10 @@ def load(
 
     ``threads`` defaults to the number of cores (at most 8). ``kv_cache`` is the KV cache format:
     ``f32``, ``f16`` (default), ``q8_0``, ``q4_0`` (llama.cpp blocks along the head dimension),
-    ``kivi4`` or ``kivi2`` (KIVI: keys per channel, values per token, fp16 residual window; group
-    and window as ``kivi2-g32-r128``; ``-s4`` keeps the first 4 tokens in fp16, ``-clip`` fits each
-    key group's range for least error: ``kivi2-s4-clip`` is the better 2-bit cache on small models);
+    ``kivi4`` or ``kivi2`` (KIVI: keys per channel, values per token, fp16 residual window; options
+    as in ``kivi2-g32-r128-s4-clip``: group G, window R, the first S tokens kept in fp16 (attention
+    sinks, default 4), ``-clip`` / ``-noclip`` whether key groups' ranges are fitted for least error
+    (default on at 2 bits); ``kivi2-s0-noclip`` is the KIVI paper's algorithm exactly);
     ``kv_cache_k`` / ``kv_cache_v`` set keys and values
     separately. ``context`` caps the positions per session (default: the model's trained context;
     memory is only taken as positions fill). ``activations="q8"`` (default) multiplies Q8_0/Q4_0/Q4_1

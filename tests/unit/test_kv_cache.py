@@ -23,8 +23,8 @@ FORMATS = [
     "kivi2",
     "kivi2-g32-r32",
     "kivi4-g16-r64",
-    "kivi2-s4-clip",
-    "kivi4-g16-r32-s5",
+    "kivi2-s0-noclip",
+    "kivi4-g16-r32-s5-clip",
 ]
 
 
@@ -148,7 +148,7 @@ def test_kivi_sink_tokens_stay_fp16(T: int) -> None:
 @pytest.mark.parametrize("R", [32, 128])
 def test_kivi_schedule(T: int, R: int) -> None:
     """Sizes of (K quantized, K fp16, V quantized, V fp16) after a prefill of T and 40 decode steps."""
-    spec = f"kivi2-g32-r{R}"
+    spec = f"kivi2-g32-r{R}-s0-noclip"  # the paper's schedule; the sink is tested below
     k = _core.KvStore(spec, True, 2, 64)
     v = _core.KvStore(spec, False, 2, 64)
     rng = np.random.default_rng(T)
@@ -185,9 +185,13 @@ def dequantized_rows(spec: str, keys: bool, rows: np.ndarray, n_heads: int, d: i
         out = [_core.dequantize(spec.upper(), _core.quantize(spec.upper(), r), r.size) for r in rows]
         return np.stack(out).astype(np.float64)
     bits = int(spec[4])
-    opts = {o[0]: o[1:] for o in spec.split("-")[1:]}
-    G, R, S = int(opts.get("g", 32)), int(opts.get("r", 128)), int(opts.get("s", 0))
-    clip = "c" in opts and keys  # clipping applies to key groups only
+    G, R, S, clip = 32, 128, 4, bits == 2  # defaults: a 4-token sink, key clipping at 2 bits
+    for opt in spec.split("-")[1:]:
+        if opt in ("clip", "noclip"):
+            clip = opt == "clip"
+        else:
+            G, R, S = [int(opt[1:]) if opt[0] == c else v for c, v in zip("grs", (G, R, S))]
+    clip = clip and keys  # clipping applies to key groups only
     T, n = rows.shape
     f16 = rows.astype(np.float16).astype(np.float32)  # the window holds fp16; quantization reads it
     out = f16.astype(np.float64)
@@ -301,7 +305,7 @@ def test_bytes_per_token_relative_to_f16() -> None:
     n_heads, d, T = 3, 64, 4096
     rows = np.random.default_rng(0).standard_normal((T, n_heads * d)).astype(np.float32)
     total = {}
-    for spec in ("f16", "q8_0", "q4_0", "kivi4", "kivi2"):
+    for spec in ("f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-s0-noclip"):
         total[spec] = 0
         for keys in (True, False):
             st = _core.KvStore(spec, keys, n_heads, d)
@@ -309,11 +313,15 @@ def test_bytes_per_token_relative_to_f16() -> None:
             st.finish_step()
             total[spec] += st.bytes
     ratio = {spec: total[spec] / total["f16"] for spec in total}
-    # q8_0 is 8.5 bits, q4_0 4.5. kivi2: 2-bit codes (0.125 of f16) + fp16 scale and min per 32
-    # (0.0625) + the 128 newest values kept in fp16 (0.0156 at 4k tokens) = 0.2002.
+    # q8_0 is 8.5 bits, q4_0 4.5. kivi2, bytes relative to f16 per quantized token: 2-bit codes (0.125)
+    # + fp16 scale and min per 32 (0.0625). The paper's schedule (-s0-noclip) keeps the 128 newest values
+    # in fp16 (all 4096 keys are quantized: 4096 % 128 == 0): 0.1875 * (8192 - 128) / 8192 + 128 / 8192.
+    # With the default 4-token sink the keys' schedule starts after it, so 4092 % 128 = 124 keys stay fp16:
+    # keys 3968 quantized + 128 fp16, values 3964 + 132.
     assert ratio["q8_0"] == pytest.approx(8.5 / 16, rel=0.02)
     assert ratio["q4_0"] == pytest.approx(4.5 / 16, rel=0.02)
-    assert ratio["kivi2"] == pytest.approx(0.2002, abs=0.005)
+    assert ratio["kivi2-s0-noclip"] == pytest.approx((0.1875 * (8192 - 128) + 128) / 8192, rel=1e-3)
+    assert ratio["kivi2"] == pytest.approx((0.1875 * (3968 + 3964) + 128 + 132) / 8192, rel=1e-3)
     assert ratio["kivi2"] < ratio["kivi4"] < ratio["q8_0"]
 
 
@@ -321,9 +329,16 @@ def test_invalid_specs() -> None:
     for bad in ("q3", "kivi3", "kivi2-g24-r100", "f16-g32", "kivi2-x5", "kivi2-s-1", "kivi2-clips", "q8_0-clip"):
         with pytest.raises(pyruntime.InvalidArgumentError, match="kv cache type"):
             _core.kv_spec_name(bad)
-    assert _core.kv_spec_name("kivi2") == "kivi2-g32-r128"
-    assert _core.kv_spec_name("kivi2-clip-s4") == "kivi2-g32-r128-s4-clip"
-    assert _core.kv_spec_name("kivi4-s0") == "kivi4-g32-r128"
+    # names spell every KIVI option out (defaults: 4-token sink; key clipping at 2 bits) and parse back
+    names = {
+        "kivi2": "kivi2-g32-r128-s4-clip",
+        "kivi4": "kivi4-g32-r128-s4-noclip",
+        "kivi2-noclip-s0": "kivi2-g32-r128-s0-noclip",
+        "kivi4-clip-r64-g16": "kivi4-g16-r64-s4-clip",
+    }
+    for spec, name in names.items():
+        assert _core.kv_spec_name(spec) == name
+        assert _core.kv_spec_name(name) == name
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +364,7 @@ def test_model_decoding_with_compressed_cache(tiny: Path) -> None:
 
     base, base_bytes, _ = run("f32")
     kl = {}
-    for spec in ("f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32", "kivi2-g32-r32-s4-clip"):
+    for spec in ("f16", "q8_0", "q4_0", "kivi4", "kivi2", "kivi2-g32-r32", "kivi2-s0-noclip"):
         logits, nbytes, st = run(spec)
         kl[spec] = mean_kl(base, logits)
         assert nbytes < base_bytes
@@ -361,7 +376,7 @@ def test_model_decoding_with_compressed_cache(tiny: Path) -> None:
         "kivi4": 2e-2,
         "kivi2": 0.1,
         "kivi2-g32-r32": 0.15,
-        "kivi2-g32-r32-s4-clip": 0.15,
+        "kivi2-s0-noclip": 0.15,
     }
     for spec, bound in bounds.items():
         assert kl[spec] <= bound, (spec, kl)
@@ -375,5 +390,5 @@ def test_separate_key_and_value_types(tiny: Path) -> None:
     s = m.session()
     s.feed(list(range(1, 200)))
     st = s.stats()
-    assert st["kv_cache_k"] == "q8_0" and st["kv_cache_v"] == "kivi2-g32-r128"
-    assert st["kv_v_quantized_tokens"] == 199 - 128 and st["kv_k_full_precision_tokens"] == 0
+    assert st["kv_cache_k"] == "q8_0" and st["kv_cache_v"] == "kivi2-g32-r128-s4-clip"
+    assert st["kv_v_quantized_tokens"] == 199 - 4 - 128 and st["kv_k_full_precision_tokens"] == 0

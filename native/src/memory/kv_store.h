@@ -14,11 +14,14 @@ struct KvSpec {
   int bits = 0;       // KIVI: 2 or 4
   int group = 32;     // KIVI: G (tokens per key group / channels per value group)
   int residual = 128; // KIVI: R, full-precision window (multiple of G)
-  int sink = 0;       // KIVI: the first S tokens stay fp16 for good (attention sinks; beyond SPEC 4.1)
-  bool clip = false;  // KIVI: each key group's range searched for least squared error (beyond SPEC 4.1)
+  // Beyond SPEC 4.1 (both on by default where they measured better on SmolLM2; "-s0-noclip" is the
+  // paper's algorithm exactly):
+  int sink = 0;       // the first S tokens stay fp16 for good (attention sinks); default 4
+  bool clip = false;  // each key group's range searched for least squared error; default for 2 bits
   std::string name() const;
 };
-// "f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", with KIVI options as in "kivi2-g32-r128-s4-clip".
+// "f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2", with KIVI options as in "kivi2-g32-r128-s4-clip"
+// (-g<G> -r<R> -s<S> -clip / -noclip). name() spells every KIVI option out, so it parses back.
 KvSpec parse_kv_spec(const std::string& text);
 
 class KvStore {
