@@ -70,12 +70,16 @@ KvSpec parse_kv_spec(const std::string& text) {
 
 namespace {
 
+// SPEC 4.1's code for x against the stored minimum m and scale s > 0: clamp, then round half to even.
+inline int kivi_code(float x, float m, float s, int qmax) {
+  return static_cast<int>(std::nearbyint(std::min(std::max((x - m) / s, 0.0f), static_cast<float>(qmax))));
+}
+
 // Squared error of quantizing n values against fp16 (scale, min) as stored.
 float kivi_group_error(const float* x, int n, int stride, int qmax, float m, float s) {
   float err = 0.0f;
   for (int i = 0; i < n; ++i) {
-    const float q = std::nearbyint(std::min(std::max((x[i * stride] - m) / s, 0.0f), static_cast<float>(qmax)));
-    const float r = q * s + m - x[i * stride];
+    const float r = static_cast<float>(kivi_code(x[i * stride], m, s, qmax)) * s + m - x[i * stride];
     err += r * r;
   }
   return err;
@@ -120,9 +124,7 @@ void kivi_quantize_group(const float* x, int n, int stride, int bits, uint16_t* 
   std::memset(codes, 0, static_cast<size_t>((n + per_byte - 1) / per_byte));
   if (s == 0.0f) return;  // constant group: every code 0, the minimum carries the value
   for (int i = 0; i < n; ++i) {
-    const float v = std::min(std::max((x[i * stride] - m) / s, 0.0f), static_cast<float>(qmax));  // clamp, then round
-    const int q = static_cast<int>(std::nearbyint(v));                                                // half to even
-    codes[i / per_byte] |= static_cast<uint8_t>(q << ((i % per_byte) * bits));                       // LSB first
+    codes[i / per_byte] |= static_cast<uint8_t>(kivi_code(x[i * stride], m, s, qmax) << ((i % per_byte) * bits));  // LSB first
   }
 }
 
@@ -308,20 +310,20 @@ class KiviStore : public KvStore {
     fp_.erase(fp_.begin(), fp_.begin() + tokens * row());
     trim_window(fp_, static_cast<size_t>(keep_tokens * row()));
   }
-  // Of the first n tokens, those in the sink: scored / accumulated from fp16 rows. Returns how many.
-  int64_t sink_scores(int head, const float* q, int64_t q_stride, int n_q, int64_t n, float* scores, int64_t sc_stride) const {
-    const int64_t ns = std::min(n, sink_size());
+  // Scores / value sums over `count` fp16 rows (the sink or the window) for this head's n_q queries.
+  void score_fp16(const std::vector<uint16_t>& rows, int head, const float* q, int64_t q_stride, int n_q, int64_t count,
+                  float* scores, int64_t sc_stride) const {
     const cpu::KernelTable& k = cpu::kernels();
     for (int i = 0; i < n_q; ++i)
-      for (int64_t j = 0; j < ns; ++j) scores[i * sc_stride + j] = k.dot_f16(&sink_[j * row() + int64_t(head) * d_], q + i * q_stride, d_);
-    return ns;
+      for (int64_t j = 0; j < count; ++j)
+        scores[i * sc_stride + j] = k.dot_f16(&rows[j * row() + int64_t(head) * d_], q + i * q_stride, d_);
   }
-  int64_t sink_accumulate(int head, const float* p, int64_t p_stride, int n_q, int64_t n, float* out, int64_t out_stride) const {
-    const int64_t ns = std::min(n, sink_size());
+  void accumulate_fp16(const std::vector<uint16_t>& rows, int head, const float* p, int64_t p_stride, int n_q,
+                       int64_t count, float* out, int64_t out_stride) const {
     const cpu::KernelTable& k = cpu::kernels();
     for (int i = 0; i < n_q; ++i)
-      for (int64_t j = 0; j < ns; ++j) k.axpy_f16(p[i * p_stride + j], &sink_[j * row() + int64_t(head) * d_], out + i * out_stride, d_);
-    return ns;
+      for (int64_t j = 0; j < count; ++j)
+        k.axpy_f16(p[i * p_stride + j], &rows[j * row() + int64_t(head) * d_], out + i * out_stride, d_);
   }
 
   KvSpec s_;
@@ -358,7 +360,8 @@ class KiviKeyStore : public KiviStore {
   bool shares_across_queries() const override { return true; }
   void dot_keys_multi(int head, const float* q, int64_t q_stride, int n_q, int64_t n, float* scores,
                       int64_t sc_stride) const override {
-    const int64_t ns = sink_scores(head, q, q_stride, n_q, n, scores, sc_stride);
+    const int64_t ns = std::min(n, sink_size());
+    score_fp16(sink_, head, q, q_stride, n_q, ns, scores, sc_stride);
     n -= ns;
     scores += ns;
     const int64_t nq = std::min<int64_t>(n, n_quant_), full = nq / s_.group;
@@ -391,9 +394,7 @@ class KiviKeyStore : public KiviStore {
         }
       }
     }
-    for (int i = 0; i < n_q; ++i)
-      for (int64_t j = nq; j < n; ++j)
-        scores[i * sc_stride + j] = k.dot_f16(&fp_[(j - nq) * row() + int64_t(head) * d_], q + i * q_stride, d_);
+    score_fp16(fp_, head, q, q_stride, n_q, n - nq, scores + nq, sc_stride);
   }
   void accumulate(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi key store holds keys"); }
 };
@@ -426,7 +427,8 @@ class KiviValueStore : public KiviStore {
   bool shares_across_queries() const override { return true; }
   void accumulate_multi(int head, const float* p, int64_t p_stride, int n_q, int64_t n, float* out,
                         int64_t out_stride) const override {
-    const int64_t ns = sink_accumulate(head, p, p_stride, n_q, n, out, out_stride);
+    const int64_t ns = std::min(n, sink_size());
+    accumulate_fp16(sink_, head, p, p_stride, n_q, ns, out, out_stride);
     n -= ns;
     p += ns;
     const cpu::KernelTable& k = cpu::kernels();
@@ -448,8 +450,7 @@ class KiviValueStore : public KiviStore {
               out[i * out_stride + j * s_.group + c] += ps * static_cast<float>(code_at(codes + e * code_bytes_, c, s_.bits)) + pm;
           }
     }
-    for (int i = 0; i < n_q; ++i)
-      for (int64_t j = nq; j < n; ++j) k.axpy_f16(p[i * p_stride + j], &fp_[(j - nq) * row() + int64_t(head) * d_], out + i * out_stride, d_);
+    accumulate_fp16(fp_, head, p + nq, p_stride, n_q, n - nq, out, out_stride);
   }
 };
 
