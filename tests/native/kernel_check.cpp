@@ -234,9 +234,11 @@ void check_table(const std::string& name) {
       }
     }
   }
-  // Blocked float GEMM.
-  for (int64_t K : {1, 8, 33, 576}) {
-    const int64_t n_rows = 7, n_tok = 9;
+  // Blocked float GEMM: row counts across the 16-row panels and 64-row blocks, token counts across the
+  // 6-token tiles, K across the 256-column blocks (with tails).
+  const int64_t gemm_shapes[][2] = {{7, 9}, {16, 6}, {37, 13}, {70, 1}};
+  for (int64_t K : {1, 8, 33, 576, 600}) for (const auto& rt : gemm_shapes) {
+    const int64_t n_rows = rt[0], n_tok = rt[1];
     auto w = randn(n_rows * K), x = randn(n_tok * K);
     std::vector<float> y(static_cast<size_t>(n_rows * n_tok));
     k.gemm_f32(w.data(), n_rows, x.data(), n_tok, K, y.data(), n_rows);

@@ -203,7 +203,7 @@ def test_integer_gemm_extreme_codes_do_not_saturate(qtype: str) -> None:
 
 def test_blocked_float_gemm_and_f16_conversion() -> None:
     rng = np.random.default_rng(8)
-    for n_rows, n_tok, K in [(1, 1, 1), (2, 3, 7), (3, 4, 8), (7, 5, 33), (15, 9, 576), (4, 8, 4097)]:
+    for n_rows, n_tok, K in [(1, 1, 1), (2, 3, 7), (3, 4, 8), (7, 5, 33), (15, 9, 576), (4, 8, 4097), (70, 13, 530)]:
         w = rng.standard_normal((n_rows, K)).astype(np.float32)
         x = rng.standard_normal((n_tok, K)).astype(np.float32)
         want = x.astype(np.float64) @ w.astype(np.float64).T

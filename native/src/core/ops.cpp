@@ -69,10 +69,10 @@ int64_t conv1d(const Weight& w, const float* bias, const float* x, int64_t T_in,
 
 namespace {
 
-// Float tiles: a multiple of the 3-row register tile. Integer prefill: tiles of 16 rows (one packed
+// Float tiles: a multiple of the 16-row packed panel. Integer prefill: tiles of 16 rows (one packed
 // panel) x 96 tokens (a multiple of the 3-token register tile) keep the activation blocks in L2 while
 // rows stream.
-constexpr int64_t kRowsPerTask = 15, kTileRows = 16, kTileTokens = 96;
+constexpr int64_t kRowsPerTask = 16, kTileRows = 16, kTileTokens = 96;
 
 // One weight's share of a matmul: `n_tasks` independent tasks over its rows.
 struct MatmulPart {
@@ -113,8 +113,11 @@ MatmulPart plan_matmul(const cpu::KernelTable& k, const Weight& w, const float* 
             }};
   }
   if (w.type == GgmlType::F16) {  // fp16 rows straight from the mapping (converted in registers)
-    return {n_tasks, [&k, &w, x, T, y, N, K](int64_t task) {
-              const int64_t r0 = task * kRowsPerTask, r1 = std::min(N, r0 + kRowsPerTask);
+    // Up to 64 rows a task (the kernel's block: each activation slice is reused by 4 panels), fewer
+    // where that would leave under 8 tasks a thread.
+    const int64_t rows = std::clamp<int64_t>(N / (int64_t(threads) * 8) / kTileRows * kTileRows, kTileRows, 64);
+    return {(N + rows - 1) / rows, [&k, &w, x, T, y, N, K, rows](int64_t task) {
+              const int64_t r0 = task * rows, r1 = std::min(N, r0 + rows);
               k.gemm_f16(reinterpret_cast<const uint16_t*>(w.data + r0 * w.row_stride),
                          static_cast<int64_t>(w.row_stride / 2), r1 - r0, x, T, K, y + r0, N);
             }};

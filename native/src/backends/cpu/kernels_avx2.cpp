@@ -672,62 +672,146 @@ inline __m256 load8(const float* r) { return _mm256_loadu_ps(r); }
 inline float to_float(uint16_t h) { return h2f(h); }
 inline float to_float(float f) { return f; }
 
-// Float register tile: 3 rows x 4 tokens = 12 accumulators (enough independent FMA chains to cover
-// the FMA latency on two pipes), 3 row loads + 4 activation loads per 12 FMAs. Tokens are the outer
-// loop so a quad of activation rows stays in L1 while the rows stream from L2. F16 rows are read as
-// they are mapped (converted in registers): half the bytes of a dequantized copy through the caches.
-template <typename Elem>
-inline void tile_3x4(const Elem* w0, int64_t stride, int64_t K, const float* const xt[4], float* y, int64_t ldy) {
-  const Elem *w1 = w0 + stride, *w2 = w1 + stride;
-  const int64_t k8 = K / 8 * 8;
-  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-  __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-  const float *x0 = xt[0], *x1 = xt[1], *x2 = xt[2], *x3 = xt[3];
-  for (int64_t k = 0; k < k8; k += 8) {
-    const __m256 wa = load8(w0 + k), wb = load8(w1 + k), wc = load8(w2 + k);
-    __m256 xv = _mm256_loadu_ps(x0 + k);
-    a00 = _mm256_fmadd_ps(wa, xv, a00);
-    a10 = _mm256_fmadd_ps(wb, xv, a10);
-    a20 = _mm256_fmadd_ps(wc, xv, a20);
-    xv = _mm256_loadu_ps(x1 + k);
-    a01 = _mm256_fmadd_ps(wa, xv, a01);
-    a11 = _mm256_fmadd_ps(wb, xv, a11);
-    a21 = _mm256_fmadd_ps(wc, xv, a21);
-    xv = _mm256_loadu_ps(x2 + k);
-    a02 = _mm256_fmadd_ps(wa, xv, a02);
-    a12 = _mm256_fmadd_ps(wb, xv, a12);
-    a22 = _mm256_fmadd_ps(wc, xv, a22);
-    xv = _mm256_loadu_ps(x3 + k);
-    a03 = _mm256_fmadd_ps(wa, xv, a03);
-    a13 = _mm256_fmadd_ps(wb, xv, a13);
-    a23 = _mm256_fmadd_ps(wc, xv, a23);
+// Float prefill, BLIS-style. A panel of 16 weight rows is converted to fp32 and transposed to
+// [k][16] over kKc columns at a time (16 KiB, stays in L1), then a 6-token x 16-row register tile
+// (12 accumulators + 2 panel registers + 1 broadcast = 15 of 16 ymm) runs 2 panel loads and 6
+// activation broadcasts per 12 FMAs, all from L1. The dot-product form it replaces (3 rows x 4 tokens)
+// read both operands from L2 on the long rows of 1B-class layers and stalled there at ~75% of peak.
+// Each output is one FMA chain over k in order; partial sums wait in y between column blocks.
+constexpr int kFloatRegs = 2, kPanelN = 8 * kFloatRegs, kTileTok = 6;
+constexpr int64_t kKc = 256;
+
+// The 8 x 8 transpose of v (rows become columns).
+inline void transpose8(__m256 v[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
   }
-  const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
-  const Elem* w[3] = {w0, w1, w2};
-  for (int i = 0; i < 3; ++i) {
-    for (int j = 0; j < 4; ++j) {
-      float v = hsum(acc[i][j]);
-      for (int64_t k = k8; k < K; ++k) v += to_float(w[i][k]) * xt[j][k];
-      y[j * ldy + i] = v;
-    }
+  __m256 u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
   }
 }
 
-inline float row_dot(const float* x, const float* row, int64_t K) { return a_dot_f32(x, row, K); }
-inline float row_dot(const float* x, const uint16_t* row, int64_t K) { return a_dot_f16(row, x, K); }
+// panel[k * 16 + r] = float(rows[r * stride + k0 + k]) for k < kc; rows from nr on are zero.
+// The next column block of the same rows is prefetched into L2 while this one is used: mapped weights
+// come from DRAM in 512-byte pieces of many rows (pages), which the hardware prefetchers do not follow.
+template <typename Elem>
+void pack_panel_f32(const Elem* rows, int64_t stride, int nr, int64_t k0, int64_t kc, int64_t K, float* panel) {
+  const int64_t next = std::min(K - (k0 + kc), kKc);
+  for (int r = 0; r < nr; ++r) {
+    const char* p = reinterpret_cast<const char*>(rows + r * stride + k0 + kc);
+    for (int64_t b = 0; b < next * int64_t(sizeof(Elem)); b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+  }
+  const int64_t kc8 = kc / 8 * 8;
+  for (int half = 0; half < kFloatRegs; ++half) {
+    for (int64_t k = 0; k < kc8; k += 8) {
+      __m256 v[8];
+      for (int i = 0; i < 8; ++i) {
+        const int r = 8 * half + i;
+        v[i] = r < nr ? load8(rows + r * stride + k0 + k) : _mm256_setzero_ps();
+      }
+      transpose8(v);
+      for (int i = 0; i < 8; ++i) _mm256_store_ps(panel + (k + i) * kPanelN + 8 * half, v[i]);
+    }
+  }
+  for (int64_t k = kc8; k < kc; ++k)
+    for (int r = 0; r < kPanelN; ++r) panel[k * kPanelN + r] = r < nr ? to_float(rows[r * stride + k0 + k]) : 0.0f;
+}
+
+// y[t * ldy + r] (+)= sum_k panel[k * 16 + r] * x[t * ldx + k] for t < kTok, r < nr. A partial
+// panel (nr < 16) goes through `part`; `acc` is only ever indexed by constants so it stays in registers.
+template <int kTok>
+inline void panel_tile_f32(const float* panel, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy, int nr,
+                           bool accumulate) {
+  alignas(32) float part[kTok][kPanelN];
+  const bool full = nr == kPanelN;
+  if (!full) {
+    for (int t = 0; t < kTok; ++t) {
+      std::fill(part[t], part[t] + kPanelN, 0.0f);
+      if (accumulate) std::copy(y + t * ldy, y + t * ldy + nr, part[t]);
+    }
+  }
+  __m256 acc[kTok][kFloatRegs];
+#pragma GCC unroll 8
+  for (int t = 0; t < kTok; ++t) {
+    if (!accumulate && full) {
+      for (int p = 0; p < kFloatRegs; ++p) acc[t][p] = _mm256_setzero_ps();
+    } else {
+      const float* src = full ? y + t * ldy : part[t];
+      for (int p = 0; p < kFloatRegs; ++p) acc[t][p] = _mm256_loadu_ps(src + 8 * p);
+    }
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    __m256 w[kFloatRegs];
+    for (int p = 0; p < kFloatRegs; ++p) w[p] = _mm256_load_ps(panel + k * kPanelN + 8 * p);
+#pragma GCC unroll 8
+    for (int t = 0; t < kTok; ++t) {
+      const __m256 xv = _mm256_broadcast_ss(x + t * ldx + k);
+      for (int p = 0; p < kFloatRegs; ++p) acc[t][p] = _mm256_fmadd_ps(w[p], xv, acc[t][p]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < kTok; ++t) {
+    float* dst = full ? y + t * ldy : part[t];
+    for (int p = 0; p < kFloatRegs; ++p) _mm256_storeu_ps(dst + 8 * p, acc[t][p]);
+  }
+  if (!full)
+    for (int t = 0; t < kTok; ++t) std::copy(part[t], part[t] + nr, y + t * ldy);
+}
+
+// Up to 4 packed panels (64 rows, 64 KiB in L2) per column block, so each 6-token slice of x is
+// fetched once into L1 and used by all of them.
+constexpr int kPanelsPerBlock = 4;
+
+template <int kTok>
+void tile_panels(const float* panels, int n_panels, int last_nr, int64_t kc, const float* x, int64_t ldx, float* y,
+                 int64_t ldy, bool accumulate) {
+  for (int p = 0; p < n_panels; ++p) {
+    panel_tile_f32<kTok>(panels + p * kKc * kPanelN, kc, x, ldx, y + p * kPanelN, ldy,
+                         p + 1 < n_panels ? kPanelN : last_nr, accumulate);
+  }
+}
 
 template <typename Elem>
 void gemm_rows(const Elem* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
                int64_t ldy) {
-  const int64_t r3 = n_rows / 3 * 3, t4 = n_tok / 4 * 4;
-  for (int64_t t = 0; t < t4; t += 4) {
-    const float* xt[4] = {x + t * K, x + (t + 1) * K, x + (t + 2) * K, x + (t + 3) * K};
-    for (int64_t r = 0; r < r3; r += 3) tile_3x4(rows + r * stride, stride, K, xt, y + t * ldy + r, ldy);
-    for (int64_t r = r3; r < n_rows; ++r)
-      for (int j = 0; j < 4; ++j) y[(t + j) * ldy + r] = row_dot(xt[j], rows + r * stride, K);
+  alignas(32) static thread_local float panels[kPanelsPerBlock * kKc * kPanelN];
+  constexpr int64_t kBlockRows = kPanelsPerBlock * kPanelN;
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kBlockRows) {
+    const int64_t nr = std::min(kBlockRows, n_rows - r0);
+    const int n_panels = static_cast<int>((nr + kPanelN - 1) / kPanelN);
+    const int last_nr = static_cast<int>(nr - (n_panels - 1) * kPanelN);
+    for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+      const int64_t kc = std::min(kKc, K - k0);
+      for (int p = 0; p < n_panels; ++p) {
+        pack_panel_f32(rows + (r0 + p * kPanelN) * stride, stride, p + 1 < n_panels ? kPanelN : last_nr, k0, kc, K,
+                       panels + p * kKc * kPanelN);
+      }
+      const bool accumulate = k0 > 0;
+      int64_t t = 0;
+      for (; t + kTileTok <= n_tok; t += kTileTok)
+        tile_panels<kTileTok>(panels, n_panels, last_nr, kc, x + t * K + k0, K, y + t * ldy + r0, ldy, accumulate);
+      const float* xt = x + t * K + k0;
+      float* yt = y + t * ldy + r0;
+      switch (n_tok - t) {
+        case 5: tile_panels<5>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
+        case 4: tile_panels<4>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
+        case 3: tile_panels<3>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
+        case 2: tile_panels<2>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
+        case 1: tile_panels<1>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
+        default: break;
+      }
+    }
   }
-  for (int64_t t = t4; t < n_tok; ++t)
-    for (int64_t r = 0; r < n_rows; ++r) y[t * ldy + r] = row_dot(x + t * K, rows + r * stride, K);
 }
 
 void a_gemm_f32(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy) {
