@@ -99,6 +99,39 @@ void check_table(const std::string& name) {
       near(name, "accumulate_f16 d=" + std::to_string(d), out[c], want, scale);
     }
   }
+  // Prefill's blocked attention: every row's scores and value sums are the single calls' bits, for
+  // causal (staggered) and equal key counts, query counts across the 3- and 6-row tiles, and head dims
+  // on and off the vector paths (48: a half chunk; 80: over 64; 7: scalar).
+  for (int64_t d : {64, 48, 80, 7}) {
+    for (int64_t nq : {1, 5, 7, 13}) {
+      for (bool causal : {true, false}) {
+        const int64_t n_max = 45, stride = d + 8, q_stride = d + 3;
+        std::vector<int64_t> n_of(static_cast<size_t>(nq));
+        for (int64_t i = 0; i < nq; ++i) n_of[i] = causal ? n_max - (nq - 1 - i) * 3 : n_max;
+        auto vals = randn(n_max * stride), q = randn(nq * q_stride), base = randn(nq * d);
+        std::vector<uint16_t> rows(vals.size());
+        for (size_t i = 0; i < rows.size(); ++i) rows[i] = fp32_to_fp16(vals[i]);
+        std::vector<float> sc(static_cast<size_t>(nq * n_max), 0.0f), p(sc.size(), 0.0f);
+        auto pr = randn(nq * n_max);
+        for (int64_t i = 0; i < nq; ++i)
+          for (int64_t j = 0; j < n_of[i]; ++j) p[i * n_max + j] = pr[i * n_max + j];
+        auto out = base;
+        k.dot_keys_block_f16(q.data(), q_stride, nq, n_of.data(), rows.data(), stride, sc.data(), n_max, d);
+        k.accumulate_block_f16(p.data(), n_max, nq, n_of.data(), rows.data(), stride, out.data(), d, d);
+        const std::string what = " d=" + std::to_string(d) + " nq=" + std::to_string(nq) + (causal ? " causal" : "");
+        for (int64_t i = 0; i < nq; ++i) {
+          std::vector<float> one(static_cast<size_t>(n_of[i]));
+          k.dot_keys_f16(q.data() + i * q_stride, rows.data(), stride, n_of[i], one.data(), d);
+          for (int64_t j = 0; j < n_of[i]; ++j)
+            if (one[j] != sc[i * n_max + j]) fail(name, "dot_keys_block_f16 differs from dot_keys_f16" + what);
+          std::vector<float> acc(base.begin() + i * d, base.begin() + (i + 1) * d);
+          k.accumulate_f16(p.data() + i * n_max, rows.data(), stride, n_of[i], acc.data(), d);
+          for (int64_t c = 0; c < d; ++c)
+            if (acc[c] != out[i * d + c]) fail(name, "accumulate_block_f16 differs from accumulate_f16" + what);
+        }
+      }
+    }
+  }
   // The same over fp32 rows (the blocked prefill attention's converted blocks), every key count up to
   // two quads plus a tail.
   for (int64_t d : {8, 16, 64, 80, 7}) {

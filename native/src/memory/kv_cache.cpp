@@ -69,6 +69,10 @@ void KvCache::clear() {
   }
 }
 
+// Queries per task of prefill's blocked attention: enough rows to share each key and value load
+// several ways, few enough that a long prompt still makes many tasks.
+constexpr int64_t kBlockQueries = 24;
+
 void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, int64_t T, int64_t n_keys,
             const AttentionShape& s, const AttentionOptions& opt, float* out, ThreadPool& pool) {
   if (K.size() < n_keys || V.size() < n_keys) {
@@ -88,6 +92,38 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
     const float inv = 1.0f / kt.exp_shift_sum(sc, n, mx);
     for (int64_t j = 0; j < n; ++j) sc[j] *= inv;
   };
+  if (T > 1 && K.has_blocked_reads() && V.has_blocked_reads()) {
+    // Prefill: blocks of queries per head read the keys and values once for the whole block (the
+    // stores' blocked kernels, each row's numbers what the per-row path below gives). Tasks are (block,
+    // KV head) with the group's query heads in turn, so the block's keys stay in cache between them.
+    const int64_t n_blocks = (T + kBlockQueries - 1) / kBlockQueries;
+    pool.run(n_blocks * s.n_kv_heads, [&](int64_t task) {
+      thread_local std::vector<float> sc;
+      const int64_t t0 = (task / s.n_kv_heads) * kBlockQueries, nt = std::min(kBlockQueries, T - t0);
+      const int g = static_cast<int>(task % s.n_kv_heads);
+      int64_t n_of[kBlockQueries], n = 0;
+      for (int64_t r = 0; r < nt; ++r) {
+        n_of[r] = std::max<int64_t>(0, opt.causal ? std::min(n_keys, q_pos0 + t0 + r + 1) : n_keys);
+        n = std::max(n, n_of[r]);
+      }
+      sc.resize(static_cast<size_t>(nt * std::max<int64_t>(n, 1)));
+      for (int i = 0; i < group; ++i) {
+        const int h = opt.head_map == KvHeadMap::kTiled ? g + i * s.n_kv_heads : g * group + i;
+        const float* qh = q + t0 * q_stride + h * d;
+        float* oh = out + t0 * q_stride + h * d;
+        for (int64_t r = 0; r < nt; ++r) std::fill_n(oh + r * q_stride, d, 0.0f);
+        if (n == 0) continue;
+        K.dot_keys_rows(g, qh, q_stride, nt, n_of, sc.data(), n);
+        for (int64_t r = 0; r < nt; ++r) {
+          float* row = sc.data() + r * n;
+          if (n_of[r] > 0) softmax(h, t0 + r, n_of[r], row);
+          std::fill(row + n_of[r], row + n, 0.0f);
+        }
+        V.accumulate_rows(g, sc.data(), n, nt, n_of, oh, q_stride);
+      }
+    });
+    return;
+  }
   if (group > 1 && K.shares_across_queries() && V.shares_across_queries()) {
     // One task per (token, KV head) with all the query heads that read it: the stores unpack each
     // block of codes once for the whole group. Every query's numbers are the per-head path's.

@@ -165,6 +165,16 @@ void KvStore::accumulate_multi(int head, const float* p, int64_t p_stride, int n
   for (int i = 0; i < nq; ++i) accumulate(head, p + i * p_stride, n, out + i * out_stride);
 }
 
+void KvStore::dot_keys_rows(int head, const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, float* scores,
+                            int64_t sc_stride) const {
+  for (int64_t i = 0; i < nq; ++i) dot_keys(head, q + i * q_stride, n_of[i], scores + i * sc_stride);
+}
+
+void KvStore::accumulate_rows(int head, const float* p, int64_t p_stride, int64_t nq, const int64_t* n_of, float* out,
+                              int64_t out_stride) const {
+  for (int64_t i = 0; i < nq; ++i) accumulate(head, p + i * p_stride, n_of[i], out + i * out_stride);
+}
+
 namespace {
 
 // f32 / f16 / q8_0 / q4_0: one row of n_heads * head_dim per token, ggml block layout along the row.
@@ -239,8 +249,21 @@ class RowStore : public KvStore {
     }
     for (int64_t j = 0; j < n; ++j) cpu::axpy_row(k, type_, p[j], base + j * row_, out, head_dim_);
   }
+  bool has_blocked_reads() const override { return type_ == GgmlType::F16; }
+  void dot_keys_rows(int head, const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, float* scores,
+                     int64_t sc_stride) const override {
+    if (type_ != GgmlType::F16) return KvStore::dot_keys_rows(head, q, q_stride, nq, n_of, scores, sc_stride);
+    cpu::kernels().dot_keys_block_f16(q, q_stride, nq, n_of, f16_head(head), f16_stride(), scores, sc_stride, head_dim_);
+  }
+  void accumulate_rows(int head, const float* p, int64_t p_stride, int64_t nq, const int64_t* n_of, float* out,
+                       int64_t out_stride) const override {
+    if (type_ != GgmlType::F16) return KvStore::accumulate_rows(head, p, p_stride, nq, n_of, out, out_stride);
+    cpu::kernels().accumulate_block_f16(p, p_stride, nq, n_of, f16_head(head), f16_stride(), out, out_stride, head_dim_);
+  }
 
  private:
+  const uint16_t* f16_head(int head) const { return reinterpret_cast<const uint16_t*>(data_.data() + head * head_bytes_); }
+  int64_t f16_stride() const { return static_cast<int64_t>(row_ / 2); }
   void grow(size_t bytes) {
     // Geometric growth from a 256-token start: a long conversation reallocates O(log n) times.
     if (bytes > data_.capacity()) data_.reserve(std::max(bytes, data_.capacity() + data_.capacity() / 16 + 64 * row_));

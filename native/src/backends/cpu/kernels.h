@@ -86,6 +86,15 @@ struct KernelTable {
   // gemm_f32 over fp16 rows (`stride` elements apart) read in place, no dequantized copy.
   void (*gemm_f16)(const uint16_t* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K,
                    float* y, int64_t ldy);
+  // Prefill's attention over fp16 rows (`stride` elements apart), nq query rows at once, row i over its
+  // first n_of[i] keys: scores row i = dot_keys_f16(q_i, n_of[i]), out row i += accumulate_f16(p_i,
+  // n_of[i]), bit for bit (each row's arithmetic is the single call's), so a prompt's attention gives
+  // decode's numbers. accumulate_block_f16 reads p rows up to the largest n_of: p[i][j] must be 0 for
+  // j >= n_of[i].
+  void (*dot_keys_block_f16)(const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, const uint16_t* rows,
+                             int64_t stride, float* scores, int64_t sc_stride, int64_t d);
+  void (*accumulate_block_f16)(const float* p, int64_t p_stride, int64_t np, const int64_t* n_of,
+                               const uint16_t* rows, int64_t stride, float* out, int64_t out_stride, int64_t d);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.

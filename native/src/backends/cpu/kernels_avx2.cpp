@@ -984,6 +984,116 @@ void a_dot_keys_f32(const float* q, const float* rows, int64_t stride, int64_t n
   dot_keys_rows(q, rows, stride, n, scores, d);
 }
 
+// Prefill's attention, several query rows per pass over the keys and values, each row's numbers
+// exactly what dot_keys_rows / accumulate_rows give it alone (kernels.h): the same product chain per
+// (query, key) and the reduction decode uses at that key position (quads of 4, single keys at a row's
+// tail); values in key order per output lane.
+template <typename Elem, int kQ>
+void keys_for_queries(const float* q, int64_t q_stride, const int64_t* n_of, const Elem* rows, int64_t stride,
+                      float* scores, int64_t sc_stride, int nv) {
+  int64_t n_max = 0;
+  for (int i = 0; i < kQ; ++i) n_max = std::max(n_max, n_of[i]);
+  int64_t j = 0;
+  for (; j + 4 <= n_max; j += 4) {
+    __m256 acc[kQ][4];
+    {
+      __m256 qv[kQ];
+      for (int i = 0; i < kQ; ++i) qv[i] = _mm256_loadu_ps(q + i * q_stride);
+#pragma GCC unroll 4
+      for (int kk = 0; kk < 4; ++kk) {
+        const __m256 kv = load8(rows + (j + kk) * stride);
+        for (int i = 0; i < kQ; ++i) acc[i][kk] = _mm256_mul_ps(qv[i], kv);
+      }
+    }
+    for (int v = 1; v < nv; ++v) {
+      __m256 qv[kQ];
+      for (int i = 0; i < kQ; ++i) qv[i] = _mm256_loadu_ps(q + i * q_stride + 8 * v);
+#pragma GCC unroll 4
+      for (int kk = 0; kk < 4; ++kk) {
+        const __m256 kv = load8(rows + (j + kk) * stride + 8 * v);
+        for (int i = 0; i < kQ; ++i) acc[i][kk] = _mm256_fmadd_ps(qv[i], kv, acc[i][kk]);
+      }
+    }
+    for (int i = 0; i < kQ; ++i) {
+      float* sc = scores + i * sc_stride;
+      if (j + 4 <= n_of[i]) {
+        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc[i][0], acc[i][1]), _mm256_hadd_ps(acc[i][2], acc[i][3]));
+        _mm_storeu_ps(sc + j, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+      } else {
+        for (int64_t kk = 0; kk < std::min<int64_t>(4, n_of[i] - j); ++kk) sc[j + kk] = hsum(acc[i][kk]);
+      }
+    }
+  }
+  for (int i = 0; i < kQ; ++i)  // the keys after the last full quad: single reductions, as in decode
+    for (int64_t jj = j; jj < n_of[i]; ++jj) {
+      const float* qi = q + i * q_stride;
+      const Elem* r = rows + jj * stride;
+      __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(qi), load8(r));
+      for (int v = 1; v < nv; ++v) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 8 * v), load8(r + 8 * v), acc);
+      scores[i * sc_stride + jj] = hsum(acc);
+    }
+}
+
+template <typename Elem>
+void dot_keys_block_rows(const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, const Elem* rows,
+                         int64_t stride, float* scores, int64_t sc_stride, int64_t d) {
+  int64_t i = 0;
+  if (d % 8 == 0 && d <= 64) {
+    const int nv = static_cast<int>(d / 8);
+    for (; i + 3 <= nq; i += 3)
+      keys_for_queries<Elem, 3>(q + i * q_stride, q_stride, n_of + i, rows, stride, scores + i * sc_stride, sc_stride, nv);
+  }
+  for (; i < nq; ++i) dot_keys_rows(q + i * q_stride, rows, stride, n_of[i], scores + i * sc_stride, d);
+}
+
+// out rows += p rows x values over 16 (kNv = 2) or 8 output lanes, kQ query rows sharing each loaded
+// value vector; p[i][j] = 0 past row i's keys, so the extra terms add exact zeros.
+template <typename Elem, int kQ, int kNv>
+void values_for_queries(const float* p, int64_t p_stride, int64_t n, const Elem* rows, int64_t stride, float* out,
+                        int64_t out_stride) {
+  __m256 acc[kQ][kNv];
+  for (int i = 0; i < kQ; ++i)
+    for (int v = 0; v < kNv; ++v) acc[i][v] = _mm256_loadu_ps(out + i * out_stride + 8 * v);
+  for (int64_t j = 0; j < n; ++j) {
+    __m256 w[kNv];
+    for (int v = 0; v < kNv; ++v) w[v] = load8(rows + j * stride + 8 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < kQ; ++i) {
+      const __m256 pj = _mm256_broadcast_ss(p + i * p_stride + j);
+      for (int v = 0; v < kNv; ++v) acc[i][v] = _mm256_fmadd_ps(pj, w[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < kQ; ++i)
+    for (int v = 0; v < kNv; ++v) _mm256_storeu_ps(out + i * out_stride + 8 * v, acc[i][v]);
+}
+
+template <typename Elem>
+void accumulate_block_rows(const float* p, int64_t p_stride, int64_t np, const int64_t* n_of, const Elem* rows,
+                           int64_t stride, float* out, int64_t out_stride, int64_t d) {
+  constexpr int kQ = 6;
+  int64_t i = 0;
+  if (d % 8 == 0) {
+    for (; i + kQ <= np; i += kQ) {
+      const int64_t n = *std::max_element(n_of + i, n_of + i + kQ);
+      const float* pi = p + i * p_stride;
+      float* oi = out + i * out_stride;
+      int64_t c = 0;
+      for (; c + 16 <= d; c += 16) values_for_queries<Elem, kQ, 2>(pi, p_stride, n, rows + c, stride, oi + c, out_stride);
+      if (c < d) values_for_queries<Elem, kQ, 1>(pi, p_stride, n, rows + c, stride, oi + c, out_stride);
+    }
+  }
+  for (; i < np; ++i) accumulate_rows(p + i * p_stride, rows, stride, n_of[i], out + i * out_stride, d);
+}
+
+void a_dot_keys_block_f16(const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, const uint16_t* rows,
+                          int64_t stride, float* scores, int64_t sc_stride, int64_t d) {
+  dot_keys_block_rows(q, q_stride, nq, n_of, rows, stride, scores, sc_stride, d);
+}
+void a_accumulate_block_f16(const float* p, int64_t p_stride, int64_t np, const int64_t* n_of, const uint16_t* rows,
+                            int64_t stride, float* out, int64_t out_stride, int64_t d) {
+  accumulate_block_rows(p, p_stride, np, n_of, rows, stride, out, out_stride, d);
+}
+
 // exp(x) for x <= 0 (softmax after subtracting the maximum): x = n ln2 + r with |r| <= ln2/2, a
 // degree-6 polynomial for exp(r) (relative error ~2e-7), 2^n built in the exponent bits; inputs below
 // -87 give 0 (their weight is below float precision next to the maximum's exp(0) = 1).
@@ -1118,7 +1228,7 @@ KernelTable avx2_kernels() {
           a_kivi_values, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
           a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
           a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8,
-          a_silu_mul, a_accumulate_f32, a_dot_keys_f32, a_gemm_f16};
+          a_silu_mul, a_accumulate_f32, a_dot_keys_f32, a_gemm_f16, a_dot_keys_block_f16, a_accumulate_block_f16};
 }
 
 }  // namespace pyrt::cpu

@@ -256,6 +256,16 @@ void g_dot_keys_f32(const float* q, const float* rows, int64_t stride, int64_t n
   }
 }
 
+void g_dot_keys_block_f16(const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, const uint16_t* rows,
+                          int64_t stride, float* scores, int64_t sc_stride, int64_t d) {
+  for (int64_t i = 0; i < nq; ++i) g_dot_keys_f16(q + i * q_stride, rows, stride, n_of[i], scores + i * sc_stride, d);
+}
+
+void g_accumulate_block_f16(const float* p, int64_t p_stride, int64_t np, const int64_t* n_of, const uint16_t* rows,
+                            int64_t stride, float* out, int64_t out_stride, int64_t d) {
+  for (int64_t i = 0; i < np; ++i) g_accumulate_f16(p + i * p_stride, rows, stride, n_of[i], out + i * out_stride, d);
+}
+
 }  // namespace
 
 KernelTable generic_kernels() {
@@ -264,7 +274,8 @@ KernelTable generic_kernels() {
           g_kivi_values, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
           gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row, g_accumulate_f16, g_accumulate_q8_0,
           g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic,
-          g_silu_mul, g_accumulate_f32, g_dot_keys_f32, gemm_f16_generic};
+          g_silu_mul, g_accumulate_f32, g_dot_keys_f32, gemm_f16_generic, g_dot_keys_block_f16,
+          g_accumulate_block_f16};
 }
 
 }  // namespace pyrt::cpu
