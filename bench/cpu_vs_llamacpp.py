@@ -215,7 +215,15 @@ def model_ops(path: Path) -> dict[str, int]:
     arch = bytes(r.get_field("general.architecture").parts[-1]).decode()
     n_layer = int(r.get_field(f"{arch}.block_count").parts[-1][0])
     n_embd = int(r.get_field(f"{arch}.embedding_length").parts[-1][0])
-    return {"linear_macs": linear, "attn_macs_per_key": 2 * n_layer * n_embd}  # q.k and p.v per head
+    # A prompt's last layer runs its output projection and FFN for the row the head reads only (both
+    # runtimes): that much less work for the others.
+    last = f"blk.{n_layer - 1}."
+    tail = sum(
+        int(t.n_elements)
+        for t in r.tensors
+        if t.name.startswith(last) and t.name.split(".")[2] in ("attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    )
+    return {"linear_macs": linear, "last_layer_tail_macs": tail, "attn_macs_per_key": 2 * n_layer * n_embd}
 
 
 def bounds(
@@ -223,11 +231,13 @@ def bounds(
 ) -> float:
     """Tokens/s no implementation can beat here: decode reads every weight byte once per token;
     prefill needs 2 ops per multiply-add at the int8 (quantized types) or fp32 (F16) peak, with
-    attention over (n + 1) / 2 keys on average."""
+    attention over (n + 1) / 2 keys on average and the last layer's output projection and FFN for one
+    row of the prompt."""
     _, n_prompt, _ = test
     if n_prompt == 0:
         return bw_gbs * 1e9 / file_bytes
-    macs = ops["linear_macs"] + ops["attn_macs_per_key"] * (n_prompt + 1) / 2
+    skipped = ops.get("last_layer_tail_macs", 0) * (n_prompt - 1) / n_prompt
+    macs = ops["linear_macs"] - skipped + ops["attn_macs_per_key"] * (n_prompt + 1) / 2
     rate = peak["fp32_gflops"] if quant == "f16" else peak["int8_gops"]
     return rate * 1e9 / (2 * macs)
 

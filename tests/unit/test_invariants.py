@@ -63,6 +63,22 @@ def test_prefill_is_bit_identical_to_decode(tiny: Path, kv: str, table: str) -> 
         _core.set_kernels("auto")
 
 
+@pytest.mark.parametrize("chunk", [None, 16])
+def test_last_row_only_prefill_keeps_bits_and_cache(tiny: Path, chunk: int | None) -> None:
+    """A prompt fed for its last logits only runs the last layer's output projection and FFN for that
+    row (and, chunked, not at all for earlier chunks): the logits keep the full pass's bits (8-bit
+    activations: per-row arithmetic whatever the row count), and the cache still holds every token, so
+    what follows matches the full pass too."""
+    model = pyruntime.load(tiny, kv_cache="f16", threads=2, chunk=chunk)
+    ids = [int(i) for i in np.random.default_rng(3).integers(1, model.vocab_size, 70)]
+    full = model.logits(ids)
+    s = model.session()
+    last = s._feed(ids[:60], all_logits=False)
+    assert last.shape[0] == 1
+    np.testing.assert_array_equal(last[0], full[59])
+    np.testing.assert_array_equal(s.feed(ids[60:]), full[60:])
+
+
 def test_reset_and_kv_bytes(tiny: Path) -> None:
     model = pyruntime.load(tiny, kv_cache="f16")
     s = model.session()

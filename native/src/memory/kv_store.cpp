@@ -253,16 +253,20 @@ class RowStore : public KvStore {
   void dot_keys_rows(int head, const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, float* scores,
                      int64_t sc_stride) const override {
     if (type_ != GgmlType::F16) return KvStore::dot_keys_rows(head, q, q_stride, nq, n_of, scores, sc_stride);
-    cpu::kernels().dot_keys_block_f16(q, q_stride, nq, n_of, f16_head(head), f16_stride(), scores, sc_stride, head_dim_);
+    cpu::kernels().dot_keys_block_f16(q, q_stride, nq, n_of, f16_head(head), f16_stride(), scores, sc_stride,
+                                      head_dim_);
   }
   void accumulate_rows(int head, const float* p, int64_t p_stride, int64_t nq, const int64_t* n_of, float* out,
                        int64_t out_stride) const override {
     if (type_ != GgmlType::F16) return KvStore::accumulate_rows(head, p, p_stride, nq, n_of, out, out_stride);
-    cpu::kernels().accumulate_block_f16(p, p_stride, nq, n_of, f16_head(head), f16_stride(), out, out_stride, head_dim_);
+    cpu::kernels().accumulate_block_f16(p, p_stride, nq, n_of, f16_head(head), f16_stride(), out, out_stride,
+                                        head_dim_);
   }
 
  private:
-  const uint16_t* f16_head(int head) const { return reinterpret_cast<const uint16_t*>(data_.data() + head * head_bytes_); }
+  const uint16_t* f16_head(int head) const {
+    return reinterpret_cast<const uint16_t*>(data_.data() + head * head_bytes_);
+  }
   int64_t f16_stride() const { return static_cast<int64_t>(row_ / 2); }
   void grow(size_t bytes) {
     // Geometric growth from a 256-token start: a long conversation reallocates O(log n) times.

@@ -68,7 +68,9 @@ class LlamaSession : public Session {
   void linear_finish(const Weight& w, const ChunkState& cs, const float* in, const NpuPlan::Scratch& sc, float* out);
 
   // The whole chunk on the CPU, stage after stage.
-  void forward_cpu(ChunkState& cs);
+  // keep_from: the first valid row whose final hidden state is used (head); past the last layer's
+  // attention (which caches every token's keys and values) only those rows go on.
+  void forward_cpu(ChunkState& cs, int64_t keep_from = 0);
   // A prompt's chunks as a dependency graph: linears on the delegate, the rest on the CPU, overlapped.
   void prefill_on_delegate(const int32_t* ids, int64_t T, float* logits, bool all_logits);
 
@@ -220,7 +222,7 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
   try {
     if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
       prepare(cs, ids, T, T, n_past_);
-      forward_cpu(cs);
+      forward_cpu(cs, all_logits ? 0 : T - 1);
       head(cs, logits, all_logits);
     } else if (m_.npu) {
       prefill_on_delegate(ids, T, logits, all_logits);
@@ -231,8 +233,9 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
         std::copy(ids + c0, ids + c0 + n, chunk.begin());
         std::fill(chunk.begin() + n, chunk.end(), po.pad_token);
         prepare(cs, chunk.data(), C, n, n_past_ + c0);
-        forward_cpu(cs);
-        head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : (c0 + n == T ? logits : nullptr), all_logits);
+        const bool last = c0 + n == T;
+        forward_cpu(cs, all_logits ? 0 : last ? n - 1 : n);
+        head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : (last ? logits : nullptr), all_logits);
         ++placement_.chunks;
         placement_.pad_tokens += C - n;
       }
@@ -320,13 +323,24 @@ void LlamaSession::head(const ChunkState& cs, float* logits, bool all_logits) co
   matmul(m_.output, xn.data(), n_out, logits, m_.pool());
 }
 
-void LlamaSession::forward_cpu(ChunkState& cs) {
+void LlamaSession::forward_cpu(ChunkState& cs, int64_t keep_from) {
   const LlamaHparams& hp = m_.hp;
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaLayer& L = m_.layers[il];
     rms_norm_rows(cs.x.data(), L.attn_norm, cs.xn.data(), cs.rows, hp.n_embd, hp.eps);
     linear_cpu_shared({&L.wq, &L.wk, &L.wv}, cs, cs.xn.data(), {cs.q.data(), cs.k.data(), cs.v.data()});
     attention(cs, il);
+    // The last layer's output projection and FFN for the rows the head reads only (as llama.cpp does):
+    // a prompt's other rows have left everything later tokens need in the cache. An observer
+    // (calibration) sees every row.
+    if (il == hp.n_layer - 1 && keep_from > 0 && !observer_) {
+      const int64_t n = std::max<int64_t>(0, cs.valid - keep_from), E = hp.n_embd;
+      const int64_t q_dim = int64_t(hp.n_head) * hp.head_dim;
+      std::copy_n(cs.x.begin() + keep_from * E, n * E, cs.x.begin());
+      std::copy_n(cs.att.begin() + keep_from * q_dim, n * q_dim, cs.att.begin());
+      cs.rows = cs.valid = n;
+      if (n == 0) return;
+    }
     linear_cpu(L.wo, cs, cs.att.data(), cs.tmp.data());
     after_attention(cs, il);
     linear_cpu_shared({&L.w_gate, &L.w_up}, cs, cs.xn.data(), {cs.gate.data(), cs.up.data()});

@@ -951,6 +951,12 @@ void a_dot_keys_q4_0(const float* qx, const uint8_t* rows, int64_t stride, int64
   }
 }
 
+// The four keys' sums of a0..a3 (hadd pairs, then fold the 128-bit halves): decode's reduction per quad.
+inline __m128 quad_sums(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 template <typename Elem>
 void dot_keys_rows(const float* q, const Elem* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
   if (d % 8 != 0 || d > 64) {
@@ -970,9 +976,7 @@ void dot_keys_rows(const float* q, const Elem* rows, int64_t stride, int64_t n, 
   for (; j + 4 <= n; j += 4) {
     const __m256 a0 = key(rows + j * stride), a1 = key(rows + (j + 1) * stride);
     const __m256 a2 = key(rows + (j + 2) * stride), a3 = key(rows + (j + 3) * stride);
-    // hadd pairs, then fold the two 128-bit halves: lanes 0..3 = the four keys' sums.
-    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    _mm_storeu_ps(scores + j, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    _mm_storeu_ps(scores + j, quad_sums(a0, a1, a2, a3));
   }
   for (; j < n; ++j) scores[j] = hsum(key(rows + j * stride));
 }
@@ -1017,20 +1021,17 @@ void keys_for_queries(const float* q, int64_t q_stride, const int64_t* n_of, con
     for (int i = 0; i < kQ; ++i) {
       float* sc = scores + i * sc_stride;
       if (j + 4 <= n_of[i]) {
-        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(acc[i][0], acc[i][1]), _mm256_hadd_ps(acc[i][2], acc[i][3]));
-        _mm_storeu_ps(sc + j, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+        _mm_storeu_ps(sc + j, quad_sums(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
       } else {
         for (int64_t kk = 0; kk < std::min<int64_t>(4, n_of[i] - j); ++kk) sc[j + kk] = hsum(acc[i][kk]);
       }
     }
   }
-  for (int i = 0; i < kQ; ++i)  // the keys after the last full quad: single reductions, as in decode
-    for (int64_t jj = j; jj < n_of[i]; ++jj) {
-      const float* qi = q + i * q_stride;
-      const Elem* r = rows + jj * stride;
-      __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(qi), load8(r));
-      for (int v = 1; v < nv; ++v) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 8 * v), load8(r + 8 * v), acc);
-      scores[i * sc_stride + jj] = hsum(acc);
+  // The keys after the last full quad (fewer than 4 per row): the per-row kernel, whose reduction
+  // for so few keys is the single one decode uses there.
+  for (int i = 0; i < kQ; ++i)
+    if (n_of[i] > j) {
+      dot_keys_rows(q + i * q_stride, rows + j * stride, stride, n_of[i] - j, scores + i * sc_stride + j, 8 * nv);
     }
 }
 
@@ -1040,8 +1041,10 @@ void dot_keys_block_rows(const float* q, int64_t q_stride, int64_t nq, const int
   int64_t i = 0;
   if (d % 8 == 0 && d <= 64) {
     const int nv = static_cast<int>(d / 8);
-    for (; i + 3 <= nq; i += 3)
-      keys_for_queries<Elem, 3>(q + i * q_stride, q_stride, n_of + i, rows, stride, scores + i * sc_stride, sc_stride, nv);
+    for (; i + 3 <= nq; i += 3) {
+      keys_for_queries<Elem, 3>(q + i * q_stride, q_stride, n_of + i, rows, stride, scores + i * sc_stride, sc_stride,
+                                nv);
+    }
   }
   for (; i < nq; ++i) dot_keys_rows(q + i * q_stride, rows, stride, n_of[i], scores + i * sc_stride, d);
 }
@@ -1078,7 +1081,8 @@ void accumulate_block_rows(const float* p, int64_t p_stride, int64_t np, const i
       const float* pi = p + i * p_stride;
       float* oi = out + i * out_stride;
       int64_t c = 0;
-      for (; c + 16 <= d; c += 16) values_for_queries<Elem, kQ, 2>(pi, p_stride, n, rows + c, stride, oi + c, out_stride);
+      for (; c + 16 <= d; c += 16)
+        values_for_queries<Elem, kQ, 2>(pi, p_stride, n, rows + c, stride, oi + c, out_stride);
       if (c < d) values_for_queries<Elem, kQ, 1>(pi, p_stride, n, rows + c, stride, oi + c, out_stride);
     }
   }
