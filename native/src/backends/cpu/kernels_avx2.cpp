@@ -727,29 +727,15 @@ void pack_panel_f32(const Elem* rows, int64_t stride, int nr, int64_t k0, int64_
     for (int r = 0; r < kPanelN; ++r) panel[k * kPanelN + r] = r < nr ? to_float(rows[r * stride + k0 + k]) : 0.0f;
 }
 
-// y[t * ldy + r] (+)= sum_k panel[k * 16 + r] * x[t * ldx + k] for t < kTok, r < nr. A partial
-// panel (nr < 16) goes through `part`; `acc` is only ever indexed by constants so it stays in registers.
+// y[t * ldy + r] (+)= sum_k panel[k * 16 + r] * x[t * ldx + k] for t < kTok, r < 16; `acc` is only
+// ever indexed by constants so it stays in registers.
 template <int kTok>
-inline void panel_tile_f32(const float* panel, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy, int nr,
+inline void panel_tile_f32(const float* panel, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy,
                            bool accumulate) {
-  alignas(32) float part[kTok][kPanelN];
-  const bool full = nr == kPanelN;
-  if (!full) {
-    for (int t = 0; t < kTok; ++t) {
-      std::fill(part[t], part[t] + kPanelN, 0.0f);
-      if (accumulate) std::copy(y + t * ldy, y + t * ldy + nr, part[t]);
-    }
-  }
   __m256 acc[kTok][kFloatRegs];
 #pragma GCC unroll 8
-  for (int t = 0; t < kTok; ++t) {
-    if (!accumulate && full) {
-      for (int p = 0; p < kFloatRegs; ++p) acc[t][p] = _mm256_setzero_ps();
-    } else {
-      const float* src = full ? y + t * ldy : part[t];
-      for (int p = 0; p < kFloatRegs; ++p) acc[t][p] = _mm256_loadu_ps(src + 8 * p);
-    }
-  }
+  for (int t = 0; t < kTok; ++t)
+    for (int p = 0; p < kFloatRegs; ++p) acc[t][p] = accumulate ? _mm256_loadu_ps(y + t * ldy + 8 * p) : _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
     __m256 w[kFloatRegs];
     for (int p = 0; p < kFloatRegs; ++p) w[p] = _mm256_load_ps(panel + k * kPanelN + 8 * p);
@@ -760,12 +746,8 @@ inline void panel_tile_f32(const float* panel, int64_t kc, const float* x, int64
     }
   }
 #pragma GCC unroll 8
-  for (int t = 0; t < kTok; ++t) {
-    float* dst = full ? y + t * ldy : part[t];
-    for (int p = 0; p < kFloatRegs; ++p) _mm256_storeu_ps(dst + 8 * p, acc[t][p]);
-  }
-  if (!full)
-    for (int t = 0; t < kTok; ++t) std::copy(part[t], part[t] + nr, y + t * ldy);
+  for (int t = 0; t < kTok; ++t)
+    for (int p = 0; p < kFloatRegs; ++p) _mm256_storeu_ps(y + t * ldy + 8 * p, acc[t][p]);
 }
 
 // Up to 4 packed panels (64 rows, 64 KiB in L2) per column block, so each 6-token slice of x is
@@ -773,19 +755,22 @@ inline void panel_tile_f32(const float* panel, int64_t kc, const float* x, int64
 constexpr int kPanelsPerBlock = 4;
 
 template <int kTok>
-void tile_panels(const float* panels, int n_panels, int last_nr, int64_t kc, const float* x, int64_t ldx, float* y,
-                 int64_t ldy, bool accumulate) {
-  for (int p = 0; p < n_panels; ++p) {
-    panel_tile_f32<kTok>(panels + p * kKc * kPanelN, kc, x, ldx, y + p * kPanelN, ldy,
-                         p + 1 < n_panels ? kPanelN : last_nr, accumulate);
-  }
+void tile_panels(const float* panels, int n_panels, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy,
+                 bool accumulate) {
+  for (int p = 0; p < n_panels; ++p)
+    panel_tile_f32<kTok>(panels + p * kKc * kPanelN, kc, x, ldx, y + p * kPanelN, ldy, accumulate);
 }
 
+// Partial sums wait between column blocks in a private, aligned buffer and reach y once: y's rows are
+// shared with the tasks of neighbouring rows on other threads, and a line stored by both cores per
+// column block (y need not be 64-byte aligned) cost two threads half their speed.
 template <typename Elem>
 void gemm_rows(const Elem* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
                int64_t ldy) {
   alignas(32) static thread_local float panels[kPanelsPerBlock * kKc * kPanelN];
+  static thread_local std::vector<float> sums;
   constexpr int64_t kBlockRows = kPanelsPerBlock * kPanelN;
+  sums.resize(static_cast<size_t>(n_tok * kBlockRows));
   for (int64_t r0 = 0; r0 < n_rows; r0 += kBlockRows) {
     const int64_t nr = std::min(kBlockRows, n_rows - r0);
     const int n_panels = static_cast<int>((nr + kPanelN - 1) / kPanelN);
@@ -797,20 +782,23 @@ void gemm_rows(const Elem* rows, int64_t stride, int64_t n_rows, const float* x,
                        panels + p * kKc * kPanelN);
       }
       const bool accumulate = k0 > 0;
-      int64_t t = 0;
-      for (; t + kTileTok <= n_tok; t += kTileTok)
-        tile_panels<kTileTok>(panels, n_panels, last_nr, kc, x + t * K + k0, K, y + t * ldy + r0, ldy, accumulate);
+      int64_t t = 0;  // whole panels into the buffer (lanes past nr hold sums over zero rows)
+      for (; t + kTileTok <= n_tok; t += kTileTok) {
+        tile_panels<kTileTok>(panels, n_panels, kc, x + t * K + k0, K, sums.data() + t * kBlockRows,
+                              kBlockRows, accumulate);
+      }
       const float* xt = x + t * K + k0;
-      float* yt = y + t * ldy + r0;
+      float* st = sums.data() + t * kBlockRows;
       switch (n_tok - t) {
-        case 5: tile_panels<5>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
-        case 4: tile_panels<4>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
-        case 3: tile_panels<3>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
-        case 2: tile_panels<2>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
-        case 1: tile_panels<1>(panels, n_panels, last_nr, kc, xt, K, yt, ldy, accumulate); break;
+        case 5: tile_panels<5>(panels, n_panels, kc, xt, K, st, kBlockRows, accumulate); break;
+        case 4: tile_panels<4>(panels, n_panels, kc, xt, K, st, kBlockRows, accumulate); break;
+        case 3: tile_panels<3>(panels, n_panels, kc, xt, K, st, kBlockRows, accumulate); break;
+        case 2: tile_panels<2>(panels, n_panels, kc, xt, K, st, kBlockRows, accumulate); break;
+        case 1: tile_panels<1>(panels, n_panels, kc, xt, K, st, kBlockRows, accumulate); break;
         default: break;
       }
     }
+    for (int64_t t = 0; t < n_tok; ++t) std::copy_n(sums.data() + t * kBlockRows, nr, y + t * ldy + r0);
   }
 }
 
