@@ -727,27 +727,28 @@ void pack_panel_f32(const Elem* rows, int64_t stride, int nr, int64_t k0, int64_
     for (int r = 0; r < kPanelN; ++r) panel[k * kPanelN + r] = r < nr ? to_float(rows[r * stride + k0 + k]) : 0.0f;
 }
 
-// y[t * ldy + r] (+)= sum_k panel[k * 16 + r] * x[t * ldx + k] for t < kTok, r < 16; `acc` is only
-// ever indexed by constants so it stays in registers.
-template <int kTok>
-inline void panel_tile_f32(const float* panel, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy,
-                           bool accumulate) {
-  __m256 acc[kTok][kFloatRegs];
+// The outer-product register tile both float prefill GEMMs and prompt attention's value sums use:
+//   y[t * ldy + 8 p + l] (+)= sum_k w[k * w_stride + 8 p + l] * x[t * ldx + k]   (t < kTok, p < kRegs, l < 8)
+// one FMA chain per output in k order; `acc` is only ever indexed by constants so it stays in registers.
+template <int kTok, int kRegs, typename Elem>
+inline void outer_tile(const Elem* w, int64_t w_stride, int64_t kc, const float* x, int64_t ldx, float* y,
+                       int64_t ldy, bool accumulate) {
+  __m256 acc[kTok][kRegs];
 #pragma GCC unroll 8
   for (int t = 0; t < kTok; ++t)
-    for (int p = 0; p < kFloatRegs; ++p) acc[t][p] = accumulate ? _mm256_loadu_ps(y + t * ldy + 8 * p) : _mm256_setzero_ps();
+    for (int p = 0; p < kRegs; ++p) acc[t][p] = accumulate ? _mm256_loadu_ps(y + t * ldy + 8 * p) : _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
-    __m256 w[kFloatRegs];
-    for (int p = 0; p < kFloatRegs; ++p) w[p] = _mm256_load_ps(panel + k * kPanelN + 8 * p);
+    __m256 wv[kRegs];
+    for (int p = 0; p < kRegs; ++p) wv[p] = load8(w + k * w_stride + 8 * p);
 #pragma GCC unroll 8
     for (int t = 0; t < kTok; ++t) {
       const __m256 xv = _mm256_broadcast_ss(x + t * ldx + k);
-      for (int p = 0; p < kFloatRegs; ++p) acc[t][p] = _mm256_fmadd_ps(w[p], xv, acc[t][p]);
+      for (int p = 0; p < kRegs; ++p) acc[t][p] = _mm256_fmadd_ps(wv[p], xv, acc[t][p]);
     }
   }
 #pragma GCC unroll 8
   for (int t = 0; t < kTok; ++t)
-    for (int p = 0; p < kFloatRegs; ++p) _mm256_storeu_ps(y + t * ldy + 8 * p, acc[t][p]);
+    for (int p = 0; p < kRegs; ++p) _mm256_storeu_ps(y + t * ldy + 8 * p, acc[t][p]);
 }
 
 // Up to 4 packed panels (64 rows, 64 KiB in L2) per column block, so each 6-token slice of x is
@@ -758,7 +759,7 @@ template <int kTok>
 void tile_panels(const float* panels, int n_panels, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy,
                  bool accumulate) {
   for (int p = 0; p < n_panels; ++p)
-    panel_tile_f32<kTok>(panels + p * kKc * kPanelN, kc, x, ldx, y + p * kPanelN, ldy, accumulate);
+    outer_tile<kTok, kFloatRegs>(panels + p * kKc * kPanelN, kPanelN, kc, x, ldx, y + p * kPanelN, ldy, accumulate);
 }
 
 // Partial sums wait between column blocks in a private, aligned buffer and reach y once: y's rows are
@@ -1037,27 +1038,6 @@ void dot_keys_block_rows(const float* q, int64_t q_stride, int64_t nq, const int
   for (; i < nq; ++i) dot_keys_rows(q + i * q_stride, rows, stride, n_of[i], scores + i * sc_stride, d);
 }
 
-// out rows += p rows x values over 16 (kNv = 2) or 8 output lanes, kQ query rows sharing each loaded
-// value vector; p[i][j] = 0 past row i's keys, so the extra terms add exact zeros.
-template <typename Elem, int kQ, int kNv>
-void values_for_queries(const float* p, int64_t p_stride, int64_t n, const Elem* rows, int64_t stride, float* out,
-                        int64_t out_stride) {
-  __m256 acc[kQ][kNv];
-  for (int i = 0; i < kQ; ++i)
-    for (int v = 0; v < kNv; ++v) acc[i][v] = _mm256_loadu_ps(out + i * out_stride + 8 * v);
-  for (int64_t j = 0; j < n; ++j) {
-    __m256 w[kNv];
-    for (int v = 0; v < kNv; ++v) w[v] = load8(rows + j * stride + 8 * v);
-#pragma GCC unroll 8
-    for (int i = 0; i < kQ; ++i) {
-      const __m256 pj = _mm256_broadcast_ss(p + i * p_stride + j);
-      for (int v = 0; v < kNv; ++v) acc[i][v] = _mm256_fmadd_ps(pj, w[v], acc[i][v]);
-    }
-  }
-  for (int i = 0; i < kQ; ++i)
-    for (int v = 0; v < kNv; ++v) _mm256_storeu_ps(out + i * out_stride + 8 * v, acc[i][v]);
-}
-
 template <typename Elem>
 void accumulate_block_rows(const float* p, int64_t p_stride, int64_t np, const int64_t* n_of, const Elem* rows,
                            int64_t stride, float* out, int64_t out_stride, int64_t d) {
@@ -1069,9 +1049,10 @@ void accumulate_block_rows(const float* p, int64_t p_stride, int64_t np, const i
       const float* pi = p + i * p_stride;
       float* oi = out + i * out_stride;
       int64_t c = 0;
-      for (; c + 16 <= d; c += 16)
-        values_for_queries<Elem, kQ, 2>(pi, p_stride, n, rows + c, stride, oi + c, out_stride);
-      if (c < d) values_for_queries<Elem, kQ, 1>(pi, p_stride, n, rows + c, stride, oi + c, out_stride);
+      // 16 (or a last 8) output lanes at a time, kQ rows sharing each loaded value vector; p[i][j] = 0
+      // past row i's keys, so the extra terms add exact zeros.
+      for (; c + 16 <= d; c += 16) outer_tile<kQ, 2>(rows + c, stride, n, pi, p_stride, oi + c, out_stride, true);
+      if (c < d) outer_tile<kQ, 1>(rows + c, stride, n, pi, p_stride, oi + c, out_stride, true);
     }
   }
   for (; i < np; ++i) accumulate_rows(p + i * p_stride, rows, stride, n_of[i], out + i * out_stride, d);
