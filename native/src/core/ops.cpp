@@ -113,10 +113,9 @@ MatmulPart plan_matmul(const cpu::KernelTable& k, const Weight& w, const float* 
             }};
   }
   if (w.type == GgmlType::F16) {  // fp16 rows straight from the mapping (converted in registers)
-    // Up to 64 rows a task (the kernel's block: each activation slice is reused by 4 panels), fewer
-    // where that would leave under 8 tasks a thread.
-    // Tokens in blocks of kTileTokens so one column block of their activations (96 KiB) stays in L2
-    // across the 6-token tiles; the panels are packed again per block (a few % of the work).
+    // Tasks of up to 64 rows (the kernel's block: each activation slice serves 4 panels; fewer rows
+    // where that would leave under 8 tasks a thread) x kTileTokens tokens (one column block of their
+    // activations, 96 KiB, stays in L2 across the 6-token tiles; panels are packed again per block).
     const int64_t rows = std::clamp<int64_t>(N / (int64_t(threads) * 8) / kTileRows * kTileRows, kTileRows, 64);
     const int64_t row_tasks = (N + rows - 1) / rows, tok_tiles = (T + kTileTokens - 1) / kTileTokens;
     return {row_tasks * tok_tiles, [&k, &w, x, T, y, N, K, rows, tok_tiles](int64_t task) {

@@ -219,7 +219,7 @@ class RowStore : public KvStore {
     const cpu::KernelTable& k = cpu::kernels();
     const uint8_t* base = data_.data() + head * head_bytes_;
     if (type_ == GgmlType::F16) {
-      k.dot_keys_f16(q, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, scores, head_dim_);
+      k.dot_keys_f16(q, f16_head(head), f16_stride(), n, scores, head_dim_);
       return;
     }
     if (type_ == GgmlType::F32) {
@@ -236,7 +236,7 @@ class RowStore : public KvStore {
     const cpu::KernelTable& k = cpu::kernels();
     const uint8_t* base = data_.data() + head * head_bytes_;
     if (type_ == GgmlType::F16) {
-      k.accumulate_f16(p, reinterpret_cast<const uint16_t*>(base), static_cast<int64_t>(row_ / 2), n, out, head_dim_);
+      k.accumulate_f16(p, f16_head(head), f16_stride(), n, out, head_dim_);
       return;
     }
     if (type_ == GgmlType::F32) {
