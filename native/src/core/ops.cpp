@@ -114,15 +114,18 @@ MatmulPart plan_matmul(const cpu::KernelTable& k, const Weight& w, const float* 
   }
   if (w.type == GgmlType::F16) {  // fp16 rows straight from the mapping (converted in registers)
     // Tasks of up to 64 rows (the kernel's block: each activation slice serves 4 panels; fewer rows
-    // where that would leave under 8 tasks a thread) x kTileTokens tokens (one column block of their
-    // activations, 96 KiB, stays in L2 across the 6-token tiles; panels are packed again per block).
+    // where that would leave under 8 tasks a thread) x an even share of the tokens, at most 128 (one
+    // column block of their activations stays in L2 across the 6-token tiles; panels are packed again
+    // per block, so no block is left with a few tokens to pay a whole packing).
     const int64_t rows = std::clamp<int64_t>(N / (int64_t(threads) * 8) / kTileRows * kTileRows, kTileRows, 64);
-    const int64_t row_tasks = (N + rows - 1) / rows, tok_tiles = (T + kTileTokens - 1) / kTileTokens;
-    return {row_tasks * tok_tiles, [&k, &w, x, T, y, N, K, rows, tok_tiles](int64_t task) {
+    const int64_t tok_tiles = (T + 127) / 128, tok_block = ((T + tok_tiles - 1) / tok_tiles + 5) / 6 * 6;
+    const int64_t row_tasks = (N + rows - 1) / rows;
+    return {row_tasks * tok_tiles, [&k, &w, x, T, y, N, K, rows, tok_tiles, tok_block](int64_t task) {
               const int64_t r0 = (task / tok_tiles) * rows, r1 = std::min(N, r0 + rows);
-              const int64_t t0 = (task % tok_tiles) * kTileTokens;
+              const int64_t t0 = (task % tok_tiles) * tok_block;
+              if (t0 >= T) return;
               k.gemm_f16(reinterpret_cast<const uint16_t*>(w.data + r0 * w.row_stride),
-                         static_cast<int64_t>(w.row_stride / 2), r1 - r0, x + t0 * K, std::min(kTileTokens, T - t0), K,
+                         static_cast<int64_t>(w.row_stride / 2), r1 - r0, x + t0 * K, std::min(tok_block, T - t0), K,
                          y + t0 * N + r0, N);
             }};
   }
