@@ -983,7 +983,8 @@ void a_dot_keys_f32(const float* q, const float* rows, int64_t stride, int64_t n
 // tail); values in key order per output lane.
 template <typename Elem, int kQ>
 void keys_for_queries(const float* q, int64_t q_stride, const int64_t* n_of, const Elem* rows, int64_t stride,
-                      float* scores, int64_t sc_stride, int nv) {
+                      float* scores, int64_t sc_stride, int64_t d) {
+  const int nv = static_cast<int>(d / 8);
   int64_t n_max = 0;
   for (int i = 0; i < kQ; ++i) n_max = std::max(n_max, n_of[i]);
   int64_t j = 0;
@@ -1020,7 +1021,7 @@ void keys_for_queries(const float* q, int64_t q_stride, const int64_t* n_of, con
   // for so few keys is the single one decode uses there.
   for (int i = 0; i < kQ; ++i)
     if (n_of[i] > j) {
-      dot_keys_rows(q + i * q_stride, rows + j * stride, stride, n_of[i] - j, scores + i * sc_stride + j, 8 * nv);
+      dot_keys_rows(q + i * q_stride, rows + j * stride, stride, n_of[i] - j, scores + i * sc_stride + j, d);
     }
 }
 
@@ -1028,12 +1029,9 @@ template <typename Elem>
 void dot_keys_block_rows(const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, const Elem* rows,
                          int64_t stride, float* scores, int64_t sc_stride, int64_t d) {
   int64_t i = 0;
-  if (d % 8 == 0 && d <= 64) {
-    const int nv = static_cast<int>(d / 8);
-    for (; i + 3 <= nq; i += 3) {
-      keys_for_queries<Elem, 3>(q + i * q_stride, q_stride, n_of + i, rows, stride, scores + i * sc_stride, sc_stride,
-                                nv);
-    }
+  if (d % 8 == 0 && d <= 64) {  // dot_keys_rows' register path; otherwise it goes row by row too
+    for (; i + 3 <= nq; i += 3)
+      keys_for_queries<Elem, 3>(q + i * q_stride, q_stride, n_of + i, rows, stride, scores + i * sc_stride, sc_stride, d);
   }
   for (; i < nq; ++i) dot_keys_rows(q + i * q_stride, rows, stride, n_of[i], scores + i * sc_stride, d);
 }
