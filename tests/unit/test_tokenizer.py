@@ -110,3 +110,33 @@ def test_not_a_tokenizer_file(tmp_path: Path) -> None:
     p.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (0).to_bytes(8, "little") * 2)
     with pytest.raises(FormatError, match="tokenizer"):
         Tokenizer.from_gguf(p)
+
+
+def _bpe_file(tmp_path: Path, tokens: list[str], merges: list[str]) -> Path:
+    from gguf import GGUFValueType as T
+
+    from tests.unit.gguf_files import write_gguf
+
+    return write_gguf(
+        tmp_path / "bpe.gguf",
+        {
+            "tokenizer.ggml.model": ("gpt2", T.STRING, None),
+            "tokenizer.ggml.pre": ("gpt2", T.STRING, None),
+            "tokenizer.ggml.tokens": (tokens, T.ARRAY, T.STRING),
+            "tokenizer.ggml.merges": (merges, T.ARRAY, T.STRING),
+        },
+    )
+
+
+def test_bpe_merges_by_rank_including_halves_outside_the_vocabulary(tmp_path: Path) -> None:
+    """Merges are looked up by the ids of their halves; a merge whose halves are not tokens ("x y"
+    with no "x") still applies, as the merges list says. Duplicate token texts map to the first id."""
+    tokens = ["a", "b", "c", "ab", "bc", "abc", "y", "xy", "ab", "<unk>"]
+    tok = Tokenizer.from_gguf(_bpe_file(tmp_path, tokens, ["b c", "a b", "ab c", "x y"]))
+    assert tok.encode("bc", add_special=False) == [4]
+    assert tok.encode("abc", add_special=False) == [0, 4]  # "b c" ranks first, then nothing merges "a bc"
+    tok = Tokenizer.from_gguf(_bpe_file(tmp_path, tokens, ["a b", "b c", "ab c", "x y"]))
+    assert tok.encode("abc", add_special=False) == [5]
+    assert tok.encode("ab", add_special=False) == [3]  # the first of the two "ab" tokens
+    assert tok.encode("xy", add_special=False) == [7]  # "x" is no token, the merge still applies
+    assert tok.encode("aby", add_special=False) == [3, 6]

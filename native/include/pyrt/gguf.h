@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pyrt/ggml_types.h"
@@ -27,7 +28,9 @@ struct GgufValue {
   GgufType array_type = GgufType::UINT8;
   std::vector<int64_t> array_int;     // all integer and bool element types
   std::vector<double> array_float;    // FLOAT32 / FLOAT64
-  std::vector<std::string> array_str;  // STRING
+  // STRING arrays (vocabularies, merges: 100k+ entries) view the file's bytes instead of copying
+  // them; valid while the GgufFile lives.
+  std::vector<std::string_view> array_str;
   std::vector<GgufValue> array_nested;  // ARRAY of ARRAY
   uint64_t array_size = 0;
 

@@ -130,15 +130,24 @@ class Cursor {
   }
   void seek(size_t pos) { pos_ = pos; }
   std::string read_string(const std::string& field) {
+    return std::string(read_string_view([&] { return field; }));
+  }
+  // A view of the string's bytes in the file; `field()` names it, built only for an error (arrays
+  // of 100k strings would otherwise build 100k names).
+  template <typename FieldName>
+  std::string_view read_string_view(FieldName&& field) {
     const size_t start = pos_;
-    uint64_t n = read<uint64_t>(field);
+    if (sizeof(uint64_t) > remaining()) need(sizeof(uint64_t), field());
+    uint64_t n;
+    std::memcpy(&n, base_ + pos_, sizeof n);
+    pos_ += sizeof n;
     if (n > remaining()) {
       pos_ = start;  // report the offset of the length field
       std::ostringstream os;
       os << "string length " << n << " exceeds the " << remaining() << " bytes left";
-      error(field, os.str());
+      error(field(), os.str());
     }
-    std::string s(reinterpret_cast<const char*>(base_ + pos_), n);
+    std::string_view s(reinterpret_cast<const char*>(base_ + pos_), n);
     pos_ += n;
     return s;
   }
@@ -208,7 +217,7 @@ void read_value(Cursor& c, GgufType t, GgufValue& v, const std::string& field, i
   GgufValue tmp;
   if (v.array_type == GgufType::STRING) {
     v.array_str.reserve(n);
-    for (uint64_t k = 0; k < n; ++k) v.array_str.push_back(c.read_string(field + "[" + std::to_string(k) + "]"));
+    for (uint64_t k = 0; k < n; ++k) v.array_str.push_back(c.read_string_view([&] { return field + "[" + std::to_string(k) + "]"; }));
   } else if (v.array_type == GgufType::ARRAY) {
     v.array_nested.resize(n);
     for (uint64_t k = 0; k < n; ++k) read_value(c, GgufType::ARRAY, v.array_nested[k], field + "[" + std::to_string(k) + "]", depth + 1);

@@ -169,7 +169,88 @@ std::vector<Sym> utf8_symbols(const std::string& s) {
   return syms;
 }
 
+size_t pow2_at_least(size_t n) {
+  size_t p = 16;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+constexpr uint64_t kEmptyPair = ~uint64_t(0);  // ids are below 2^31, so no pair key is all ones
+
 }  // namespace
+
+void TokenTable::build(const std::vector<std::string_view>& texts) {
+  size_t bytes = 0;
+  for (std::string_view t : texts) bytes += t.size();
+  if (bytes > UINT32_MAX) fail(ErrorCode::kFormat, "the vocabulary's texts exceed 4 GiB");
+  blob_.clear();
+  blob_.reserve(bytes);
+  offsets_.assign(1, 0);
+  offsets_.reserve(texts.size() + 1);
+  for (std::string_view t : texts) {
+    blob_.append(t);
+    offsets_.push_back(static_cast<uint32_t>(blob_.size()));
+  }
+  slots_.assign(pow2_at_least(texts.size() * 2), -1);  // at most half full: short probe runs
+  const size_t mask = slots_.size() - 1;
+  for (int32_t id = 0; id < size(); ++id) {
+    const std::string_view t = text(id);
+    for (size_t i = std::hash<std::string_view>{}(t) & mask;; i = (i + 1) & mask) {
+      if (slots_[i] < 0) {
+        slots_[i] = id;
+        break;
+      }
+      if (text(slots_[i]) == t) break;  // a duplicate text: the first id keeps it
+    }
+  }
+}
+
+int32_t TokenTable::find(std::string_view s) const {
+  if (slots_.empty()) return -1;
+  const size_t mask = slots_.size() - 1;
+  for (size_t i = std::hash<std::string_view>{}(s) & mask;; i = (i + 1) & mask) {
+    const int32_t id = slots_[i];
+    if (id < 0 || text(id) == s) return id;
+  }
+}
+
+void MergeRanks::reserve(size_t n) {
+  keys_.assign(pow2_at_least(n + n / 2), kEmptyPair);  // at most 2/3 full
+  ranks_.assign(keys_.size(), -1);
+  used_ = 0;
+}
+
+void MergeRanks::insert(int32_t left, int32_t right, int32_t rank) {
+  if ((used_ + 1) * 3 > keys_.size() * 2) {  // grow: rehash what is there
+    std::vector<uint64_t> old_keys = std::move(keys_);
+    std::vector<int32_t> old_ranks = std::move(ranks_);
+    reserve(old_keys.size());
+    for (size_t i = 0; i < old_keys.size(); ++i) {
+      if (old_keys[i] != kEmptyPair) insert(int32_t(old_keys[i] >> 32), int32_t(uint32_t(old_keys[i])), old_ranks[i]);
+    }
+  }
+  const uint64_t k = key(left, right);
+  const size_t mask = keys_.size() - 1;
+  for (size_t i = std::hash<uint64_t>{}(k * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask) {
+    if (keys_[i] == k) return;
+    if (keys_[i] == kEmptyPair) {
+      keys_[i] = k;
+      ranks_[i] = rank;
+      ++used_;
+      return;
+    }
+  }
+}
+
+int32_t MergeRanks::find(int32_t left, int32_t right) const {
+  if (left < 0 || right < 0 || keys_.empty()) return -1;
+  const uint64_t k = key(left, right);
+  const size_t mask = keys_.size() - 1;
+  for (size_t i = std::hash<uint64_t>{}(k * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask) {
+    if (keys_[i] == k) return ranks_[i];
+    if (keys_[i] == kEmptyPair) return -1;
+  }
+}
 
 std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   auto t = std::shared_ptr<Tokenizer>(new Tokenizer());
@@ -179,8 +260,8 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   if (!toks || toks->type != GgufType::ARRAY || toks->array_type != GgufType::STRING) {
     fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.tokens missing or not an array of strings");
   }
-  t->tokens_ = toks->array_str;
-  const size_t n = t->tokens_.size();
+  t->tokens_.build(toks->array_str);
+  const size_t n = toks->array_str.size();
   t->types_.assign(n, TokenType::kNormal);
   if (const GgufValue* tt = f.find("tokenizer.ggml.token_type")) {
     if (tt->type != GgufType::ARRAY || tt->array_int.size() != n) {
@@ -188,8 +269,6 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
     }
     for (size_t i = 0; i < n; ++i) t->types_[i] = static_cast<TokenType>(tt->array_int[i]);
   }
-  t->token_to_id_.reserve(n);
-  for (size_t i = 0; i < n; ++i) t->token_to_id_.emplace(t->tokens_[i], static_cast<int32_t>(i));
 
   t->pre_ = f.get_string("tokenizer.ggml.pre", "default");
   if (model == "gpt2") {
@@ -202,7 +281,14 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
       fail(ErrorCode::kFormat, f.path() + ": BPE tokenizer without tokenizer.ggml.merges");
     }
     t->merge_rank_.reserve(merges->array_str.size());
-    for (size_t i = 0; i < merges->array_str.size(); ++i) t->merge_rank_.emplace(merges->array_str[i], static_cast<int32_t>(i));
+    for (size_t i = 0; i < merges->array_str.size(); ++i) {
+      const std::string_view m = merges->array_str[i];
+      const size_t space = m.find(' ', 1);  // halves never start with a space: byte-level BPE spells it 'Ġ'
+      const int32_t l = space == std::string_view::npos ? -1 : t->tokens_.find(m.substr(0, space));
+      const int32_t r = l < 0 ? -1 : t->tokens_.find(m.substr(space + 1));
+      if (r >= 0) t->merge_rank_.insert(l, r, static_cast<int32_t>(i));
+      else t->text_merge_rank_.emplace(m, static_cast<int32_t>(i));
+    }
     t->add_bos_ = pre_kind == 1;
   } else if (model == "llama") {
     t->kind_ = Kind::kSpm;
@@ -246,7 +332,7 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
       t->unigram_min_score_ = std::min(t->unigram_min_score_, t->scores_[i]);
       t->unigram_max_score_ = std::max(t->unigram_max_score_, t->scores_[i]);
     }
-    for (size_t i = 0; i < n; ++i) t->max_piece_bytes_ = std::max(t->max_piece_bytes_, t->tokens_[i].size());
+    for (size_t i = 0; i < n; ++i) t->max_piece_bytes_ = std::max(t->max_piece_bytes_, t->tokens_.text(int32_t(i)).size());
   } else {
     fail(ErrorCode::kUnsupported, f.path() + ": unsupported tokenizer model '" + model + "' (supported: gpt2, llama, t5)");
   }
@@ -263,18 +349,17 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   if (t->add_bos_ && t->bos_ < 0) t->add_bos_ = false;
 
   for (size_t i = 0; i < n; ++i) {
-    if ((t->types_[i] == TokenType::kControl || t->types_[i] == TokenType::kUserDefined) && !t->tokens_[i].empty()) {
+    if ((t->types_[i] == TokenType::kControl || t->types_[i] == TokenType::kUserDefined) && !t->tokens_.text(int32_t(i)).empty()) {
       t->specials_.push_back(static_cast<int32_t>(i));
     }
   }
   std::stable_sort(t->specials_.begin(), t->specials_.end(),
-                   [&](int32_t a, int32_t b) { return t->tokens_[a].size() > t->tokens_[b].size(); });
+                   [&](int32_t a, int32_t b) { return t->tokens_.text(a).size() > t->tokens_.text(b).size(); });
   if (t->eos_ >= 0) t->eog_.push_back(t->eos_);
   for (const char* name : {"<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>", "<|end_of_text|>"}) {
-    auto it = t->token_to_id_.find(name);
-    if (it != t->token_to_id_.end() && t->types_[it->second] == TokenType::kControl &&
-        std::find(t->eog_.begin(), t->eog_.end(), it->second) == t->eog_.end()) {
-      t->eog_.push_back(it->second);
+    const int32_t id = t->tokens_.find(name);
+    if (id >= 0 && t->types_[id] == TokenType::kControl && std::find(t->eog_.begin(), t->eog_.end(), id) == t->eog_.end()) {
+      t->eog_.push_back(id);
     }
   }
   return t;
@@ -282,11 +367,11 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
 
 bool Tokenizer::is_control(int32_t id) const { return id >= 0 && id < vocab_size() && types_[id] == TokenType::kControl; }
 
-const std::string& Tokenizer::token_text(int32_t id) const {
+std::string_view Tokenizer::token_text(int32_t id) const {
   if (id < 0 || id >= vocab_size()) {
     fail(ErrorCode::kOutOfRange, "token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(vocab_size() - 1) + ")");
   }
-  return tokens_[id];
+  return tokens_.text(id);
 }
 
 TokenType Tokenizer::token_type(int32_t id) const {
@@ -297,10 +382,9 @@ TokenType Tokenizer::token_type(int32_t id) const {
 int32_t Tokenizer::byte_token(uint8_t b) const {
   char buf[8];
   std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
-  auto it = token_to_id_.find(buf);
-  if (it != token_to_id_.end()) return it->second;
-  it = token_to_id_.find(std::string(1, static_cast<char>(b)));
-  if (it != token_to_id_.end()) return it->second;
+  int32_t id = tokens_.find(buf);
+  if (id < 0) id = tokens_.find(std::string_view(reinterpret_cast<const char*>(&b), 1));
+  if (id >= 0) return id;
   if (unk_ >= 0) return unk_;
   fail(ErrorCode::kFormat, std::string("the vocabulary cannot encode byte ") + buf + ": no byte token and no unknown token");
 }
@@ -319,7 +403,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special
     if (types_[id] == TokenType::kControl && !parse_special) continue;
     // Unigram matches user-defined pieces inside its segmentation (with their own score), as SentencePiece does.
     if (types_[id] == TokenType::kUserDefined && kind_ == Kind::kUnigram) continue;
-    const std::string& s = tokens_[id];
+    const std::string_view s = tokens_.text(id);
     std::vector<Frag> next;
     for (const Frag& fr : frags) {
       if (fr.token >= 0) {
@@ -379,9 +463,9 @@ void Tokenizer::encode_text(const std::string& text, std::vector<int32_t>& out, 
 
 void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) const {
   if (ignore_merges_) {
-    auto it = token_to_id_.find(word);
-    if (it != token_to_id_.end()) {
-      out.push_back(it->second);
+    const int32_t id = tokens_.find(word);
+    if (id >= 0) {
+      out.push_back(id);
       return;
     }
   }
@@ -389,6 +473,9 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
   // leftmost on ties, exactly as the merges table orders them.
   std::vector<Sym> syms = utf8_symbols(word);
   if (syms.empty()) return;
+  const std::string_view w = word;
+  std::vector<int32_t> sym_id(syms.size());  // each symbol's token id, -1 if its text is none
+  for (size_t i = 0; i < syms.size(); ++i) sym_id[i] = tokens_.find(w.substr(syms[i].off, syms[i].len));
   struct Pair {
     int32_t rank;
     int left, right;
@@ -398,9 +485,12 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
   std::priority_queue<Pair> queue;
   auto add_pair = [&](int l, int r) {
     if (l < 0 || r < 0) return;
-    std::string key = word.substr(syms[l].off, syms[l].len) + " " + word.substr(syms[r].off, syms[r].len);
-    auto it = merge_rank_.find(key);
-    if (it != merge_rank_.end()) queue.push({it->second, l, r, syms[l].len + syms[r].len});
+    int32_t rank = merge_rank_.find(sym_id[l], sym_id[r]);
+    if (rank < 0 && !text_merge_rank_.empty()) {
+      auto it = text_merge_rank_.find(word.substr(syms[l].off, syms[l].len) + " " + word.substr(syms[r].off, syms[r].len));
+      if (it != text_merge_rank_.end()) rank = it->second;
+    }
+    if (rank >= 0) queue.push({rank, l, r, syms[l].len + syms[r].len});
   };
   for (int i = 0; i + 1 < static_cast<int>(syms.size()); ++i) add_pair(i, i + 1);
   while (!queue.empty()) {
@@ -413,25 +503,25 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
     r.len = 0;
     l.next = r.next;
     if (r.next >= 0) syms[r.next].prev = p.left;
+    sym_id[p.left] = tokens_.find(w.substr(l.off, l.len));
     add_pair(l.prev, p.left);
     add_pair(p.left, l.next);
   }
   for (int i = 0; i >= 0; i = syms[i].next) {
-    const std::string piece = word.substr(syms[i].off, syms[i].len);
-    auto it = token_to_id_.find(piece);
-    if (it != token_to_id_.end()) {
-      out.push_back(it->second);
+    if (sym_id[i] >= 0) {
+      out.push_back(sym_id[i]);
       continue;
     }
+    const std::string_view piece = w.substr(syms[i].off, syms[i].len);
     for (size_t k = 0; k < piece.size();) {  // not in the vocabulary: fall back to its characters
       const size_t len = std::min(unicode::utf8_len(static_cast<unsigned char>(piece[k])), piece.size() - k);
-      auto ch = token_to_id_.find(piece.substr(k, len));
-      if (ch != token_to_id_.end()) {
-        out.push_back(ch->second);
+      const int32_t ch = tokens_.find(piece.substr(k, len));
+      if (ch >= 0) {
+        out.push_back(ch);
       } else if (unk_ >= 0) {
         out.push_back(unk_);
       } else {
-        fail(ErrorCode::kFormat, "the vocabulary cannot encode '" + piece.substr(k, len) + "': no such token and no unknown token");
+        fail(ErrorCode::kFormat, "the vocabulary cannot encode '" + std::string(piece.substr(k, len)) + "': no such token and no unknown token");
       }
       k += len;
     }
@@ -450,10 +540,10 @@ void Tokenizer::spm_text(const std::string& text, std::vector<int32_t>& out) con
   std::priority_queue<Bigram> queue;
   auto add_bigram = [&](int l, int r) {
     if (l < 0 || r < 0) return;
-    const std::string s = text.substr(syms[l].off, syms[l].len + syms[r].len);
-    auto it = token_to_id_.find(s);
-    if (it == token_to_id_.end()) return;
-    queue.push({scores_[it->second], l, r, s.size()});
+    const std::string_view s = std::string_view(text).substr(syms[l].off, syms[l].len + syms[r].len);
+    const int32_t id = tokens_.find(s);
+    if (id < 0) return;
+    queue.push({scores_[id], l, r, s.size()});
   };
   for (int i = 1; i < static_cast<int>(syms.size()); ++i) add_bigram(i - 1, i);
   while (!queue.empty()) {
@@ -472,10 +562,10 @@ void Tokenizer::spm_text(const std::string& text, std::vector<int32_t>& out) con
   // A bigram is only merged when the result is a vocabulary token, so a final symbol is either a
   // token or one character missing from the vocabulary, which falls back to byte tokens.
   for (int i = 0; i >= 0; i = syms[i].next) {
-    const std::string piece = text.substr(syms[i].off, syms[i].len);
-    auto it = token_to_id_.find(piece);
-    if (it != token_to_id_.end()) {
-      out.push_back(it->second);
+    const std::string_view piece = std::string_view(text).substr(syms[i].off, syms[i].len);
+    const int32_t id = tokens_.find(piece);
+    if (id >= 0) {
+      out.push_back(id);
     } else {
       for (unsigned char c : piece) out.push_back(byte_token(c));
     }
@@ -570,9 +660,8 @@ void Tokenizer::unigram_text(const std::string& s, std::vector<int32_t>& out) co
     const size_t char_len = std::min(unicode::utf8_len(static_cast<unsigned char>(s[i])), n - i);
     bool covered = false;
     for (size_t len = 1; len <= max_piece_bytes_ && i + len <= n; ++len) {
-      auto it = token_to_id_.find(s.substr(i, len));
-      if (it == token_to_id_.end()) continue;
-      const int32_t id = it->second;
+      const int32_t id = tokens_.find(std::string_view(s).substr(i, len));
+      if (id < 0) continue;
       const TokenType ty = types_[id];
       float score;
       if (ty == TokenType::kNormal) score = scores_[id];
@@ -603,14 +692,14 @@ void Tokenizer::unigram_text(const std::string& s, std::vector<int32_t>& out) co
 }
 
 std::string Tokenizer::token_bytes(int32_t id) const {
-  const std::string& t = token_text(id);
+  const std::string_view t = token_text(id);
   const TokenType ty = types_[id];
   if (kind_ == Kind::kUnigram) {
     if (ty == TokenType::kControl) return "";
     if (ty == TokenType::kUnknown) return " \xE2\x81\x87 ";  // SentencePiece renders <unk> as " ⁇ "
   }
   if (kind_ == Kind::kSpm || kind_ == Kind::kUnigram) {
-    if (ty == TokenType::kByte && t.size() == 6) return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+    if (ty == TokenType::kByte && t.size() == 6) return std::string(1, static_cast<char>(std::stoi(std::string(t.substr(3, 2)), nullptr, 16)));
     std::string s;
     for (size_t i = 0; i < t.size();) {
       if (t.compare(i, 3, kSpmSpace) == 0) {
@@ -622,9 +711,9 @@ std::string Tokenizer::token_bytes(int32_t id) const {
     }
     return s;
   }
-  if (ty == TokenType::kControl || ty == TokenType::kUserDefined) return t;
+  if (ty == TokenType::kControl || ty == TokenType::kUserDefined) return std::string(t);
   std::string s;
-  for (uint32_t c : unicode::decode_utf8(t)) {
+  for (uint32_t c : unicode::decode_utf8(std::string(t))) {
     const int b = unicode::unicode_to_byte(c);
     if (b >= 0) s += static_cast<char>(b);
     else unicode::append_utf8(s, c);
