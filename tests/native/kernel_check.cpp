@@ -101,8 +101,8 @@ void check_table(const std::string& name) {
   }
   // Prefill's blocked attention: every row's scores and value sums are the single calls' bits, for
   // causal (staggered) and equal key counts, query counts across the 3- and 6-row tiles, and head dims
-  // on and off the vector paths (48: a half chunk; 80: over 64; 7: scalar).
-  for (int64_t d : {64, 48, 80, 7}) {
+  // on and off the vector paths (48: a half chunk; 80, 128: q re-read from L1; 7: scalar).
+  for (int64_t d : {64, 48, 80, 128, 7}) {
     for (int64_t nq : {1, 5, 7, 13}) {
       for (bool causal : {true, false}) {
         const int64_t n_max = 45, stride = d + 8, q_stride = d + 3;
@@ -134,7 +134,7 @@ void check_table(const std::string& name) {
   }
   // The same over fp32 rows (the blocked prefill attention's converted blocks), every key count up to
   // two quads plus a tail.
-  for (int64_t d : {8, 16, 64, 80, 7}) {
+  for (int64_t d : {8, 16, 64, 80, 128, 7}) {
     for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 37}) {
       const int64_t stride = d + 4;
       auto pv = randn(n), base = randn(d), rows = randn(n * stride);

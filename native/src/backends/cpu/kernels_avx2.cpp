@@ -946,19 +946,22 @@ inline __m128 quad_sums(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
   return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-template <typename Elem>
-void dot_keys_rows(const float* q, const Elem* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
-  if (d % 8 != 0 || d > 64) {
-    for (int64_t j = 0; j < n; ++j) scores[j] = dot_row(rows + j * stride, q, d);
-    return;
-  }
-  // q stays in registers; four keys per step so their horizontal sums share one reduction.
+// Four keys per step so their horizontal sums share one reduction; each key's product chain runs
+// over the head dimension in order. q stays in registers up to d = 64 and is re-read from L1 beyond
+// (d = 128: 16 vectors would not fit beside the keys).
+template <typename Elem, bool kQInRegs>
+void dot_keys_quads(const float* q, const Elem* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
   const int nv = static_cast<int>(d / 8);
   __m256 qv[8];
-  for (int v = 0; v < nv; ++v) qv[v] = _mm256_loadu_ps(q + 8 * v);
+  if constexpr (kQInRegs)
+    for (int v = 0; v < nv; ++v) qv[v] = _mm256_loadu_ps(q + 8 * v);
+  auto qvec = [&](int v) {
+    if constexpr (kQInRegs) return qv[v];
+    else return _mm256_loadu_ps(q + 8 * v);
+  };
   auto key = [&](const Elem* r) {
-    __m256 acc = _mm256_mul_ps(qv[0], load8(r));
-    for (int v = 1; v < nv; ++v) acc = _mm256_fmadd_ps(qv[v], load8(r + 8 * v), acc);
+    __m256 acc = _mm256_mul_ps(qvec(0), load8(r));
+    for (int v = 1; v < nv; ++v) acc = _mm256_fmadd_ps(qvec(v), load8(r + 8 * v), acc);
     return acc;
   };
   int64_t j = 0;
@@ -968,6 +971,17 @@ void dot_keys_rows(const float* q, const Elem* rows, int64_t stride, int64_t n, 
     _mm_storeu_ps(scores + j, quad_sums(a0, a1, a2, a3));
   }
   for (; j < n; ++j) scores[j] = hsum(key(rows + j * stride));
+}
+
+template <typename Elem>
+void dot_keys_rows(const float* q, const Elem* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
+  if (d % 8 != 0) {
+    for (int64_t j = 0; j < n; ++j) scores[j] = dot_row(rows + j * stride, q, d);
+  } else if (d <= 64) {
+    dot_keys_quads<Elem, true>(q, rows, stride, n, scores, d);
+  } else {
+    dot_keys_quads<Elem, false>(q, rows, stride, n, scores, d);
+  }
 }
 
 void a_dot_keys_f16(const float* q, const uint16_t* rows, int64_t stride, int64_t n, float* scores, int64_t d) {
@@ -1029,7 +1043,7 @@ template <typename Elem>
 void dot_keys_block_rows(const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, const Elem* rows,
                          int64_t stride, float* scores, int64_t sc_stride, int64_t d) {
   int64_t i = 0;
-  if (d % 8 == 0 && d <= 64) {  // dot_keys_rows' register path; otherwise it goes row by row too
+  if (d % 8 == 0) {  // dot_keys_rows' quad path; otherwise it goes row by row too
     for (; i + 3 <= nq; i += 3)
       keys_for_queries<Elem, 3>(q + i * q_stride, q_stride, n_of + i, rows, stride, scores + i * sc_stride, sc_stride, d);
   }
