@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -70,6 +71,32 @@ void check_table(const std::string& name) {
       if (conv[i] != fp16_to_fp32(h[i])) fail(name, "f16_to_f32_row differs at " + std::to_string(i));
       near(name, "axpy_f32", y[i], b[i] + 0.5 * a[i], std::fabs(b[i]) + std::fabs(a[i]));
       near(name, "axpy_f16", yh[i], b[i] + 0.5 * fp16_to_fp32(h[i]), std::fabs(b[i]) + std::fabs(a[i]));
+    }
+  }
+  // fp32 -> fp16 rows (the f16 KV cache): fp32_to_fp16's bits, including halfway cases (ties to even),
+  // subnormal and overflowing magnitudes, zeros of both signs and infinities; NaN stays NaN.
+  {
+    std::vector<float> src;
+    std::mt19937 bits_rng(7);
+    for (int i = 0; i < 4096; ++i) {
+      const uint32_t w = bits_rng();
+      float f;
+      std::memcpy(&f, &w, 4);
+      src.push_back(f);  // every exponent, NaNs included
+    }
+    for (uint32_t h = 0; h < 0x7C00; h += 7) {  // exact halves and ties between neighbouring halves
+      const float a = fp16_to_fp32(static_cast<uint16_t>(h)), b = fp16_to_fp32(static_cast<uint16_t>(h + 1));
+      src.push_back(a), src.push_back(-a), src.push_back(0.5f * (a + b)), src.push_back(-0.5f * (a + b));
+    }
+    for (float f : {0.0f, -0.0f, 65504.0f, 65520.0f, 65519.99f, 1e-8f, 2.9802322e-08f, INFINITY, -INFINITY, NAN}) src.push_back(f);
+    for (int64_t n : {int64_t(src.size()), int64_t(7), int64_t(9)}) {
+      std::vector<uint16_t> got(static_cast<size_t>(n));
+      k.f32_to_f16_row(src.data(), got.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t want = fp32_to_fp16(src[i]);
+        const bool both_nan = std::isnan(src[i]) && (got[i] & 0x7FFF) > 0x7C00 && (want & 0x7FFF) > 0x7C00;
+        if (got[i] != want && !both_nan) fail(name, "f32_to_f16_row differs at " + std::to_string(i));
+      }
     }
   }
   // Weighted sum of fp16 rows (attention values), head dims with and without full 64-column chunks.

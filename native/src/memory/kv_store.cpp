@@ -198,7 +198,7 @@ class RowStore : public KvStore {
       switch (type_) {
         case GgmlType::F32: std::memcpy(dst, src, n * 4); break;
         case GgmlType::F16:
-          for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = fp32_to_fp16(src[i]);
+          cpu::kernels().f32_to_f16_row(src, reinterpret_cast<uint16_t*>(dst), n);
           break;
         case GgmlType::Q8_0: quantize_row_q8_0(src, reinterpret_cast<BlockQ8_0*>(dst), n); break;
         case GgmlType::Q4_0: quantize_row_q4_0(src, reinterpret_cast<BlockQ4_0*>(dst), n); break;
@@ -316,7 +316,7 @@ class KiviStore : public KvStore {
   void append_fp16(std::vector<uint16_t>& dst, const float* rows, int64_t T) {
     const size_t old = dst.size();
     grow_to(dst, old + T * row());
-    for (int64_t i = 0; i < T * row(); ++i) dst[old + i] = fp32_to_fp16(rows[i]);
+    cpu::kernels().f32_to_f16_row(rows, dst.data() + old, T * row());
   }
   // Room for `groups` more (scale, min, codes) entries, reserved at once.
   void reserve_groups(int64_t groups) {

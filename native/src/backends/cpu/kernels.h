@@ -95,6 +95,9 @@ struct KernelTable {
                              int64_t stride, float* scores, int64_t sc_stride, int64_t d);
   void (*accumulate_block_f16)(const float* p, int64_t p_stride, int64_t np, const int64_t* n_of,
                                const uint16_t* rows, int64_t stride, float* out, int64_t out_stride, int64_t d);
+  // fp32 -> fp16, round to nearest even: fp32_to_fp16's bits for every non-NaN input (NaNs stay NaNs).
+  // The f16 KV cache stores every prompt row through it.
+  void (*f32_to_f16_row)(const float* src, uint16_t* dst, int64_t n);
 };
 
 // code -> float tables for one byte of packed KIVI codes (LSB first): 4 codes of 2 bits, 2 of 4 bits.

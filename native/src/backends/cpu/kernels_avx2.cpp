@@ -817,6 +817,15 @@ void a_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = h2f(src[i]);
 }
 
+void a_f32_to_f16_row(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+  }
+  for (; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
+}
+
 // 8 consecutive row elements as floats: fp16 (converted) or fp32.
 inline void axpy_row(float a, const uint16_t* x, float* y, int64_t n) { a_axpy_f16(a, x, y, n); }
 inline void axpy_row(float a, const float* x, float* y, int64_t n) { a_axpy_f32(a, x, y, n); }
@@ -1213,7 +1222,8 @@ KernelTable avx2_kernels() {
           a_kivi_values, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
           a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
           a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8,
-          a_silu_mul, a_accumulate_f32, a_dot_keys_f32, a_gemm_f16, a_dot_keys_block_f16, a_accumulate_block_f16};
+          a_silu_mul, a_accumulate_f32, a_dot_keys_f32, a_gemm_f16, a_dot_keys_block_f16, a_accumulate_block_f16,
+          a_f32_to_f16_row};
 }
 
 }  // namespace pyrt::cpu

@@ -208,6 +208,9 @@ float g_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) {
 }
 
 void g_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) { dequantize_row(GgmlType::F16, src, dst, n); }
+void g_f32_to_f16_row(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
+}
 
 void g_accumulate_f16(const float* p, const uint16_t* rows, int64_t stride, int64_t n, float* out, int64_t d) {
   for (int64_t j = 0; j < n; ++j) g_axpy_f16(p[j], rows + j * stride, out, d);
@@ -275,7 +278,7 @@ KernelTable generic_kernels() {
           gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row, g_accumulate_f16, g_accumulate_q8_0,
           g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic,
           g_silu_mul, g_accumulate_f32, g_dot_keys_f32, gemm_f16_generic, g_dot_keys_block_f16,
-          g_accumulate_block_f16};
+          g_accumulate_block_f16, g_f32_to_f16_row};
 }
 
 }  // namespace pyrt::cpu
