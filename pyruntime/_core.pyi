@@ -49,6 +49,23 @@ class KvStore:
         """q [head_dim] -> scores [n]; q [nq, head_dim] (query heads sharing this KV head) -> [nq, n]."""
     def accumulate(self, head: int, p: npt.ArrayLike, head_dim: int) -> npt.NDArray[np.float32]:
         """p [n] -> weighted value sum [head_dim]; p [nq, n] -> [nq, head_dim]."""
+    def dot_keys_rows(self, head: int, q: npt.ArrayLike, n_of: Sequence[int], key0: int) -> npt.NDArray[np.float32]: ...
+    def accumulate_rows(
+        self, head: int, p: npt.ArrayLike, n_of: Sequence[int], key0: int
+    ) -> npt.NDArray[np.float32]: ...
+
+def attend(
+    keys: KvStore,
+    values: KvStore,
+    q: npt.ArrayLike,
+    q_pos0: int,
+    n_keys: int,
+    n_heads: int,
+    causal: bool = ...,
+    online_from: int = ...,
+    key_tile: int = ...,
+    threads: int = ...,
+) -> npt.NDArray[np.float32]: ...
 
 class GGUFFile:
     @staticmethod

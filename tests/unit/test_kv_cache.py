@@ -283,6 +283,92 @@ def test_query_groups_get_the_single_query_numbers(spec: str, nq: int, kernel_ta
             np.testing.assert_array_equal(together, alone)
 
 
+@pytest.mark.parametrize("spec", FORMATS)
+def test_blocked_reads_from_a_key_offset(spec: str, kernel_table: str) -> None:
+    """Prefill's blocked reads over tokens key0.. (the online-softmax tiles) give, row by row, the
+    single calls' numbers for those tokens: their bits at key0 = 0, and within 1e-5 of the full-range
+    call's slice past it (a range that starts elsewhere may group its keys' sums differently)."""
+    n_heads, d, T = 2, 64, 150
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((T, n_heads * d)).astype(np.float32)
+    n_of = [0, 1, 5, 33, 40, 40, 17]
+    for key0 in (0, 3, 64, 110):
+        ks, vs = filled_store(spec, True, rows, n_heads, d), filled_store(spec, False, rows, n_heads, d)
+        q = rng.standard_normal((len(n_of), d)).astype(np.float32)
+        p = rng.random((len(n_of), max(n_of))).astype(np.float32)
+        for i, c in enumerate(n_of):
+            p[i, c:] = 0.0
+        for h in range(n_heads):
+            scores = ks.dot_keys_rows(h, q, n_of, key0)
+            sums = vs.accumulate_rows(h, p, n_of, key0)
+            for i, c in enumerate(n_of):
+                full = ks.dot_keys(h, q[i], key0 + c)[key0:]
+                padded = np.concatenate([np.zeros(key0, np.float32), p[i, :c]])
+                want = vs.accumulate(h, padded, d) if c else np.zeros(d, np.float32)
+                if key0 == 0:
+                    np.testing.assert_array_equal(scores[i, :c], full)
+                else:
+                    np.testing.assert_allclose(scores[i, :c], full, rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(sums[i], want, rtol=1e-5, atol=1e-6)
+
+
+def _attention_reference(
+    k: np.ndarray, v: np.ndarray, q: np.ndarray, q_pos0: int, n_heads: int, causal: bool
+) -> np.ndarray:
+    """float64 softmax(q k^T / sqrt(d)) v per head, grouped KV heads, causal bottom-right."""
+    T, d = q.shape[0], q.shape[1] // n_heads
+    n_kv = k.shape[1] // d
+    out = np.zeros((T, n_heads * d))
+    for h in range(n_heads):
+        g = h // (n_heads // n_kv)
+        kh, vh = k[:, g * d : (g + 1) * d].astype(np.float64), v[:, g * d : (g + 1) * d].astype(np.float64)
+        s = q[:, h * d : (h + 1) * d].astype(np.float64) @ kh.T / np.sqrt(d)
+        if causal:
+            s = np.where(np.arange(k.shape[0])[None, :] <= q_pos0 + np.arange(T)[:, None], s, -np.inf)
+        s = np.exp(s - s.max(axis=1, keepdims=True))
+        out[:, h * d : (h + 1) * d] = (s / s.sum(axis=1, keepdims=True)) @ vh
+    return out
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("q_pos0, T", [(0, 300), (263, 37)])
+def test_prompt_attention_online_softmax_tiles(causal: bool, q_pos0: int, T: int, kernel_table: str) -> None:
+    """Prompt attention over an f16 cache, taken in key tiles with an online softmax (tiles of 7 and 64
+    keys, one tile of everything) and in one exact pass: all within 2e-6 of float64 attention over the
+    same fp16 keys and values, and the tiled runs really are another summation (not the exact pass's bits)."""
+    n_heads, n_kv, d, n_keys = 4, 2, 64, 300
+    rng = np.random.default_rng(q_pos0 + T)
+    k = rng.standard_normal((n_keys, n_kv * d)).astype(np.float32)
+    v = rng.standard_normal((n_keys, n_kv * d)).astype(np.float32)
+    q = (2.0 * rng.standard_normal((T, n_heads * d))).astype(np.float32)
+    ks, vs = filled_store("f16", True, k, n_kv, d), filled_store("f16", False, v, n_kv, d)
+    want = _attention_reference(k.astype(np.float16), v.astype(np.float16), q, q_pos0, n_heads, causal)
+    exact = _core.attend(ks, vs, q, q_pos0, n_keys, n_heads, causal)
+    assert np.abs(exact - want).max() <= 2e-6 * np.abs(v).max()
+    for online_from, tile in [(16, 7), (16, 64), (1, 1000)]:
+        got = _core.attend(ks, vs, q, q_pos0, n_keys, n_heads, causal, online_from=online_from, key_tile=tile)
+        assert np.abs(got - want).max() <= 2e-6 * np.abs(v).max(), (online_from, tile)
+        assert not np.array_equal(got, exact), (online_from, tile)
+
+
+def test_long_prompt_attention_takes_the_tiles_by_default() -> None:
+    """Past 2048 keys a prompt block goes tile by tile without being asked; a row that short of it
+    keeps the exact pass (decode's bits)."""
+    n_heads, n_kv, d, n_keys, T = 2, 1, 64, 2600, 24
+    rng = np.random.default_rng(9)
+    k = rng.standard_normal((n_keys, n_kv * d)).astype(np.float32)
+    v = rng.standard_normal((n_keys, n_kv * d)).astype(np.float32)
+    q = rng.standard_normal((T, n_heads * d)).astype(np.float32)
+    ks, vs = filled_store("f16", True, k, n_kv, d), filled_store("f16", False, v, n_kv, d)
+    want = _attention_reference(k.astype(np.float16), v.astype(np.float16), q, n_keys - T, n_heads, True)
+    by_default = _core.attend(ks, vs, q, n_keys - T, n_keys, n_heads)
+    exact = _core.attend(ks, vs, q, n_keys - T, n_keys, n_heads, online_from=10**9)
+    assert np.abs(by_default - want).max() <= 2e-6 * np.abs(v).max()
+    assert not np.array_equal(by_default, exact)
+    short = _core.attend(ks, vs, q, 2000 - T, 2000, n_heads)
+    np.testing.assert_array_equal(short, _core.attend(ks, vs, q, 2000 - T, 2000, n_heads, online_from=10**9))
+
+
 @pytest.mark.parametrize(
     "spec, keys, call, message",
     [

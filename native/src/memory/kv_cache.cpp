@@ -72,6 +72,54 @@ void KvCache::clear() {
 // Queries per task of prefill's blocked attention: enough rows to share each key and value load
 // several ways, few enough that a long prompt still makes many tasks.
 constexpr int64_t kBlockQueries = 24;
+// Past this many keys a block's score rows (24 x n floats) outgrow L2 and are taken in tiles: the
+// tile's rows stay in L1/L2 from the key scores through the value sums.
+constexpr int64_t kOnlineFromKeys = 2048, kKeyTile = 1024;
+
+namespace {
+
+// One query head's block of nq rows (row r over keys 0 .. n_of[r] - 1) through the keys `tile` at a
+// time: per row a running maximum m and sum l of exp(score - m); when a tile raises m, the output so
+// far and l are rescaled by exp(m_old - m_new); at the end the output is divided by l. `sc` holds
+// nq x tile floats.
+void online_softmax_tiles(const KvStore& K, const KvStore& V, int kv_head, const float* q, int64_t q_stride, int64_t nq,
+                          const int64_t* n_of, int64_t tile, float scale, const cpu::KernelTable& kt, float* sc,
+                          float* out, int64_t d) {
+  float m[kBlockQueries], l[kBlockQueries];
+  int64_t n = 0;
+  for (int64_t r = 0; r < nq; ++r) {
+    m[r] = -INFINITY, l[r] = 0.0f, n = std::max(n, n_of[r]);
+    std::fill_n(out + r * q_stride, d, 0.0f);
+  }
+  int64_t in_tile[kBlockQueries];
+  for (int64_t j0 = 0; j0 < n; j0 += tile) {
+    const int64_t tn = std::min(tile, n - j0);
+    for (int64_t r = 0; r < nq; ++r) in_tile[r] = std::clamp<int64_t>(n_of[r] - j0, 0, tn);
+    K.dot_keys_rows(kv_head, q, q_stride, nq, in_tile, sc, tn, j0);
+    for (int64_t r = 0; r < nq; ++r) {
+      float* row = sc + r * tn;
+      const int64_t k = in_tile[r];
+      if (k > 0) {
+        float mx = m[r];
+        for (int64_t j = 0; j < k; ++j) mx = std::max(mx, row[j] *= scale);
+        const float rescale = std::exp(m[r] - mx);  // 0 on the first tile (m = -inf), 1 if m held
+        l[r] = l[r] * rescale + kt.exp_shift_sum(row, k, mx);
+        m[r] = mx;
+        if (rescale != 1.0f)
+          for (int64_t c = 0; c < d; ++c) out[r * q_stride + c] *= rescale;
+      }
+      std::fill(row + k, row + tn, 0.0f);
+    }
+    V.accumulate_rows(kv_head, sc, tn, nq, in_tile, out, q_stride, j0);
+  }
+  for (int64_t r = 0; r < nq; ++r) {
+    if (l[r] <= 0.0f) continue;  // no keys: the row stays 0
+    const float inv = 1.0f / l[r];
+    for (int64_t c = 0; c < d; ++c) out[r * q_stride + c] *= inv;
+  }
+}
+
+}  // namespace
 
 void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, int64_t T, int64_t n_keys,
             const AttentionShape& s, const AttentionOptions& opt, float* out, ThreadPool& pool) {
@@ -105,6 +153,17 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
       for (int64_t r = 0; r < nt; ++r) {
         n_of[r] = std::max<int64_t>(0, opt.causal ? std::min(n_keys, q_pos0 + t0 + r + 1) : n_keys);
         n = std::max(n, n_of[r]);
+      }
+      const int64_t online_from = opt.online_from > 0 ? opt.online_from : kOnlineFromKeys;
+      if (n > online_from && !opt.add_bias) {
+        const int64_t tile = opt.key_tile > 0 ? opt.key_tile : kKeyTile;
+        sc.resize(static_cast<size_t>(nt * tile));
+        for (int i = 0; i < group; ++i) {
+          const int h = opt.head_map == KvHeadMap::kTiled ? g + i * s.n_kv_heads : g * group + i;
+          online_softmax_tiles(K, V, g, q + t0 * q_stride + h * d, q_stride, nt, n_of, tile, scale, kt, sc.data(),
+                               out + t0 * q_stride + h * d, d);
+        }
+        return;
       }
       sc.resize(static_cast<size_t>(nt * std::max<int64_t>(n, 1)));
       for (int i = 0; i < group; ++i) {

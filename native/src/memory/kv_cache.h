@@ -48,6 +48,11 @@ struct AttentionOptions {
   bool causal = true;  // query at position p sees keys 0..p; otherwise every key
   // Optional additive bias on a query row's scaled scores (T5 relative position bias).
   std::function<void(int head, int64_t q_pos, int64_t n_keys, float* scores)> add_bias;
+  // Prefill over stores with blocked reads: query rows with more keys than online_from go through the
+  // keys `key_tile` at a time with an online softmax (running max and sum per row, output rescaled),
+  // so a long prompt's scores never outgrow the cache; shorter rows take the exact two-pass softmax,
+  // whose numbers are decode's bit for bit. 0 picks the defaults (2048 and 1024); tests set both small.
+  int64_t online_from = 0, key_tile = 0;
 };
 
 // T query rows at positions q_pos0..q_pos0+T-1 attend over the first n_keys keys/values of the stores.

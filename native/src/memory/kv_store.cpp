@@ -165,14 +165,35 @@ void KvStore::accumulate_multi(int head, const float* p, int64_t p_stride, int n
   for (int i = 0; i < nq; ++i) accumulate(head, p + i * p_stride, n, out + i * out_stride);
 }
 
+// From key0 on, the single calls run from token 0 and the leading part is dropped (scores) or
+// weighted by exact zeros (values): correct for every format, and no caller takes this path for speed
+// (attention only starts past token 0 on stores with blocked reads).
 void KvStore::dot_keys_rows(int head, const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, float* scores,
-                            int64_t sc_stride) const {
-  for (int64_t i = 0; i < nq; ++i) dot_keys(head, q + i * q_stride, n_of[i], scores + i * sc_stride);
+                            int64_t sc_stride, int64_t key0) const {
+  std::vector<float> all;
+  for (int64_t i = 0; i < nq; ++i) {
+    if (key0 == 0) {
+      dot_keys(head, q + i * q_stride, n_of[i], scores + i * sc_stride);
+    } else if (n_of[i] > 0) {
+      all.resize(static_cast<size_t>(key0 + n_of[i]));
+      dot_keys(head, q + i * q_stride, key0 + n_of[i], all.data());
+      std::copy_n(all.data() + key0, n_of[i], scores + i * sc_stride);
+    }
+  }
 }
 
 void KvStore::accumulate_rows(int head, const float* p, int64_t p_stride, int64_t nq, const int64_t* n_of, float* out,
-                              int64_t out_stride) const {
-  for (int64_t i = 0; i < nq; ++i) accumulate(head, p + i * p_stride, n_of[i], out + i * out_stride);
+                              int64_t out_stride, int64_t key0) const {
+  std::vector<float> all;
+  for (int64_t i = 0; i < nq; ++i) {
+    if (key0 == 0) {
+      accumulate(head, p + i * p_stride, n_of[i], out + i * out_stride);
+    } else if (n_of[i] > 0) {
+      all.assign(static_cast<size_t>(key0), 0.0f);
+      all.insert(all.end(), p + i * p_stride, p + i * p_stride + n_of[i]);
+      accumulate(head, all.data(), key0 + n_of[i], out + i * out_stride);
+    }
+  }
 }
 
 namespace {
@@ -251,16 +272,16 @@ class RowStore : public KvStore {
   }
   bool has_blocked_reads() const override { return type_ == GgmlType::F16; }
   void dot_keys_rows(int head, const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, float* scores,
-                     int64_t sc_stride) const override {
-    if (type_ != GgmlType::F16) return KvStore::dot_keys_rows(head, q, q_stride, nq, n_of, scores, sc_stride);
-    cpu::kernels().dot_keys_block_f16(q, q_stride, nq, n_of, f16_head(head), f16_stride(), scores, sc_stride,
-                                      head_dim_);
+                     int64_t sc_stride, int64_t key0) const override {
+    if (type_ != GgmlType::F16) return KvStore::dot_keys_rows(head, q, q_stride, nq, n_of, scores, sc_stride, key0);
+    cpu::kernels().dot_keys_block_f16(q, q_stride, nq, n_of, f16_head(head) + key0 * f16_stride(), f16_stride(), scores,
+                                      sc_stride, head_dim_);
   }
   void accumulate_rows(int head, const float* p, int64_t p_stride, int64_t nq, const int64_t* n_of, float* out,
-                       int64_t out_stride) const override {
-    if (type_ != GgmlType::F16) return KvStore::accumulate_rows(head, p, p_stride, nq, n_of, out, out_stride);
-    cpu::kernels().accumulate_block_f16(p, p_stride, nq, n_of, f16_head(head), f16_stride(), out, out_stride,
-                                        head_dim_);
+                       int64_t out_stride, int64_t key0) const override {
+    if (type_ != GgmlType::F16) return KvStore::accumulate_rows(head, p, p_stride, nq, n_of, out, out_stride, key0);
+    cpu::kernels().accumulate_block_f16(p, p_stride, nq, n_of, f16_head(head) + key0 * f16_stride(), f16_stride(), out,
+                                        out_stride, head_dim_);
   }
 
  private:

@@ -49,15 +49,16 @@ class KvStore {
   virtual void accumulate_multi(int head, const float* p, int64_t p_stride, int nq, int64_t n, float* out,
                                 int64_t out_stride) const;
   virtual bool shares_across_queries() const { return false; }
-  // Prefill: nq query rows of one head (q_stride apart), row i over its first n_of[i] tokens, with
-  // exactly the single calls' numbers (the defaults are those calls in a loop). Formats with blocked
-  // kernels for this (fp16 rows) say so with has_blocked_reads(). accumulate_rows reads p rows up to
-  // the largest n_of: p[i][j] must be 0 for j >= n_of[i].
+  // Prefill: nq query rows of one head (q_stride apart), row i over tokens key0 .. key0 + n_of[i] - 1
+  // (scores[i][j] is token key0 + j's), with exactly the single calls' numbers when key0 = 0 (the
+  // defaults are those calls in a loop). Formats with blocked kernels for this (fp16 rows) say so with
+  // has_blocked_reads(). accumulate_rows reads p rows up to the largest n_of: p[i][j] must be 0 for
+  // j >= n_of[i].
   virtual bool has_blocked_reads() const { return false; }
   virtual void dot_keys_rows(int head, const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of,
-                             float* scores, int64_t sc_stride) const;
+                             float* scores, int64_t sc_stride, int64_t key0 = 0) const;
   virtual void accumulate_rows(int head, const float* p, int64_t p_stride, int64_t nq, const int64_t* n_of, float* out,
-                               int64_t out_stride) const;
+                               int64_t out_stride, int64_t key0 = 0) const;
   // Token counts in the quantized part and in the full-precision part (tests of the KIVI schedule;
   // KIVI's fp16 sink tokens count as full precision).
   virtual std::pair<int64_t, int64_t> split_sizes() const { return {size(), 0}; }

@@ -5,6 +5,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "core/audio.h"
+#include "memory/kv_cache.h"
 #include "memory/kv_store.h"
 #include "models/t5.h"
 #include "pyrt/delegate.h"
@@ -390,7 +391,65 @@ PYBIND11_MODULE(_core, m) {
         st.accumulate_multi(head, p.data(), n, static_cast<int>(nq), n, out.mutable_data(), head_dim);
         if (p.ndim() == 1) return out.attr("reshape")(head_dim).cast<py::array_t<float>>();
         return out;
-      }, py::arg("head"), py::arg("p"), py::arg("head_dim"));
+      }, py::arg("head"), py::arg("p"), py::arg("head_dim"))
+      // Prefill's blocked reads: row i of q [nq, d] over tokens key0 .. key0 + n_of[i] - 1 -> [nq, max n_of].
+      .def("dot_keys_rows", [](const KvStore& st, int head, py::array_t<float, py::array::c_style | py::array::forcecast> q,
+                               const std::vector<int64_t>& n_of, int64_t key0) {
+        check_head(st, head);
+        const auto [nq, d] = as_rows(q, "q");
+        if (d != st.head_dim() || static_cast<size_t>(nq) != n_of.size()) throw Error(ErrorCode::kInvalidArgument, "q must be [len(n_of), head_dim]");
+        int64_t n = 0;
+        for (int64_t c : n_of) {
+          if (c < 0 || key0 < 0 || key0 + c > st.size()) throw Error(ErrorCode::kInvalidArgument, "keys past the " + std::to_string(st.size()) + " stored tokens");
+          n = std::max(n, c);
+        }
+        py::array_t<float> out(std::vector<py::ssize_t>{nq, static_cast<py::ssize_t>(n)});
+        std::fill(out.mutable_data(), out.mutable_data() + nq * n, 0.0f);
+        st.dot_keys_rows(head, q.data(), d, nq, n_of.data(), out.mutable_data(), n, key0);
+        return out;
+      }, py::arg("head"), py::arg("q"), py::arg("n_of"), py::arg("key0"))
+      // p [nq, max n_of] (zeros past each row's count) -> [nq, head_dim] sums over tokens from key0.
+      .def("accumulate_rows", [](const KvStore& st, int head, py::array_t<float, py::array::c_style | py::array::forcecast> p,
+                                 const std::vector<int64_t>& n_of, int64_t key0) {
+        check_head(st, head);
+        const auto [nq, n] = as_rows(p, "p");
+        if (static_cast<size_t>(nq) != n_of.size()) throw Error(ErrorCode::kInvalidArgument, "p must have len(n_of) rows");
+        for (int64_t c : n_of) {
+          if (c < 0 || c > n || key0 < 0 || key0 + c > st.size()) throw Error(ErrorCode::kInvalidArgument, "weights past the stored tokens or the row");
+        }
+        const int d = st.head_dim();
+        py::array_t<float> out(std::vector<py::ssize_t>{nq, d});
+        std::fill(out.mutable_data(), out.mutable_data() + nq * d, 0.0f);
+        st.accumulate_rows(head, p.data(), n, nq, n_of.data(), out.mutable_data(), d, key0);
+        return out;
+      }, py::arg("head"), py::arg("p"), py::arg("n_of"), py::arg("key0"));
+
+  // Attention of T query rows (positions q_pos0..) over the first n_keys of two stores, as a model
+  // layer runs it (tests of the blocked prompt path and its online-softmax tiles).
+  m.def("attend", [](const KvStore& k, const KvStore& v, py::array_t<float, py::array::c_style | py::array::forcecast> q,
+                     int64_t q_pos0, int64_t n_keys, int n_heads, bool causal, int64_t online_from, int64_t key_tile,
+                     int threads) {
+    const int n_kv = k.n_heads(), d = k.head_dim();
+    if (v.n_heads() != n_kv || v.head_dim() != d) throw Error(ErrorCode::kInvalidArgument, "keys and values differ in shape");
+    if (n_heads <= 0 || n_heads % n_kv != 0) throw Error(ErrorCode::kInvalidArgument, "n_heads must be a multiple of the " + std::to_string(n_kv) + " KV heads");
+    if (n_keys < 0 || n_keys > k.size() || n_keys > v.size()) throw Error(ErrorCode::kInvalidArgument, "n_keys = " + std::to_string(n_keys) + " outside the stored tokens");
+    const auto [T, width] = as_rows(q, "q");
+    if (width != int64_t(n_heads) * d) throw Error(ErrorCode::kInvalidArgument, "q rows must hold n_heads * head_dim values");
+    AttentionOptions opt;
+    opt.causal = causal;
+    opt.online_from = online_from;
+    opt.key_tile = key_tile;
+    py::array_t<float> out(std::vector<py::ssize_t>{T, width});
+    const float* qp = q.data();
+    float* op = out.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      ThreadPool pool(std::max(1, threads));
+      attend(k, v, qp, q_pos0, T, n_keys, AttentionShape{n_heads, n_kv, d}, opt, op, pool);
+    }
+    return out;
+  }, py::arg("keys"), py::arg("values"), py::arg("q"), py::arg("q_pos0"), py::arg("n_keys"), py::arg("n_heads"),
+     py::arg("causal") = true, py::arg("online_from") = 0, py::arg("key_tile") = 0, py::arg("threads") = 2);
 
   py::class_<GgufFile, std::shared_ptr<GgufFile>>(m, "GGUFFile")
       .def_static("open", &GgufFile::open, py::arg("path"))
