@@ -351,8 +351,8 @@ def write_report(
         "threads together if higher.",
         "",
         "pyruntime = the Python SDK (`pyrt bench`); native = pyrt-bench, the same runtime through the C ABI "
-        "with no Python in the process (its RSS is the runtime's own; the SDK's adds the interpreter and numpy, "
-        "about 34 MiB).",
+        "with no Python in the process (its RSS is the runtime's own; the SDK's adds the interpreter, about 15 MiB: "
+        "text generation never imports numpy).",
         "",
         "| model | type | test | pyruntime tok/s | llama.cpp tok/s | ratio | native tok/s | bound tok/s "
         "| ours / llama.cpp of bound | peak RSS SDK / native / llama.cpp (MiB) |",
