@@ -351,6 +351,25 @@ def test_prompt_attention_online_softmax_tiles(causal: bool, q_pos0: int, T: int
         assert not np.array_equal(got, exact), (online_from, tile)
 
 
+def test_rows_across_the_online_threshold_keep_their_bits_in_any_chunking() -> None:
+    """Whether a row takes the exact pass or the tiles depends on its own key count only: a prompt
+    whose rows cross the threshold gives the same bits in one call and in chunks of 7 or 24."""
+    n_heads, n_kv, d = 2, 1, 64
+    rng = np.random.default_rng(4)
+    k = rng.standard_normal((400, n_kv * d)).astype(np.float32)
+    v = rng.standard_normal((400, n_kv * d)).astype(np.float32)
+    q = rng.standard_normal((100, n_heads * d)).astype(np.float32)
+    ks, vs = filled_store("f16", True, k, n_kv, d), filled_store("f16", False, v, n_kv, d)
+    opts = {"online_from": 330, "key_tile": 64}  # rows at positions 300..399 hold 301..400 keys
+    whole = _core.attend(ks, vs, q, 300, 400, n_heads, **opts)
+    for chunk in (7, 24):
+        parts = [
+            _core.attend(ks, vs, q[c : c + chunk], 300 + c, 300 + min(c + chunk, 100), n_heads, **opts)
+            for c in range(0, 100, chunk)
+        ]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
 def test_long_prompt_attention_takes_the_tiles_by_default() -> None:
     """Past 2048 keys a prompt block goes tile by tile without being asked; a row that short of it
     keeps the exact pass (decode's bits)."""

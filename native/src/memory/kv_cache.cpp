@@ -149,36 +149,34 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
       thread_local std::vector<float> sc;
       const int64_t t0 = (task / s.n_kv_heads) * kBlockQueries, nt = std::min(kBlockQueries, T - t0);
       const int g = static_cast<int>(task % s.n_kv_heads);
-      int64_t n_of[kBlockQueries], n = 0;
-      for (int64_t r = 0; r < nt; ++r) {
-        n_of[r] = std::max<int64_t>(0, opt.causal ? std::min(n_keys, q_pos0 + t0 + r + 1) : n_keys);
-        n = std::max(n, n_of[r]);
-      }
+      int64_t n_of[kBlockQueries];
+      for (int64_t r = 0; r < nt; ++r) n_of[r] = std::max<int64_t>(0, opt.causal ? std::min(n_keys, q_pos0 + t0 + r + 1) : n_keys);
+      // Each row's path follows from its own key count (n_of never decreases along the block), so any
+      // chunking of a prompt gives every row the same bits: rows up to online_from keys take the exact
+      // pass, longer ones the online tiles.
       const int64_t online_from = opt.online_from > 0 ? opt.online_from : kOnlineFromKeys;
-      if (n > online_from && !opt.add_bias) {
-        const int64_t tile = opt.key_tile > 0 ? opt.key_tile : kKeyTile;
-        sc.resize(static_cast<size_t>(nt * tile));
-        for (int i = 0; i < group; ++i) {
-          const int h = opt.head_map == KvHeadMap::kTiled ? g + i * s.n_kv_heads : g * group + i;
-          online_softmax_tiles(K, V, g, q + t0 * q_stride + h * d, q_stride, nt, n_of, tile, scale, kt, sc.data(),
-                               out + t0 * q_stride + h * d, d);
-        }
-        return;
-      }
-      sc.resize(static_cast<size_t>(nt * std::max<int64_t>(n, 1)));
+      const int64_t tile = opt.key_tile > 0 ? opt.key_tile : kKeyTile;
+      int64_t n_exact = 0;
+      while (n_exact < nt && (opt.add_bias || n_of[n_exact] <= online_from)) ++n_exact;
+      const int64_t n_short = n_exact > 0 ? n_of[n_exact - 1] : 0;  // the exact rows' longest
+      sc.resize(static_cast<size_t>(std::max(n_exact * std::max<int64_t>(n_short, 1), (nt - n_exact) * tile)));
       for (int i = 0; i < group; ++i) {
         const int h = opt.head_map == KvHeadMap::kTiled ? g + i * s.n_kv_heads : g * group + i;
         const float* qh = q + t0 * q_stride + h * d;
         float* oh = out + t0 * q_stride + h * d;
-        for (int64_t r = 0; r < nt; ++r) std::fill_n(oh + r * q_stride, d, 0.0f);
-        if (n == 0) continue;
-        K.dot_keys_rows(g, qh, q_stride, nt, n_of, sc.data(), n);
-        for (int64_t r = 0; r < nt; ++r) {
-          float* row = sc.data() + r * n;
-          if (n_of[r] > 0) softmax(h, t0 + r, n_of[r], row);
-          std::fill(row + n_of[r], row + n, 0.0f);
+        if (n_exact < nt) {
+          online_softmax_tiles(K, V, g, qh + n_exact * q_stride, q_stride, nt - n_exact, n_of + n_exact, tile, scale,
+                               kt, sc.data(), oh + n_exact * q_stride, d);
         }
-        V.accumulate_rows(g, sc.data(), n, nt, n_of, oh, q_stride);
+        for (int64_t r = 0; r < n_exact; ++r) std::fill_n(oh + r * q_stride, d, 0.0f);
+        if (n_short == 0) continue;
+        K.dot_keys_rows(g, qh, q_stride, n_exact, n_of, sc.data(), n_short);
+        for (int64_t r = 0; r < n_exact; ++r) {
+          float* row = sc.data() + r * n_short;
+          if (n_of[r] > 0) softmax(h, t0 + r, n_of[r], row);
+          std::fill(row + n_of[r], row + n_short, 0.0f);
+        }
+        V.accumulate_rows(g, sc.data(), n_short, n_exact, n_of, oh, q_stride);
       }
     });
     return;

@@ -51,7 +51,9 @@ struct AttentionOptions {
   // Prefill over stores with blocked reads: query rows with more keys than online_from go through the
   // keys `key_tile` at a time with an online softmax (running max and sum per row, output rescaled),
   // so a long prompt's scores never outgrow the cache; shorter rows take the exact two-pass softmax,
-  // whose numbers are decode's bit for bit. 0 picks the defaults (2048 and 1024); tests set both small.
+  // whose numbers are decode's bit for bit (longer rows are within fp32 rounding of decode). Either
+  // way a row's bits do not depend on how the prompt was chunked. 0 picks the defaults (2048 and
+  // 1024); tests set both small.
   int64_t online_from = 0, key_tile = 0;
 };
 
