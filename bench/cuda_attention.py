@@ -175,6 +175,35 @@ def padding_free(cu: Any, batch: int, max_len: int, heads: int, d: int) -> list[
     ]
 
 
+def gemm(cu: Any, shapes: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
+    """Prefill GEMM y = x w^T (fp16 in, fp32 out): our WMMA kernel vs torch.matmul (cuBLAS, fp16 out)."""
+    import torch
+
+    rows = []
+    rng = np.random.default_rng(1)
+    for T, N, K in shapes:
+        x = rng.standard_normal((T, K)).astype(np.float16)
+        w = rng.standard_normal((N, K)).astype(np.float16)
+        _, ours = cu.gemm_f16(x.view(np.uint16), w.view(np.uint16), iters=20)
+        tx, tw = torch.from_numpy(x).cuda(), torch.from_numpy(w).cuda()
+        theirs = torch_ms(functools.partial(torch.matmul, tx, tw.T))
+        flops = 2.0 * T * N * K
+        rows.append(
+            {
+                "test": "gemm",
+                "T": T,
+                "N": N,
+                "K": K,
+                "ours_ms": ours,
+                "torch_matmul_ms": theirs,
+                "ours_tflops": flops / ours / 1e9,
+                "torch_tflops": flops / theirs / 1e9,
+            }
+        )
+        print(f"gemm T={T} N={N} K={K}: ours {ours:.3f} ms, torch {theirs:.3f} ms", flush=True)
+    return rows
+
+
 def plot(rows: list[dict[str, Any]], path: Path, device: str) -> None:
     import matplotlib
 
@@ -227,6 +256,7 @@ def main() -> None:
     rows += decode(cu, batches, 32, 8, 128)
     for batch, max_len in ((16, 512), (32, 1024), (8, 4096)):
         rows += padding_free(cu, batch, max_len, 16, 64)
+    rows += gemm(cu, [(T, N, K) for T in (128, 512, 2048) for N, K in ((2048, 2048), (5632, 2048), (4096, 14336))])
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
         commit = r.stdout.strip() if r.returncode == 0 else "unknown (no git checkout)"

@@ -64,6 +64,23 @@ int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len);
 // y[N] = W[N, K] x[K] for ggml-quantized rows (type ids: Q8_0 = 8, Q4_0 = 2, Q4_1 = 3).
 cudaError_t gemv_quant(int ggml_type, const void* w, const float* x, float* y, int N, int K, cudaStream_t stream);
 
+// Tensor-core GEMM for prefill: y[T, N] (row stride ldy) = x[T, K] . w[N, K]^T, fp16 operands, fp32
+// accumulation and output. Any T, N, K (edges are zero-padded in shared memory).
+cudaError_t gemm_f16_tc(const half* x, const half* w, float* y, int T, int N, int K, int ldy, cudaStream_t stream);
+// ggml-quantized rows (Q8_0 = 8, Q4_0 = 2, Q4_1 = 3; K % 32 == 0) as fp16 [N, K] for gemm_f16_tc.
+cudaError_t dequant_rows_f16(int ggml_type, const void* w, half* out, int N, int K, cudaStream_t stream);
+cudaError_t f32_to_f16(const float* x, half* y, int64_t n, cudaStream_t stream);
+
+// A decoder layer's elementwise steps, fp32 rows as on the CPU:
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for `rows` rows of n;
+cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, float eps, cudaStream_t stream);
+// rotary embedding in place on x [T, n_heads, head_dim] at positions pos0.., angle (pos * inv_freq[i])
+// for pair i < n_rot / 2: (2i, 2i + 1) in ggml's normal mode, (i, i + n_rot / 2) for NeoX;
+cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const float* inv_freq, bool neox,
+                 cudaStream_t stream);
+// gate = silu(gate) * up over n values.
+cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
+
 // ByteTransformer-style packing (SPEC 6.1). mask: [B, S_max] int32, 1 for valid positions (right
 // padding). Writes cu_seqlens [B + 1] (exclusive scan of the lengths, cu[B] = T_valid) and the gather
 // map word_idx [T_valid] (packed row -> padded row b * S_max + i). B <= 1024.

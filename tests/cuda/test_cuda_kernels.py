@@ -186,3 +186,50 @@ def test_padding_free_batch_matches_per_sequence(cu: ModuleType) -> None:
             )
             np.testing.assert_allclose(out[b, :n], ref[0].transpose(1, 0, 2), atol=2e-3, rtol=0)
             assert (out[b, n:] == 0).all()
+
+
+@pytest.mark.parametrize("T,N,K", [(1, 64, 64), (37, 100, 96), (200, 130, 40), (128, 2048, 256), (513, 77, 1024)])
+def test_tensor_core_gemm(cu: ModuleType, T: int, N: int, K: int) -> None:
+    """y = x w^T with fp16 operands, fp32 accumulation: within 1e-5 of float64 relative to sum |x||w|
+    (fp32 accumulation error over K), for shapes off every tile edge; no output is left unwritten."""
+    rng = np.random.default_rng(T * N + K)
+    x, w = f16(rng, T, K), f16(rng, N, K)
+    y, _ = cu.gemm_f16(x.view(np.uint16), w.view(np.uint16))
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    bound = 1e-5 * (np.abs(x64) @ np.abs(w64).T) + 1e-6
+    assert np.isfinite(y).all()
+    assert (np.abs(y - x64 @ w64.T) <= bound).all()
+
+
+@pytest.mark.parametrize("qtype,type_id", [("Q8_0", 8), ("Q4_0", 2), ("Q4_1", 3)])
+def test_dequantized_rows_for_the_gemm(cu: ModuleType, qtype: str, type_id: int) -> None:
+    """fp16 rows from quantized weights: the CPU dequantizer's values rounded to fp16, bit for bit."""
+    N, K = 37, 160
+    rng = np.random.default_rng(type_id)
+    rows = np.stack(
+        [np.frombuffer(_core.quantize(qtype, r), np.uint8) for r in rng.standard_normal((N, K)).astype(np.float32)]
+    )
+    want = np.stack([_core.dequantize(qtype, r.tobytes(), K) for r in rows]).astype(np.float16)
+    np.testing.assert_array_equal(cu.dequant_f16(type_id, rows, K), want.view(np.uint16))
+
+
+def test_layer_glue_matches_the_cpu(cu: ModuleType) -> None:
+    """RMSNorm, RoPE (both pairings, partial rotation, positions to 4k) and SwiGLU on the GPU against
+    the CPU runtime's own ops: fp32 throughout, so only summation order / sincos rounding differ."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((9, 2048)).astype(np.float32)
+    w = rng.standard_normal(2048).astype(np.float32)
+    np.testing.assert_allclose(cu.rms_norm(x, w, 1e-5), _core.rms_norm_rows(x, w, 1e-5), rtol=2e-6, atol=1e-6)
+    T, H, d = 5, 4, 128
+    q = rng.standard_normal((T, H * d)).astype(np.float32)
+    for n_rot in (128, 64):
+        inv_freq = (500000.0 ** (-np.arange(n_rot // 2) * 2.0 / n_rot)).astype(np.float32)
+        for neox in (False, True):
+            for pos0 in (0, 4090):
+                got = cu.rope(q, H, d, n_rot, pos0, inv_freq, neox)
+                want = _core.rope(q, H, d, n_rot, pos0, inv_freq.tolist(), neox)
+                np.testing.assert_allclose(got, want, atol=2e-6 * (1 + pos0))
+    g = (6 * rng.standard_normal(10007)).astype(np.float32)
+    g[:3] = [120.0, -120.0, 0.0]
+    u = rng.standard_normal(10007).astype(np.float32)
+    np.testing.assert_allclose(cu.swiglu(g, u), _core.silu_mul(g, u), rtol=2e-6, atol=1e-30)

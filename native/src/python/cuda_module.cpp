@@ -198,6 +198,68 @@ py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
   return py::make_tuple(y, ms);
 }
 
+py::tuple run_gemm_f16(HalfArray x, HalfArray w, int iters) {
+  if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1)) throw std::invalid_argument("x [T, K] and w [N, K]");
+  const int T = int(x.shape(0)), K = int(x.shape(1)), N = int(w.shape(0));
+  DevBuf dx(x.data(), x.nbytes()), dw(w.data(), w.nbytes()), dy(size_t(T) * N * 4);
+  dy.poison();
+  auto launch = [&] { return gemm_f16_tc(dx.as<half>(), dw.as<half>(), dy.as<float>(), T, N, K, N, nullptr); };
+  float ms = 0;
+  if (iters > 0) ms = median_ms(launch, iters);
+  else check(launch(), "gemm_f16_tc");
+  check(cudaDeviceSynchronize(), "gemm_f16_tc (sync)");
+  py::array_t<float> y({T, N});
+  dy.to_host(y.mutable_data());
+  return py::make_tuple(y, ms);
+}
+
+// Quantized rows [N, row_bytes] -> fp16 bits [N, K].
+py::array_t<uint16_t> run_dequant_f16(int type, ByteArray w, int K) {
+  if (w.ndim() != 2) throw std::invalid_argument("w must be [N, row_bytes]");
+  const int N = int(w.shape(0));
+  DevBuf dw(w.data(), w.nbytes()), dout(size_t(N) * K * 2);
+  dout.poison();
+  check(dequant_rows_f16(type, dw.ptr, dout.as<half>(), N, K, nullptr), "dequant_rows_f16");
+  check(cudaDeviceSynchronize(), "dequant_rows_f16 (sync)");
+  py::array_t<uint16_t> out({N, K});
+  dout.to_host(out.mutable_data());
+  return out;
+}
+
+py::array_t<float> run_rms_norm(FloatArray x, FloatArray w, float eps) {
+  if (x.ndim() != 2 || w.ndim() != 1 || w.shape(0) != x.shape(1)) throw std::invalid_argument("x [rows, n] and w [n]");
+  const int rows = int(x.shape(0)), n = int(x.shape(1));
+  DevBuf dx(x.data(), x.nbytes()), dw(w.data(), w.nbytes()), dy(x.nbytes());
+  dy.poison();
+  check(rms_norm(dx.as<float>(), dw.as<float>(), dy.as<float>(), rows, n, eps, nullptr), "rms_norm");
+  check(cudaDeviceSynchronize(), "rms_norm (sync)");
+  py::array_t<float> y({rows, n});
+  dy.to_host(y.mutable_data());
+  return y;
+}
+
+py::array_t<float> run_rope(FloatArray x, int n_heads, int head_dim, int n_rot, int pos0, FloatArray inv_freq, bool neox) {
+  if (x.ndim() != 2 || x.shape(1) != int64_t(n_heads) * head_dim) throw std::invalid_argument("x must be [T, n_heads * head_dim]");
+  if (inv_freq.ndim() != 1 || inv_freq.shape(0) * 2 != n_rot) throw std::invalid_argument("inv_freq must hold n_rot / 2 values");
+  const int T = int(x.shape(0));
+  DevBuf dx(x.data(), x.nbytes()), df(inv_freq.data(), inv_freq.nbytes());
+  check(rope(dx.as<float>(), T, n_heads, head_dim, n_rot, pos0, df.as<float>(), neox, nullptr), "rope");
+  check(cudaDeviceSynchronize(), "rope (sync)");
+  py::array_t<float> y({T, n_heads * head_dim});
+  dx.to_host(y.mutable_data());
+  return y;
+}
+
+py::array_t<float> run_swiglu(FloatArray gate, FloatArray up) {
+  if (gate.size() != up.size()) throw std::invalid_argument("gate and up differ in size");
+  DevBuf dg(gate.data(), gate.nbytes()), du(up.data(), up.nbytes());
+  check(swiglu(dg.as<float>(), du.as<float>(), gate.size(), nullptr), "swiglu");
+  check(cudaDeviceSynchronize(), "swiglu (sync)");
+  py::array_t<float> y(gate.size());
+  dg.to_host(y.mutable_data());
+  return y;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
@@ -218,4 +280,10 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("decode_attn", &run_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("format"), py::arg("seqlens"),
         py::arg("n_splits") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
   m.def("gemv", &run_gemv, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("iters") = 0);
+  m.def("gemm_f16", &run_gemm_f16, py::arg("x"), py::arg("w"), py::arg("iters") = 0);
+  m.def("dequant_f16", &run_dequant_f16, py::arg("type"), py::arg("w"), py::arg("k"));
+  m.def("rms_norm", &run_rms_norm, py::arg("x"), py::arg("w"), py::arg("eps"));
+  m.def("rope", &run_rope, py::arg("x"), py::arg("n_heads"), py::arg("head_dim"), py::arg("n_rot"), py::arg("pos0"),
+        py::arg("inv_freq"), py::arg("neox"));
+  m.def("swiglu", &run_swiglu, py::arg("gate"), py::arg("up"));
 }

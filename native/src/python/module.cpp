@@ -5,6 +5,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "core/audio.h"
+#include "core/ops.h"
 #include "memory/kv_cache.h"
 #include "memory/kv_store.h"
 #include "models/t5.h"
@@ -423,6 +424,35 @@ PYBIND11_MODULE(_core, m) {
         st.accumulate_rows(head, p.data(), n, nq, n_of.data(), out.mutable_data(), d, key0);
         return out;
       }, py::arg("head"), py::arg("p"), py::arg("n_of"), py::arg("key0"));
+
+  // A decoder layer's elementwise steps as the CPU runs them (references for the CUDA kernels' tests).
+  m.def("rms_norm_rows", [](py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                            py::array_t<float, py::array::c_style | py::array::forcecast> w, float eps) {
+    const auto [rows, n] = as_rows(x, "x");
+    if (w.ndim() != 1 || w.shape(0) != n) throw Error(ErrorCode::kInvalidArgument, "w must hold one weight per column of x");
+    py::array_t<float> y(std::vector<py::ssize_t>{rows, n});
+    rms_norm_rows(x.data(), w.data(), y.mutable_data(), rows, n, eps);
+    return y;
+  }, py::arg("x"), py::arg("w"), py::arg("eps"));
+  m.def("rope", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int n_heads, int head_dim, int n_rot,
+                   int64_t pos0, const std::vector<float>& inv_freq, bool neox) {
+    const auto [T, width] = as_rows(x, "x");
+    if (n_heads <= 0 || head_dim <= 0 || width != int64_t(n_heads) * head_dim) throw Error(ErrorCode::kInvalidArgument, "x rows must hold n_heads * head_dim values");
+    if (n_rot <= 0 || n_rot % 2 || n_rot > head_dim || inv_freq.size() * 2 != size_t(n_rot)) throw Error(ErrorCode::kInvalidArgument, "n_rot must be even, at most head_dim, with n_rot / 2 frequencies");
+    py::array_t<float> y(std::vector<py::ssize_t>{T, width});
+    std::copy_n(x.data(), T * width, y.mutable_data());
+    for (int64_t t = 0; t < T; ++t)
+      rope(y.mutable_data() + t * width, n_heads, head_dim, n_rot, static_cast<float>(pos0 + t), inv_freq, neox ? RopeMode::kNeox : RopeMode::kNorm);
+    return y;
+  }, py::arg("x"), py::arg("n_heads"), py::arg("head_dim"), py::arg("n_rot"), py::arg("pos0"), py::arg("inv_freq"), py::arg("neox"));
+  m.def("silu_mul", [](py::array_t<float, py::array::c_style | py::array::forcecast> gate,
+                       py::array_t<float, py::array::c_style | py::array::forcecast> up) {
+    if (gate.size() != up.size()) throw Error(ErrorCode::kInvalidArgument, "gate and up differ in size");
+    py::array_t<float> y(gate.size());
+    std::copy_n(gate.data(), gate.size(), y.mutable_data());
+    silu_mul(y.mutable_data(), up.data(), gate.size());
+    return y;
+  }, py::arg("gate"), py::arg("up"));
 
   // Attention of T query rows (positions q_pos0..) over the first n_keys of two stores, as a model
   // layer runs it (tests of the blocked prompt path and its online-softmax tiles).

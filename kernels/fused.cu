@@ -1,0 +1,138 @@
+// The per-token layer glue of a decoder on the GPU: RMSNorm, rotary embedding and SwiGLU, each one
+// pass over its rows (no intermediate tensors), plus fp16 rows from ggml-quantized weights so
+// prefill can feed them to the tensor-core GEMM (gemm_tc.cu).
+#include <algorithm>
+
+#include "common.cuh"
+#include "pyrt_cuda.h"
+
+namespace pyrt::cuda {
+namespace {
+
+constexpr int kNormThreads = 256;
+
+// One CTA per row: each thread sums squares over a strided slice, warps reduce, then every thread
+// scales its slice. Sums in fp32 like the CPU path (the order differs: a tolerance, not bits).
+__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, const float* w, float* y, int n, float eps) {
+  __shared__ float warp_sums[kNormThreads / 32];
+  const float* xr = x + size_t(blockIdx.x) * n;
+  float* yr = y + size_t(blockIdx.x) * n;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < n; i += kNormThreads) ss += xr[i] * xr[i];
+  ss = warp_sum(ss);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < kNormThreads / 32 ? warp_sums[threadIdx.x] : 0.0f;
+    t = warp_sum(t);
+    if (threadIdx.x == 0) warp_sums[0] = t;
+  }
+  __syncthreads();
+  const float inv = rsqrtf(warp_sums[0] / static_cast<float>(n) + eps);
+  for (int i = threadIdx.x; i < n; i += kNormThreads) yr[i] = xr[i] * inv * w[i];
+}
+
+// One thread per rotated pair (token t, head h, pair i): the CPU rope()'s pairing, (2i, 2i + 1) for
+// ggml's normal mode and (i, i + n_rot / 2) for NeoX; channels past n_rot are left as they are.
+__global__ void rope_kernel(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const float* inv_freq,
+                            bool neox) {
+  const int half_rot = n_rot / 2;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= int64_t(T) * n_heads * half_rot) return;
+  const int i = int(idx % half_rot);
+  const int h = int((idx / half_rot) % n_heads);
+  const int t = int(idx / (int64_t(half_rot) * n_heads));
+  float* v = x + (int64_t(t) * n_heads + h) * head_dim;
+  const float theta = static_cast<float>(pos0 + t) * inv_freq[i];
+  float s, c;
+  sincosf(theta, &s, &c);
+  const int a = neox ? i : 2 * i, b = neox ? i + half_rot : 2 * i + 1;
+  const float x0 = v[a], x1 = v[b];
+  v[a] = x0 * c - x1 * s;
+  v[b] = x0 * s + x1 * c;
+}
+
+__global__ void swiglu_kernel(float* gate, const float* up, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + expf(-g)) * up[i];  // expf, not __expf: the CPU's accuracy at large |g|
+  }
+}
+
+// One thread per element: block of 32 along the row, ggml layouts (SPEC 4.2; Q4_1 adds an fp16 min).
+template <int TYPE>
+__global__ void dequant_kernel(const uint8_t* w, half* out, int N, int K) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= int64_t(N) * K) return;
+  const int row = int(idx / K), c = int(idx % K);
+  constexpr int kBlockBytes = TYPE == 8 ? 34 : (TYPE == 2 ? 18 : 20);
+  const uint8_t* blk = w + (size_t(row) * (K / 32) + c / 32) * kBlockBytes;
+  const float d = __half2float(*reinterpret_cast<const half*>(blk));
+  const int j = c & 31;
+  float v;
+  if constexpr (TYPE == 8) {
+    v = d * static_cast<float>(reinterpret_cast<const int8_t*>(blk + 2)[j]);
+  } else if constexpr (TYPE == 2) {
+    const uint8_t byte = blk[2 + (j & 15)];
+    v = d * static_cast<float>((j < 16 ? (byte & 0x0F) : (byte >> 4)) - 8);
+  } else {
+    const float m = __half2float(*reinterpret_cast<const half*>(blk + 2));
+    const uint8_t byte = blk[4 + (j & 15)];
+    v = d * static_cast<float>(j < 16 ? (byte & 0x0F) : (byte >> 4)) + m;
+  }
+  out[idx] = __float2half_rn(v);
+}
+
+__global__ void to_half_kernel(const float* x, half* y, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = __float2half_rn(x[i]);
+}
+
+int blocks_for(int64_t n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
+
+}  // namespace
+
+cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, float eps, cudaStream_t stream) {
+  if (rows < 0 || n <= 0) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  rms_norm_kernel<<<rows, kNormThreads, 0, stream>>>(x, w, y, n, eps);
+  return cudaGetLastError();
+}
+
+cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const float* inv_freq, bool neox,
+                 cudaStream_t stream) {
+  if (T < 0 || n_heads <= 0 || n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim || pos0 < 0) return cudaErrorInvalidValue;
+  const int64_t pairs = int64_t(T) * n_heads * (n_rot / 2);
+  if (pairs == 0) return cudaSuccess;
+  rope_kernel<<<blocks_for(pairs, 256), 256, 0, stream>>>(x, T, n_heads, head_dim, n_rot, pos0, inv_freq, neox);
+  return cudaGetLastError();
+}
+
+cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream) {
+  if (n < 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  swiglu_kernel<<<static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535)), 256, 0, stream>>>(gate, up, n);
+  return cudaGetLastError();
+}
+
+cudaError_t f32_to_f16(const float* x, half* y, int64_t n, cudaStream_t stream) {
+  if (n < 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  to_half_kernel<<<static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535)), 256, 0, stream>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t dequant_rows_f16(int ggml_type, const void* w, half* out, int N, int K, cudaStream_t stream) {
+  if (N <= 0 || K <= 0 || K % 32 != 0) return cudaErrorInvalidValue;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const int grid = blocks_for(int64_t(N) * K, 256);
+  switch (ggml_type) {
+    case 8: dequant_kernel<8><<<grid, 256, 0, stream>>>(wb, out, N, K); break;
+    case 2: dequant_kernel<2><<<grid, 256, 0, stream>>>(wb, out, N, K); break;
+    case 3: dequant_kernel<3><<<grid, 256, 0, stream>>>(wb, out, N, K); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace pyrt::cuda
