@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TESTS = [("pp128", 128, 0), ("pp512", 512, 0), ("tg128", 0, 128)]
+TESTS = [("pp128", 128, 0), ("pp512", 512, 0), ("pp4096", 4096, 0), ("tg128", 0, 128)]  # pp4096: opt-in (--tests)
 
 
 def sh(cmd: list[str]) -> tuple[str, int]:
