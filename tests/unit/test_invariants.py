@@ -108,3 +108,20 @@ def test_sessions_are_independent(tiny: Path) -> None:
     b.feed([9, 9, 9, 9])
     np.testing.assert_allclose(a.feed([4]), model.logits([1, 2, 3, 4])[-1:], atol=1e-4)
     assert la.shape == (3, model.vocab_size)
+
+
+def test_long_prompt_runs_in_micro_batches_with_one_pass_bits(tiny: Path) -> None:
+    """A prompt over 512 tokens goes through the layers in even micro-batches (bounded activation
+    memory, as llama.cpp's n_ubatch): 1300 tokens make 3 passes of at most 434 rows, and the logits and
+    what follows are the bits of feeding the same prompt in other splits."""
+    model = pyruntime.load(tiny, kv_cache="f16", threads=2, context=1400)
+    ids = [int(i) for i in np.random.default_rng(6).integers(1, model.vocab_size, 1310)]
+    s = model.session()
+    full = s.feed(ids[:1300])
+    assert s.stats()["cpu_passes"] == 3
+    np.testing.assert_array_equal(s.feed(ids[1300:]), model.logits(ids)[1300:])
+    parts = model.session()
+    pieces = np.concatenate([parts.feed(ids[k : min(k + 400, 1300)]) for k in range(0, 1300, 400)])
+    np.testing.assert_array_equal(pieces, full)
+    last = model.session()._feed(ids[:1300], all_logits=False)
+    np.testing.assert_array_equal(last[0], full[-1])

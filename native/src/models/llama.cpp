@@ -18,6 +18,9 @@ namespace pyrt {
 
 namespace {
 
+// Rows of a CPU prompt pass at once (see LlamaSession::feed).
+constexpr int64_t kCpuMicroBatch = 512;
+
 struct LlamaHparams {
   int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_rot = 0;
   int64_t n_vocab = 0, n_ctx_train = 0;
@@ -78,7 +81,7 @@ class LlamaSession : public Session {
   int64_t n_ctx_, n_past_ = 0;
   KvCache cache_;
   double compute_s_ = 0;
-  int64_t tokens_fed_ = 0, calls_ = 0;
+  int64_t tokens_fed_ = 0, calls_ = 0, cpu_passes_ = 0;
   LinearObserver observer_;
   PlacementCounters placement_;
   std::map<std::string, double> latency_s_;  // profiled task latencies (scheduler priorities)
@@ -197,6 +200,7 @@ std::map<std::string, double> LlamaSession::stats() const {
           {"kv_k_quantized_tokens", double(kq)}, {"kv_k_full_precision_tokens", double(kf)},
           {"kv_v_quantized_tokens", double(vq)}, {"kv_v_full_precision_tokens", double(vf)},
           {"tokens_fed", double(tokens_fed_)}, {"feed_calls", double(calls_)}, {"compute_s", compute_s_},
+          {"cpu_passes", double(cpu_passes_)},
           {"threads", double(m_.pool().size())}};
   placement_.add_to(out, m_.npu ? m_.npu->delegate_name() : "");
   if (m_.npu) {
@@ -221,9 +225,18 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
   ChunkState cs;
   try {
     if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
-      prepare(cs, ids, T, T, n_past_);
-      forward_cpu(cs, all_logits ? 0 : T - 1);
-      head(cs, logits, all_logits);
+      // Long prompts go in even micro-batches of at most kCpuMicroBatch rows (llama.cpp's n_ubatch):
+      // the activations of a 4096-token prompt would otherwise hold ~25 KB a row for SmolLM2, and any
+      // split of a prompt gives the bits of one pass (test_invariants), so nothing else changes.
+      const int64_t n_micro = (T + kCpuMicroBatch - 1) / kCpuMicroBatch, step = (T + n_micro - 1) / n_micro;
+      for (int64_t c0 = 0; c0 < T; c0 += step) {
+        const int64_t n = std::min(step, T - c0);
+        const bool last = c0 + n == T;
+        prepare(cs, ids + c0, n, n, n_past_ + c0);
+        forward_cpu(cs, all_logits ? 0 : last ? n - 1 : n);
+        if (all_logits || last) head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : logits, all_logits);
+        ++cpu_passes_;
+      }
     } else if (m_.npu) {
       prefill_on_delegate(ids, T, logits, all_logits);
     } else {
