@@ -177,6 +177,15 @@ size_t pow2_at_least(size_t n) {
 
 constexpr uint64_t kEmptyPair = ~uint64_t(0);  // ids are below 2^31, so no pair key is all ones
 
+// First slot of a pair key: both ids mixed into the low bits the mask keeps (a plain multiply would
+// leave them depending on the right id alone, piling up every merge that ends in the same token).
+size_t pair_slot(uint64_t k, size_t mask) {
+  k ^= k >> 31;
+  k *= 0xBF58476D1CE4E5B9ull;
+  k ^= k >> 29;
+  return static_cast<size_t>(k) & mask;
+}
+
 }  // namespace
 
 void TokenTable::build(const std::vector<std::string_view>& texts) {
@@ -231,7 +240,7 @@ void MergeRanks::insert(int32_t left, int32_t right, int32_t rank) {
   }
   const uint64_t k = key(left, right);
   const size_t mask = keys_.size() - 1;
-  for (size_t i = std::hash<uint64_t>{}(k * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask) {
+  for (size_t i = pair_slot(k, mask);; i = (i + 1) & mask) {
     if (keys_[i] == k) return;
     if (keys_[i] == kEmptyPair) {
       keys_[i] = k;
@@ -246,7 +255,7 @@ int32_t MergeRanks::find(int32_t left, int32_t right) const {
   if (left < 0 || right < 0 || keys_.empty()) return -1;
   const uint64_t k = key(left, right);
   const size_t mask = keys_.size() - 1;
-  for (size_t i = std::hash<uint64_t>{}(k * 0x9E3779B97F4A7C15ull) & mask;; i = (i + 1) & mask) {
+  for (size_t i = pair_slot(k, mask);; i = (i + 1) & mask) {
     if (keys_[i] == k) return ranks_[i];
     if (keys_[i] == kEmptyPair) return -1;
   }
