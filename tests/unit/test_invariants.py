@@ -125,3 +125,6 @@ def test_long_prompt_runs_in_micro_batches_with_one_pass_bits(tiny: Path) -> Non
     np.testing.assert_array_equal(pieces, full)
     last = model.session()._feed(ids[:1300], all_logits=False)
     np.testing.assert_array_equal(last[0], full[-1])
+    kivi = pyruntime.load(tiny, kv_cache="kivi4-g16-r32", threads=2, context=1400).session()
+    kivi.feed(ids[:1300])
+    assert kivi.stats()["cpu_passes"] == 1  # KIVI's prefill attends the whole prompt in fp16: one pass

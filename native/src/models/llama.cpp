@@ -227,8 +227,11 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
     if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
       // Long prompts go in even micro-batches of at most kCpuMicroBatch rows (llama.cpp's n_ubatch):
       // the activations of a 4096-token prompt would otherwise hold ~25 KB a row for SmolLM2, and any
-      // split of a prompt gives the bits of one pass (test_invariants), so nothing else changes.
-      const int64_t n_micro = (T + kCpuMicroBatch - 1) / kCpuMicroBatch, step = (T + n_micro - 1) / n_micro;
+      // split of a prompt gives the bits of one pass (test_invariants), so nothing else changes. Not
+      // with KIVI: it quantizes after each step, so a later batch would read the prompt's earlier
+      // tokens quantized where one pass reads them in fp16 (the paper's prefill).
+      const bool kivi = cache_.k_spec().kind == KvSpec::Kind::kKivi || cache_.v_spec().kind == KvSpec::Kind::kKivi;
+      const int64_t n_micro = kivi ? 1 : (T + kCpuMicroBatch - 1) / kCpuMicroBatch, step = (T + n_micro - 1) / n_micro;
       for (int64_t c0 = 0; c0 < T; c0 += step) {
         const int64_t n = std::min(step, T - c0);
         const bool last = c0 + n == T;
