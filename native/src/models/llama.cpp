@@ -223,6 +223,13 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
   const PrefillOptions& po = m_.options().prefill;
   const int64_t C = po.chunk;
   ChunkState cs;
+  // One pass through the layers: n prompt tokens from offset c0 in `rows` rows (rows past n are padding).
+  auto pass = [&](const int32_t* pass_ids, int64_t rows, int64_t c0, int64_t n) {
+    const bool last = c0 + n == T;
+    prepare(cs, pass_ids, rows, n, n_past_ + c0);
+    forward_cpu(cs, all_logits ? 0 : last ? n - 1 : n);
+    head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : (last ? logits : nullptr), all_logits);
+  };
   try {
     if (C <= 0 || T == 1) {  // single tokens (decode) always take the CPU path
       // Long prompts go in even micro-batches of at most kCpuMicroBatch rows (llama.cpp's n_ubatch):
@@ -234,10 +241,7 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
       const int64_t n_micro = kivi ? 1 : (T + kCpuMicroBatch - 1) / kCpuMicroBatch, step = (T + n_micro - 1) / n_micro;
       for (int64_t c0 = 0; c0 < T; c0 += step) {
         const int64_t n = std::min(step, T - c0);
-        const bool last = c0 + n == T;
-        prepare(cs, ids + c0, n, n, n_past_ + c0);
-        forward_cpu(cs, all_logits ? 0 : last ? n - 1 : n);
-        if (all_logits || last) head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : logits, all_logits);
+        pass(ids + c0, n, c0, n);
         ++cpu_passes_;
       }
     } else if (m_.npu) {
@@ -248,10 +252,7 @@ void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_l
         const int64_t n = std::min(C, T - c0);
         std::copy(ids + c0, ids + c0 + n, chunk.begin());
         std::fill(chunk.begin() + n, chunk.end(), po.pad_token);
-        prepare(cs, chunk.data(), C, n, n_past_ + c0);
-        const bool last = c0 + n == T;
-        forward_cpu(cs, all_logits ? 0 : last ? n - 1 : n);
-        head(cs, all_logits ? logits + c0 * m_.hp.n_vocab : (last ? logits : nullptr), all_logits);
+        pass(chunk.data(), C, c0, n);
         ++placement_.chunks;
         placement_.pad_tokens += C - n;
       }
