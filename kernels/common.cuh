@@ -3,6 +3,13 @@
 
 #include <cstdint>
 
+// Kernel launches and dynamic shared memory go through these two macros so that the CUDA simulator
+// (kernels/sim) can compile the same sources as host C++; it defines its own versions.
+#ifndef PYRT_CUDA_SIM
+#define PYRT_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define PYRT_DYNAMIC_SHARED(T, name) extern __shared__ __align__(128) T name[]
+#endif
+
 namespace pyrt::cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;

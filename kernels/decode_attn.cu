@@ -146,10 +146,10 @@ cudaError_t launch_format(const DecodeParams& p, cudaStream_t stream) {
   dim3 grid(p.n_splits, p.Hkv, p.B);
   const int rb = kv_row_bytes(F, p.D);
   switch (p.D) {
-    case 64: decode_split_kernel<F, 64><<<grid, kThreads, 0, stream>>>(p, rb); break;
-    case 80: decode_split_kernel<F, 80><<<grid, kThreads, 0, stream>>>(p, rb); break;
-    case 96: decode_split_kernel<F, 96><<<grid, kThreads, 0, stream>>>(p, rb); break;
-    case 128: decode_split_kernel<F, 128><<<grid, kThreads, 0, stream>>>(p, rb); break;
+    case 64: PYRT_LAUNCH(grid, kThreads, 0, stream, decode_split_kernel<F, 64>)(p, rb); break;
+    case 80: PYRT_LAUNCH(grid, kThreads, 0, stream, decode_split_kernel<F, 80>)(p, rb); break;
+    case 96: PYRT_LAUNCH(grid, kThreads, 0, stream, decode_split_kernel<F, 96>)(p, rb); break;
+    case 128: PYRT_LAUNCH(grid, kThreads, 0, stream, decode_split_kernel<F, 128>)(p, rb); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
@@ -226,7 +226,7 @@ cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream) {
     default: return cudaErrorInvalidValue;
   }
   if (err != cudaSuccess) return err;
-  combine_kernel<<<dim3(p.Hq, p.B), 128, 0, stream>>>(p);
+  PYRT_LAUNCH(dim3(p.Hq, p.B), 128, 0, stream, combine_kernel)(p);
   return cudaGetLastError();
 }
 

@@ -40,7 +40,7 @@ __device__ void load_tile(half* dst, const half* src, int rows, int valid, size_
 
 template <int D>
 __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(FlashParams p) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  PYRT_DYNAMIC_SHARED(unsigned char, smem);
   using S = FlashSmem<D>;
   half* sQ = reinterpret_cast<half*>(smem);
   half* sK = reinterpret_cast<half*>(smem + S::q);
@@ -163,7 +163,7 @@ cudaError_t launch(const FlashParams& p, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(flash_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   dim3 grid((p.Sq + kBr - 1) / kBr, p.Hq, p.B);
-  flash_fwd_kernel<D><<<grid, kWarps * 32, smem, stream>>>(p);
+  PYRT_LAUNCH(grid, kWarps * 32, smem, stream, flash_fwd_kernel<D>)(p);
   return cudaGetLastError();
 }
 

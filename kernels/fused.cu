@@ -95,7 +95,7 @@ int blocks_for(int64_t n, int threads) { return static_cast<int>((n + threads - 
 cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, float eps, cudaStream_t stream) {
   if (rows < 0 || n <= 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  rms_norm_kernel<<<rows, kNormThreads, 0, stream>>>(x, w, y, n, eps);
+  PYRT_LAUNCH(rows, kNormThreads, 0, stream, rms_norm_kernel)(x, w, y, n, eps);
   return cudaGetLastError();
 }
 
@@ -104,21 +104,21 @@ cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0
   if (T < 0 || n_heads <= 0 || n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim || pos0 < 0) return cudaErrorInvalidValue;
   const int64_t pairs = int64_t(T) * n_heads * (n_rot / 2);
   if (pairs == 0) return cudaSuccess;
-  rope_kernel<<<blocks_for(pairs, 256), 256, 0, stream>>>(x, T, n_heads, head_dim, n_rot, pos0, inv_freq, neox);
+  PYRT_LAUNCH(blocks_for(pairs, 256), 256, 0, stream, rope_kernel)(x, T, n_heads, head_dim, n_rot, pos0, inv_freq, neox);
   return cudaGetLastError();
 }
 
 cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream) {
   if (n < 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
-  swiglu_kernel<<<static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535)), 256, 0, stream>>>(gate, up, n);
+  PYRT_LAUNCH(static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535)), 256, 0, stream, swiglu_kernel)(gate, up, n);
   return cudaGetLastError();
 }
 
 cudaError_t f32_to_f16(const float* x, half* y, int64_t n, cudaStream_t stream) {
   if (n < 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
-  to_half_kernel<<<static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535)), 256, 0, stream>>>(x, y, n);
+  PYRT_LAUNCH(static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535)), 256, 0, stream, to_half_kernel)(x, y, n);
   return cudaGetLastError();
 }
 
@@ -127,9 +127,9 @@ cudaError_t dequant_rows_f16(int ggml_type, const void* w, half* out, int N, int
   const auto* wb = static_cast<const uint8_t*>(w);
   const int grid = blocks_for(int64_t(N) * K, 256);
   switch (ggml_type) {
-    case 8: dequant_kernel<8><<<grid, 256, 0, stream>>>(wb, out, N, K); break;
-    case 2: dequant_kernel<2><<<grid, 256, 0, stream>>>(wb, out, N, K); break;
-    case 3: dequant_kernel<3><<<grid, 256, 0, stream>>>(wb, out, N, K); break;
+    case 8: PYRT_LAUNCH(grid, 256, 0, stream, dequant_kernel<8>)(wb, out, N, K); break;
+    case 2: PYRT_LAUNCH(grid, 256, 0, stream, dequant_kernel<2>)(wb, out, N, K); break;
+    case 3: PYRT_LAUNCH(grid, 256, 0, stream, dequant_kernel<3>)(wb, out, N, K); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();

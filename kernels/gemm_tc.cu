@@ -72,7 +72,7 @@ cudaError_t gemm_f16_tc(const half* x, const half* w, float* y, int T, int N, in
   if (T == 0) return cudaSuccess;
   const dim3 grid((N + kTileN - 1) / kTileN, (T + kTileM - 1) / kTileM);
   if (grid.y > 65535) return cudaErrorInvalidValue;
-  gemm_tc_kernel<<<grid, 128, 0, stream>>>(x, w, y, T, N, K, ldy);
+  PYRT_LAUNCH(grid, 128, 0, stream, gemm_tc_kernel)(x, w, y, T, N, K, ldy);
   return cudaGetLastError();
 }
 

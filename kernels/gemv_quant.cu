@@ -10,7 +10,7 @@ constexpr int kRowsPerCta = 4;
 
 template <int TYPE>
 __global__ void __launch_bounds__(kRowsPerCta * 32) gemv_kernel(const uint8_t* w, const float* x, float* y, int N, int K) {
-  extern __shared__ float sx[];
+  PYRT_DYNAMIC_SHARED(float, sx);
   for (int i = threadIdx.x; i < K; i += blockDim.x) sx[i] = x[i];
   __syncthreads();
   const int row = blockIdx.x * kRowsPerCta + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -56,9 +56,9 @@ cudaError_t gemv_quant(int type, const void* w, const float* x, float* y, int N,
   const size_t smem = size_t(K) * sizeof(float);
   const auto* wb = static_cast<const uint8_t*>(w);
   switch (type) {
-    case 8: gemv_kernel<8><<<grid, kRowsPerCta * 32, smem, stream>>>(wb, x, y, N, K); break;
-    case 2: gemv_kernel<2><<<grid, kRowsPerCta * 32, smem, stream>>>(wb, x, y, N, K); break;
-    case 3: gemv_kernel<3><<<grid, kRowsPerCta * 32, smem, stream>>>(wb, x, y, N, K); break;
+    case 8: PYRT_LAUNCH(grid, kRowsPerCta * 32, smem, stream, gemv_kernel<8>)(wb, x, y, N, K); break;
+    case 2: PYRT_LAUNCH(grid, kRowsPerCta * 32, smem, stream, gemv_kernel<2>)(wb, x, y, N, K); break;
+    case 3: PYRT_LAUNCH(grid, kRowsPerCta * 32, smem, stream, gemv_kernel<3>)(wb, x, y, N, K); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();

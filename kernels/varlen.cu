@@ -58,9 +58,9 @@ cudaError_t build_varlen_index(const int* mask, int B, int S_max, int* cu, int* 
   int* lens = nullptr;
   cudaError_t err = cudaMallocAsync(&lens, sizeof(int) * B, stream);
   if (err != cudaSuccess) return err;
-  lengths_kernel<<<(B + 3) / 4, 128, 0, stream>>>(mask, B, S_max, lens);
-  scan_kernel<<<1, 1024, 0, stream>>>(lens, B, cu);
-  gather_map_kernel<<<B, 256, 0, stream>>>(cu, S_max, word_idx);
+  PYRT_LAUNCH((B + 3) / 4, 128, 0, stream, lengths_kernel)(mask, B, S_max, lens);
+  PYRT_LAUNCH(1, 1024, 0, stream, scan_kernel)(lens, B, cu);
+  PYRT_LAUNCH(B, 256, 0, stream, gather_map_kernel)(cu, S_max, word_idx);
   err = cudaGetLastError();
   cudaFreeAsync(lens, stream);
   return err;
@@ -69,7 +69,7 @@ cudaError_t build_varlen_index(const int* mask, int B, int S_max, int* cu, int* 
 cudaError_t pack_rows(const half* padded, const int* word_idx, int T_valid, int D, half* packed, cudaStream_t stream) {
   if ((D * 2) % 16 != 0) return cudaErrorInvalidValue;
   if (T_valid == 0) return cudaSuccess;
-  pack_kernel<<<T_valid, 64, 0, stream>>>(reinterpret_cast<const uint4*>(padded), word_idx, D * 2 / 16,
+  PYRT_LAUNCH(T_valid, 64, 0, stream, pack_kernel)(reinterpret_cast<const uint4*>(padded), word_idx, D * 2 / 16,
                                            reinterpret_cast<uint4*>(packed));
   return cudaGetLastError();
 }
@@ -79,7 +79,7 @@ cudaError_t unpack_rows(const half* packed, const int* word_idx, int T_valid, in
   if ((D * 2) % 16 != 0) return cudaErrorInvalidValue;
   cudaError_t err = cudaMemsetAsync(padded, 0, size_t(B_times_S) * D * 2, stream);  // pad rows are exactly 0
   if (err != cudaSuccess || T_valid == 0) return err;
-  unpack_kernel<<<T_valid, 64, 0, stream>>>(reinterpret_cast<const uint4*>(packed), word_idx, D * 2 / 16,
+  PYRT_LAUNCH(T_valid, 64, 0, stream, unpack_kernel)(reinterpret_cast<const uint4*>(packed), word_idx, D * 2 / 16,
                                              reinterpret_cast<uint4*>(padded));
   return cudaGetLastError();
 }

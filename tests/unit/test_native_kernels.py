@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT
 
 
-def _build(build: Path, *extra: str) -> Path:
+def _build(build: Path, *extra: str, targets: tuple[str, ...] = ("kernel_check",)) -> Path:
     jobs = str(os.cpu_count() or 2)
     cfg = [
         "cmake",
@@ -35,15 +35,19 @@ def _build(build: Path, *extra: str) -> Path:
     r = subprocess.run(cfg, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     r = subprocess.run(
-        ["cmake", "--build", str(build), "--target", "kernel_check", "-j", jobs], capture_output=True, text=True
+        ["cmake", "--build", str(build), "--target", *targets, "-j", jobs], capture_output=True, text=True
     )
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
-    return build / "kernel_check"
+    return build
 
 
-def test_native_kernel_tables(tmp_path_factory: pytest.TempPathFactory) -> None:
-    exe = _build(tmp_path_factory.mktemp("kc-native"))
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="module")
+def native_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory.mktemp("kc-native"), targets=("kernel_check", "cusim_check"))
+
+
+def test_native_kernel_tables(native_build: Path) -> None:
+    r = subprocess.run([str(native_build / "kernel_check")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK generic\n" in r.stdout
     from pyruntime import _core
@@ -53,6 +57,16 @@ def test_native_kernel_tables(tmp_path_factory: pytest.TempPathFactory) -> None:
     _core.set_kernels("auto")
 
 
+def test_cuda_simulator_self_check(native_build: Path) -> None:
+    """The CUDA simulator (kernels/sim), which runs the GPU kernel tests on every machine, keeps the
+    semantics those kernels rely on (shuffles, votes, barriers) and catches what it must not hide
+    (a missing barrier, divergent barriers, launch limits): tests/native/cusim_check.cpp."""
+    r = subprocess.run([str(native_build / "cusim_check")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK cusim\n" in r.stdout
+    assert "ok a missing __syncthreads shows as wrong results" in r.stdout
+
+
 def test_aarch64_neon_kernels_under_qemu(tmp_path_factory: pytest.TempPathFactory) -> None:
     cxx, cc, qemu = (
         shutil.which("aarch64-linux-gnu-g++"),
@@ -60,13 +74,16 @@ def test_aarch64_neon_kernels_under_qemu(tmp_path_factory: pytest.TempPathFactor
         shutil.which("qemu-aarch64-static"),
     )
     assert cxx and cc and qemu, "needs g++-aarch64-linux-gnu and qemu-user-static (apt-get install; .ci/run does)"
-    exe = _build(
-        tmp_path_factory.mktemp("kc-aarch64"),
-        "-DCMAKE_SYSTEM_NAME=Linux",
-        "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
-        f"-DCMAKE_CXX_COMPILER={cxx}",
-        f"-DCMAKE_C_COMPILER={cc}",
-        "-DCMAKE_EXE_LINKER_FLAGS=-static",
+    exe = (
+        _build(
+            tmp_path_factory.mktemp("kc-aarch64"),
+            "-DCMAKE_SYSTEM_NAME=Linux",
+            "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
+            f"-DCMAKE_CXX_COMPILER={cxx}",
+            f"-DCMAKE_C_COMPILER={cc}",
+            "-DCMAKE_EXE_LINKER_FLAGS=-static",
+        )
+        / "kernel_check"
     )
     r = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -17,7 +17,12 @@ using namespace pyrt::cuda;
 namespace {
 
 void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+  if (err == cudaSuccess) return;
+#ifdef PYRT_CUDA_SIM
+  throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err) + " (" + cusim::last_error_message() + ")");
+#else
+  throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+#endif
 }
 
 // Device buffer with RAII; copies from/to numpy.
@@ -262,8 +267,18 @@ py::array_t<float> run_swiglu(FloatArray gate, FloatArray up) {
 
 }  // namespace
 
-PYBIND11_MODULE(_cuda, m) {
+#ifndef PYRT_CUDA_MODULE_NAME
+#define PYRT_CUDA_MODULE_NAME _cuda
+#endif
+
+PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
+#ifdef PYRT_CUDA_SIM
+  m.doc() = "pyruntime CUDA kernels compiled for the CPU simulator (kernels/sim): tests only, slow";
+  m.attr("simulated") = true;
+#else
   m.doc() = "pyruntime CUDA kernels (loaded lazily; usable without a GPU only to ask device_count())";
+  m.attr("simulated") = false;
+#endif
   m.def("device_count", &device_count);
   m.def("device_name", [] {
     cudaDeviceProp prop{};

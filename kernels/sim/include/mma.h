@@ -1,0 +1,3 @@
+// The CUDA simulator stands in for the toolkit header of this name (kernels/sim/cusim.h).
+#pragma once
+#include "../cusim.h"
