@@ -59,10 +59,14 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(FlashParams p) {
   const int Sq = varlen ? p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b] : p.Sq;
   const int Sk = varlen ? p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b] : p.Sk;
   if (q0 >= Sq) return;  // varlen: this sequence is shorter than the longest
-  const size_t q_stride = varlen ? size_t(p.Hq) * D : D, kv_stride = varlen ? size_t(p.Hkv) * D : D;
-  const size_t q_base = varlen ? size_t(p.cu_seqlens_q[b]) * q_stride + size_t(h) * D : (size_t(b) * p.Hq + h) * p.Sq * D;
+  const bool q_tokens = varlen || p.q_token_major;
+  const size_t q_stride = q_tokens ? size_t(p.Hq) * D : D, kv_stride = varlen ? size_t(p.Hkv) * D : D;
+  const size_t q_base = varlen      ? size_t(p.cu_seqlens_q[b]) * q_stride + size_t(h) * D
+                        : q_tokens  ? size_t(b) * p.Sq * q_stride + size_t(h) * D
+                                    : (size_t(b) * p.Hq + h) * p.Sq * D;
+  const size_t kv_rows = p.kv_capacity > 0 ? size_t(p.kv_capacity) : size_t(p.Sk);
   const size_t kv_base =
-      varlen ? size_t(p.cu_seqlens_k[b]) * kv_stride + size_t(kvh) * D : (size_t(b) * p.Hkv + kvh) * p.Sk * D;
+      varlen ? size_t(p.cu_seqlens_k[b]) * kv_stride + size_t(kvh) * D : (size_t(b) * p.Hkv + kvh) * kv_rows * D;
   const half* qg = p.q + q_base + size_t(q0) * q_stride;
   const half* kg = p.k + kv_base;
   const half* vg = p.v + kv_base;
@@ -171,6 +175,8 @@ cudaError_t launch(const FlashParams& p, cudaStream_t stream) {
 
 cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream) {
   if (p.B <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0 || p.Sq <= 0 || p.Sk <= 0) return cudaErrorInvalidValue;
+  if (p.kv_capacity != 0 && (p.kv_capacity < p.Sk || p.cu_seqlens_q)) return cudaErrorInvalidValue;
+  if (p.q_token_major && p.cu_seqlens_q) return cudaErrorInvalidValue;
   switch (p.D) {
     case 64: return launch<64>(p, stream);
     case 80: return launch<80>(p, stream);

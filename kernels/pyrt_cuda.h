@@ -28,6 +28,10 @@ struct FlashParams {
   const int* cu_seqlens_q = nullptr;
   const int* cu_seqlens_k = nullptr;
   int total_q = 0;  // T_q in varlen mode (for the lse layout)
+  // Dense mode only. kv_capacity > Sk: k/v are [B, Hkv, kv_capacity, D] of which the first Sk rows are
+  // read (a KV cache). q_token_major: q/out are [B, Sq, Hq, D] (a layer's projections as they come).
+  int kv_capacity = 0;
+  bool q_token_major = false;
 };
 cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream);
 
@@ -61,7 +65,7 @@ int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks
 // Split count for decode_attn on the current device: the heuristic over resident CTA slots.
 int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len);
 
-// y[N] = W[N, K] x[K] for ggml-quantized rows (type ids: Q8_0 = 8, Q4_0 = 2, Q4_1 = 3).
+// y[N] = W[N, K] x[K] for ggml rows (type ids: F16 = 1, Q8_0 = 8, Q4_0 = 2, Q4_1 = 3; K % 32 == 0).
 cudaError_t gemv_quant(int ggml_type, const void* w, const float* x, float* y, int N, int K, cudaStream_t stream);
 
 // Tensor-core GEMM for prefill: y[T, N] (row stride ldy) = x[T, K] . w[N, K]^T, fp16 operands, fp32
@@ -80,6 +84,12 @@ cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0
                  cudaStream_t stream);
 // gate = silu(gate) * up over n values.
 cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
+// x += y over n values (the residual stream).
+cudaError_t add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
+// Appends T token rows of fp32 keys or values, src [T, n_heads, D], to an fp16 cache laid out
+// [n_heads, capacity, D] at positions pos0 .. pos0 + T - 1 (what flash_attn and decode_attn read).
+cudaError_t kv_append_f16(const float* src, int T, int n_heads, int D, half* cache, int capacity, int pos0,
+                          cudaStream_t stream);
 
 // ByteTransformer-style packing (SPEC 6.1). mask: [B, S_max] int32, 1 for valid positions (right
 // padding). Writes cu_seqlens [B + 1] (exclusive scan of the lengths, cu[B] = T_valid) and the gather

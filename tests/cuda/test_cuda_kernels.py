@@ -12,32 +12,7 @@ import numpy as np
 import pytest
 
 from pyruntime import _core
-
-
-def cuda_module() -> ModuleType:
-    try:
-        from pyruntime import _cuda
-    except ImportError:
-        pytest.skip("pyruntime was built without CUDA (no nvcc at build time)")
-    return _cuda
-
-
-def simulator_module() -> ModuleType:
-    try:
-        from pyruntime import _cuda_sim
-    except ImportError:
-        pytest.skip("pyruntime was built with PYRT_CUDA_SIM=OFF (no CUDA simulator module)")
-    return _cuda_sim
-
-
-@pytest.fixture(scope="module", params=["gpu", "sim"])
-def cu(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "sim":
-        return simulator_module()
-    mod = cuda_module()
-    if mod.device_count() == 0:
-        pytest.skip("no CUDA GPU or driver on this machine")
-    return mod
+from tests.cuda.conftest import cuda_module
 
 
 def test_module_imports_and_counts_devices_without_a_gpu() -> None:

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/llama_cuda.h"
 #include "pyrt_cuda.h"
+#include "python/errors.h"
 
 namespace py = pybind11;
 using namespace pyrt::cuda;
@@ -279,6 +281,7 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
   m.doc() = "pyruntime CUDA kernels (loaded lazily; usable without a GPU only to ask device_count())";
   m.attr("simulated") = false;
 #endif
+  pyrt::python::register_error_translator();
   m.def("device_count", &device_count);
   m.def("device_name", [] {
     cudaDeviceProp prop{};
@@ -301,4 +304,30 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
   m.def("rope", &run_rope, py::arg("x"), py::arg("n_heads"), py::arg("head_dim"), py::arg("n_rot"), py::arg("pos0"),
         py::arg("inv_freq"), py::arg("neox"));
   m.def("swiglu", &run_swiglu, py::arg("gate"), py::arg("up"));
+
+  // Whole decoder-only models on the device (pyruntime.load(..., device="cuda") wraps these).
+  py::class_<LlamaGpuSession>(m, "LlamaSession")
+      .def(
+          "feed",
+          [](LlamaGpuSession& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
+            if (ids.empty()) throw pyrt::Error(pyrt::ErrorCode::kInvalidArgument, "feed needs at least one token");
+            const int64_t rows = all_logits ? int64_t(ids.size()) : 1;
+            py::array_t<float> out({rows, vocab});
+            {
+              py::gil_scoped_release nogil;
+              s.feed(ids.data(), int64_t(ids.size()), out.mutable_data(), all_logits);
+            }
+            return all_logits ? out : out.reshape({vocab});
+          },
+          py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
+      .def("reset", &LlamaGpuSession::reset)
+      .def_property_readonly("n_past", &LlamaGpuSession::n_past)
+      .def_property_readonly("n_ctx", &LlamaGpuSession::n_ctx)
+      .def_property_readonly("kv_bytes", &LlamaGpuSession::kv_bytes)
+      .def("stats", &LlamaGpuSession::stats);
+  py::class_<LlamaGpuModel>(m, "LlamaModel")
+      .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
+      .def("new_session", &LlamaGpuModel::new_session, py::arg("n_ctx"), py::keep_alive<0, 1>())
+      .def_property_readonly("device_bytes", &LlamaGpuModel::device_bytes)
+      .def_property_readonly("vocab_size", [](const LlamaGpuModel& m) { return m.hparams().n_vocab; });
 }

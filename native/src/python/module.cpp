@@ -18,6 +18,7 @@
 #include "pyrt/model.h"
 #include "pyrt/sampler.h"
 #include "pyrt/tokenizer.h"
+#include "python/errors.h"
 
 namespace py = pybind11;
 using namespace pyrt;
@@ -182,19 +183,7 @@ class PythonDelegate : public Delegate {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyruntime native core (use the pyruntime package, not this module directly)";
 
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const Error& e) {
-      py::object errors = py::module_::import("pyruntime.errors");
-      py::object cls = errors.attr("from_code")(static_cast<int>(e.code()));
-      // Messages quote file content (keys, names), which may not be valid UTF-8.
-      const std::string msg = e.what();
-      PyObject* text = PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "backslashreplace");
-      PyErr_SetObject(cls.ptr(), text);
-      Py_XDECREF(text);
-    }
-  });
+  python::register_error_translator();
 
   m.def("supported_architectures", &supported_architectures);
   m.def("kernels_name", [] { return std::string(cpu::kernels().name); });

@@ -1,0 +1,283 @@
+// Decoder-only Llama on the GPU (see llama_cuda.h). A pass over T tokens, every step a kernel from
+// kernels/: RMSNorm -> Q/K/V linears -> RoPE -> fp16 KV append -> attention (FlashAttention over the
+// cache for T > 1, causal bottom-right so a later prompt sees everything cached; split-K decode
+// attention for T = 1) -> output linear + residual -> RMSNorm -> gate/up -> SwiGLU -> down + residual.
+// Linears: the dequantizing GEMV for one row, fp16 rows (converted per use from quantized weights)
+// through the tensor-core GEMM for more. Embedding rows are gathered on the host (one row per token).
+#include "backends/cuda/llama_cuda.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "pyrt/error.h"
+#include "pyrt/ggml_types.h"
+
+namespace pyrt::cuda {
+
+namespace {
+
+// Rows per pass: bounds the scratch (activations of 512 tokens) like the CPU's micro-batches.
+constexpr int64_t kMaxRows = 512;
+
+void check(cudaError_t err, const std::string& what) {
+  if (err != cudaSuccess) fail(ErrorCode::kInternal, "CUDA: " + what + ": " + cudaGetErrorString(err));
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+// ---- DeviceBuffer ----
+DeviceBuffer::DeviceBuffer(size_t bytes) { reserve(bytes); }
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_) cudaFree(ptr_);
+}
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_) cudaFree(ptr_);
+    ptr_ = o.ptr_, bytes_ = o.bytes_;
+    o.ptr_ = nullptr, o.bytes_ = 0;
+  }
+  return *this;
+}
+void DeviceBuffer::reserve(size_t bytes) {
+  if (bytes <= bytes_ && ptr_) return;
+  if (ptr_) cudaFree(ptr_);
+  ptr_ = nullptr, bytes_ = 0;
+  const cudaError_t err = cudaMalloc(&ptr_, std::max<size_t>(bytes, 16));
+  if (err != cudaSuccess) {
+    ptr_ = nullptr;
+    fail(ErrorCode::kInternal, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of device memory: " + cudaGetErrorString(err));
+  }
+  bytes_ = bytes;
+}
+void DeviceBuffer::upload(const void* host, size_t bytes) {
+  reserve(bytes);
+  check(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice), "upload");
+}
+
+// ---- model ----
+LlamaGpuModel::LlamaGpuModel(const std::string& path, const std::string& arch)
+    : file_(GgufFile::open(path)), w_(load_llama_weights(*file_, arch, nullptr)) {
+  const LlamaHparams& hp = w_.hp;
+  if (hp.head_dim != 64 && hp.head_dim != 80 && hp.head_dim != 96 && hp.head_dim != 128) {
+    fail(ErrorCode::kUnsupported, path + ": head dimension " + std::to_string(hp.head_dim) + " has no CUDA attention kernel (64, 80, 96, 128)");
+  }
+  if (hp.n_head / hp.n_head_kv > 8) {
+    fail(ErrorCode::kUnsupported, path + ": " + std::to_string(hp.n_head / hp.n_head_kv) + " query heads per KV head; the CUDA decode attention takes at most 8");
+  }
+  layers_.resize(hp.n_layer);
+  for (int i = 0; i < hp.n_layer; ++i) {
+    const LlamaLayer& L = w_.layers[i];
+    Layer& D = layers_[i];
+    D.attn_norm = upload_floats(L.attn_norm, hp.n_embd);
+    D.ffn_norm = upload_floats(L.ffn_norm, hp.n_embd);
+    D.wq = upload(L.wq), D.wk = upload(L.wk), D.wv = upload(L.wv), D.wo = upload(L.wo);
+    D.gate = upload(L.w_gate), D.up = upload(L.w_up), D.down = upload(L.w_down);
+  }
+  output_norm_ = upload_floats(w_.output_norm, hp.n_embd);
+  output_ = upload(w_.output);
+  // Linear RoPE scaling folded into the frequencies: angle = pos * (scale * inv_freq).
+  std::vector<float> freq(w_.inv_freq);
+  for (float& f : freq) f *= hp.rope_scale;
+  inv_freq_ = upload_floats(freq.data(), int64_t(freq.size()));
+}
+
+DeviceBuffer LlamaGpuModel::upload_floats(const float* x, int64_t n) {
+  DeviceBuffer b;
+  b.upload(x, size_t(n) * sizeof(float));
+  device_bytes_ += b.bytes();
+  return b;
+}
+
+DeviceWeight LlamaGpuModel::upload(const Weight& w) {
+  DeviceWeight d;
+  d.rows = w.rows, d.cols = w.cols;
+  if (w.cols % 32 != 0) {
+    fail(ErrorCode::kUnsupported, file_->path() + ": tensor '" + w.name + "' has " + std::to_string(w.cols) + " columns; the CUDA linears need a multiple of 32");
+  }
+  const auto t = w.type;
+  if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::F16) {
+    d.type = int(t);
+    d.data.upload(w.data, w.row_stride * size_t(w.rows));  // rows are contiguous in the file
+    if (t != GgmlType::F16) max_fp16_weight_ = std::max(max_fp16_weight_, size_t(w.rows * w.cols));
+  } else {
+    // Other types (F32, K-quants, BF16...) become fp16 rows at load; stats() counts them.
+    const TypeTraits* tt = type_traits(uint32_t(t));
+    if (!tt || !tt->computable) {
+      fail(ErrorCode::kUnsupported, file_->path() + ": tensor '" + w.name + "' has a type the runtime cannot dequantize");
+    }
+    std::vector<float> row(size_t(w.cols));
+    std::vector<uint16_t> half_rows(size_t(w.rows * w.cols));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      dequantize_row(t, w.data + r * w.row_stride, row.data(), w.cols);
+      for (int64_t c = 0; c < w.cols; ++c) half_rows[size_t(r * w.cols + c)] = fp32_to_fp16(row[size_t(c)]);
+    }
+    d.type = int(GgmlType::F16);
+    d.data.upload(half_rows.data(), half_rows.size() * 2);
+    f32_rounded_ += w.rows * w.cols;
+  }
+  device_bytes_ += d.data.bytes();
+  return d;
+}
+
+std::unique_ptr<LlamaGpuSession> LlamaGpuModel::new_session(int64_t n_ctx) const {
+  return std::make_unique<LlamaGpuSession>(*this, n_ctx > 0 ? n_ctx : w_.hp.n_ctx_train);
+}
+
+// ---- session ----
+LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx) : m_(m), n_ctx_(n_ctx) {
+  const LlamaHparams& hp = m.w_.hp;
+  if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30)) fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
+  // The whole context's cache up front: a GPU session is sized once, not grown per token.
+  const size_t layer_bytes = size_t(hp.n_head_kv) * size_t(n_ctx) * size_t(hp.head_dim) * 2;
+  for (int l = 0; l < hp.n_layer; ++l) {
+    k_cache_.emplace_back(layer_bytes);
+    v_cache_.emplace_back(layer_bytes);
+  }
+  seqlen_.reserve(sizeof(int));
+}
+
+size_t LlamaGpuSession::kv_bytes() const {
+  const LlamaHparams& hp = m_.w_.hp;
+  return size_t(n_past_) * size_t(hp.n_layer) * 2 * size_t(hp.n_head_kv) * size_t(hp.head_dim) * 2;
+}
+
+std::map<std::string, double> LlamaGpuSession::stats() const {
+  return {{"n_past", double(n_past_)},
+          {"n_ctx", double(n_ctx_)},
+          {"kv_bytes", double(kv_bytes())},
+          {"kv_reserved_bytes", double(k_cache_.empty() ? 0 : 2 * k_cache_.size() * k_cache_[0].bytes())},
+          {"weight_device_bytes", double(m_.device_bytes())},
+          {"weights_converted_to_f16", double(m_.f32_weights_rounded())},
+          {"prefill_tokens", double(prefill_tokens_)},
+          {"decode_tokens", double(decode_tokens_)},
+          {"gpu_passes", double(passes_)},
+          {"prefill_s", prefill_s_},
+          {"decode_s", decode_s_}};
+}
+
+void LlamaGpuSession::reserve(int64_t T) {
+  if (T <= rows_reserved_) return;
+  const LlamaHparams& hp = m_.w_.hp;
+  const size_t E = size_t(hp.n_embd), F = size_t(hp.n_ff), V = size_t(hp.n_vocab);
+  const size_t qd = size_t(hp.n_head) * hp.head_dim, kvd = size_t(hp.n_head_kv) * hp.head_dim, t = size_t(T);
+  x_.reserve(t * E * 4), xn_.reserve(t * E * 4), tmp_.reserve(t * E * 4);
+  q_.reserve(t * qd * 4), att_.reserve(t * qd * 4), k_.reserve(t * kvd * 4), v_.reserve(t * kvd * 4);
+  gate_.reserve(t * F * 4), up_.reserve(t * F * 4);
+  half_in_.reserve(t * std::max({E, F, qd}) * 2), half_q_.reserve(t * qd * 2);
+  lse_.reserve(t * size_t(hp.n_head) * 4);
+  logits_.reserve(t * V * 4);
+  if (T > 1 && m_.max_fp16_weight_ > 0) fp16_weight_.reserve(m_.max_fp16_weight_ * 2);
+  rows_reserved_ = T;
+}
+
+void LlamaGpuSession::linear(const DeviceWeight& w, const float* x, int64_t T, float* y) {
+  const int N = int(w.rows), K = int(w.cols);
+  if (T == 1) {
+    check(gemv_quant(w.type, w.data.as<void>(), x, y, N, K, nullptr), "gemv");
+    return;
+  }
+  check(f32_to_f16(x, half_in_.as<half>(), T * K, nullptr), "f32_to_f16");
+  const half* wh = w.data.as<half>();
+  if (w.type != int(GgmlType::F16)) {
+    check(dequant_rows_f16(w.type, w.data.as<void>(), fp16_weight_.as<half>(), N, K, nullptr), "dequant_rows_f16");
+    wh = fp16_weight_.as<half>();
+  }
+  check(gemm_f16_tc(half_in_.as<half>(), wh, y, int(T), N, K, N, nullptr), "gemm_f16_tc");
+}
+
+void LlamaGpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool all_logits) {
+  const LlamaHparams& hp = m_.w_.hp;
+  if (n <= 0) fail(ErrorCode::kInvalidArgument, "feed needs at least one token");
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= hp.n_vocab) {
+      fail(ErrorCode::kOutOfRange, "token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) + " is outside the vocabulary (0.." + std::to_string(hp.n_vocab - 1) + ")");
+    }
+  }
+  if (n_past_ + n > n_ctx_) {
+    fail(ErrorCode::kContextOverflow, "feeding " + std::to_string(n) + " tokens after " + std::to_string(n_past_) + " overflows the context of " + std::to_string(n_ctx_));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t c0 = 0; c0 < n; c0 += kMaxRows) {
+    const int64_t T = std::min(kMaxRows, n - c0);
+    const bool last = c0 + T == n;
+    float* out = all_logits ? logits + c0 * hp.n_vocab : (last ? logits : nullptr);
+    pass(ids + c0, T, out, all_logits ? 0 : T - 1);
+  }
+  (n == 1 ? decode_s_ : prefill_s_) += seconds_since(t0);
+  (n == 1 ? decode_tokens_ : prefill_tokens_) += n;
+}
+
+void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t first) {
+  const LlamaHparams& hp = m_.w_.hp;
+  const int64_t E = hp.n_embd, qd = int64_t(hp.n_head) * hp.head_dim;
+  reserve(T);
+  ++passes_;
+  {
+    std::vector<float> emb(size_t(T * E));
+    embed_tokens(m_.w_.tok_embd, ids, T, emb.data());
+    check(cudaMemcpy(x_.as<float>(), emb.data(), emb.size() * 4, cudaMemcpyHostToDevice), "embeddings");
+  }
+  const int pos0 = int(n_past_);
+  const float scale = 1.0f / std::sqrt(float(hp.head_dim));
+  if (T == 1) {
+    const int len = pos0 + 1;
+    check(cudaMemcpy(seqlen_.as<int>(), &len, sizeof(int), cudaMemcpyHostToDevice), "sequence length");
+  }
+  const int n_splits = T == 1 ? decode_auto_splits(KvFormat::kF16, 1, hp.n_head_kv, hp.head_dim, pos0 + 1) : 1;
+  if (T == 1) {
+    o_partial_.reserve(size_t(hp.n_head) * n_splits * hp.head_dim * 4);
+    lse_partial_.reserve(size_t(hp.n_head) * n_splits * 4);
+  }
+  for (int il = 0; il < hp.n_layer; ++il) {
+    const LlamaGpuModel::Layer& L = m_.layers_[il];
+    check(rms_norm(x_.as<float>(), L.attn_norm.as<float>(), xn_.as<float>(), int(T), int(E), hp.eps, nullptr), "rms_norm");
+    linear(L.wq, xn_.as<float>(), T, q_.as<float>());
+    linear(L.wk, xn_.as<float>(), T, k_.as<float>());
+    linear(L.wv, xn_.as<float>(), T, v_.as<float>());
+    check(rope(q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope q");
+    check(rope(k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope k");
+    half* kc = k_cache_[il].as<half>();
+    half* vc = v_cache_[il].as<half>();
+    check(kv_append_f16(k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, kc, int(n_ctx_), pos0, nullptr), "kv append k");
+    check(kv_append_f16(v_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, vc, int(n_ctx_), pos0, nullptr), "kv append v");
+    check(f32_to_f16(q_.as<float>(), half_q_.as<half>(), T * qd, nullptr), "q to fp16");
+    if (T == 1) {
+      DecodeParams p{};
+      p.q = half_q_.as<half>(), p.k = kc, p.v = vc, p.seqlens = seqlen_.as<int>(), p.format = KvFormat::kF16;
+      p.B = 1, p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.S_max = int(n_ctx_), p.D = hp.head_dim;
+      p.scale = scale, p.n_splits = n_splits;
+      p.o_partial = o_partial_.as<float>(), p.lse_partial = lse_partial_.as<float>();
+      p.out = att_.as<float>(), p.lse = lse_.as<float>();
+      check(decode_attn(p, nullptr), "decode_attn");
+    } else {
+      FlashParams p{};
+      p.q = half_q_.as<half>(), p.k = kc, p.v = vc, p.out = att_.as<float>(), p.lse = lse_.as<float>();
+      p.B = 1, p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.Sq = int(T), p.Sk = pos0 + int(T), p.D = hp.head_dim;
+      p.scale = scale, p.causal = true, p.kv_capacity = int(n_ctx_), p.q_token_major = true;
+      check(flash_attn_fwd(p, nullptr), "flash_attn_fwd");
+    }
+    linear(L.wo, att_.as<float>(), T, tmp_.as<float>());
+    check(add_inplace(x_.as<float>(), tmp_.as<float>(), T * E, nullptr), "residual");
+    check(rms_norm(x_.as<float>(), L.ffn_norm.as<float>(), xn_.as<float>(), int(T), int(E), hp.eps, nullptr), "rms_norm");
+    linear(L.gate, xn_.as<float>(), T, gate_.as<float>());
+    linear(L.up, xn_.as<float>(), T, up_.as<float>());
+    check(swiglu(gate_.as<float>(), up_.as<float>(), T * hp.n_ff, nullptr), "swiglu");
+    linear(L.down, gate_.as<float>(), T, tmp_.as<float>());
+    check(add_inplace(x_.as<float>(), tmp_.as<float>(), T * E, nullptr), "residual");
+  }
+  n_past_ += T;
+  if (!logits) return;
+  const int64_t n_out = T - first;
+  float* x_rows = x_.as<float>() + first * E;
+  check(rms_norm(x_rows, m_.output_norm_.as<float>(), xn_.as<float>(), int(n_out), int(E), hp.eps, nullptr), "output norm");
+  linear(m_.output_, xn_.as<float>(), n_out, logits_.as<float>());
+  check(cudaMemcpy(logits, logits_.as<float>(), size_t(n_out * hp.n_vocab) * 4, cudaMemcpyDeviceToHost), "logits");
+}
+
+}  // namespace pyrt::cuda

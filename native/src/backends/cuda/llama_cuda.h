@@ -1,0 +1,111 @@
+// Decoder-only Llama on an NVIDIA GPU with the project's own kernels (kernels/pyrt_cuda.h).
+// Compiled into the `_cuda` module against the CUDA runtime and into `_cuda_sim` against the CUDA
+// simulator (kernels/sim), which is how CI runs it. The model holds the device weights (read-only,
+// shared by sessions); a session holds one conversation's fp16 KV cache and scratch buffers.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/llama_weights.h"
+#include "pyrt_cuda.h"
+
+namespace pyrt::cuda {
+
+// Device memory, freed on destruction.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr, o.bytes_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  // Grows (contents lost) to at least `bytes`.
+  void reserve(size_t bytes);
+  void upload(const void* host, size_t bytes);
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A linear layer's weight on the device: Q8_0/Q4_0/Q4_1 blocks as stored (the decode GEMV reads
+// them; prefill converts them to fp16 rows for the tensor-core GEMM), F16 as stored, F32 rounded
+// to F16 (stats say how many).
+struct DeviceWeight {
+  int type = 1;  // ggml type id: 1 F16, 8 Q8_0, 2 Q4_0, 3 Q4_1
+  int64_t rows = 0, cols = 0;
+  DeviceBuffer data;
+};
+
+class LlamaGpuSession;
+
+class LlamaGpuModel {
+ public:
+  // Errors (pyrt::Error) name the file, tensor, type or CUDA call that stopped the load.
+  LlamaGpuModel(const std::string& path, const std::string& arch);
+  std::unique_ptr<LlamaGpuSession> new_session(int64_t n_ctx) const;
+  const LlamaHparams& hparams() const { return w_.hp; }
+  size_t device_bytes() const { return device_bytes_; }
+  int64_t f32_weights_rounded() const { return f32_rounded_; }
+
+ private:
+  friend class LlamaGpuSession;
+  struct Layer {
+    DeviceBuffer attn_norm, ffn_norm;
+    DeviceWeight wq, wk, wv, wo, gate, up, down;
+  };
+  DeviceWeight upload(const Weight& w);
+  DeviceBuffer upload_floats(const float* x, int64_t n);
+
+  std::shared_ptr<GgufFile> file_;
+  LlamaWeights w_;  // host views (embedding rows are gathered on the host)
+  std::vector<Layer> layers_;
+  DeviceBuffer output_norm_, inv_freq_;
+  DeviceWeight output_;
+  size_t device_bytes_ = 0;
+  int64_t f32_rounded_ = 0;
+  size_t max_fp16_weight_ = 0;  // elements of the largest quantized weight (prefill's fp16 scratch)
+};
+
+class LlamaGpuSession {
+ public:
+  LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx);
+  // Appends n tokens; writes logits for every fed position ([n, vocab]) or only the last ([vocab]).
+  void feed(const int32_t* ids, int64_t n, float* logits, bool all_logits);
+  void reset() { n_past_ = 0; }
+  int64_t n_past() const { return n_past_; }
+  int64_t n_ctx() const { return n_ctx_; }
+  size_t kv_bytes() const;
+  std::map<std::string, double> stats() const;
+
+ private:
+  // One pass of T <= kMaxRows tokens at positions n_past_.. ; logits of rows [first, T) when asked.
+  void pass(const int32_t* ids, int64_t T, float* logits, int64_t first);
+  // y[T, w.rows] = x[T, w.cols] w^T (GEMV for one row, fp16 tensor-core GEMM otherwise).
+  void linear(const DeviceWeight& w, const float* x, int64_t T, float* y);
+  void reserve(int64_t T);
+
+  const LlamaGpuModel& m_;
+  int64_t n_ctx_, n_past_ = 0;
+  std::vector<DeviceBuffer> k_cache_, v_cache_;  // per layer: [Hkv, n_ctx, head_dim] fp16
+  // Scratch, sized for the largest pass so far.
+  int64_t rows_reserved_ = 0;
+  DeviceBuffer x_, xn_, q_, k_, v_, att_, tmp_, gate_, up_, half_in_, half_q_, lse_, logits_;
+  DeviceBuffer fp16_weight_, o_partial_, lse_partial_, seqlen_;
+  int64_t prefill_tokens_ = 0, decode_tokens_ = 0, passes_ = 0;
+  double prefill_s_ = 0, decode_s_ = 0;
+};
+
+}  // namespace pyrt::cuda
