@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 Prompt = Union[str, Sequence[int]]
 KV_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2")
-DEVICES = ("cpu", "npu")
+DEVICES = ("cpu", "npu", "cuda", "cuda-sim")
+# A GPU session reserves its whole KV cache up front; without `context`, at most this many positions.
+CUDA_DEFAULT_CONTEXT = 4096
 OUTLIER_MODES = ("on", "off")
 
 
@@ -51,7 +53,11 @@ class Session:
 
     def __init__(self, model: Model, context: Optional[int] = None) -> None:
         self._model = model
-        self._s = model._m.new_session(int(context or 0))
+        if model._gpu is not None:
+            n_ctx = int(context or min(model.context_length, CUDA_DEFAULT_CONTEXT))
+            self._s = model._gpu.new_session(n_ctx)
+        else:
+            self._s = model._m.new_session(int(context or 0))
 
     def feed(self, ids: Sequence[int]) -> np.ndarray:
         """Append ``ids`` to the conversation; returns their logits, float32 ``[len(ids), vocab]``."""
@@ -134,6 +140,14 @@ class Session:
         s["kv_cache"] = self._model.kv_cache
         s["kv_cache_k"], s["kv_cache_v"] = self._model.kv_cache_k, self._model.kv_cache_v
         delegate = self._model.delegate
+        if self._model._gpu is not None:  # every step of every pass ran on the CUDA kernels
+            where = "cuda" if self._model.device == "cuda" else "cuda-sim (CPU simulator)"
+            placement.update(
+                {"kernels": where, "prefill_linears": where, "attention": where, "decode": where, "fallbacks": []}
+            )
+            placement["all"] = where
+            s["placement"] = placement
+            return s
         placement.update(
             {
                 "kernels": _core.kernels_name(),
@@ -168,6 +182,7 @@ class Model:
         self.delegate: Optional[str] = str(native.delegate) or None
         self.prefill_chunk = int(native.prefill_chunk)
         self._default_context = context
+        self._gpu: Any = None  # device="cuda": the model's weights on the GPU (pyruntime._cuda.LlamaModel)
         tok = native.tokenizer
         self.tokenizer: Optional[Tokenizer] = Tokenizer(tok) if tok is not None else None
 
@@ -494,18 +509,24 @@ class Stream:
         )
 
 
-def _cuda_status() -> str:
-    """Why device='cuda' cannot run a model here (checked lazily: CPU use never touches CUDA)."""
+def _cuda_module(device: str) -> Any:
+    """The CUDA kernels for `device` ('cuda': the GPU build; 'cuda-sim': the CPU simulator, for tests),
+    imported only when asked for: CPU use never touches CUDA."""
+    if device == "cuda-sim":
+        try:
+            from pyruntime import _cuda_sim  # type: ignore[attr-defined]
+        except ImportError:
+            raise UnsupportedError("device 'cuda-sim': this build has no CUDA simulator (PYRT_CUDA_SIM=OFF)") from None
+        return _cuda_sim
     try:
         from pyruntime import _cuda  # type: ignore[attr-defined]
     except ImportError:
-        return "device 'cuda': this build has no CUDA kernels (nvcc was not found when it was built)"
+        raise UnsupportedError(
+            "device 'cuda': this build has no CUDA kernels (nvcc was not found when it was built)"
+        ) from None
     if _cuda.device_count() == 0:
-        return "device 'cuda': no CUDA GPU or driver was found on this machine"
-    return (
-        "device 'cuda': the CUDA attention and GEMV kernels are built (pyruntime._cuda) but whole-model "
-        "execution on the GPU is not implemented yet; use device='cpu'"
-    )
+        raise UnsupportedError("device 'cuda': no CUDA GPU or driver was found on this machine")
+    return _cuda
 
 
 def load(
@@ -539,6 +560,14 @@ def load(
     weights with activations quantized to 8 bits per block of 32 (integer dot products, like
     llama.cpp); ``"f32"`` keeps activations in float (slower, the exact reference path).
 
+    ``device="cuda"`` runs decoder-only Llama-family models on an NVIDIA GPU with the project's own
+    kernels: weights on the GPU (Q8_0/Q4_0/Q4_1/F16 as stored, other types as fp16), an f16 KV cache
+    reserved for the whole context (``context``, default ``min(trained context, 4096)``), prompts
+    through the tensor-core GEMM and FlashAttention over the cache, decode through the quantized GEMV
+    and split-K decode attention. ``device="cuda-sim"`` runs the same code on the CUDA simulator on the
+    CPU (kernels/sim; for tests, very slow). ``Session.stats()`` says what ran (passes, tokens,
+    weights converted to fp16).
+
     ``device="npu"`` runs the linears of prompt prefill as W8A8 graphs of static shape ``[chunk, d]``
     on ``delegate`` (``"reference"``: the built-in exact int8 executor; see ``builtin_delegates()``),
     with attention, RoPE, norms and the KV cache on the CPU and decode on the CPU. It needs a
@@ -554,8 +583,6 @@ def load(
     gives every output channel of a W8A8 weight its own scale; ``"per-tensor"`` is SPEC 5.1's single
     scale (for NPUs that take only that).
     """
-    if device == "cuda":
-        raise UnsupportedError(_cuda_status())
     if device not in DEVICES:
         raise UnsupportedError(f"device '{device}' is not available in this build (available: {', '.join(DEVICES)})")
     kv_k = _core.kv_spec_name(kv_cache_k or kv_cache)  # validates; raises InvalidArgumentError naming the value
@@ -580,6 +607,13 @@ def load(
         raise InvalidArgumentError("delegate_threads must be >= 1")
     if chunk is not None and not 1 <= chunk <= 4096:
         raise InvalidArgumentError(f"chunk must be in 1..4096, got {chunk}")
+    gpu_module = None
+    if device in ("cuda", "cuda-sim"):
+        gpu_module = _cuda_module(device)
+        if kv_k != "f16" or kv_v != "f16":
+            raise UnsupportedError(f"device '{device}' keeps an f16 KV cache (got k={kv_k}, v={kv_v})")
+        if chunk is not None:
+            raise InvalidArgumentError(f"chunk needs device='npu' or 'cpu', not {device!r}")
     native = _core.Model.load(
         path,
         int(threads or 0),
@@ -594,4 +628,10 @@ def load(
         delegate_threads=int(delegate_threads or 0),
         per_channel_weights=weight_scales == "per-channel",
     )
-    return Model(native, path, (kv_k, kv_v), device, context)
+    model = Model(native, path, (kv_k, kv_v), device, context)
+    if gpu_module is not None:
+        arch = str(native.architecture)
+        if arch != "llama":
+            raise UnsupportedError(f"device '{device}' runs decoder-only Llama-family models; {path} is '{arch}'")
+        model._gpu = gpu_module.LlamaModel(path, arch)  # the tokenizer and metadata come from `native`
+    return model

@@ -324,7 +324,8 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
       .def_property_readonly("n_past", &LlamaGpuSession::n_past)
       .def_property_readonly("n_ctx", &LlamaGpuSession::n_ctx)
       .def_property_readonly("kv_bytes", &LlamaGpuSession::kv_bytes)
-      .def("stats", &LlamaGpuSession::stats);
+      .def("stats", &LlamaGpuSession::stats)
+      .def("prefill_trace_json", [](const LlamaGpuSession&) { return std::string(); });
   py::class_<LlamaGpuModel>(m, "LlamaModel")
       .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
       .def("new_session", &LlamaGpuModel::new_session, py::arg("n_ctx"), py::keep_alive<0, 1>())

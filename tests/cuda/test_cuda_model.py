@@ -1,0 +1,146 @@
+"""device="cuda": whole decoder-only Llama models on the project's CUDA kernels, on a GPU when there is
+one and on the CUDA simulator everywhere (the `cu` fixture). References: HF transformers on the same
+(fp16-rounded) weights, and the CPU runtime (float activations) on every quantization type, so the
+kernels are isolated from quantization error. Tolerances: the GPU path rounds prompt activations to
+fp16 for the tensor-core GEMM and attention probabilities to fp16, about 1e-3 of the logit range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import pyruntime as pr
+from tests.conftest import mean_kl
+
+VOCAB = 384
+CFG = dict(hidden_size=256, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2)
+
+
+def device_of(cu: ModuleType) -> str:
+    return "cuda-sim" if cu.simulated else "cuda"
+
+
+@pytest.fixture(scope="module")
+def hf_dir(make_hf_llama: Callable[..., Path]) -> Path:
+    return make_hf_llama("cuda_model", with_tokenizer=True, **CFG)  # head dim 64: the CUDA kernels' smallest
+
+
+@pytest.fixture(scope="module")
+def gguf(hf_dir: Path, convert: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    out = tmp_path_factory.mktemp("cuda_gguf")
+    cache: dict[str, Path] = {}
+
+    def get(quant: str) -> Path:
+        if quant not in cache:
+            cache[quant] = convert(hf_dir, out / f"m-{quant}.gguf", quant)
+        return cache[quant]
+
+    return get
+
+
+def prompt(n: int, seed: int = 1) -> list[int]:
+    return [int(i) for i in np.random.default_rng(seed).integers(0, VOCAB, n)]
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_f16_model_matches_transformers(cu: ModuleType, hf_dir: Path, gguf: Callable[[str], Path]) -> None:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    hf = LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        for p in hf.parameters():  # the f16 file's weights exactly (norms stay f32 in the file too)
+            if p.ndim == 2:
+                p.copy_(p.half().float())
+    ids = prompt(40)
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].numpy()
+    sess = pr.load(gguf("f16"), device=device_of(cu), context=128).session()
+    got = sess.feed(ids)
+    assert rel_err(got, ref) < 1e-2
+    assert mean_kl(ref, got) < 1e-4
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.95
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0", "q4_1"])
+def test_prefill_and_decode_match_the_cpu_runtime(cu: ModuleType, gguf: Callable[[str], Path], quant: str) -> None:
+    """A 40-token prompt (GEMM + FlashAttention over the cache) then 6 decode steps (GEMV + split-K
+    decode attention) against the CPU runtime with float activations on the same file."""
+    path = gguf(quant)
+    gpu = pr.load(path, device=device_of(cu), context=128).session()
+    cpu = pr.load(path, activations="f32").session()
+    ids = prompt(40)
+    a, b = gpu.feed(ids), cpu.feed(ids)
+    assert a.shape == b.shape == (40, VOCAB)
+    assert rel_err(a, b) < 1e-2 and mean_kl(b, a) < 1e-4
+    for tok in (5, 17, 300, 2, 9, 383):
+        a, b = gpu.feed([tok]), cpu.feed([tok])
+        assert rel_err(a, b) < 1e-2, tok
+        assert mean_kl(b, a) < 1e-4
+    st = gpu.stats()
+    assert st["n_past"] == 46 and st["prefill_tokens"] == 40 and st["decode_tokens"] == 6
+    assert st["placement"]["all"].startswith(device_of(cu)) and st["placement"]["fallbacks"] == []
+
+
+def test_prompt_in_pieces_equals_one_pass(cu: ModuleType, gguf: Callable[[str], Path]) -> None:
+    """A prompt fed in pieces (each later piece attends to the cached ones: causal bottom-right over
+    the cache) gives the one-pass logits; so does a prompt longer than one pass (512 rows). (A single
+    token goes through the GEMV with fp32 activations instead, so it is only within the decode
+    tolerance of the same token inside a prompt.)"""
+    model = pr.load(gguf("q8_0"), device=device_of(cu), context=640)
+    ids = prompt(75, seed=3)
+    whole = model.session().feed(ids)
+    s = model.session()
+    parts = np.concatenate([s.feed(ids[:30]), s.feed(ids[30:])])
+    np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+    long_ids = prompt(530, seed=4)
+    s = model.session()
+    last = s.feed(long_ids)[-1]
+    assert s.stats()["gpu_passes"] == 2
+    s2 = model.session()
+    s2.feed(long_ids[:515])
+    np.testing.assert_allclose(s2.feed(long_ids[515:])[-1], last, rtol=0, atol=1e-5 * np.abs(last).max())
+
+
+def test_errors_are_clear(cu: ModuleType, gguf: Callable[[str], Path]) -> None:
+    model = pr.load(gguf("q8_0"), device=device_of(cu), context=16)
+    s = model.session()
+    with pytest.raises(pr.TokenOutOfRangeError, match="outside the vocabulary"):
+        s.feed([VOCAB])
+    s.feed(prompt(10))
+    with pytest.raises(pr.ContextOverflowError, match="overflows the context of 16"):
+        s.feed(prompt(7))
+    assert s.stats()["n_past"] == 10  # the failed feed changed nothing
+    with pytest.raises(pr.UnsupportedError, match="f16 KV cache"):
+        pr.load(gguf("q8_0"), device=device_of(cu), kv_cache="q8_0")
+
+
+def test_generate_runs_on_the_device(cu: ModuleType, gguf: Callable[[str], Path]) -> None:
+    model = pr.load(gguf("q4_0"), device=device_of(cu), context=64)
+    cpu = pr.load(gguf("q4_0"), activations="f32")
+    opts: dict[str, Any] = dict(max_new_tokens=6, temperature=0.0)
+    got = model.generate("The cat", **opts)
+    want = cpu.generate("The cat", **opts)
+    assert isinstance(got, pr.Completion) and isinstance(want, pr.Completion)
+    assert got.token_ids == want.token_ids  # greedy on logits within 1e-3 of each other: same tokens here
+    assert got.text == want.text and len(got.token_ids) == 6
+
+
+def test_cuda_without_a_gpu_says_why() -> None:
+    from tests.cuda.conftest import cuda_module
+
+    try:
+        mod = cuda_module()
+    except pytest.skip.Exception:
+        mod = None
+    if mod is not None and mod.device_count() > 0:
+        pytest.skip("this machine has a GPU: device='cuda' loads")
+    with pytest.raises(pr.UnsupportedError, match="device 'cuda': (this build has no CUDA kernels|no CUDA GPU)"):
+        pr.load(Path(__file__), device="cuda")
