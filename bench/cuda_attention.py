@@ -105,6 +105,9 @@ def decode(cu: Any, batch_lengths: list[list[int]], heads: int, kv_heads: int, d
             _, _, _, one = cu.decode_attn(
                 q.view(np.uint16), np.ascontiguousarray(kr), np.ascontiguousarray(vr), fmt, lens, 1, d**-0.5, iters=20
             )
+            _, _, n_ctas, lean = cu.decode_attn_lean(
+                q.view(np.uint16), np.ascontiguousarray(kr), np.ascontiguousarray(vr), fmt, lens, 0, d**-0.5, iters=20
+            )
             row = {
                 "test": "decode_ragged",
                 "kv": fmt,
@@ -116,13 +119,17 @@ def decode(cu: Any, batch_lengths: list[list[int]], heads: int, kv_heads: int, d
                 "n_splits": n_splits,
                 "ours_ms": ours,
                 "ours_1split_ms": one,
+                "lean_ms": lean,
+                "lean_ctas": n_ctas,
+                "lean_speedup_vs_split": ours / lean,
                 "torch_sdpa_padded_ms": theirs,
                 "speedup": theirs / ours,
                 "f16_equiv_GBps": kv_bytes_f16 / ours / 1e6,
             }
             rows.append(row)
             print(
-                f"decode B={B} max={S:6d} {fmt:5}: ours {ours:7.3f} ms ({n_splits} splits; 1 split {one:7.3f})  "
+                f"decode B={B} max={S:6d} {fmt:5}: ours {ours:7.3f} ms ({n_splits} splits; 1 split {one:7.3f}; "
+                f"lean {lean:7.3f} on {n_ctas} CTAs)  "
                 f"sdpa(padded) {theirs:7.3f} ms  ratio {theirs / ours:5.2f}x",
                 flush=True,
             )
@@ -227,10 +234,12 @@ def plot(rows: list[dict[str, Any]], path: Path, device: str) -> None:
     x = np.arange(len(labels))
     for i, fmt in enumerate(("f16", "q8_0", "q4_0")):
         ys = [next(r["ours_ms"] for r in dec if r["kv"] == fmt and max(r["lengths"]) == L) for L in labels]
-        ax.bar(x + i * 0.2, ys, 0.2, label=f"pyruntime split-K {fmt}")
+        ax.bar(x + i * 0.16, ys, 0.16, label=f"pyruntime split-K {fmt}")
+    ys = [next(r["lean_ms"] for r in dec if r["kv"] == "f16" and max(r["lengths"]) == L) for L in labels]
+    ax.bar(x + 0.48, ys, 0.16, label="pyruntime Lean (stream-K) f16")
     ys = [next(r["torch_sdpa_padded_ms"] for r in dec if max(r["lengths"]) == L) for L in labels]
-    ax.bar(x + 0.6, ys, 0.2, label="torch SDPA (padded + mask, f16)")
-    ax.set_xticks(x + 0.3, [f"max {L}" for L in labels])
+    ax.bar(x + 0.64, ys, 0.16, label="torch SDPA (padded + mask, f16)")
+    ax.set_xticks(x + 0.32, [f"max {L}" for L in labels])
     ax.set_ylabel("ms (median)")
     ax.set_title("decode attention, ragged batch of 8")
     ax.legend(fontsize=8)

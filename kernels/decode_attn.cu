@@ -3,6 +3,7 @@
 // processed in sub-blocks of kKeys with an online softmax; then a combine kernel merges splits.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "common.cuh"
 #include "pyrt_cuda.h"
@@ -21,24 +22,19 @@ __device__ __forceinline__ float kv_at(const uint8_t* row, int c) {
   else return q4_0_at(row, c);
 }
 
+// Attention of the G query heads of KV group (b, kvh) over keys [start, end) (start < end), written
+// as a normalized partial O and its LSE for head g at o_partial[(slot0 + g * head_stride) * D ...] and
+// lse_partial[slot0 + g * head_stride]. Called by every thread of the CTA; ends with a barrier so the
+// CTA may call it again (Lean Attention walks several segments).
 template <KvFormat F, int D>
-__global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p, int row_bytes) {
-  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+__device__ void attend_range(const DecodeParams& p, int row_bytes, int b, int kvh, int start, int end, size_t slot0,
+                             size_t head_stride) {
   const int G = p.Hq / p.Hkv;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __shared__ float sQ[kMaxGroup][D];
   __shared__ float sP[kMaxGroup][kKeys];
   __shared__ float sM[kMaxGroup], sL[kMaxGroup], sAlpha[kMaxGroup];
 
-  const int len = p.seqlens[b];
-  const int chunk = (len + p.n_splits - 1) / p.n_splits;
-  const int start = split * chunk, end = min(len, start + chunk);
-  const size_t part = (size_t(b) * p.Hq + size_t(kvh) * G) * p.n_splits + split;  // head g adds g * n_splits
-  if (start >= end) {  // empty split: weight 0 in the combine
-    for (int i = threadIdx.x; i < G * D; i += kThreads) p.o_partial[(part + size_t(i / D) * p.n_splits) * D + i % D] = 0.0f;
-    if (threadIdx.x < G) p.lse_partial[part + size_t(threadIdx.x) * p.n_splits] = -INFINITY;
-    return;
-  }
   const float scale_log2 = p.scale * kLog2e;
   for (int i = threadIdx.x; i < G * D; i += kThreads) {
     sQ[i / D][i % D] = __half2float(p.q[(size_t(b) * p.Hq + size_t(kvh) * G + i / D) * D + i % D]);
@@ -117,28 +113,100 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p, 
     const int idx = threadIdx.x + o * kThreads;
     if (idx >= G * D) break;
     const int g = idx / D, c = idx % D;
-    p.o_partial[(part + size_t(g) * p.n_splits) * D + c] = acc[o] / sL[g];
+    p.o_partial[(slot0 + size_t(g) * head_stride) * D + c] = acc[o] / sL[g];
   }
-  if (threadIdx.x < G) p.lse_partial[part + size_t(threadIdx.x) * p.n_splits] = sM[threadIdx.x] * kLn2 + logf(sL[threadIdx.x]);
+  if (threadIdx.x < G) p.lse_partial[slot0 + size_t(threadIdx.x) * head_stride] = sM[threadIdx.x] * kLn2 + logf(sL[threadIdx.x]);
+  __syncthreads();  // sQ/sM/sL are rewritten by the next call
 }
 
-// (O, LSE) merge over splits: associative, empty splits have LSE = -inf and weight 0.
-__global__ void combine_kernel(DecodeParams p) {
-  const int h = blockIdx.x, b = blockIdx.y;
-  const size_t base = (size_t(b) * p.Hq + h) * p.n_splits;
+// Flash-Decoding: CTA (split, kv head, batch) takes the split's contiguous key range.
+template <KvFormat F, int D>
+__global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p, int row_bytes) {
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int G = p.Hq / p.Hkv;
+  const int len = p.seqlens[b];
+  const int chunk = (len + p.n_splits - 1) / p.n_splits;
+  const int start = split * chunk, end = min(len, start + chunk);
+  const size_t part = (size_t(b) * p.Hq + size_t(kvh) * G) * p.n_splits + split;  // head g adds g * n_splits
+  if (start >= end) {  // empty split: weight 0 in the combine
+    for (int i = threadIdx.x; i < G * D; i += kThreads) p.o_partial[(part + size_t(i / D) * p.n_splits) * D + i % D] = 0.0f;
+    if (threadIdx.x < G) p.lse_partial[part + size_t(threadIdx.x) * p.n_splits] = -INFINITY;
+    return;
+  }
+  attend_range<F, D>(p, row_bytes, b, kvh, start, end, part, p.n_splits);
+}
+
+// Lean Attention (SPEC 6.4): the (KV group, 64-key tile) iteration space, tiles of group gi at
+// [tile_prefix[gi], tile_prefix[gi + 1]), is cut into n_ctas equal contiguous ranges, so every CTA does
+// the same work however ragged the batch. A range may end mid-group and span several groups; each
+// (CTA c, group gi) piece is a segment with its own partial in slot c + gi (unique: along the ordered
+// segments c and gi only grow, one of them at each step). The combine merges each group's slots.
+__device__ __forceinline__ int lean_range_start(int c, int n_ctas, int total) { return int(int64_t(c) * total / n_ctas); }
+
+template <KvFormat F, int D>
+__global__ void __launch_bounds__(kThreads) decode_lean_kernel(DecodeParams p, int row_bytes, const int* tile_prefix,
+                                                               int n_groups, int total_tiles, int n_ctas) {
+  const int c = blockIdx.x, G = p.Hq / p.Hkv;
+  const int t0 = lean_range_start(c, n_ctas, total_tiles), t1 = lean_range_start(c + 1, n_ctas, total_tiles);
+  if (t0 >= t1) return;
+  int gi = 0;  // the group holding tile t0: binary search over the prefix
+  for (int lo = 0, hi = n_groups - 1; lo <= hi;) {
+    const int mid = (lo + hi) / 2;
+    if (tile_prefix[mid] <= t0) gi = mid, lo = mid + 1;
+    else hi = mid - 1;
+  }
+  for (int t = t0; t < t1; ++gi) {
+    const int g_begin = tile_prefix[gi], g_end = tile_prefix[gi + 1];
+    if (g_end <= t) continue;  // empty group (no keys)
+    const int seg_end = min(t1, g_end);
+    const int b = gi / p.Hkv, kvh = gi % p.Hkv;
+    const int start = (t - g_begin) * kKeys, end = min(p.seqlens[b], (seg_end - g_begin) * kKeys);
+    attend_range<F, D>(p, row_bytes, b, kvh, start, end, size_t(c + gi) * G, 1);
+    t = seg_end;
+  }
+}
+
+// (O, LSE) merge of `count` partials at base, base + stride, ...: associative, empty ones have LSE = -inf
+// and weight 0. Writes head h of batch b.
+__device__ void combine_head(const DecodeParams& p, int b, int h, size_t base, size_t stride, int count) {
   float L = -INFINITY;
-  for (int s = 0; s < p.n_splits; ++s) L = fmaxf(L, p.lse_partial[base + s]);
+  for (int s = 0; s < count; ++s) L = fmaxf(L, p.lse_partial[base + s * stride]);
   float wsum = 0.0f;
-  for (int s = 0; s < p.n_splits; ++s) wsum += L == -INFINITY ? 0.0f : expf(p.lse_partial[base + s] - L);
+  for (int s = 0; s < count; ++s) wsum += L == -INFINITY ? 0.0f : expf(p.lse_partial[base + s * stride] - L);
   for (int c = threadIdx.x; c < p.D; c += blockDim.x) {
     float o = 0.0f;
-    for (int s = 0; s < p.n_splits; ++s) {
-      const float w = L == -INFINITY ? 0.0f : expf(p.lse_partial[base + s] - L);
-      o += w * p.o_partial[(base + s) * p.D + c];
+    for (int s = 0; s < count; ++s) {
+      const float w = L == -INFINITY ? 0.0f : expf(p.lse_partial[base + s * stride] - L);
+      o += w * p.o_partial[(base + s * stride) * p.D + c];
     }
     p.out[(size_t(b) * p.Hq + h) * p.D + c] = wsum > 0.0f ? o / wsum : 0.0f;
   }
   if (threadIdx.x == 0) p.lse[size_t(b) * p.Hq + h] = wsum > 0.0f ? L + logf(wsum) : -INFINITY;
+}
+
+__global__ void combine_kernel(DecodeParams p) {
+  const int h = blockIdx.x, b = blockIdx.y;
+  combine_head(p, b, h, (size_t(b) * p.Hq + h) * p.n_splits, 1, p.n_splits);
+}
+
+// Lean: group gi's segments are slots c + gi for the CTAs c whose ranges meet the group's tiles.
+__device__ int lean_cta_of(int t, int n_ctas, int total) {
+  int c = int(int64_t(t) * n_ctas / total);
+  while (c + 1 < n_ctas && lean_range_start(c + 1, n_ctas, total) <= t) ++c;
+  while (c > 0 && lean_range_start(c, n_ctas, total) > t) --c;
+  return c;
+}
+
+__global__ void lean_combine_kernel(DecodeParams p, const int* tile_prefix, int total_tiles, int n_ctas) {
+  const int h = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
+  const int gi = b * p.Hkv + h / G;
+  const int g_begin = tile_prefix[gi], g_end = tile_prefix[gi + 1];
+  if (g_begin == g_end) {  // no keys: output 0, LSE -inf (as the split path's all-empty splits)
+    combine_head(p, b, h, 0, 0, 0);
+    return;
+  }
+  const int c_first = lean_cta_of(g_begin, n_ctas, total_tiles), c_last = lean_cta_of(g_end - 1, n_ctas, total_tiles);
+  combine_head(p, b, h, size_t(c_first + gi) * G + h % G, G, c_last - c_first + 1);
 }
 
 template <KvFormat F>
@@ -202,6 +270,38 @@ int ctas_per_sm_format(int D) {
 }  // namespace
 
 int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len) {
+  // Our split CTAs are small (128 threads, ~6 KB shared): many fit on an SM, so the heuristic's
+  // "SM" is a resident CTA slot rather than a whole multiprocessor.
+  return num_splits_heuristic(B * Hkv, lean_auto_ctas(format, D), (max_len + kKeys - 1) / kKeys, 128);
+}
+
+namespace {
+template <KvFormat F>
+cudaError_t launch_lean_format(const DecodeParams& p, const int* tile_prefix, int total_tiles, int n_ctas,
+                               cudaStream_t stream) {
+  const int rb = kv_row_bytes(F, p.D), n_groups = p.B * p.Hkv;
+  switch (p.D) {
+    case 64: PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 64>)(p, rb, tile_prefix, n_groups, total_tiles, n_ctas); break;
+    case 80: PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 80>)(p, rb, tile_prefix, n_groups, total_tiles, n_ctas); break;
+    case 96: PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 96>)(p, rb, tile_prefix, n_groups, total_tiles, n_ctas); break;
+    case 128: PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 128>)(p, rb, tile_prefix, n_groups, total_tiles, n_ctas); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+}  // namespace
+
+std::vector<int> lean_tile_prefix(const std::vector<int>& seqlens, int Hkv) {
+  std::vector<int> prefix(seqlens.size() * size_t(Hkv) + 1, 0);
+  size_t i = 0;
+  for (int len : seqlens)
+    for (int h = 0; h < Hkv; ++h, ++i) prefix[i + 1] = prefix[i] + (len + kKeys - 1) / kKeys;
+  return prefix;
+}
+
+int lean_partial_slots(int n_ctas, int B, int Hkv) { return n_ctas + B * Hkv; }
+
+int lean_auto_ctas(KvFormat format, int D) {
   int dev = 0, sms = 1;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
     return 1;
@@ -209,9 +309,30 @@ int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len) {
   const int per_sm = format == KvFormat::kF16    ? ctas_per_sm_format<KvFormat::kF16>(D)
                      : format == KvFormat::kQ8_0 ? ctas_per_sm_format<KvFormat::kQ8_0>(D)
                                                  : ctas_per_sm_format<KvFormat::kQ4_0>(D);
-  // Our split CTAs are small (128 threads, ~6 KB shared): many fit on an SM, so the heuristic's
-  // "SM" is a resident CTA slot rather than a whole multiprocessor.
-  return num_splits_heuristic(B * Hkv, sms * per_sm, (max_len + kKeys - 1) / kKeys, 128);
+  return sms * per_sm;
+}
+
+cudaError_t decode_attn_lean(const DecodeParams& p, const int* tile_prefix, int total_tiles, int n_ctas,
+                             cudaStream_t stream) {
+  if (p.B <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0 || p.Hq / p.Hkv > kMaxGroup || p.D % 32 != 0 || n_ctas < 1 ||
+      total_tiles < 0) {
+    return cudaErrorInvalidValue;
+  }
+  // At most one CTA per tile: then every CTA's range is non-empty, so the CTAs meeting a group are
+  // consecutive and so are its slots (c + gi), which is what the combine reads.
+  n_ctas = std::min(n_ctas, std::max(total_tiles, 1));
+  cudaError_t err = cudaSuccess;
+  if (total_tiles > 0) {
+    switch (p.format) {
+      case KvFormat::kF16: err = launch_lean_format<KvFormat::kF16>(p, tile_prefix, total_tiles, n_ctas, stream); break;
+      case KvFormat::kQ8_0: err = launch_lean_format<KvFormat::kQ8_0>(p, tile_prefix, total_tiles, n_ctas, stream); break;
+      case KvFormat::kQ4_0: err = launch_lean_format<KvFormat::kQ4_0>(p, tile_prefix, total_tiles, n_ctas, stream); break;
+      default: return cudaErrorInvalidValue;
+    }
+  }
+  if (err != cudaSuccess) return err;
+  PYRT_LAUNCH(dim3(p.Hq, p.B), 128, 0, stream, lean_combine_kernel)(p, tile_prefix, std::max(total_tiles, 1), n_ctas);
+  return cudaGetLastError();
 }
 
 cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream) {

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace pyrt::cuda {
 
@@ -64,6 +65,19 @@ cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream);
 int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks, int max_splits);
 // Split count for decode_attn on the current device: the heuristic over resident CTA slots.
 int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len);
+
+// Lean Attention (stream-K decode, SPEC 6.4): the same inputs and outputs as decode_attn, but the
+// work, every KV group's 64-key tiles in (batch, kv head) order, is cut into n_ctas equal contiguous
+// ranges (a range may end mid-sequence or span sequences), so ragged batches keep every CTA equally
+// busy. tile_prefix (device, B * Hkv + 1 ints) is lean_tile_prefix(seqlens, Hkv); p.n_splits is
+// unused; o_partial / lse_partial hold lean_partial_slots(n_ctas, B, Hkv) * (Hq / Hkv) partials.
+// n_ctas is capped at total_tiles (a CTA without a tile would have nothing to do).
+cudaError_t decode_attn_lean(const DecodeParams& p, const int* tile_prefix, int total_tiles, int n_ctas,
+                             cudaStream_t stream);
+std::vector<int> lean_tile_prefix(const std::vector<int>& seqlens, int Hkv);
+int lean_partial_slots(int n_ctas, int B, int Hkv);
+// Resident CTA slots of the decode kernel on the current device (Lean's persistent grid size).
+int lean_auto_ctas(KvFormat format, int D);
 
 // y[N] = W[N, K] x[K] for ggml rows (type ids: F16 = 1, Q8_0 = 8, Q4_0 = 2, Q4_1 = 3; K % 32 == 0).
 cudaError_t gemv_quant(int ggml_type, const void* w, const float* x, float* y, int N, int K, cudaStream_t stream);

@@ -91,11 +91,13 @@ def kv_values(fmt: str, rows: np.ndarray, D: int) -> np.ndarray:
     return np.stack(vals).astype(np.float64).reshape(*rows.shape[:-1], D)
 
 
+@pytest.mark.parametrize("mode", ["split", "lean"])
 @pytest.mark.parametrize("fmt", ["f16", "q8_0", "q4_0"])
 @pytest.mark.parametrize("D,G", [(64, 1), (128, 4), (96, 8)])
-def test_decode_against_dequantized_reference(cu: ModuleType, fmt: str, D: int, G: int) -> None:
+def test_decode_against_dequantized_reference(cu: ModuleType, fmt: str, D: int, G: int, mode: str) -> None:
     """SPEC 4.3.6 / 6.5.5: attention over the compressed cache equals exact attention over the
-    dequantized cache (isolates the kernel from quantization error)."""
+    dequantized cache (isolates the kernel from quantization error), for Flash-Decoding splits and
+    Lean Attention's stream-K ranges."""
     rng = np.random.default_rng(D + G)
     B, Hkv, S = 3, 2, 700
     lens = [700, 1, 333]  # ragged
@@ -104,8 +106,12 @@ def test_decode_against_dequantized_reference(cu: ModuleType, fmt: str, D: int, 
     vr = kv_rows(fmt, rng.standard_normal((B, Hkv, S, D)))
     kd, vd = kv_values(fmt, kr, D), kv_values(fmt, vr, D)
     scale = 1.0 / np.sqrt(D)
-    out, lse, n_splits, _ = cu.decode_attn(q.view(np.uint16), kr, vr, fmt, lens, 0, scale)
-    assert n_splits >= 1
+    if mode == "lean":
+        out, lse, n_ctas, _ = cu.decode_attn_lean(q.view(np.uint16), kr, vr, fmt, lens, 5, scale)
+        assert n_ctas == 5  # ranges cross sequence boundaries: 3 * 2 groups of 1..11 tiles over 5 CTAs
+    else:
+        out, lse, n_splits, _ = cu.decode_attn(q.view(np.uint16), kr, vr, fmt, lens, 0, scale)
+        assert n_splits >= 1
     for b, n in enumerate(lens):
         ro, rl = ref_attention(q[b][None, :, None, :], kd[b][None, :, :n], vd[b][None, :, :n], False, scale)
         np.testing.assert_allclose(out[b], ro[0, :, 0], atol=1e-5, rtol=1e-5)
@@ -127,6 +133,31 @@ def test_decode_split_invariance(cu: ModuleType) -> None:
         scale = np.abs(base).max()
         assert np.abs(out - base).max() <= 1e-5 * scale, n_s  # fp32 reassociation only
         np.testing.assert_allclose(lse, base_lse, atol=1e-5)
+
+
+def test_lean_attention_equals_one_split_for_any_cta_count(cu: ModuleType) -> None:
+    """SPEC 6.5.3: Lean Attention's equal contiguous ranges (starting and ending mid-sequence, spanning
+    several sequences, more CTAs than tiles) give the one-split result within fp32 reassociation;
+    empty sequences give 0 and LSE -inf, as the split path does."""
+    rng = np.random.default_rng(12)
+    lens = [1500, 97, 0, 64, 65, 1]
+    B, Hkv, G, S, D = len(lens), 2, 4, 1500, 128
+    q = f16(rng, B, Hkv * G, D)
+    kr = kv_rows("f16", rng.standard_normal((B, Hkv, S, D)))
+    vr = kv_rows("f16", rng.standard_normal((B, Hkv, S, D)))
+    base, base_lse, _, _ = cu.decode_attn(q.view(np.uint16), kr, vr, "f16", lens, 1, 0.088)
+    assert (base[2] == 0).all() and np.isneginf(base_lse[2]).all()
+    scale = np.abs(base).max()
+    for n_ctas in (1, 2, 3, 7, 50, 1000, 0):
+        out, lse, used, _ = cu.decode_attn_lean(q.view(np.uint16), kr, vr, "f16", lens, n_ctas, 0.088)
+        tiles = 2 * sum((n + 63) // 64 for n in lens)  # 60: 1000 CTAs are capped at one per tile
+        assert used == min(n_ctas, tiles) or (n_ctas == 0 and 1 <= used <= tiles)
+        assert np.abs(out - base).max() <= 1e-5 * scale, n_ctas
+        np.testing.assert_array_equal(np.isfinite(lse), np.isfinite(base_lse))
+        fin = np.isfinite(base_lse)
+        np.testing.assert_allclose(lse[fin], base_lse[fin], atol=1e-5)
+    empty, empty_lse, _, _ = cu.decode_attn_lean(q.view(np.uint16), kr, vr, "f16", [0] * B, 4, 0.088)
+    assert (empty == 0).all() and np.isneginf(empty_lse).all()
 
 
 def test_split_heuristic_follows_flash_attn(cu: ModuleType) -> None:

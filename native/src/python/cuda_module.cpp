@@ -192,6 +192,43 @@ py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& f
   return py::make_tuple(out, lse, n_splits, ms);
 }
 
+// Lean Attention on the same inputs as run_decode; n_ctas <= 0 picks the resident CTA slots.
+py::tuple run_decode_lean(HalfArray q, ByteArray k, ByteArray v, const std::string& format, std::vector<int> seqlens,
+                          int n_ctas, float scale, int iters) {
+  if (q.ndim() != 3 || k.ndim() != 4 || v.ndim() != 4) throw std::invalid_argument("q [B, Hq, D], k/v [B, Hkv, S, row]");
+  DecodeParams p{};
+  p.format = parse_format(format);
+  p.B = int(q.shape(0)), p.Hq = int(q.shape(1)), p.D = int(q.shape(2));
+  p.Hkv = int(k.shape(1)), p.S_max = int(k.shape(2));
+  if (k.shape(3) != kv_row_bytes(p.format, p.D) || v.nbytes() != k.nbytes()) throw std::invalid_argument("k/v row bytes do not match the format");
+  if (int(seqlens.size()) != p.B) throw std::invalid_argument("one sequence length per batch row");
+  for (int s : seqlens)
+    if (s < 0 || s > p.S_max) throw std::invalid_argument("sequence length outside [0, S_max]");
+  if (n_ctas <= 0) n_ctas = lean_auto_ctas(p.format, p.D);
+  const std::vector<int> prefix = lean_tile_prefix(seqlens, p.Hkv);
+  n_ctas = std::min(n_ctas, std::max(prefix.back(), 1));  // as decode_attn_lean caps it
+  const int G = p.Hq / p.Hkv, slots = lean_partial_slots(n_ctas, p.B, p.Hkv);
+  DevBuf dq(q.data(), q.nbytes()), dk(k.data(), k.nbytes()), dv(v.data(), v.nbytes());
+  DevBuf dlen(seqlens.data(), seqlens.size() * 4), dprefix(prefix.data(), prefix.size() * 4);
+  DevBuf dop(size_t(slots) * G * p.D * 4), dlp(size_t(slots) * G * 4);
+  DevBuf dout(size_t(p.B) * p.Hq * p.D * 4), dlse(size_t(p.B) * p.Hq * 4);
+  dout.poison();
+  dlse.poison();
+  dop.poison();  // every slot the combine reads must have been written (NaN otherwise)
+  dlp.poison();
+  p.q = dq.as<half>(), p.k = dk.ptr, p.v = dv.ptr, p.seqlens = dlen.as<int>(), p.scale = scale;
+  p.o_partial = dop.as<float>(), p.lse_partial = dlp.as<float>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
+  auto launch = [&] { return decode_attn_lean(p, dprefix.as<int>(), prefix.back(), n_ctas, nullptr); };
+  float ms = 0;
+  if (iters > 0) ms = median_ms(launch, iters);
+  else check(launch(), "decode_attn_lean");
+  check(cudaDeviceSynchronize(), "decode_attn_lean (sync)");
+  py::array_t<float> out({p.B, p.Hq, p.D}), lse({p.B, p.Hq});
+  dout.to_host(out.mutable_data());
+  dlse.to_host(lse.mutable_data());
+  return py::make_tuple(out, lse, n_ctas, ms);
+}
+
 py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
   const int K = int(x.size()), N = int(w.shape(0));
   DevBuf dw(w.data(), w.nbytes()), dx(x.data(), x.nbytes()), dy(size_t(N) * 4);
@@ -297,6 +334,8 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
         py::arg("causal"), py::arg("scale"), py::arg("iters") = 0);
   m.def("decode_attn", &run_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("format"), py::arg("seqlens"),
         py::arg("n_splits") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
+  m.def("decode_attn_lean", &run_decode_lean, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("format"),
+        py::arg("seqlens"), py::arg("n_ctas") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
   m.def("gemv", &run_gemv, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("iters") = 0);
   m.def("gemm_f16", &run_gemm_f16, py::arg("x"), py::arg("w"), py::arg("iters") = 0);
   m.def("dequant_f16", &run_dequant_f16, py::arg("type"), py::arg("w"), py::arg("k"));
