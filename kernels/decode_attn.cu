@@ -225,15 +225,6 @@ cudaError_t launch_format(const DecodeParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-int kv_row_bytes(KvFormat f, int D) {
-  switch (f) {
-    case KvFormat::kF16: return D * 2;
-    case KvFormat::kQ8_0: return D / 32 * 34;
-    case KvFormat::kQ4_0: return D / 32 * 18;
-  }
-  return 0;
-}
-
 int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks, int max_splits) {
   if (batch_nheads_mblocks >= 0.8f * num_sms) return 1;
   max_splits = std::min({max_splits, num_sms, num_n_blocks});

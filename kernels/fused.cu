@@ -88,14 +88,6 @@ __global__ void add_kernel(float* x, const float* y, int64_t n) {
     x[i] += y[i];
 }
 
-// One thread per cached element: token t, head h, channel c -> cache[h][pos0 + t][c].
-__global__ void kv_append_kernel(const float* src, int T, int n_heads, int D, half* cache, int capacity, int pos0) {
-  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= int64_t(T) * n_heads * D) return;
-  const int c = int(idx % D), h = int((idx / D) % n_heads), t = int(idx / (int64_t(D) * n_heads));
-  cache[(int64_t(h) * capacity + pos0 + t) * D + c] = __float2half_rn(src[idx]);
-}
-
 __global__ void to_half_kernel(const float* x, half* y, int64_t n) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = __float2half_rn(x[i]);
@@ -132,15 +124,6 @@ cudaError_t add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream
   if (n < 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   PYRT_LAUNCH(static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535)), 256, 0, stream, add_kernel)(x, y, n);
-  return cudaGetLastError();
-}
-
-cudaError_t kv_append_f16(const float* src, int T, int n_heads, int D, half* cache, int capacity, int pos0,
-                          cudaStream_t stream) {
-  if (T < 0 || n_heads <= 0 || D <= 0 || pos0 < 0 || pos0 + T > capacity) return cudaErrorInvalidValue;
-  const int64_t n = int64_t(T) * n_heads * D;
-  if (n == 0) return cudaSuccess;
-  PYRT_LAUNCH(blocks_for(n, 256), 256, 0, stream, kv_append_kernel)(src, T, n_heads, D, cache, capacity, pos0);
   return cudaGetLastError();
 }
 

@@ -38,7 +38,17 @@ cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream);
 
 // KV cache element formats the decode kernel reads directly (ggml block layouts along D).
 enum class KvFormat : int { kF16 = 0, kQ8_0 = 1, kQ4_0 = 2 };
-int kv_row_bytes(KvFormat f, int D);
+__host__ __device__ inline int kv_row_bytes(KvFormat f, int D) {
+  return f == KvFormat::kF16 ? D * 2 : f == KvFormat::kQ8_0 ? D / 32 * 34 : D / 32 * 18;
+}
+// Appends T token rows of fp32 keys or values, src [T, n_heads, D], to a cache laid out
+// [n_heads, capacity, kv_row_bytes(format, D)] at positions pos0 .. pos0 + T - 1 (what flash_attn and
+// decode_attn read). q8_0 / q4_0 rows get exactly the CPU runtime's quantizer bits. D % 32 == 0.
+cudaError_t kv_append(KvFormat format, const float* src, int T, int n_heads, int D, void* cache, int capacity, int pos0,
+                      cudaStream_t stream);
+// The first n positions of a q8_0 / q4_0 cache as fp16 [n_heads, n, D] (prefill attention input).
+cudaError_t kv_to_f16(KvFormat format, const void* cache, int n_heads, int capacity, int n, int D, half* out,
+                      cudaStream_t stream);
 
 // Split-K decode attention (Flash-Decoding) for one query token per sequence over ragged lengths.
 // q: [B, Hq, D] fp16; k/v: [B, Hkv, S_max, row_bytes] in `format`; seqlens: [B] int32 (device).
@@ -100,10 +110,7 @@ cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0
 cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 // x += y over n values (the residual stream).
 cudaError_t add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
-// Appends T token rows of fp32 keys or values, src [T, n_heads, D], to an fp16 cache laid out
-// [n_heads, capacity, D] at positions pos0 .. pos0 + T - 1 (what flash_attn and decode_attn read).
-cudaError_t kv_append_f16(const float* src, int T, int n_heads, int D, half* cache, int capacity, int pos0,
-                          cudaStream_t stream);
+
 
 // ByteTransformer-style packing (SPEC 6.1). mask: [B, S_max] int32, 1 for valid positions (right
 // padding). Writes cu_seqlens [B + 1] (exclusive scan of the lengths, cu[B] = T_valid) and the gather

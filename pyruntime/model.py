@@ -55,7 +55,7 @@ class Session:
         self._model = model
         if model._gpu is not None:
             n_ctx = int(context or min(model.context_length, CUDA_DEFAULT_CONTEXT))
-            self._s = model._gpu.new_session(n_ctx)
+            self._s = model._gpu.new_session(n_ctx, model.kv_cache_k)
         else:
             self._s = model._m.new_session(int(context or 0))
 
@@ -561,8 +561,8 @@ def load(
     llama.cpp); ``"f32"`` keeps activations in float (slower, the exact reference path).
 
     ``device="cuda"`` runs decoder-only Llama-family models on an NVIDIA GPU with the project's own
-    kernels: weights on the GPU (Q8_0/Q4_0/Q4_1/F16 as stored, other types as fp16), an f16 KV cache
-    reserved for the whole context (``context``, default ``min(trained context, 4096)``), prompts
+    kernels: weights on the GPU (Q8_0/Q4_0/Q4_1/F16 as stored, other types as fp16), a KV cache
+    (``kv_cache`` f16, q8_0 or q4_0) reserved for the whole context (``context``, default ``min(trained context, 4096)``), prompts
     through the tensor-core GEMM and FlashAttention over the cache, decode through the quantized GEMV
     and split-K decode attention. ``device="cuda-sim"`` runs the same code on the CUDA simulator on the
     CPU (kernels/sim; for tests, very slow). ``Session.stats()`` says what ran (passes, tokens,
@@ -610,8 +610,10 @@ def load(
     gpu_module = None
     if device in ("cuda", "cuda-sim"):
         gpu_module = _cuda_module(device)
-        if kv_k != "f16" or kv_v != "f16":
-            raise UnsupportedError(f"device '{device}' keeps an f16 KV cache (got k={kv_k}, v={kv_v})")
+        if kv_k != kv_v or kv_k not in ("f16", "q8_0", "q4_0"):
+            raise UnsupportedError(
+                f"device '{device}' keeps keys and values in one of f16, q8_0, q4_0 (got k={kv_k}, v={kv_v})"
+            )
         if chunk is not None:
             raise InvalidArgumentError(f"chunk needs device='npu' or 'cpu', not {device!r}")
     native = _core.Model.load(

@@ -9,18 +9,22 @@ import pytest
 
 
 def cuda_module() -> ModuleType:
-    try:
-        from pyruntime import _cuda
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("pyruntime._cuda") is None:
         pytest.skip("pyruntime was built without CUDA (no nvcc at build time)")
+    from pyruntime import _cuda
+
     return _cuda
 
 
 def simulator_module() -> ModuleType:
-    try:
-        from pyruntime import _cuda_sim
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("pyruntime._cuda_sim") is None:
         pytest.skip("pyruntime was built with PYRT_CUDA_SIM=OFF (no CUDA simulator module)")
+    from pyruntime import _cuda_sim  # any other import error fails the tests: they must not hide it
+
     return _cuda_sim
 
 

@@ -160,6 +160,34 @@ def test_lean_attention_equals_one_split_for_any_cta_count(cu: ModuleType) -> No
     assert (empty == 0).all() and np.isneginf(empty_lse).all()
 
 
+@pytest.mark.parametrize("fmt", ["f16", "q8_0", "q4_0"])
+@pytest.mark.parametrize("D", [64, 128])
+def test_kv_append_writes_the_cpu_quantizers_bits(cu: ModuleType, fmt: str, D: int) -> None:
+    """Appended rows land at [head, pos0 + t] with exactly the bytes the CPU runtime's quantizers write
+    (zero blocks, magnitude ties where q4_0 keeps the first, large values included); other positions
+    stay untouched; the fp16 copy for prefill attention is the dequantized values rounded to fp16."""
+    rng = np.random.default_rng(D)
+    T, H, cap, pos0 = 5, 3, 9, 2
+    x = (rng.standard_normal((T, H, D)) * 3).astype(np.float32)
+    x[0, 0, :32] = 0.0  # an all-zero block: scale 0
+    x[1, 1, :32] = rng.integers(-3, 4, 32)
+    x[1, 1, 5], x[1, 1, 9] = 3.0, -3.0  # equal magnitudes of both signs
+    x[2, 2, :] *= 1e3
+    cache, halves = cu.kv_append(x, fmt, cap, pos0)
+    for t in range(T):
+        for h in range(H):
+            if fmt == "f16":
+                want = x[t, h].astype(np.float16).view(np.uint8)
+            else:
+                want = np.frombuffer(_core.quantize(fmt.upper(), x[t, h]), np.uint8)
+            np.testing.assert_array_equal(cache[h, pos0 + t], want, err_msg=f"t={t} h={h}")
+    assert (cache[:, :pos0] == 0).all() and (cache[:, pos0 + T :] == 0).all()
+    if fmt != "f16":
+        for h in range(H):
+            deq = np.stack([_core.dequantize(fmt.upper(), cache[h, i].tobytes(), D) for i in range(pos0 + T)])
+            np.testing.assert_array_equal(halves[h], deq.astype(np.float16).view(np.uint16))
+
+
 def test_split_heuristic_follows_flash_attn(cu: ModuleType) -> None:
     mod = cu
     assert mod.num_splits_heuristic(200, 132, 64, 128) == 1  # enough CTAs already

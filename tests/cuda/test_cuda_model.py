@@ -69,21 +69,31 @@ def test_f16_model_matches_transformers(cu: ModuleType, hf_dir: Path, gguf: Call
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.95
 
 
-@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0", "q4_1"])
-def test_prefill_and_decode_match_the_cpu_runtime(cu: ModuleType, gguf: Callable[[str], Path], quant: str) -> None:
+@pytest.mark.parametrize(
+    "quant,kv", [("f16", "f16"), ("q8_0", "f16"), ("q4_0", "f16"), ("q4_1", "f16"), ("q8_0", "q8_0"), ("q4_1", "q4_0")]
+)
+def test_prefill_and_decode_match_the_cpu_runtime(
+    cu: ModuleType, gguf: Callable[[str], Path], quant: str, kv: str
+) -> None:
     """A 40-token prompt (GEMM + FlashAttention over the cache) then 6 decode steps (GEMV + split-K
-    decode attention) against the CPU runtime with float activations on the same file."""
+    decode attention) against the CPU runtime with float activations on the same file and KV format.
+    Quantized caches use the same quantizer on both sides, but the GPU's fp16 activations can move a
+    key across a rounding step: there the bound is a tenth of what the format itself costs (KL of
+    the CPU's quantized-cache logits from its f16-cache logits), and never tighter than f16's."""
     path = gguf(quant)
-    gpu = pr.load(path, device=device_of(cu), context=128).session()
-    cpu = pr.load(path, activations="f32").session()
+    gpu = pr.load(path, device=device_of(cu), context=128, kv_cache=kv).session()
+    cpu = pr.load(path, activations="f32", kv_cache=kv).session()
+    cpu_f16 = pr.load(path, activations="f32").session()
     ids = prompt(40)
-    a, b = gpu.feed(ids), cpu.feed(ids)
+    a, b, r = gpu.feed(ids), cpu.feed(ids), cpu_f16.feed(ids)
     assert a.shape == b.shape == (40, VOCAB)
-    assert rel_err(a, b) < 1e-2 and mean_kl(b, a) < 1e-4
+    kl_budget = max(1e-4, 0.1 * mean_kl(r, b))
+    assert mean_kl(b, a) < kl_budget
+    assert kv == "q4_0" or rel_err(a, b) < 1e-2
     for tok in (5, 17, 300, 2, 9, 383):
         a, b = gpu.feed([tok]), cpu.feed([tok])
-        assert rel_err(a, b) < 1e-2, tok
-        assert mean_kl(b, a) < 1e-4
+        assert mean_kl(b, a) < kl_budget, tok
+        assert kv == "q4_0" or rel_err(a, b) < 1e-2, tok
     st = gpu.stats()
     assert st["n_past"] == 46 and st["prefill_tokens"] == 40 and st["decode_tokens"] == 6
     assert st["placement"]["all"].startswith(device_of(cu)) and st["placement"]["fallbacks"] == []
@@ -118,8 +128,8 @@ def test_errors_are_clear(cu: ModuleType, gguf: Callable[[str], Path]) -> None:
     with pytest.raises(pr.ContextOverflowError, match="overflows the context of 16"):
         s.feed(prompt(7))
     assert s.stats()["n_past"] == 10  # the failed feed changed nothing
-    with pytest.raises(pr.UnsupportedError, match="f16 KV cache"):
-        pr.load(gguf("q8_0"), device=device_of(cu), kv_cache="q8_0")
+    with pytest.raises(pr.UnsupportedError, match="one of f16, q8_0, q4_0"):
+        pr.load(gguf("q8_0"), device=device_of(cu), kv_cache="kivi4")
 
 
 def test_generate_runs_on_the_device(cu: ModuleType, gguf: Callable[[str], Path]) -> None:

@@ -229,6 +229,24 @@ py::tuple run_decode_lean(HalfArray q, ByteArray k, ByteArray v, const std::stri
   return py::make_tuple(out, lse, n_ctas, ms);
 }
 
+// Token rows x [T, H, D] appended at pos0 to an empty cache of `capacity` positions: the cache bytes
+// [H, capacity, row_bytes], and its first pos0 + T positions back as fp16 bits (quantized formats).
+py::tuple run_kv_append(FloatArray x, const std::string& format, int capacity, int pos0) {
+  if (x.ndim() != 3) throw std::invalid_argument("x must be [T, n_heads, D]");
+  const KvFormat f = parse_format(format);
+  const int T = int(x.shape(0)), H = int(x.shape(1)), D = int(x.shape(2)), rb = kv_row_bytes(f, D);
+  DevBuf dx(x.data(), x.nbytes()), dc(size_t(H) * capacity * rb), dh(size_t(H) * (pos0 + T) * D * 2);
+  check(cudaMemset(dc.ptr, 0, dc.bytes), "cudaMemset");
+  check(kv_append(f, dx.as<float>(), T, H, D, dc.ptr, capacity, pos0, nullptr), "kv_append");
+  py::array_t<uint16_t> halves({H, pos0 + T, D});
+  if (f != KvFormat::kF16) check(kv_to_f16(f, dc.ptr, H, capacity, pos0 + T, D, dh.as<half>(), nullptr), "kv_to_f16");
+  check(cudaDeviceSynchronize(), "kv_append (sync)");
+  py::array_t<uint8_t> cache({H, capacity, rb});
+  dc.to_host(cache.mutable_data());
+  if (f != KvFormat::kF16) dh.to_host(halves.mutable_data());
+  return py::make_tuple(cache, halves);
+}
+
 py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
   const int K = int(x.size()), N = int(w.shape(0));
   DevBuf dw(w.data(), w.nbytes()), dx(x.data(), x.nbytes()), dy(size_t(N) * 4);
@@ -336,6 +354,7 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
         py::arg("n_splits") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
   m.def("decode_attn_lean", &run_decode_lean, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("format"),
         py::arg("seqlens"), py::arg("n_ctas") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
+  m.def("kv_append", &run_kv_append, py::arg("x"), py::arg("format"), py::arg("capacity"), py::arg("pos0"));
   m.def("gemv", &run_gemv, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("iters") = 0);
   m.def("gemm_f16", &run_gemm_f16, py::arg("x"), py::arg("w"), py::arg("iters") = 0);
   m.def("dequant_f16", &run_dequant_f16, py::arg("type"), py::arg("w"), py::arg("k"));
@@ -345,7 +364,9 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
   m.def("swiglu", &run_swiglu, py::arg("gate"), py::arg("up"));
 
   // Whole decoder-only models on the device (pyruntime.load(..., device="cuda") wraps these).
-  py::class_<LlamaGpuSession>(m, "LlamaSession")
+  // module_local: _cuda and _cuda_sim both bind these C++ types (different builds of them) and may be
+  // imported into one process (a GPU machine's tests run both).
+  py::class_<LlamaGpuSession>(m, "LlamaSession", py::module_local())
       .def(
           "feed",
           [](LlamaGpuSession& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
@@ -365,9 +386,9 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
       .def_property_readonly("kv_bytes", &LlamaGpuSession::kv_bytes)
       .def("stats", &LlamaGpuSession::stats)
       .def("prefill_trace_json", [](const LlamaGpuSession&) { return std::string(); });
-  py::class_<LlamaGpuModel>(m, "LlamaModel")
+  py::class_<LlamaGpuModel>(m, "LlamaModel", py::module_local())
       .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
-      .def("new_session", &LlamaGpuModel::new_session, py::arg("n_ctx"), py::keep_alive<0, 1>())
+      .def("new_session", &LlamaGpuModel::new_session, py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
       .def_property_readonly("device_bytes", &LlamaGpuModel::device_bytes)
       .def_property_readonly("vocab_size", [](const LlamaGpuModel& m) { return m.hparams().n_vocab; });
 }

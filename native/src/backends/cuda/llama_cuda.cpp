@@ -1,5 +1,5 @@
 // Decoder-only Llama on the GPU (see llama_cuda.h). A pass over T tokens, every step a kernel from
-// kernels/: RMSNorm -> Q/K/V linears -> RoPE -> fp16 KV append -> attention (FlashAttention over the
+// kernels/: RMSNorm -> Q/K/V linears -> RoPE -> KV append (f16 or q8_0/q4_0 blocks) -> attention (FlashAttention over the
 // cache for T > 1, causal bottom-right so a later prompt sees everything cached; split-K decode
 // attention for T = 1) -> output linear + residual -> RMSNorm -> gate/up -> SwiGLU -> down + residual.
 // Linears: the dequantizing GEMV for one row, fp16 rows (converted per use from quantized weights)
@@ -125,16 +125,22 @@ DeviceWeight LlamaGpuModel::upload(const Weight& w) {
   return d;
 }
 
-std::unique_ptr<LlamaGpuSession> LlamaGpuModel::new_session(int64_t n_ctx) const {
-  return std::make_unique<LlamaGpuSession>(*this, n_ctx > 0 ? n_ctx : w_.hp.n_ctx_train);
+std::unique_ptr<LlamaGpuSession> LlamaGpuModel::new_session(int64_t n_ctx, const std::string& kv) const {
+  KvFormat format;
+  if (kv == "f16") format = KvFormat::kF16;
+  else if (kv == "q8_0") format = KvFormat::kQ8_0;
+  else if (kv == "q4_0") format = KvFormat::kQ4_0;
+  else fail(ErrorCode::kUnsupported, "KV cache '" + kv + "' is not available on the GPU (f16, q8_0, q4_0)");
+  return std::make_unique<LlamaGpuSession>(*this, n_ctx > 0 ? n_ctx : w_.hp.n_ctx_train, format);
 }
 
 // ---- session ----
-LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx) : m_(m), n_ctx_(n_ctx) {
+LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, KvFormat kv)
+    : m_(m), n_ctx_(n_ctx), kv_(kv), kv_row_bytes_(size_t(kv_row_bytes(kv, m.w_.hp.head_dim))) {
   const LlamaHparams& hp = m.w_.hp;
   if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30)) fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
   // The whole context's cache up front: a GPU session is sized once, not grown per token.
-  const size_t layer_bytes = size_t(hp.n_head_kv) * size_t(n_ctx) * size_t(hp.head_dim) * 2;
+  const size_t layer_bytes = size_t(hp.n_head_kv) * size_t(n_ctx) * kv_row_bytes_;
   for (int l = 0; l < hp.n_layer; ++l) {
     k_cache_.emplace_back(layer_bytes);
     v_cache_.emplace_back(layer_bytes);
@@ -144,7 +150,7 @@ LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx) : m_(m),
 
 size_t LlamaGpuSession::kv_bytes() const {
   const LlamaHparams& hp = m_.w_.hp;
-  return size_t(n_past_) * size_t(hp.n_layer) * 2 * size_t(hp.n_head_kv) * size_t(hp.head_dim) * 2;
+  return size_t(n_past_) * size_t(hp.n_layer) * 2 * size_t(hp.n_head_kv) * kv_row_bytes_;
 }
 
 std::map<std::string, double> LlamaGpuSession::stats() const {
@@ -229,7 +235,12 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
     const int len = pos0 + 1;
     check(cudaMemcpy(seqlen_.as<int>(), &len, sizeof(int), cudaMemcpyHostToDevice), "sequence length");
   }
-  const int n_splits = T == 1 ? decode_auto_splits(KvFormat::kF16, 1, hp.n_head_kv, hp.head_dim, pos0 + 1) : 1;
+  const int n_splits = T == 1 ? decode_auto_splits(kv_, 1, hp.n_head_kv, hp.head_dim, pos0 + 1) : 1;
+  if (T > 1 && kv_ != KvFormat::kF16) {  // prefill attention reads fp16 copies of the cached range
+    const size_t bytes = size_t(hp.n_head_kv) * size_t(pos0 + T) * size_t(hp.head_dim) * 2;
+    k_f16_.reserve(bytes);
+    v_f16_.reserve(bytes);
+  }
   if (T == 1) {
     o_partial_.reserve(size_t(hp.n_head) * n_splits * hp.head_dim * 4);
     lse_partial_.reserve(size_t(hp.n_head) * n_splits * 4);
@@ -242,14 +253,14 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
     linear(L.wv, xn_.as<float>(), T, v_.as<float>());
     check(rope(q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope q");
     check(rope(k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope k");
-    half* kc = k_cache_[il].as<half>();
-    half* vc = v_cache_[il].as<half>();
-    check(kv_append_f16(k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, kc, int(n_ctx_), pos0, nullptr), "kv append k");
-    check(kv_append_f16(v_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, vc, int(n_ctx_), pos0, nullptr), "kv append v");
+    void* kc = k_cache_[il].as<void>();
+    void* vc = v_cache_[il].as<void>();
+    check(kv_append(kv_, k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, kc, int(n_ctx_), pos0, nullptr), "kv append k");
+    check(kv_append(kv_, v_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, vc, int(n_ctx_), pos0, nullptr), "kv append v");
     check(f32_to_f16(q_.as<float>(), half_q_.as<half>(), T * qd, nullptr), "q to fp16");
     if (T == 1) {
       DecodeParams p{};
-      p.q = half_q_.as<half>(), p.k = kc, p.v = vc, p.seqlens = seqlen_.as<int>(), p.format = KvFormat::kF16;
+      p.q = half_q_.as<half>(), p.k = kc, p.v = vc, p.seqlens = seqlen_.as<int>(), p.format = kv_;
       p.B = 1, p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.S_max = int(n_ctx_), p.D = hp.head_dim;
       p.scale = scale, p.n_splits = n_splits;
       p.o_partial = o_partial_.as<float>(), p.lse_partial = lse_partial_.as<float>();
@@ -257,9 +268,17 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
       check(decode_attn(p, nullptr), "decode_attn");
     } else {
       FlashParams p{};
-      p.q = half_q_.as<half>(), p.k = kc, p.v = vc, p.out = att_.as<float>(), p.lse = lse_.as<float>();
-      p.B = 1, p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.Sq = int(T), p.Sk = pos0 + int(T), p.D = hp.head_dim;
-      p.scale = scale, p.causal = true, p.kv_capacity = int(n_ctx_), p.q_token_major = true;
+      const int Sk = pos0 + int(T);
+      p.q = half_q_.as<half>(), p.out = att_.as<float>(), p.lse = lse_.as<float>();
+      if (kv_ == KvFormat::kF16) {
+        p.k = static_cast<const half*>(kc), p.v = static_cast<const half*>(vc), p.kv_capacity = int(n_ctx_);
+      } else {
+        check(kv_to_f16(kv_, kc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, k_f16_.as<half>(), nullptr), "kv_to_f16 k");
+        check(kv_to_f16(kv_, vc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, v_f16_.as<half>(), nullptr), "kv_to_f16 v");
+        p.k = k_f16_.as<half>(), p.v = v_f16_.as<half>();
+      }
+      p.B = 1, p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.Sq = int(T), p.Sk = Sk, p.D = hp.head_dim;
+      p.scale = scale, p.causal = true, p.q_token_major = true;
       check(flash_attn_fwd(p, nullptr), "flash_attn_fwd");
     }
     linear(L.wo, att_.as<float>(), T, tmp_.as<float>());

@@ -1,7 +1,7 @@
 // Decoder-only Llama on an NVIDIA GPU with the project's own kernels (kernels/pyrt_cuda.h).
 // Compiled into the `_cuda` module against the CUDA runtime and into `_cuda_sim` against the CUDA
 // simulator (kernels/sim), which is how CI runs it. The model holds the device weights (read-only,
-// shared by sessions); a session holds one conversation's fp16 KV cache and scratch buffers.
+// shared by sessions); a session holds one conversation's KV cache (f16, q8_0 or q4_0) and scratch.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -55,7 +55,8 @@ class LlamaGpuModel {
  public:
   // Errors (pyrt::Error) name the file, tensor, type or CUDA call that stopped the load.
   LlamaGpuModel(const std::string& path, const std::string& arch);
-  std::unique_ptr<LlamaGpuSession> new_session(int64_t n_ctx) const;
+  // kv: "f16", "q8_0" or "q4_0" (keys and values).
+  std::unique_ptr<LlamaGpuSession> new_session(int64_t n_ctx, const std::string& kv) const;
   const LlamaHparams& hparams() const { return w_.hp; }
   size_t device_bytes() const { return device_bytes_; }
   int64_t f32_weights_rounded() const { return f32_rounded_; }
@@ -81,7 +82,7 @@ class LlamaGpuModel {
 
 class LlamaGpuSession {
  public:
-  LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx);
+  LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, KvFormat kv);
   // Appends n tokens; writes logits for every fed position ([n, vocab]) or only the last ([vocab]).
   void feed(const int32_t* ids, int64_t n, float* logits, bool all_logits);
   void reset() { n_past_ = 0; }
@@ -99,11 +100,13 @@ class LlamaGpuSession {
 
   const LlamaGpuModel& m_;
   int64_t n_ctx_, n_past_ = 0;
-  std::vector<DeviceBuffer> k_cache_, v_cache_;  // per layer: [Hkv, n_ctx, head_dim] fp16
+  KvFormat kv_;
+  size_t kv_row_bytes_;
+  std::vector<DeviceBuffer> k_cache_, v_cache_;  // per layer: [Hkv, n_ctx, kv_row_bytes_]
   // Scratch, sized for the largest pass so far.
   int64_t rows_reserved_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, att_, tmp_, gate_, up_, half_in_, half_q_, lse_, logits_;
-  DeviceBuffer fp16_weight_, o_partial_, lse_partial_, seqlen_;
+  DeviceBuffer fp16_weight_, o_partial_, lse_partial_, seqlen_, k_f16_, v_f16_;
   int64_t prefill_tokens_ = 0, decode_tokens_ = 0, passes_ = 0;
   double prefill_s_ = 0, decode_s_ = 0;
 };
