@@ -21,48 +21,16 @@ namespace {
 // Rows per pass: bounds the scratch (activations of 512 tokens) like the CPU's micro-batches.
 constexpr int64_t kMaxRows = 512;
 
-void check(cudaError_t err, const std::string& what) {
-  if (err != cudaSuccess) fail(ErrorCode::kInternal, "CUDA: " + what + ": " + cudaGetErrorString(err));
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
 
-// ---- DeviceBuffer ----
-DeviceBuffer::DeviceBuffer(size_t bytes) { reserve(bytes); }
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_) cudaFree(ptr_);
-}
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  if (this != &o) {
-    if (ptr_) cudaFree(ptr_);
-    ptr_ = o.ptr_, bytes_ = o.bytes_;
-    o.ptr_ = nullptr, o.bytes_ = 0;
-  }
-  return *this;
-}
-void DeviceBuffer::reserve(size_t bytes) {
-  if (bytes <= bytes_ && ptr_) return;
-  if (ptr_) cudaFree(ptr_);
-  ptr_ = nullptr, bytes_ = 0;
-  const cudaError_t err = cudaMalloc(&ptr_, std::max<size_t>(bytes, 16));
-  if (err != cudaSuccess) {
-    ptr_ = nullptr;
-    fail(ErrorCode::kInternal, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of device memory: " + cudaGetErrorString(err));
-  }
-  bytes_ = bytes;
-}
-void DeviceBuffer::upload(const void* host, size_t bytes) {
-  reserve(bytes);
-  check(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice), "upload");
-}
-
 // ---- model ----
 LlamaGpuModel::LlamaGpuModel(const std::string& path, const std::string& arch)
     : file_(GgufFile::open(path)), w_(load_llama_weights(*file_, arch, nullptr)) {
+  up_.path = path;
   const LlamaHparams& hp = w_.hp;
   if (hp.head_dim != 64 && hp.head_dim != 80 && hp.head_dim != 96 && hp.head_dim != 128) {
     fail(ErrorCode::kUnsupported, path + ": head dimension " + std::to_string(hp.head_dim) + " has no CUDA attention kernel (64, 80, 96, 128)");
@@ -74,55 +42,17 @@ LlamaGpuModel::LlamaGpuModel(const std::string& path, const std::string& arch)
   for (int i = 0; i < hp.n_layer; ++i) {
     const LlamaLayer& L = w_.layers[i];
     Layer& D = layers_[i];
-    D.attn_norm = upload_floats(L.attn_norm, hp.n_embd);
-    D.ffn_norm = upload_floats(L.ffn_norm, hp.n_embd);
-    D.wq = upload(L.wq), D.wk = upload(L.wk), D.wv = upload(L.wv), D.wo = upload(L.wo);
-    D.gate = upload(L.w_gate), D.up = upload(L.w_up), D.down = upload(L.w_down);
+    D.attn_norm = up_.floats(L.attn_norm, hp.n_embd);
+    D.ffn_norm = up_.floats(L.ffn_norm, hp.n_embd);
+    D.wq = up_.weight(L.wq), D.wk = up_.weight(L.wk), D.wv = up_.weight(L.wv), D.wo = up_.weight(L.wo);
+    D.gate = up_.weight(L.w_gate), D.up = up_.weight(L.w_up), D.down = up_.weight(L.w_down);
   }
-  output_norm_ = upload_floats(w_.output_norm, hp.n_embd);
-  output_ = upload(w_.output);
+  output_norm_ = up_.floats(w_.output_norm, hp.n_embd);
+  output_ = up_.weight(w_.output);
   // Linear RoPE scaling folded into the frequencies: angle = pos * (scale * inv_freq).
   std::vector<float> freq(w_.inv_freq);
   for (float& f : freq) f *= hp.rope_scale;
-  inv_freq_ = upload_floats(freq.data(), int64_t(freq.size()));
-}
-
-DeviceBuffer LlamaGpuModel::upload_floats(const float* x, int64_t n) {
-  DeviceBuffer b;
-  b.upload(x, size_t(n) * sizeof(float));
-  device_bytes_ += b.bytes();
-  return b;
-}
-
-DeviceWeight LlamaGpuModel::upload(const Weight& w) {
-  DeviceWeight d;
-  d.rows = w.rows, d.cols = w.cols;
-  if (w.cols % 32 != 0) {
-    fail(ErrorCode::kUnsupported, file_->path() + ": tensor '" + w.name + "' has " + std::to_string(w.cols) + " columns; the CUDA linears need a multiple of 32");
-  }
-  const auto t = w.type;
-  if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::F16) {
-    d.type = int(t);
-    d.data.upload(w.data, w.row_stride * size_t(w.rows));  // rows are contiguous in the file
-    if (t != GgmlType::F16) max_fp16_weight_ = std::max(max_fp16_weight_, size_t(w.rows * w.cols));
-  } else {
-    // Other types (F32, K-quants, BF16...) become fp16 rows at load; stats() counts them.
-    const TypeTraits* tt = type_traits(uint32_t(t));
-    if (!tt || !tt->computable) {
-      fail(ErrorCode::kUnsupported, file_->path() + ": tensor '" + w.name + "' has a type the runtime cannot dequantize");
-    }
-    std::vector<float> row(size_t(w.cols));
-    std::vector<uint16_t> half_rows(size_t(w.rows * w.cols));
-    for (int64_t r = 0; r < w.rows; ++r) {
-      dequantize_row(t, w.data + r * w.row_stride, row.data(), w.cols);
-      for (int64_t c = 0; c < w.cols; ++c) half_rows[size_t(r * w.cols + c)] = fp32_to_fp16(row[size_t(c)]);
-    }
-    d.type = int(GgmlType::F16);
-    d.data.upload(half_rows.data(), half_rows.size() * 2);
-    f32_rounded_ += w.rows * w.cols;
-  }
-  device_bytes_ += d.data.bytes();
-  return d;
+  inv_freq_ = up_.floats(freq.data(), int64_t(freq.size()));
 }
 
 std::unique_ptr<LlamaGpuSession> LlamaGpuModel::new_session(int64_t n_ctx, const std::string& kv) const {
@@ -136,7 +66,7 @@ std::unique_ptr<LlamaGpuSession> LlamaGpuModel::new_session(int64_t n_ctx, const
 
 // ---- session ----
 LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, KvFormat kv)
-    : m_(m), n_ctx_(n_ctx), kv_(kv), kv_row_bytes_(size_t(kv_row_bytes(kv, m.w_.hp.head_dim))) {
+    : m_(m), n_ctx_(n_ctx), kv_(kv), kv_row_bytes_(size_t(kv_row_bytes(kv, m.w_.hp.head_dim))), lin_(m.up_.max_quantized_elems) {
   const LlamaHparams& hp = m.w_.hp;
   if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30)) fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
   // The whole context's cache up front: a GPU session is sized once, not grown per token.
@@ -175,26 +105,10 @@ void LlamaGpuSession::reserve(int64_t T) {
   x_.reserve(t * E * 4), xn_.reserve(t * E * 4), tmp_.reserve(t * E * 4);
   q_.reserve(t * qd * 4), att_.reserve(t * qd * 4), k_.reserve(t * kvd * 4), v_.reserve(t * kvd * 4);
   gate_.reserve(t * F * 4), up_.reserve(t * F * 4);
-  half_in_.reserve(t * std::max({E, F, qd}) * 2), half_q_.reserve(t * qd * 2);
+  half_q_.reserve(t * qd * 2);
   lse_.reserve(t * size_t(hp.n_head) * 4);
   logits_.reserve(t * V * 4);
-  if (T > 1 && m_.max_fp16_weight_ > 0) fp16_weight_.reserve(m_.max_fp16_weight_ * 2);
   rows_reserved_ = T;
-}
-
-void LlamaGpuSession::linear(const DeviceWeight& w, const float* x, int64_t T, float* y) {
-  const int N = int(w.rows), K = int(w.cols);
-  if (T == 1) {
-    check(gemv_quant(w.type, w.data.as<void>(), x, y, N, K, nullptr), "gemv");
-    return;
-  }
-  check(f32_to_f16(x, half_in_.as<half>(), T * K, nullptr), "f32_to_f16");
-  const half* wh = w.data.as<half>();
-  if (w.type != int(GgmlType::F16)) {
-    check(dequant_rows_f16(w.type, w.data.as<void>(), fp16_weight_.as<half>(), N, K, nullptr), "dequant_rows_f16");
-    wh = fp16_weight_.as<half>();
-  }
-  check(gemm_f16_tc(half_in_.as<half>(), wh, y, int(T), N, K, N, nullptr), "gemm_f16_tc");
 }
 
 void LlamaGpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool all_logits) {

@@ -11,43 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/device.h"
 #include "models/llama_weights.h"
-#include "pyrt_cuda.h"
 
 namespace pyrt::cuda {
-
-// Device memory, freed on destruction.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes);
-  ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr, o.bytes_ = 0; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  // Grows (contents lost) to at least `bytes`.
-  void reserve(size_t bytes);
-  void upload(const void* host, size_t bytes);
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// A linear layer's weight on the device: Q8_0/Q4_0/Q4_1 blocks as stored (the decode GEMV reads
-// them; prefill converts them to fp16 rows for the tensor-core GEMM), F16 as stored, F32 rounded
-// to F16 (stats say how many).
-struct DeviceWeight {
-  int type = 1;  // ggml type id: 1 F16, 8 Q8_0, 2 Q4_0, 3 Q4_1
-  int64_t rows = 0, cols = 0;
-  DeviceBuffer data;
-};
 
 class LlamaGpuSession;
 
@@ -58,8 +25,8 @@ class LlamaGpuModel {
   // kv: "f16", "q8_0" or "q4_0" (keys and values).
   std::unique_ptr<LlamaGpuSession> new_session(int64_t n_ctx, const std::string& kv) const;
   const LlamaHparams& hparams() const { return w_.hp; }
-  size_t device_bytes() const { return device_bytes_; }
-  int64_t f32_weights_rounded() const { return f32_rounded_; }
+  size_t device_bytes() const { return up_.device_bytes; }
+  int64_t f32_weights_rounded() const { return up_.converted_to_f16; }
 
  private:
   friend class LlamaGpuSession;
@@ -67,17 +34,12 @@ class LlamaGpuModel {
     DeviceBuffer attn_norm, ffn_norm;
     DeviceWeight wq, wk, wv, wo, gate, up, down;
   };
-  DeviceWeight upload(const Weight& w);
-  DeviceBuffer upload_floats(const float* x, int64_t n);
-
   std::shared_ptr<GgufFile> file_;
   LlamaWeights w_;  // host views (embedding rows are gathered on the host)
   std::vector<Layer> layers_;
   DeviceBuffer output_norm_, inv_freq_;
   DeviceWeight output_;
-  size_t device_bytes_ = 0;
-  int64_t f32_rounded_ = 0;
-  size_t max_fp16_weight_ = 0;  // elements of the largest quantized weight (prefill's fp16 scratch)
+  WeightUploader up_;
 };
 
 class LlamaGpuSession {
@@ -94,8 +56,7 @@ class LlamaGpuSession {
  private:
   // One pass of T <= kMaxRows tokens at positions n_past_.. ; logits of rows [first, T) when asked.
   void pass(const int32_t* ids, int64_t T, float* logits, int64_t first);
-  // y[T, w.rows] = x[T, w.cols] w^T (GEMV for one row, fp16 tensor-core GEMM otherwise).
-  void linear(const DeviceWeight& w, const float* x, int64_t T, float* y);
+  void linear(const DeviceWeight& w, const float* x, int64_t T, float* y) { lin_.run(w, x, T, y); }
   void reserve(int64_t T);
 
   const LlamaGpuModel& m_;
@@ -105,8 +66,9 @@ class LlamaGpuSession {
   std::vector<DeviceBuffer> k_cache_, v_cache_;  // per layer: [Hkv, n_ctx, kv_row_bytes_]
   // Scratch, sized for the largest pass so far.
   int64_t rows_reserved_ = 0;
-  DeviceBuffer x_, xn_, q_, k_, v_, att_, tmp_, gate_, up_, half_in_, half_q_, lse_, logits_;
-  DeviceBuffer fp16_weight_, o_partial_, lse_partial_, seqlen_, k_f16_, v_f16_;
+  DeviceBuffer x_, xn_, q_, k_, v_, att_, tmp_, gate_, up_, half_q_, lse_, logits_;
+  DeviceBuffer o_partial_, lse_partial_, seqlen_, k_f16_, v_f16_;
+  Linear lin_;
   int64_t prefill_tokens_ = 0, decode_tokens_ = 0, passes_ = 0;
   double prefill_s_ = 0, decode_s_ = 0;
 };

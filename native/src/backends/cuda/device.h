@@ -1,0 +1,73 @@
+// What every model on the GPU shares: device memory, linear weights uploaded from the mapped file,
+// and a linear layer's dispatch (GEMV for one row, tensor-core GEMM for more).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/ops.h"
+#include "pyrt_cuda.h"
+
+namespace pyrt::cuda {
+
+// Fails with kInternal naming `what` and CUDA's message.
+void check(cudaError_t err, const std::string& what);
+
+// Device memory, freed on destruction.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr, o.bytes_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  // Grows (contents lost) to at least `bytes`.
+  void reserve(size_t bytes);
+  void upload(const void* host, size_t bytes);
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A linear layer's weight on the device: Q8_0/Q4_0/Q4_1 blocks as stored (the decode GEMV reads
+// them; prefill converts them to fp16 rows for the tensor-core GEMM), F16 as stored, F32 rounded
+// to F16 (stats say how many).
+struct DeviceWeight {
+  int type = 1;  // ggml type id: 1 F16, 8 Q8_0, 2 Q4_0, 3 Q4_1
+  int64_t rows = 0, cols = 0;
+  DeviceBuffer data;
+};
+
+// Uploads a model's weights, counting device bytes and what had to become fp16.
+struct WeightUploader {
+  std::string path;  // for errors
+  size_t device_bytes = 0;
+  int64_t converted_to_f16 = 0;    // weight elements of types without a GPU kernel (F32, K-quants...)
+  size_t max_quantized_elems = 0;  // the largest Q8_0/Q4_0/Q4_1 weight (prefill's fp16 scratch)
+  DeviceWeight weight(const Weight& w);
+  // n floats times `scale` (norm weights; a logit scale folds into the final norm).
+  DeviceBuffer floats(const float* x, int64_t n, float scale = 1.0f);
+};
+
+// y[T, w.rows] = x[T, w.cols] w^T: the dequantizing GEMV for one row, else x in fp16 through the
+// tensor-core GEMM (quantized weights converted to fp16 rows per use).
+class Linear {
+ public:
+  explicit Linear(size_t max_quantized_elems = 0) : max_quantized_(max_quantized_elems) {}
+  void run(const DeviceWeight& w, const float* x, int64_t T, float* y);
+
+ private:
+  size_t max_quantized_;
+  DeviceBuffer half_in_, fp16_weight_;
+};
+
+}  // namespace pyrt::cuda
