@@ -52,10 +52,20 @@ __global__ void rope_kernel(float* x, int T, int n_heads, int head_dim, int n_ro
   v[b] = x0 * s + x1 * c;
 }
 
-__global__ void swiglu_kernel(float* gate, const float* up, int64_t n) {
+// Full-precision math (expf, tanhf, erff, not the __ intrinsics): the CPU's accuracy at large |x|.
+template <Act A>
+__device__ __forceinline__ float activation(float x) {
+  if constexpr (A == Act::kRelu) return x > 0.0f ? x : 0.0f;
+  else if constexpr (A == Act::kGeluTanh) return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+  else if constexpr (A == Act::kGeluErf) return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+  else return x / (1.0f + expf(-x));
+}
+
+template <Act A>
+__global__ void act_mul_kernel(float* x, const float* up, int64_t n) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + expf(-g)) * up[i];  // expf, not __expf: the CPU's accuracy at large |g|
+    const float a = activation<A>(x[i]);
+    x[i] = up ? a * up[i] : a;
   }
 }
 
@@ -113,11 +123,22 @@ cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0
   return cudaGetLastError();
 }
 
-cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream) {
+cudaError_t act_mul(Act act, float* x, const float* up, int64_t n, cudaStream_t stream) {
   if (n < 0) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
-  PYRT_LAUNCH(static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535)), 256, 0, stream, swiglu_kernel)(gate, up, n);
+  const int grid = static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535));
+  switch (act) {
+    case Act::kRelu: PYRT_LAUNCH(grid, 256, 0, stream, act_mul_kernel<Act::kRelu>)(x, up, n); break;
+    case Act::kGeluTanh: PYRT_LAUNCH(grid, 256, 0, stream, act_mul_kernel<Act::kGeluTanh>)(x, up, n); break;
+    case Act::kGeluErf: PYRT_LAUNCH(grid, 256, 0, stream, act_mul_kernel<Act::kGeluErf>)(x, up, n); break;
+    case Act::kSilu: PYRT_LAUNCH(grid, 256, 0, stream, act_mul_kernel<Act::kSilu>)(x, up, n); break;
+    default: return cudaErrorInvalidValue;
+  }
   return cudaGetLastError();
+}
+
+cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream) {
+  return act_mul(Act::kSilu, gate, up, n, stream);
 }
 
 cudaError_t add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream) {

@@ -33,6 +33,9 @@ struct FlashParams {
   // read (a KV cache). q_token_major: q/out are [B, Sq, Hq, D] (a layer's projections as they come).
   int kv_capacity = 0;
   bool q_token_major = false;
+  // Dense mode only: an additive bias by relative position (T5), [Hq, Sq + Sk - 1]; query row i and key
+  // j add rel_bias[h][j - i + Sq - 1] to their scaled score (the same for every batch row).
+  const float* rel_bias = nullptr;
 };
 cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream);
 
@@ -108,6 +111,9 @@ cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0
                  cudaStream_t stream);
 // gate = silu(gate) * up over n values.
 cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
+// The CPU runtime's activations (core/ops.h, same order): x = act(x) * up (up may be null: x = act(x)).
+enum class Act : int { kRelu = 0, kGeluTanh = 1, kGeluErf = 2, kSilu = 3 };
+cudaError_t act_mul(Act act, float* x, const float* up, int64_t n, cudaStream_t stream);
 // x += y over n values (the residual stream).
 cudaError_t add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
 

@@ -277,10 +277,15 @@ class Model:
         import numpy as np
 
         arr = np.asarray(ids, dtype=np.int64)
+        encoder = self._gpu if self._gpu is not None else self._m  # device="cuda": the GPU encoder
+
+        def run(row: np.ndarray) -> np.ndarray:
+            return np.asarray(encoder.encode([int(i) for i in row]) if self._gpu is not None else encoder.encode(row))
+
         if arr.ndim == 1:
             if attention_mask is not None:
                 arr = arr[np.asarray(attention_mask).reshape(-1).astype(bool)]
-            return np.asarray(self._m.encode(arr))
+            return run(arr)
         if arr.ndim != 2:
             raise InvalidArgumentError(f"encode() takes 1-D ids or a 2-D batch, got {arr.ndim}-D")
         mask = np.ones(arr.shape, dtype=bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
@@ -290,7 +295,7 @@ class Model:
         for b in range(arr.shape[0]):
             pos = np.flatnonzero(mask[b])
             if pos.size:
-                out[b, pos] = self._m.encode(arr[b, pos])
+                out[b, pos] = run(arr[b, pos])
         return out
 
     def generate(
@@ -560,8 +565,8 @@ def load(
     weights with activations quantized to 8 bits per block of 32 (integer dot products, like
     llama.cpp); ``"f32"`` keeps activations in float (slower, the exact reference path).
 
-    ``device="cuda"`` runs decoder-only Llama-family models on an NVIDIA GPU with the project's own
-    kernels: weights on the GPU (Q8_0/Q4_0/Q4_1/F16 as stored, other types as fp16), a KV cache
+    ``device="cuda"`` runs Llama-family decoders and T5 encoder-decoders on an NVIDIA GPU with the
+    project's own kernels (T5: f16 caches, the encoder and the cross K/V computed once per input): weights on the GPU (Q8_0/Q4_0/Q4_1/F16 as stored, other types as fp16), a KV cache
     (``kv_cache`` f16, q8_0 or q4_0) reserved for the whole context (``context``, default ``min(trained context, 4096)``), prompts
     through the tensor-core GEMM and FlashAttention over the cache, decode through the quantized GEMV
     and split-K decode attention. ``device="cuda-sim"`` runs the same code on the CUDA simulator on the
@@ -633,7 +638,10 @@ def load(
     model = Model(native, path, (kv_k, kv_v), device, context)
     if gpu_module is not None:
         arch = str(native.architecture)
-        if arch != "llama":
-            raise UnsupportedError(f"device '{device}' runs decoder-only Llama-family models; {path} is '{arch}'")
-        model._gpu = gpu_module.LlamaModel(path, arch)  # the tokenizer and metadata come from `native`
+        if arch == "llama":
+            model._gpu = gpu_module.LlamaModel(path, arch)  # the tokenizer and metadata come from `native`
+        elif arch == "t5":
+            model._gpu = gpu_module.T5Model(path, arch)
+        else:
+            raise UnsupportedError(f"device '{device}' runs Llama-family and T5 models; {path} is '{arch}'")
     return model

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backends/cuda/llama_cuda.h"
+#include "backends/cuda/t5_cuda.h"
 #include "pyrt_cuda.h"
 #include "python/errors.h"
 
@@ -391,4 +392,54 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
       .def("new_session", &LlamaGpuModel::new_session, py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
       .def_property_readonly("device_bytes", &LlamaGpuModel::device_bytes)
       .def_property_readonly("vocab_size", [](const LlamaGpuModel& m) { return m.hparams().n_vocab; });
+
+  py::class_<T5GpuSession>(m, "T5Session", py::module_local())
+      .def(
+          "set_encoder_input",
+          [](T5GpuSession& s, std::vector<int32_t> ids) {
+            py::gil_scoped_release nogil;
+            s.set_encoder_input(ids.data(), int64_t(ids.size()));
+          },
+          py::arg("ids"))
+      .def("set_encoder_states",
+           [](T5GpuSession&, py::object) {
+             throw pyrt::Error(pyrt::ErrorCode::kUnsupported,
+                               "device 'cuda' encodes on the GPU: pass token ids (set_encoder), not precomputed states");
+           })
+      .def(
+          "feed",
+          [](T5GpuSession& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
+            if (ids.empty()) throw pyrt::Error(pyrt::ErrorCode::kInvalidArgument, "feed needs at least one token");
+            const int64_t rows = all_logits ? int64_t(ids.size()) : 1;
+            py::array_t<float> out({rows, vocab});
+            {
+              py::gil_scoped_release nogil;
+              s.feed(ids.data(), int64_t(ids.size()), out.mutable_data(), all_logits);
+            }
+            return all_logits ? out : out.reshape({vocab});
+          },
+          py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
+      .def("reset", &T5GpuSession::reset)
+      .def_property_readonly("n_past", &T5GpuSession::n_past)
+      .def_property_readonly("n_ctx", &T5GpuSession::n_ctx)
+      .def_property_readonly("encoder_length", &T5GpuSession::encoder_length)
+      .def_property_readonly("kv_bytes", &T5GpuSession::kv_bytes)
+      .def("stats", &T5GpuSession::stats)
+      .def("prefill_trace_json", [](const T5GpuSession&) { return std::string(); });
+  py::class_<T5GpuModel>(m, "T5Model", py::module_local())
+      .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
+      .def("new_session", [](const T5GpuModel& m, int64_t n_ctx, const std::string& kv) {
+             if (kv != "f16") throw pyrt::Error(pyrt::ErrorCode::kUnsupported, "T5 on the GPU keeps an f16 KV cache (got '" + kv + "')");
+             return m.new_session(n_ctx);
+           }, py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
+      .def("encode",
+           [](const T5GpuModel& m, std::vector<int32_t> ids) {
+             py::array_t<float> out({int64_t(ids.size()), m.weights().E_});
+             {
+               py::gil_scoped_release nogil;
+               m.encode(ids.data(), int64_t(ids.size()), out.mutable_data());
+             }
+             return out;
+           })
+      .def_property_readonly("device_bytes", &T5GpuModel::device_bytes);
 }
