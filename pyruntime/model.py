@@ -566,12 +566,13 @@ def load(
     llama.cpp); ``"f32"`` keeps activations in float (slower, the exact reference path).
 
     ``device="cuda"`` runs Llama-family decoders and T5 encoder-decoders on an NVIDIA GPU with the
-    project's own kernels (T5: f16 caches, the encoder and the cross K/V computed once per input): weights on the GPU (Q8_0/Q4_0/Q4_1/F16 as stored, other types as fp16), a KV cache
-    (``kv_cache`` f16, q8_0 or q4_0) reserved for the whole context (``context``, default ``min(trained context, 4096)``), prompts
-    through the tensor-core GEMM and FlashAttention over the cache, decode through the quantized GEMV
-    and split-K decode attention. ``device="cuda-sim"`` runs the same code on the CUDA simulator on the
-    CPU (kernels/sim; for tests, very slow). ``Session.stats()`` says what ran (passes, tokens,
-    weights converted to fp16).
+    project's own kernels: weights on the GPU (Q8_0/Q4_0/Q4_1/F16 as stored, other types as fp16), a
+    KV cache reserved for the whole context (``context``, default ``min(trained context, 4096)``;
+    ``kv_cache`` f16, q8_0 or q4_0 for Llama, f16 for T5), prompts through the tensor-core GEMM and
+    FlashAttention over the cache, decode through the quantized GEMV and split-K decode attention;
+    T5 encodes and computes its cross-attention K/V once per input. ``device="cuda-sim"`` runs the
+    same code on the CUDA simulator on the CPU (kernels/sim; for tests, very slow).
+    ``Session.stats()`` says what ran (passes, tokens, weights converted to fp16).
 
     ``device="npu"`` runs the linears of prompt prefill as W8A8 graphs of static shape ``[chunk, d]``
     on ``delegate`` (``"reference"``: the built-in exact int8 executor; see ``builtin_delegates()``),
