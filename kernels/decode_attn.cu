@@ -22,6 +22,54 @@ __device__ __forceinline__ float kv_at(const uint8_t* row, int c) {
   else return q4_0_at(row, c);
 }
 
+// Element c of token j's key / value for one (sequence, KV head): row formats address rows.
+template <KvFormat F>
+struct KvReader {
+  const uint8_t *kbase, *vbase;
+  int row_bytes;
+  __device__ KvReader(const DecodeParams& p, int rb, int b, int kvh)
+      : kbase(static_cast<const uint8_t*>(p.k) + (size_t(b) * p.Hkv + kvh) * p.S_max * rb),
+        vbase(static_cast<const uint8_t*>(p.v) + (size_t(b) * p.Hkv + kvh) * p.S_max * rb),
+        row_bytes(rb) {}
+  __device__ float key(int j, int c) const { return kv_at<F>(kbase + size_t(j) * row_bytes, c); }
+  __device__ float value(int j, int c) const { return kv_at<F>(vbase + size_t(j) * row_bytes, c); }
+};
+
+// KIVI: sink rows, quantized groups, window rows (KiviCache), read in place.
+template <>
+struct KvReader<KvFormat::kKivi> {
+  KiviCache k, v;
+  int row, head_off;
+  __device__ KvReader(const DecodeParams& p, int, int b, int kvh)
+      : k(p.kivi_k[b]), v(p.kivi_v[b]), row(p.Hkv * p.D), head_off(kvh * p.D) {}
+  __device__ static int code_at(const uint8_t* codes, int i, int bits) {
+    const int per_byte = 8 / bits;
+    return (codes[i / per_byte] >> ((i % per_byte) * bits)) & ((1 << bits) - 1);
+  }
+  __device__ float key(int j, int c) const {
+    const int ch = head_off + c;
+    if (j < k.n_sink) return __half2float(k.sink[size_t(j) * row + ch]);
+    j -= k.n_sink;
+    if (j < k.n_quant) {  // per channel, groups of `group` tokens
+      const size_t e = size_t(j / k.group) * row + ch;
+      const int code = code_at(k.codes + e * (k.group * k.bits / 8), j % k.group, k.bits);
+      return __half2float(k.scale[e]) * static_cast<float>(code) + __half2float(k.min[e]);
+    }
+    return __half2float(k.window[size_t(j - k.n_quant) * row + ch]);
+  }
+  __device__ float value(int j, int c) const {
+    const int ch = head_off + c;
+    if (j < v.n_sink) return __half2float(v.sink[size_t(j) * row + ch]);
+    j -= v.n_sink;
+    if (j < v.n_quant) {  // per token, groups of `group` channels
+      const size_t e = size_t(j) * (row / v.group) + ch / v.group;
+      const int code = code_at(v.codes + e * (v.group * v.bits / 8), ch % v.group, v.bits);
+      return __half2float(v.scale[e]) * static_cast<float>(code) + __half2float(v.min[e]);
+    }
+    return __half2float(v.window[size_t(j - v.n_quant) * row + ch]);
+  }
+};
+
 // Attention of the G query heads of KV group (b, kvh) over keys [start, end) (start < end), written
 // as a normalized partial O and its LSE for head g at o_partial[(slot0 + g * head_stride) * D ...] and
 // lse_partial[slot0 + g * head_stride]. Called by every thread of the CTA; ends with a barrier so the
@@ -49,20 +97,18 @@ __device__ void attend_range(const DecodeParams& p, int row_bytes, int b, int kv
 #pragma unroll
   for (int j = 0; j < kOwned; ++j) acc[j] = 0.0f;
 
-  const uint8_t* kbase = static_cast<const uint8_t*>(p.k) + (size_t(b) * p.Hkv + kvh) * p.S_max * row_bytes;
-  const uint8_t* vbase = static_cast<const uint8_t*>(p.v) + (size_t(b) * p.Hkv + kvh) * p.S_max * row_bytes;
+  const KvReader<F> rd(p, row_bytes, b, kvh);
   __syncthreads();
 
   for (int kb = start; kb < end; kb += kKeys) {
     const int n = min(kKeys, end - kb);
     // Scores: a warp per key, lanes across D (coalesced), all G heads from one read of the key.
     for (int j = warp; j < n; j += kThreads / 32) {
-      const uint8_t* krow = kbase + size_t(kb + j) * row_bytes;
       float dots[kMaxGroup];
 #pragma unroll
       for (int g = 0; g < kMaxGroup; ++g) dots[g] = 0.0f;
       for (int c = lane; c < D; c += 32) {
-        const float kv = kv_at<F>(krow, c);
+        const float kv = rd.key(kb + j, c);
 #pragma unroll
         for (int g = 0; g < kMaxGroup; ++g)
           if (g < G) dots[g] += sQ[g][c] * kv;
@@ -103,7 +149,7 @@ __device__ void attend_range(const DecodeParams& p, int row_bytes, int b, int kv
       if (idx >= G * D) break;
       const int g = idx / D, c = idx % D;
       float a = acc[o] * sAlpha[g];
-      for (int j = 0; j < n; ++j) a += sP[g][j] * kv_at<F>(vbase + size_t(kb + j) * row_bytes, c);
+      for (int j = 0; j < n; ++j) a += sP[g][j] * rd.value(kb + j, c);
       acc[o] = a;
     }
     __syncthreads();
@@ -299,12 +345,14 @@ int lean_auto_ctas(KvFormat format, int D) {
   }
   const int per_sm = format == KvFormat::kF16    ? ctas_per_sm_format<KvFormat::kF16>(D)
                      : format == KvFormat::kQ8_0 ? ctas_per_sm_format<KvFormat::kQ8_0>(D)
-                                                 : ctas_per_sm_format<KvFormat::kQ4_0>(D);
+                     : format == KvFormat::kQ4_0 ? ctas_per_sm_format<KvFormat::kQ4_0>(D)
+                                                 : ctas_per_sm_format<KvFormat::kKivi>(D);
   return sms * per_sm;
 }
 
 cudaError_t decode_attn_lean(const DecodeParams& p, const int* tile_prefix, int total_tiles, int n_ctas,
                              cudaStream_t stream) {
+  if (p.format == KvFormat::kKivi && (!p.kivi_k || !p.kivi_v)) return cudaErrorInvalidValue;
   if (p.B <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0 || p.Hq / p.Hkv > kMaxGroup || p.D % 32 != 0 || n_ctas < 1 ||
       total_tiles < 0) {
     return cudaErrorInvalidValue;
@@ -318,6 +366,7 @@ cudaError_t decode_attn_lean(const DecodeParams& p, const int* tile_prefix, int 
       case KvFormat::kF16: err = launch_lean_format<KvFormat::kF16>(p, tile_prefix, total_tiles, n_ctas, stream); break;
       case KvFormat::kQ8_0: err = launch_lean_format<KvFormat::kQ8_0>(p, tile_prefix, total_tiles, n_ctas, stream); break;
       case KvFormat::kQ4_0: err = launch_lean_format<KvFormat::kQ4_0>(p, tile_prefix, total_tiles, n_ctas, stream); break;
+      case KvFormat::kKivi: err = launch_lean_format<KvFormat::kKivi>(p, tile_prefix, total_tiles, n_ctas, stream); break;
       default: return cudaErrorInvalidValue;
     }
   }
@@ -327,6 +376,7 @@ cudaError_t decode_attn_lean(const DecodeParams& p, const int* tile_prefix, int 
 }
 
 cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream) {
+  if (p.format == KvFormat::kKivi && (!p.kivi_k || !p.kivi_v)) return cudaErrorInvalidValue;
   if (p.B <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0 || p.Hq / p.Hkv > kMaxGroup || p.n_splits < 1 || p.D % 32 != 0) {
     return cudaErrorInvalidValue;
   }
@@ -335,6 +385,7 @@ cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream) {
     case KvFormat::kF16: err = launch_format<KvFormat::kF16>(p, stream); break;
     case KvFormat::kQ8_0: err = launch_format<KvFormat::kQ8_0>(p, stream); break;
     case KvFormat::kQ4_0: err = launch_format<KvFormat::kQ4_0>(p, stream); break;
+    case KvFormat::kKivi: err = launch_format<KvFormat::kKivi>(p, stream); break;
     default: return cudaErrorInvalidValue;
   }
   if (err != cudaSuccess) return err;

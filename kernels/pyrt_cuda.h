@@ -40,9 +40,23 @@ struct FlashParams {
 cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream);
 
 // KV cache element formats the decode kernel reads directly (ggml block layouts along D).
-enum class KvFormat : int { kF16 = 0, kQ8_0 = 1, kQ4_0 = 2 };
+enum class KvFormat : int { kF16 = 0, kQ8_0 = 1, kQ4_0 = 2, kKivi = 3 };
+
+// One sequence's KIVI keys or values (SPEC 4.1) in the CPU runtime's layout (memory/kv_store.h
+// KiviView), on the device. Rows hold all Hkv * D channels; tokens [0, n_sink) are fp16 sink rows, the
+// next n_quant are quantized (keys: entry g * row + channel per group of `group` tokens; values: entry
+// t * (row / group) + channel / group), the last n_window are fp16 rows. Value = scale * code + min.
+struct KiviCache {
+  const half* sink;
+  const half* scale;
+  const half* min;
+  const uint8_t* codes;
+  const half* window;
+  int n_sink, n_quant, n_window, bits, group;
+};
+// Bytes of one token's row of D values in a row format (0 for KIVI, which is not row-major).
 __host__ __device__ inline int kv_row_bytes(KvFormat f, int D) {
-  return f == KvFormat::kF16 ? D * 2 : f == KvFormat::kQ8_0 ? D / 32 * 34 : D / 32 * 18;
+  return f == KvFormat::kF16 ? D * 2 : f == KvFormat::kQ8_0 ? D / 32 * 34 : f == KvFormat::kQ4_0 ? D / 32 * 18 : 0;
 }
 // Appends T token rows of fp32 keys or values, src [T, n_heads, D], to a cache laid out
 // [n_heads, capacity, kv_row_bytes(format, D)] at positions pos0 .. pos0 + T - 1 (what flash_attn and
@@ -71,6 +85,9 @@ struct DecodeParams {
   float* lse_partial;
   float* out;  // [B, Hq, D]
   float* lse;  // [B, Hq]
+  // format kKivi: B caches each (device arrays); k/v are then unused.
+  const KiviCache* kivi_k = nullptr;
+  const KiviCache* kivi_v = nullptr;
 };
 cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream);
 

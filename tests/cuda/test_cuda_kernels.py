@@ -188,6 +188,62 @@ def test_kv_append_writes_the_cpu_quantizers_bits(cu: ModuleType, fmt: str, D: i
             np.testing.assert_array_equal(halves[h], deq.astype(np.float16).view(np.uint16))
 
 
+def kivi_dequantized(buf: dict, keys: bool, row: int) -> np.ndarray:
+    """[tokens, row] float64 from a KvStore.kivi_buffers() dict, decoded here from the documented layout."""
+    G, bits = buf["group"], buf["bits"]
+    per_byte, cb = 8 // bits, buf["group"] * buf["bits"] // 8
+    f16 = lambda a: a.view(np.float16).astype(np.float64)  # noqa: E731
+    scale, mn, codes = f16(buf["scale"]), f16(buf["min"]), buf["codes"]
+
+    def code(e: int, i: int) -> int:
+        return (int(codes[e * cb + i // per_byte]) >> ((i % per_byte) * bits)) & ((1 << bits) - 1)
+
+    quant = np.zeros((buf["n_quant"], row))
+    for j in range(buf["n_quant"]):
+        for ch in range(row):
+            e, i = ((j // G) * row + ch, j % G) if keys else (j * (row // G) + ch // G, ch % G)
+            quant[j, ch] = scale[e] * code(e, i) + mn[e]
+    return np.concatenate([f16(buf["sink"]).reshape(-1, row), quant, f16(buf["window"]).reshape(-1, row)])
+
+
+@pytest.mark.parametrize("spec", ["kivi2-g32-r32-s4", "kivi4-g16-r64-s0"])
+@pytest.mark.parametrize("mode", ["split", "lean"])
+def test_decode_reads_kivi_caches_directly(cu: ModuleType, spec: str, mode: str) -> None:
+    """SPEC 6.5.5 with KIVI: decode attention reading the CPU runtime's KIVI buffers in place (sink,
+    quantized groups, fp16 window) equals float64 attention over the same cache dequantized from its
+    layout, and the CPU runtime's own KIVI attention, for Flash-Decoding splits and Lean ranges."""
+    rng = np.random.default_rng(7)
+    Hkv, G, D = 2, 4, 64
+    k = _core.KvStore(spec, True, Hkv, D)
+    v = _core.KvStore(spec, False, Hkv, D)
+    rows_k, rows_v = rng.standard_normal((300, Hkv * D)), rng.standard_normal((300, Hkv * D))
+    k.append(rows_k[:200].astype(np.float32))  # a prompt, then decode steps (the schedule moves tokens)
+    v.append(rows_v[:200].astype(np.float32))
+    k.finish_step(), v.finish_step()
+    for t in range(200, 300):
+        k.append(rows_k[t : t + 1].astype(np.float32)), v.append(rows_v[t : t + 1].astype(np.float32))
+        k.finish_step(), v.finish_step()
+    kb, vb = k.kivi_buffers(), v.kivi_buffers()
+    assert kb["n_quant"] > 0 and kb["n_window"] > 0 and vb["n_quant"] > 0  # every part is exercised
+    q = f16(rng, Hkv * G, D)
+    scale = D**-0.5
+    if mode == "lean":
+        out, lse = cu.decode_attn_kivi(q.view(np.uint16), kb, vb, Hkv, scale=scale, lean=True, n_ctas=3)
+    else:
+        out, lse = cu.decode_attn_kivi(q.view(np.uint16), kb, vb, Hkv, n_splits=3, scale=scale)
+    kd = kivi_dequantized(kb, True, Hkv * D).reshape(300, Hkv, D).transpose(1, 0, 2)[None]
+    vd = kivi_dequantized(vb, False, Hkv * D).reshape(300, Hkv, D).transpose(1, 0, 2)[None]
+    ref, ref_lse = ref_attention(q[None, :, None, :], kd, vd, False, scale)
+    np.testing.assert_allclose(out, ref[0, :, 0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(lse, ref_lse[0, :, 0], atol=1e-5)
+    for h in range(Hkv * G):  # the CPU runtime reading the same store
+        qh = q[h].astype(np.float32)
+        s = np.asarray(k.dot_keys(h // G, qh, 300), np.float64) * scale
+        p = np.exp(s - s.max())
+        want = np.asarray(v.accumulate(h // G, (p / p.sum()).astype(np.float32), D))
+        np.testing.assert_allclose(out[h], want, atol=2e-5, rtol=1e-4)
+
+
 def test_split_heuristic_follows_flash_attn(cu: ModuleType) -> None:
     mod = cu
     assert mod.num_splits_heuristic(200, 132, 64, 128) == 1  # enough CTAs already

@@ -155,6 +155,8 @@ inline int code_at(const uint8_t* codes, int i, int bits) {
 
 }  // namespace
 
+KiviView KvStore::kivi_view() const { fail(ErrorCode::kUnsupported, "this KV store is not a KIVI store"); }
+
 void KvStore::dot_keys_multi(int head, const float* q, int64_t q_stride, int nq, int64_t n, float* scores,
                              int64_t sc_stride) const {
   for (int i = 0; i < nq; ++i) dot_keys(head, q + i * q_stride, n, scores + i * sc_stride);
@@ -329,6 +331,14 @@ class KiviStore : public KvStore {
     n_quant_ = 0;
   }
   std::pair<int64_t, int64_t> split_sizes() const override { return {n_quant_, sink_size() + fp_size()}; }
+  KiviView kivi_view() const override {
+    KiviView v;
+    v.bits = s_.bits, v.group = s_.group;
+    v.n_sink = sink_size(), v.n_quant = n_quant_, v.n_window = fp_size();
+    v.sink = sink_.data(), v.scale = scale_.data(), v.min = min_.data(), v.window = fp_.data(), v.codes = codes_.data();
+    v.n_entries = static_cast<int64_t>(scale_.size());
+    return v;
+  }
 
  protected:
   int64_t row() const { return int64_t(n_heads_) * d_; }
@@ -469,6 +479,11 @@ class KiviValueStore : public KiviStore {
     pop_window(over, s_.residual + 1);
   }
   void dot_keys(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi value store holds values"); }
+  KiviView kivi_view() const override {
+    KiviView v = KiviStore::kivi_view();
+    v.keys = false;
+    return v;
+  }
   void accumulate(int head, const float* p, int64_t n, float* out) const override {
     accumulate_multi(head, p, 0, 1, n, out, 0);
   }

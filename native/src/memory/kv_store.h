@@ -24,6 +24,19 @@ struct KvSpec {
 // (-g<G> -r<R> -s<S> -clip / -noclip). name() spells every KIVI option out, so it parses back.
 KvSpec parse_kv_spec(const std::string& text);
 
+// A KIVI store's buffers as laid out in memory (the GPU decode kernel reads this layout; see
+// kernels/pyrt_cuda.h KiviCache). Rows are n_heads * head_dim values. Keys: quantized group g, channel
+// ch of a row is entry g * row + ch (G tokens' codes packed along the tokens); values: token t, channel
+// group j is entry t * (row / G) + j (G channels' codes). Codes pack 8 / bits per byte, lowest first.
+struct KiviView {
+  bool keys = true;
+  int bits = 0, group = 0;
+  int64_t n_sink = 0, n_quant = 0, n_window = 0;  // tokens: fp16 sink, quantized, fp16 window
+  const uint16_t *sink = nullptr, *scale = nullptr, *min = nullptr, *window = nullptr;  // fp16 bits
+  const uint8_t* codes = nullptr;
+  int64_t n_entries = 0;  // scale / min entries (codes: n_entries * group * bits / 8 bytes)
+};
+
 class KvStore {
  public:
   virtual ~KvStore() = default;
@@ -62,6 +75,8 @@ class KvStore {
   // Token counts in the quantized part and in the full-precision part (tests of the KIVI schedule;
   // KIVI's fp16 sink tokens count as full precision).
   virtual std::pair<int64_t, int64_t> split_sizes() const { return {size(), 0}; }
+  // KIVI stores: their buffers (kUnsupported for other formats).
+  virtual KiviView kivi_view() const;
 };
 
 std::unique_ptr<KvStore> make_key_store(const KvSpec& spec, int n_heads, int head_dim);

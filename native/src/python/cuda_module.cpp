@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -248,6 +249,55 @@ py::tuple run_kv_append(FloatArray x, const std::string& format, int capacity, i
   return py::make_tuple(cache, halves);
 }
 
+// One sequence's decode attention over KIVI caches given as KvStore.kivi_buffers() dicts (the CPU
+// runtime's layout, uploaded as is). q: [Hq, D] fp16 bits. lean: Lean Attention with n_ctas (0: auto).
+py::tuple run_decode_kivi(HalfArray q, py::dict kd, py::dict vd, int n_kv_heads, int n_splits, float scale, bool lean,
+                          int n_ctas) {
+  if (q.ndim() != 2) throw std::invalid_argument("q must be [Hq, D]");
+  DecodeParams p{};
+  p.format = KvFormat::kKivi;
+  p.B = 1, p.Hq = int(q.shape(0)), p.D = int(q.shape(1)), p.Hkv = n_kv_heads;
+  std::vector<std::unique_ptr<DevBuf>> keep;
+  auto upload = [&](py::dict d, const char* name) -> void* {
+    auto a = d[name].cast<py::array>();
+    keep.push_back(std::make_unique<DevBuf>(a.data(), size_t(a.nbytes())));
+    return keep.back()->ptr;
+  };
+  auto cache = [&](py::dict d) {
+    KiviCache c{};
+    c.sink = static_cast<const half*>(upload(d, "sink")), c.window = static_cast<const half*>(upload(d, "window"));
+    c.scale = static_cast<const half*>(upload(d, "scale")), c.min = static_cast<const half*>(upload(d, "min"));
+    c.codes = static_cast<const uint8_t*>(upload(d, "codes"));
+    c.n_sink = d["n_sink"].cast<int>(), c.n_quant = d["n_quant"].cast<int>(), c.n_window = d["n_window"].cast<int>();
+    c.bits = d["bits"].cast<int>(), c.group = d["group"].cast<int>();
+    return c;
+  };
+  const KiviCache kc = cache(kd), vc = cache(vd);
+  const int len = kc.n_sink + kc.n_quant + kc.n_window;
+  if (len != vc.n_sink + vc.n_quant + vc.n_window) throw std::invalid_argument("keys and values hold different token counts");
+  DevBuf dkc(&kc, sizeof(kc)), dvc(&vc, sizeof(vc)), dq(q.data(), q.nbytes()), dlen(&len, sizeof(int));
+  if (lean) {
+    if (n_ctas <= 0) n_ctas = lean_auto_ctas(p.format, p.D);
+  } else if (n_splits <= 0) {
+    n_splits = decode_auto_splits(p.format, 1, p.Hkv, p.D, len);
+  }
+  const std::vector<int> prefix = lean_tile_prefix({len}, p.Hkv);
+  if (lean) n_ctas = std::min(n_ctas, std::max(prefix.back(), 1));
+  const int G = p.Hkv > 0 ? p.Hq / p.Hkv : 1;
+  const size_t slots = lean ? size_t(lean_partial_slots(n_ctas, 1, p.Hkv)) * G : size_t(p.Hq) * n_splits;
+  DevBuf dop(slots * p.D * 4), dlp(slots * 4), dout(size_t(p.Hq) * p.D * 4), dlse(size_t(p.Hq) * 4), dprefix(prefix.data(), prefix.size() * 4);
+  dout.poison();
+  p.q = dq.as<half>(), p.seqlens = dlen.as<int>(), p.scale = scale, p.n_splits = std::max(n_splits, 1);
+  p.kivi_k = static_cast<const KiviCache*>(dkc.ptr), p.kivi_v = static_cast<const KiviCache*>(dvc.ptr);
+  p.o_partial = dop.as<float>(), p.lse_partial = dlp.as<float>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
+  check(lean ? decode_attn_lean(p, dprefix.as<int>(), prefix.back(), n_ctas, nullptr) : decode_attn(p, nullptr), "decode_attn (kivi)");
+  check(cudaDeviceSynchronize(), "decode_attn (kivi, sync)");
+  py::array_t<float> out({p.Hq, p.D}), lse(p.Hq);
+  dout.to_host(out.mutable_data());
+  dlse.to_host(lse.mutable_data());
+  return py::make_tuple(out, lse);
+}
+
 py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
   const int K = int(x.size()), N = int(w.shape(0));
   DevBuf dw(w.data(), w.nbytes()), dx(x.data(), x.nbytes()), dy(size_t(N) * 4);
@@ -355,6 +405,8 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
         py::arg("n_splits") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
   m.def("decode_attn_lean", &run_decode_lean, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("format"),
         py::arg("seqlens"), py::arg("n_ctas") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
+  m.def("decode_attn_kivi", &run_decode_kivi, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_kv_heads"),
+        py::arg("n_splits") = 0, py::arg("scale") = 1.0f, py::arg("lean") = false, py::arg("n_ctas") = 0);
   m.def("kv_append", &run_kv_append, py::arg("x"), py::arg("format"), py::arg("capacity"), py::arg("pos0"));
   m.def("gemv", &run_gemv, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("iters") = 0);
   m.def("gemm_f16", &run_gemm_f16, py::arg("x"), py::arg("w"), py::arg("iters") = 0);

@@ -356,6 +356,25 @@ PYBIND11_MODULE(_core, m) {
         st.append(rows.data(), rows.ndim() == 2 ? rows.shape(0) : 1);
       })
       .def("finish_step", &KvStore::finish_step)
+      .def("kivi_buffers", [](const KvStore& st) {
+        // Copies of a KIVI store's buffers (fp16 as uint16 bits) in its own layout (KiviView).
+        const KiviView v = st.kivi_view();
+        const int64_t row = int64_t(st.n_heads()) * st.head_dim();
+        auto u16 = [](const uint16_t* p, int64_t n) {
+          py::array_t<uint16_t> a(n);
+          if (n) std::memcpy(a.mutable_data(), p, size_t(n) * 2);
+          return a;
+        };
+        const int64_t code_bytes = v.n_entries * v.group * v.bits / 8;
+        py::array_t<uint8_t> codes(code_bytes);
+        if (code_bytes) std::memcpy(codes.mutable_data(), v.codes, size_t(code_bytes));
+        py::dict d;
+        d["keys"] = v.keys, d["bits"] = v.bits, d["group"] = v.group;
+        d["n_sink"] = v.n_sink, d["n_quant"] = v.n_quant, d["n_window"] = v.n_window;
+        d["sink"] = u16(v.sink, v.n_sink * row), d["window"] = u16(v.window, v.n_window * row);
+        d["scale"] = u16(v.scale, v.n_entries), d["min"] = u16(v.min, v.n_entries), d["codes"] = codes;
+        return d;
+      })
       .def_property_readonly("size", &KvStore::size)
       .def_property_readonly("bytes", &KvStore::bytes)
       .def("split_sizes", &KvStore::split_sizes)
