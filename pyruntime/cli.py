@@ -25,6 +25,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: cores, max 8)")
     p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda", "cuda-sim"),
+        help="cpu (default); cuda: an NVIDIA GPU with pyruntime's kernels (Llama, T5); "
+        "cuda-sim: the same on the CUDA simulator (tests; very slow)",
+    )
+    p.add_argument(
         "--kv-cache",
         default="f16",
         help="KV cache: f32, f16, q8_0, q4_0, kivi4, kivi2[-gG][-rR][-sS][-clip|-noclip] (default f16)",
@@ -69,6 +76,7 @@ def _load(a: argparse.Namespace) -> Any:
 
     return pyruntime.load(
         a.model,
+        device=a.device,
         threads=a.threads,
         kv_cache=a.kv_cache,
         context=a.ctx,

@@ -72,6 +72,24 @@ def test_errors_exit_nonzero_with_message(args: list[str], message: str, smollm2
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
+def test_device_cuda_runs_or_says_why(smollm2_path: Path) -> None:
+    """--device cuda: generates on a GPU; without one, exit 1 naming what is missing (no fallback)."""
+    from pyruntime.model import _cuda_module
+
+    try:
+        _cuda_module("cuda")
+        has_gpu = True
+    except Exception:
+        has_gpu = False
+    bad = pyrt("run", "--device", "tpu", "-p", "hi")
+    assert bad.returncode == 2 and "invalid choice: 'tpu'" in bad.stderr  # argparse's usage error
+    r = pyrt("run", "--device", "cuda", "-p", "Once upon a time", "-n", "4")
+    if has_gpu:
+        assert r.returncode == 0 and "generated 4 tok" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 1 and "device 'cuda': " in r.stderr and "Traceback" not in r.stderr
+
+
 def test_not_gguf_file(tmp_path: Path) -> None:
     p = tmp_path / "x.gguf"
     p.write_bytes(b"\x00" * 100)
