@@ -231,6 +231,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
             "model": model.info["path"],
             "threads": model.info["threads"],
             "tensor_types": model.info["tensor_types"],
+            "device": model.device,
             **machine_info(),
         }
         results.append(row)

@@ -46,7 +46,7 @@ def test_bench_json(smollm2_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["test"] for row in rows] == ["pp32", "tg4"]
-    assert all(row["tok_s"] > 0 and "cpu" in row for row in rows)
+    assert all(row["tok_s"] > 0 and "cpu" in row and row["device"] == "cpu" for row in rows)
 
 
 def test_chat_reads_turns_from_stdin(smollm2_path: Path) -> None:
