@@ -375,6 +375,30 @@ py::array_t<float> run_swiglu(FloatArray gate, FloatArray up) {
 
 }  // namespace
 
+// What every GPU session binds: feed (logits as numpy), reset, positions, cache bytes, stats.
+template <typename S>
+void bind_session(py::class_<S>& cls) {
+  cls.def(
+          "feed",
+          [](S& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
+            if (ids.empty()) throw pyrt::Error(pyrt::ErrorCode::kInvalidArgument, "feed needs at least one token");
+            const int64_t rows = all_logits ? int64_t(ids.size()) : 1;
+            py::array_t<float> out({rows, vocab});
+            {
+              py::gil_scoped_release nogil;
+              s.feed(ids.data(), int64_t(ids.size()), out.mutable_data(), all_logits);
+            }
+            return all_logits ? out : out.reshape({vocab});
+          },
+          py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
+      .def("reset", &S::reset)
+      .def_property_readonly("n_past", &S::n_past)
+      .def_property_readonly("n_ctx", &S::n_ctx)
+      .def_property_readonly("kv_bytes", &S::kv_bytes)
+      .def("stats", &S::stats)
+      .def("prefill_trace_json", [](const S&) { return std::string(); });
+}
+
 #ifndef PYRT_CUDA_MODULE_NAME
 #define PYRT_CUDA_MODULE_NAME _cuda
 #endif
@@ -419,33 +443,17 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
   // Whole decoder-only models on the device (pyruntime.load(..., device="cuda") wraps these).
   // module_local: _cuda and _cuda_sim both bind these C++ types (different builds of them) and may be
   // imported into one process (a GPU machine's tests run both).
-  py::class_<LlamaGpuSession>(m, "LlamaSession", py::module_local())
-      .def(
-          "feed",
-          [](LlamaGpuSession& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
-            if (ids.empty()) throw pyrt::Error(pyrt::ErrorCode::kInvalidArgument, "feed needs at least one token");
-            const int64_t rows = all_logits ? int64_t(ids.size()) : 1;
-            py::array_t<float> out({rows, vocab});
-            {
-              py::gil_scoped_release nogil;
-              s.feed(ids.data(), int64_t(ids.size()), out.mutable_data(), all_logits);
-            }
-            return all_logits ? out : out.reshape({vocab});
-          },
-          py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
-      .def("reset", &LlamaGpuSession::reset)
-      .def_property_readonly("n_past", &LlamaGpuSession::n_past)
-      .def_property_readonly("n_ctx", &LlamaGpuSession::n_ctx)
-      .def_property_readonly("kv_bytes", &LlamaGpuSession::kv_bytes)
-      .def("stats", &LlamaGpuSession::stats)
-      .def("prefill_trace_json", [](const LlamaGpuSession&) { return std::string(); });
+  py::class_<LlamaGpuSession> llama_session(m, "LlamaSession", py::module_local());
+  bind_session(llama_session);
   py::class_<LlamaGpuModel>(m, "LlamaModel", py::module_local())
       .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
       .def("new_session", &LlamaGpuModel::new_session, py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
       .def_property_readonly("device_bytes", &LlamaGpuModel::device_bytes)
       .def_property_readonly("vocab_size", [](const LlamaGpuModel& m) { return m.hparams().n_vocab; });
 
-  py::class_<T5GpuSession>(m, "T5Session", py::module_local())
+  py::class_<T5GpuSession> t5_session(m, "T5Session", py::module_local());
+  bind_session(t5_session);
+  t5_session
       .def(
           "set_encoder_input",
           [](T5GpuSession& s, std::vector<int32_t> ids) {
@@ -458,26 +466,7 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
              throw pyrt::Error(pyrt::ErrorCode::kUnsupported,
                                "device 'cuda' encodes on the GPU: pass token ids (set_encoder), not precomputed states");
            })
-      .def(
-          "feed",
-          [](T5GpuSession& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
-            if (ids.empty()) throw pyrt::Error(pyrt::ErrorCode::kInvalidArgument, "feed needs at least one token");
-            const int64_t rows = all_logits ? int64_t(ids.size()) : 1;
-            py::array_t<float> out({rows, vocab});
-            {
-              py::gil_scoped_release nogil;
-              s.feed(ids.data(), int64_t(ids.size()), out.mutable_data(), all_logits);
-            }
-            return all_logits ? out : out.reshape({vocab});
-          },
-          py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
-      .def("reset", &T5GpuSession::reset)
-      .def_property_readonly("n_past", &T5GpuSession::n_past)
-      .def_property_readonly("n_ctx", &T5GpuSession::n_ctx)
-      .def_property_readonly("encoder_length", &T5GpuSession::encoder_length)
-      .def_property_readonly("kv_bytes", &T5GpuSession::kv_bytes)
-      .def("stats", &T5GpuSession::stats)
-      .def("prefill_trace_json", [](const T5GpuSession&) { return std::string(); });
+      .def_property_readonly("encoder_length", &T5GpuSession::encoder_length);
   py::class_<T5GpuModel>(m, "T5Model", py::module_local())
       .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
       .def("new_session", [](const T5GpuModel& m, int64_t n_ctx, const std::string& kv) {

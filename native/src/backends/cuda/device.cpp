@@ -13,6 +13,16 @@ void check(cudaError_t err, const std::string& what) {
   if (err != cudaSuccess) fail(ErrorCode::kInternal, "CUDA: " + what + ": " + cudaGetErrorString(err));
 }
 
+void check_head_dim(const std::string& path, int d) {
+  if (d != 64 && d != 80 && d != 96 && d != 128) {
+    fail(ErrorCode::kUnsupported, path + ": head dimension " + std::to_string(d) + " has no CUDA attention kernel (64, 80, 96, 128)");
+  }
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 DeviceBuffer::DeviceBuffer(size_t bytes) { reserve(bytes); }
 DeviceBuffer::~DeviceBuffer() {
   if (ptr_) cudaFree(ptr_);

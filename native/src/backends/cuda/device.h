@@ -3,6 +3,7 @@
 #pragma once
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -13,6 +14,11 @@ namespace pyrt::cuda {
 
 // Fails with kInternal naming `what` and CUDA's message.
 void check(cudaError_t err, const std::string& what);
+// Fails with kUnsupported naming the file when the attention kernels have no instance for head_dim.
+void check_head_dim(const std::string& path, int head_dim);
+double seconds_since(std::chrono::steady_clock::time_point t0);
+// Rows per pass of a prompt: bounds the scratch (activations of 512 tokens) like the CPU's micro-batches.
+constexpr int64_t kMaxPassRows = 512;
 
 // Device memory, freed on destruction.
 class DeviceBuffer {

@@ -18,13 +18,6 @@ namespace pyrt::cuda {
 
 namespace {
 
-// Rows per pass: bounds the scratch (activations of 512 tokens) like the CPU's micro-batches.
-constexpr int64_t kMaxRows = 512;
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 }  // namespace
 
 // ---- model ----
@@ -32,9 +25,7 @@ LlamaGpuModel::LlamaGpuModel(const std::string& path, const std::string& arch)
     : file_(GgufFile::open(path)), w_(load_llama_weights(*file_, arch, nullptr)) {
   up_.path = path;
   const LlamaHparams& hp = w_.hp;
-  if (hp.head_dim != 64 && hp.head_dim != 80 && hp.head_dim != 96 && hp.head_dim != 128) {
-    fail(ErrorCode::kUnsupported, path + ": head dimension " + std::to_string(hp.head_dim) + " has no CUDA attention kernel (64, 80, 96, 128)");
-  }
+  check_head_dim(path, hp.head_dim);
   if (hp.n_head / hp.n_head_kv > 8) {
     fail(ErrorCode::kUnsupported, path + ": " + std::to_string(hp.n_head / hp.n_head_kv) + " query heads per KV head; the CUDA decode attention takes at most 8");
   }
@@ -123,8 +114,8 @@ void LlamaGpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool al
     fail(ErrorCode::kContextOverflow, "feeding " + std::to_string(n) + " tokens after " + std::to_string(n_past_) + " overflows the context of " + std::to_string(n_ctx_));
   }
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t c0 = 0; c0 < n; c0 += kMaxRows) {
-    const int64_t T = std::min(kMaxRows, n - c0);
+  for (int64_t c0 = 0; c0 < n; c0 += kMaxPassRows) {
+    const int64_t T = std::min(kMaxPassRows, n - c0);
     const bool last = c0 + T == n;
     float* out = all_logits ? logits + c0 * hp.n_vocab : (last ? logits : nullptr);
     pass(ids + c0, T, out, all_logits ? 0 : T - 1);

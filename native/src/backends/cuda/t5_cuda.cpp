@@ -16,8 +16,6 @@ static_assert(int(Activation::kRelu) == int(Act::kRelu) && int(Activation::kGelu
                   int(Activation::kGeluErf) == int(Act::kGeluErf) && int(Activation::kSilu) == int(Act::kSilu),
               "the GPU activations follow core/ops.h");
 
-constexpr int64_t kMaxRows = 512;  // decoder rows per pass, as on the Llama path
-
 // The stack's bias by relative position for Sq queries (the last Sq of Sk positions) against Sk keys:
 // [heads][j - i + Sq - 1], the layout flash_attn_fwd reads.
 std::vector<float> bias_by_distance(const RelativeBias& b, int heads, int64_t Sq, int64_t Sk) {
@@ -72,18 +70,12 @@ void embed(const T5Weights& w, const int32_t* ids, int64_t n, DeviceBuffer& x) {
   x.upload(rows.data(), rows.size() * 4);
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 }  // namespace
 
 T5GpuModel::T5GpuModel(const std::string& path, const std::string& arch)
     : file_(GgufFile::open(path)), w_(load_t5_weights(*file_, arch, nullptr)) {
   up_.path = path;
-  if (w_.d_kv_ != 64 && w_.d_kv_ != 80 && w_.d_kv_ != 96 && w_.d_kv_ != 128) {
-    fail(ErrorCode::kUnsupported, path + ": head dimension " + std::to_string(w_.d_kv_) + " has no CUDA attention kernel (64, 80, 96, 128)");
-  }
+  check_head_dim(path, w_.d_kv_);
   auto layer = [&](const T5Layer& L, bool decoder) {
     Layer D;
     D.attn_norm = up_.floats(L.attn_norm, w_.E_), D.ffn_norm = up_.floats(L.ffn_norm, w_.E_);
@@ -196,8 +188,8 @@ void T5GpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool all_l
   }
   const auto t0 = std::chrono::steady_clock::now();
   Pass p;
-  for (int64_t c0 = 0; c0 < n; c0 += kMaxRows) {
-    const int64_t T = std::min(kMaxRows, n - c0), pos0 = n_past_;
+  for (int64_t c0 = 0; c0 < n; c0 += kMaxPassRows) {
+    const int64_t T = std::min(kMaxPassRows, n - c0), pos0 = n_past_;
     p.reserve(w, T);
     embed(w, ids + c0, T, x_);
     const std::vector<float> bias = bias_by_distance(w.dec_bias_, w.n_head_, T, pos0 + T);
