@@ -160,8 +160,9 @@ py::tuple run_padding_free(HalfArray q, HalfArray k, HalfArray v, py::array_t<in
   return py::make_tuple(out, cu_out, widx, ms);
 }
 
-py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& format, std::vector<int> seqlens,
-                     int n_splits, float scale, int iters) {
+// Shapes and format of a row-format decode batch, checked (pointers are set by the caller).
+DecodeParams decode_shapes(const HalfArray& q, const ByteArray& k, const ByteArray& v, const std::string& format,
+                           const std::vector<int>& seqlens) {
   if (q.ndim() != 3 || k.ndim() != 4 || v.ndim() != 4) throw std::invalid_argument("q [B, Hq, D], k/v [B, Hkv, S, row]");
   DecodeParams p{};
   p.format = parse_format(format);
@@ -171,6 +172,12 @@ py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& f
   if (int(seqlens.size()) != p.B) throw std::invalid_argument("one sequence length per batch row");
   for (int s : seqlens)
     if (s < 0 || s > p.S_max) throw std::invalid_argument("sequence length outside [0, S_max]");
+  return p;
+}
+
+py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& format, std::vector<int> seqlens,
+                     int n_splits, float scale, int iters) {
+  DecodeParams p = decode_shapes(q, k, v, format, seqlens);
   if (n_splits <= 0) {
     const int max_len = *std::max_element(seqlens.begin(), seqlens.end());
     n_splits = decode_auto_splits(p.format, p.B, p.Hkv, p.D, max_len);
@@ -197,15 +204,7 @@ py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& f
 // Lean Attention on the same inputs as run_decode; n_ctas <= 0 picks the resident CTA slots.
 py::tuple run_decode_lean(HalfArray q, ByteArray k, ByteArray v, const std::string& format, std::vector<int> seqlens,
                           int n_ctas, float scale, int iters) {
-  if (q.ndim() != 3 || k.ndim() != 4 || v.ndim() != 4) throw std::invalid_argument("q [B, Hq, D], k/v [B, Hkv, S, row]");
-  DecodeParams p{};
-  p.format = parse_format(format);
-  p.B = int(q.shape(0)), p.Hq = int(q.shape(1)), p.D = int(q.shape(2));
-  p.Hkv = int(k.shape(1)), p.S_max = int(k.shape(2));
-  if (k.shape(3) != kv_row_bytes(p.format, p.D) || v.nbytes() != k.nbytes()) throw std::invalid_argument("k/v row bytes do not match the format");
-  if (int(seqlens.size()) != p.B) throw std::invalid_argument("one sequence length per batch row");
-  for (int s : seqlens)
-    if (s < 0 || s > p.S_max) throw std::invalid_argument("sequence length outside [0, S_max]");
+  DecodeParams p = decode_shapes(q, k, v, format, seqlens);
   if (n_ctas <= 0) n_ctas = lean_auto_ctas(p.format, p.D);
   const std::vector<int> prefix = lean_tile_prefix(seqlens, p.Hkv);
   n_ctas = std::min(n_ctas, std::max(prefix.back(), 1));  // as decode_attn_lean caps it
