@@ -112,7 +112,9 @@ __global__ void __launch_bounds__(kWarps * 32) flash_fwd_kernel(FlashParams p) {
       const int row = row0 + r, qi = q0 + row, key = k0 + lane;
       const bool valid = key < Sk && (!p.causal || key <= qi + offset);
       float s = valid ? sS[row * kBc + lane] * scale_log2 : -INFINITY;
-      if (valid && p.rel_bias) s += p.rel_bias[size_t(h) * (Sq + Sk - 1) + (key - qi + Sq - 1)] * kLog2e;
+      // Bias by relative position key - (qi + offset), indexed from -(p.Sk - 1): one vector serves
+      // every sequence of a varlen batch (p.Sq / p.Sk are the largest lengths there).
+      if (valid && p.rel_bias) s += p.rel_bias[size_t(h) * (p.Sq + p.Sk - 1) + (key - qi - offset + p.Sk - 1)] * kLog2e;
       const float m_old = sM[row];
       const float m_new = fmaxf(m_old, warp_max(s));
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // fully masked so far: avoid inf - inf
@@ -177,7 +179,7 @@ cudaError_t launch(const FlashParams& p, cudaStream_t stream) {
 cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream) {
   if (p.B <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0 || p.Sq <= 0 || p.Sk <= 0) return cudaErrorInvalidValue;
   if (p.kv_capacity != 0 && (p.kv_capacity < p.Sk || p.cu_seqlens_q)) return cudaErrorInvalidValue;
-  if ((p.q_token_major || p.rel_bias) && p.cu_seqlens_q) return cudaErrorInvalidValue;
+  if (p.q_token_major && p.cu_seqlens_q) return cudaErrorInvalidValue;
   switch (p.D) {
     case 64: return launch<64>(p, stream);
     case 80: return launch<80>(p, stream);

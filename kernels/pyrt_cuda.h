@@ -33,8 +33,9 @@ struct FlashParams {
   // read (a KV cache). q_token_major: q/out are [B, Sq, Hq, D] (a layer's projections as they come).
   int kv_capacity = 0;
   bool q_token_major = false;
-  // Dense mode only: an additive bias by relative position (T5), [Hq, Sq + Sk - 1]; query row i and key
-  // j add rel_bias[h][j - i + Sq - 1] to their scaled score (the same for every batch row).
+  // An additive bias by relative position (T5), [Hq, Sq + Sk - 1]: key j and the query at position p
+  // (row i sits at p = i + Sk - Sq, bottom-right) add rel_bias[h][j - p + Sk - 1] to their scaled score.
+  // The same vector for every sequence; in varlen mode Sq / Sk are the largest lengths.
   const float* rel_bias = nullptr;
 };
 cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream);

@@ -277,10 +277,9 @@ class Model:
         import numpy as np
 
         arr = np.asarray(ids, dtype=np.int64)
-        encoder = self._gpu if self._gpu is not None else self._m  # device="cuda": the GPU encoder
 
-        def run(row: np.ndarray) -> np.ndarray:
-            return np.asarray(encoder.encode([int(i) for i in row]) if self._gpu is not None else encoder.encode(row))
+        def run(row: np.ndarray) -> np.ndarray:  # device="cuda": the GPU encoder
+            return np.asarray(self._gpu.encode([int(i) for i in row]) if self._gpu is not None else self._m.encode(row))
 
         if arr.ndim == 1:
             if attention_mask is not None:
@@ -292,8 +291,15 @@ class Model:
         if mask.shape != arr.shape:
             raise InvalidArgumentError(f"attention_mask has shape {mask.shape}, ids have {arr.shape}")
         out = np.zeros((arr.shape[0], arr.shape[1], int(self._m.embedding_length)), dtype=np.float32)
-        for b in range(arr.shape[0]):
-            pos = np.flatnonzero(mask[b])
+        positions = [np.flatnonzero(mask[b]) for b in range(arr.shape[0])]
+        if self._gpu is not None:  # one padding-free pass: packed rows, attention by prefix sums
+            states = np.asarray(
+                self._gpu.encode_batch([[int(i) for i in arr[b, pos]] for b, pos in enumerate(positions)])
+            )
+            for b, pos in enumerate(positions):
+                out[b, pos] = states[b, : pos.size]
+            return out
+        for b, pos in enumerate(positions):
             if pos.size:
                 out[b, pos] = run(arr[b, pos])
         return out

@@ -481,5 +481,22 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
              }
              return out;
            })
+      .def("encode_batch",
+           [](const T5GpuModel& m, std::vector<std::vector<int32_t>> rows) {
+             std::vector<int32_t> flat;
+             std::vector<int> lengths;
+             size_t max_len = 0;
+             for (const auto& r : rows) {
+               flat.insert(flat.end(), r.begin(), r.end());
+               lengths.push_back(int(r.size()));
+               max_len = std::max(max_len, r.size());
+             }
+             py::array_t<float> out({int64_t(rows.size()), int64_t(max_len), m.weights().E_});
+             {
+               py::gil_scoped_release nogil;
+               m.encode_batch(flat.data(), lengths, out.mutable_data());
+             }
+             return out;
+           })
       .def_property_readonly("device_bytes", &T5GpuModel::device_bytes);
 }

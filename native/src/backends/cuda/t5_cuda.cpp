@@ -4,6 +4,7 @@
 // the logit scale (v1.0's tied head). Every step is a kernel from kernels/.
 #include "backends/cuda/t5_cuda.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "pyrt/error.h"
@@ -99,38 +100,72 @@ std::unique_ptr<T5GpuSession> T5GpuModel::new_session(int64_t n_ctx) const {
   return std::make_unique<T5GpuSession>(*this, n_ctx > 0 ? n_ctx : w_.n_ctx_train_);
 }
 
-void T5GpuModel::encode_device(const int32_t* ids, int64_t S, DeviceBuffer& x) const {
-  if (S <= 0) fail(ErrorCode::kInvalidArgument, "the encoder needs at least one token");
-  embed(w_, ids, S, x);
+void T5GpuModel::encode_device(const int32_t* ids, const std::vector<int>& lengths, DeviceBuffer& x) const {
+  std::vector<int> cu(lengths.size() + 1, 0);
+  int max_len = 0;
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    if (lengths[b] < 0) fail(ErrorCode::kInvalidArgument, "negative sequence length");
+    cu[b + 1] = cu[b] + lengths[b];
+    max_len = std::max(max_len, lengths[b]);
+  }
+  const int64_t T = cu.back();
+  if (T <= 0) fail(ErrorCode::kInvalidArgument, "the encoder needs at least one token");
+  embed(w_, ids, T, x);
   Pass p;
-  p.reserve(w_, S);
+  p.reserve(w_, T);
   Linear lin(up_.max_quantized_elems);
-  DeviceBuffer kc(size_t(w_.inner_) * size_t(S) * 2), vc(size_t(w_.inner_) * size_t(S) * 2);
-  const std::vector<float> bias = bias_by_distance(w_.enc_bias_, w_.n_head_, S, S);
+  DeviceBuffer cu_dev, kh(size_t(T * w_.inner_) * 2), vh(size_t(T * w_.inner_) * 2);
+  cu_dev.upload(cu.data(), cu.size() * sizeof(int));
+  const std::vector<float> bias = bias_by_distance(w_.enc_bias_, w_.n_head_, max_len, max_len);
   p.bias.upload(bias.data(), bias.size() * 4);
   for (const Layer& L : enc_) {
-    check(rms_norm(x.as<float>(), L.attn_norm.as<float>(), p.xn.as<float>(), int(S), int(w_.E_), w_.eps_, nullptr), "rms_norm");
-    lin.run(L.q, p.xn.as<float>(), S, p.q.as<float>());
-    lin.run(L.k, p.xn.as<float>(), S, p.k.as<float>());
-    lin.run(L.v, p.xn.as<float>(), S, p.v.as<float>());
-    check(kv_append(KvFormat::kF16, p.k.as<float>(), int(S), w_.n_head_, w_.d_kv_, kc.as<void>(), int(S), 0, nullptr), "k");
-    check(kv_append(KvFormat::kF16, p.v.as<float>(), int(S), w_.n_head_, w_.d_kv_, vc.as<void>(), int(S), 0, nullptr), "v");
-    attend(w_, p, S, kc.as<void>(), vc.as<void>(), S, S, false, p.bias.as<float>());
-    lin.run(L.o, p.att.as<float>(), S, p.tmp.as<float>());
-    check(add_inplace(x.as<float>(), p.tmp.as<float>(), S * w_.E_, nullptr), "residual");
-    check(rms_norm(x.as<float>(), L.ffn_norm.as<float>(), p.xn.as<float>(), int(S), int(w_.E_), w_.eps_, nullptr), "rms_norm");
-    ffn(w_, L.up, L.gate, L.down, lin, p, S);
-    check(add_inplace(x.as<float>(), p.tmp.as<float>(), S * w_.E_, nullptr), "residual");
+    check(rms_norm(x.as<float>(), L.attn_norm.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr), "rms_norm");
+    lin.run(L.q, p.xn.as<float>(), T, p.q.as<float>());
+    lin.run(L.k, p.xn.as<float>(), T, p.k.as<float>());
+    lin.run(L.v, p.xn.as<float>(), T, p.v.as<float>());
+    check(f32_to_f16(p.q.as<float>(), p.half_q.as<half>(), T * w_.inner_, nullptr), "q to fp16");
+    check(f32_to_f16(p.k.as<float>(), kh.as<half>(), T * w_.inner_, nullptr), "k to fp16");
+    check(f32_to_f16(p.v.as<float>(), vh.as<half>(), T * w_.inner_, nullptr), "v to fp16");
+    // ByteTransformer-style: the packed rows [T, heads, d_kv] attend within their own sequence.
+    FlashParams f{};
+    f.q = p.half_q.as<half>(), f.k = kh.as<half>(), f.v = vh.as<half>(), f.out = p.att.as<float>(), f.lse = p.lse.as<float>();
+    f.B = int(lengths.size()), f.Hq = f.Hkv = w_.n_head_, f.Sq = f.Sk = max_len, f.D = w_.d_kv_;
+    f.scale = 1.0f, f.causal = false, f.rel_bias = p.bias.as<float>();
+    f.cu_seqlens_q = f.cu_seqlens_k = cu_dev.as<int>(), f.total_q = int(T);
+    check(flash_attn_fwd(f, nullptr), "flash_attn_fwd (varlen)");
+    lin.run(L.o, p.att.as<float>(), T, p.tmp.as<float>());
+    check(add_inplace(x.as<float>(), p.tmp.as<float>(), T * w_.E_, nullptr), "residual");
+    check(rms_norm(x.as<float>(), L.ffn_norm.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr), "rms_norm");
+    ffn(w_, L.up, L.gate, L.down, lin, p, T);
+    check(add_inplace(x.as<float>(), p.tmp.as<float>(), T * w_.E_, nullptr), "residual");
   }
-  // Final norm in place (rows are independent): x becomes the encoder states.
-  check(rms_norm(x.as<float>(), enc_norm_.as<float>(), p.xn.as<float>(), int(S), int(w_.E_), w_.eps_, nullptr), "rms_norm");
-  check(cudaMemcpy(x.as<void>(), p.xn.as<void>(), size_t(S * w_.E_) * 4, cudaMemcpyDeviceToDevice), "states");
+  // Final norm (rows are independent): x becomes the encoder states.
+  check(rms_norm(x.as<float>(), enc_norm_.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr), "rms_norm");
+  check(cudaMemcpy(x.as<void>(), p.xn.as<void>(), size_t(T * w_.E_) * 4, cudaMemcpyDeviceToDevice), "states");
 }
 
 void T5GpuModel::encode(const int32_t* ids, int64_t n, float* out) const {
+  if (n <= 0 || n > (int64_t(1) << 30)) fail(ErrorCode::kInvalidArgument, "the encoder needs at least one token");
   DeviceBuffer states;
-  encode_device(ids, n, states);
+  encode_device(ids, {int(n)}, states);
   check(cudaMemcpy(out, states.as<void>(), size_t(n * w_.E_) * 4, cudaMemcpyDeviceToHost), "encoder states");
+}
+
+void T5GpuModel::encode_batch(const int32_t* ids, const std::vector<int>& lengths, float* out) const {
+  int64_t total = 0;
+  int max_len = 0;
+  for (int n : lengths) total += n, max_len = std::max(max_len, n);
+  const size_t E = size_t(w_.E_);
+  std::fill(out, out + lengths.size() * size_t(max_len) * E, 0.0f);
+  if (total == 0) return;
+  DeviceBuffer states;
+  encode_device(ids, lengths, states);
+  std::vector<float> packed(size_t(total) * E);
+  check(cudaMemcpy(packed.data(), states.as<void>(), packed.size() * 4, cudaMemcpyDeviceToHost), "encoder states");
+  int64_t row = 0;  // unpack on the host: pad rows stay 0
+  for (size_t b = 0; b < lengths.size(); ++b)
+    for (int i = 0; i < lengths[b]; ++i, ++row)
+      std::copy_n(&packed[size_t(row) * E], E, out + (b * size_t(max_len) + size_t(i)) * E);
 }
 
 T5GpuSession::T5GpuSession(const T5GpuModel& m, int64_t n_ctx) : m_(m), n_ctx_(n_ctx), lin_(m.up_.max_quantized_elems) {
@@ -161,7 +196,8 @@ std::map<std::string, double> T5GpuSession::stats() const {
 void T5GpuSession::set_encoder_input(const int32_t* ids, int64_t n) {
   const auto t0 = std::chrono::steady_clock::now();
   const T5Weights& w = m_.w_;
-  m_.encode_device(ids, n, states_);
+  if (n <= 0 || n > (int64_t(1) << 30)) fail(ErrorCode::kInvalidArgument, "the encoder needs at least one token");
+  m_.encode_device(ids, {int(n)}, states_);
   k_.reserve(size_t(n * w.inner_) * 4);
   for (size_t l = 0; l < m_.dec_.size(); ++l) {
     const size_t bytes = size_t(w.inner_) * size_t(n) * 2;

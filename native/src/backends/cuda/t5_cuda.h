@@ -23,6 +23,9 @@ class T5GpuModel {
   std::unique_ptr<T5GpuSession> new_session(int64_t n_ctx) const;
   // Final encoder states [n, d_model] of `ids` (on the GPU; copied to `out` on the host).
   void encode(const int32_t* ids, int64_t n, float* out) const;
+  // A batch of sequences (ids back to back, lengths[b] each), padding-free: packed rows through every
+  // linear, varlen attention by prefix sums; out [B, max length, d_model] with zero rows past each length.
+  void encode_batch(const int32_t* ids, const std::vector<int>& lengths, float* out) const;
   const T5Weights& weights() const { return w_; }
   size_t device_bytes() const { return up_.device_bytes; }
 
@@ -32,8 +35,8 @@ class T5GpuModel {
     DeviceBuffer attn_norm, cross_norm, ffn_norm;
     DeviceWeight q, k, v, o, cq, ck, cv, co, up, gate, down;
   };
-  // Runs the encoder on the device: states [n, d_model] into `states` (grown as needed).
-  void encode_device(const int32_t* ids, int64_t n, DeviceBuffer& states) const;
+  // Runs the encoder on the device over packed sequences: states [sum of lengths, d_model].
+  void encode_device(const int32_t* ids, const std::vector<int>& lengths, DeviceBuffer& states) const;
 
   std::shared_ptr<GgufFile> file_;
   T5Weights w_;
