@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="a tiny model (smoke test)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cuda-sim"])
     ap.add_argument("--torch-device", default="cuda")
+    ap.add_argument("--no-plot", action="store_true", help="JSON only (no matplotlib)")
     a = ap.parse_args()
     import torch
 
@@ -195,7 +196,8 @@ def main() -> None:
         "note": "transformers runs fp16 weights for every row (no quantized kernels); alternating runs",
     }
     (a.out / "cuda_e2e.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    plot(rows, a.out / "cuda_e2e.png", device)
+    if not a.no_plot:
+        plot(rows, a.out / "cuda_e2e.png", device)
 
 
 if __name__ == "__main__":
