@@ -91,25 +91,20 @@ std::map<std::string, double> LlamaGpuSession::stats() const {
 void LlamaGpuSession::reserve(int64_t T) {
   if (T <= rows_reserved_) return;
   const LlamaHparams& hp = m_.w_.hp;
-  const size_t E = size_t(hp.n_embd), F = size_t(hp.n_ff), V = size_t(hp.n_vocab);
+  const size_t E = size_t(hp.n_embd), F = size_t(hp.n_ff);
   const size_t qd = size_t(hp.n_head) * hp.head_dim, kvd = size_t(hp.n_head_kv) * hp.head_dim, t = size_t(T);
   x_.reserve(t * E * 4), xn_.reserve(t * E * 4), tmp_.reserve(t * E * 4);
   q_.reserve(t * qd * 4), att_.reserve(t * qd * 4), k_.reserve(t * kvd * 4), v_.reserve(t * kvd * 4);
   gate_.reserve(t * F * 4), up_.reserve(t * F * 4);
   half_q_.reserve(t * qd * 2);
   lse_.reserve(t * size_t(hp.n_head) * 4);
-  logits_.reserve(t * V * 4);
   rows_reserved_ = T;
 }
 
 void LlamaGpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool all_logits) {
   const LlamaHparams& hp = m_.w_.hp;
   if (n <= 0) fail(ErrorCode::kInvalidArgument, "feed needs at least one token");
-  for (int64_t i = 0; i < n; ++i) {
-    if (ids[i] < 0 || ids[i] >= hp.n_vocab) {
-      fail(ErrorCode::kOutOfRange, "token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) + " is outside the vocabulary (0.." + std::to_string(hp.n_vocab - 1) + ")");
-    }
-  }
+  check_token_ids(ids, n, hp.n_vocab);
   if (n_past_ + n > n_ctx_) {
     fail(ErrorCode::kContextOverflow, "feeding " + std::to_string(n) + " tokens after " + std::to_string(n_past_) + " overflows the context of " + std::to_string(n_ctx_));
   }
@@ -200,6 +195,7 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
   const int64_t n_out = T - first;
   float* x_rows = x_.as<float>() + first * E;
   check(rms_norm(x_rows, m_.output_norm_.as<float>(), xn_.as<float>(), int(n_out), int(E), hp.eps, nullptr), "output norm");
+  logits_.reserve(size_t(n_out * hp.n_vocab) * 4);  // only the rows asked for (usually one)
   linear(m_.output_, xn_.as<float>(), n_out, logits_.as<float>());
   check(cudaMemcpy(logits, logits_.as<float>(), size_t(n_out * hp.n_vocab) * 4, cudaMemcpyDeviceToHost), "logits");
 }
