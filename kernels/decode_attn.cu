@@ -165,6 +165,16 @@ __device__ void attend_range(const DecodeParams& p, int row_bytes, int b, int kv
   __syncthreads();  // sQ/sM/sL are rewritten by the next call
 }
 
+// KIVI -> fp16 [Hkv, n, D] keys and values of batch row 0 (prefill attention reads fp16).
+__global__ void kivi_to_f16_kernel(DecodeParams p, int n, half* k_out, half* v_out) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= int64_t(p.Hkv) * n * p.D) return;
+  const int c = int(idx % p.D), j = int((idx / p.D) % n), kvh = int(idx / (int64_t(p.D) * n));
+  const KvReader<KvFormat::kKivi> rd(p, 0, 0, kvh);
+  k_out[idx] = __float2half_rn(rd.key(j, c));
+  v_out[idx] = __float2half_rn(rd.value(j, c));
+}
+
 // Flash-Decoding: CTA (split, kv head, batch) takes the split's contiguous key range.
 template <KvFormat F, int D>
 __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p, int row_bytes) {
@@ -372,6 +382,14 @@ cudaError_t decode_attn_lean(const DecodeParams& p, const int* tile_prefix, int 
   }
   if (err != cudaSuccess) return err;
   PYRT_LAUNCH(dim3(p.Hq, p.B), 128, 0, stream, lean_combine_kernel)(p, tile_prefix, std::max(total_tiles, 1), n_ctas);
+  return cudaGetLastError();
+}
+
+cudaError_t kivi_to_f16(const DecodeParams& p, int n, half* k_out, half* v_out, cudaStream_t stream) {
+  if (p.format != KvFormat::kKivi || !p.kivi_k || !p.kivi_v || p.Hkv <= 0 || p.D <= 0 || n < 0) return cudaErrorInvalidValue;
+  const int64_t total = int64_t(p.Hkv) * n * p.D;
+  if (total == 0) return cudaSuccess;
+  PYRT_LAUNCH(int((total + 255) / 256), 256, 0, stream, kivi_to_f16_kernel)(p, n, k_out, v_out);
   return cudaGetLastError();
 }
 

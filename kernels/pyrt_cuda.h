@@ -64,6 +64,11 @@ __host__ __device__ inline int kv_row_bytes(KvFormat f, int D) {
 // decode_attn read). q8_0 / q4_0 rows get exactly the CPU runtime's quantizer bits. D % 32 == 0.
 cudaError_t kv_append(KvFormat format, const float* src, int T, int n_heads, int D, void* cache, int capacity, int pos0,
                       cudaStream_t stream);
+// KIVI groups from fp16 rows [n_tokens, row] (row = Hkv * D): keys per channel over `group` tokens
+// (n_tokens a multiple of group; entries g * row + ch), values per token over `group` channels (entries
+// t * (row / group) + j); scale / min / codes point at the first new entry. Bits equal the CPU's.
+cudaError_t kivi_quantize(bool keys, const half* rows, int n_tokens, int row, int group, int bits, bool clip, half* scale,
+                          half* mn, uint8_t* codes, cudaStream_t stream);
 // The first n positions of a q8_0 / q4_0 cache as fp16 [n_heads, n, D] (prefill attention input).
 cudaError_t kv_to_f16(KvFormat format, const void* cache, int n_heads, int capacity, int n, int D, half* out,
                       cudaStream_t stream);
@@ -91,6 +96,9 @@ struct DecodeParams {
   const KiviCache* kivi_v = nullptr;
 };
 cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream);
+// The first n tokens of batch row 0's KIVI keys and values (p.format kKivi, p.Hkv, p.D, p.kivi_k/v) as
+// fp16 [Hkv, n, D] each: what prefill attention reads.
+cudaError_t kivi_to_f16(const DecodeParams& p, int n, half* k_out, half* v_out, cudaStream_t stream);
 
 // flash-attn's split count heuristic (SPEC 6.3).
 int num_splits_heuristic(int batch_nheads_mblocks, int num_sms, int num_n_blocks, int max_splits);

@@ -574,7 +574,7 @@ def load(
     ``device="cuda"`` runs Llama-family decoders and T5 encoder-decoders on an NVIDIA GPU with the
     project's own kernels: weights on the GPU (Q8_0/Q4_0/Q4_1/F16 as stored, other types as fp16), a
     KV cache reserved for the whole context (``context``, default ``min(trained context, 4096)``;
-    ``kv_cache`` f16, q8_0 or q4_0 for Llama, f16 for T5), prompts through the tensor-core GEMM and
+    ``kv_cache`` f16, q8_0, q4_0 or KIVI for Llama, f16 for T5), prompts through the tensor-core GEMM and
     FlashAttention over the cache, decode through the quantized GEMV and split-K decode attention;
     T5 encodes and computes its cross-attention K/V once per input. ``device="cuda-sim"`` runs the
     same code on the CUDA simulator on the CPU (kernels/sim; for tests, very slow).
@@ -622,9 +622,9 @@ def load(
     gpu_module = None
     if device in ("cuda", "cuda-sim"):
         gpu_module = _cuda_module(device)
-        if kv_k != kv_v or kv_k not in ("f16", "q8_0", "q4_0"):
+        if kv_k != kv_v or not (kv_k in ("f16", "q8_0", "q4_0") or kv_k.startswith("kivi")):
             raise UnsupportedError(
-                f"device '{device}' keeps keys and values in one of f16, q8_0, q4_0 (got k={kv_k}, v={kv_v})"
+                f"device '{device}' keeps keys and values in one of f16, q8_0, q4_0, kivi (got k={kv_k}, v={kv_v})"
             )
         if chunk is not None:
             raise InvalidArgumentError(f"chunk needs device='npu' or 'cpu', not {device!r}")

@@ -244,6 +244,26 @@ def test_decode_reads_kivi_caches_directly(cu: ModuleType, spec: str, mode: str)
         np.testing.assert_allclose(out[h], want, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("spec", ["kivi2-g32-r32-s4-clip", "kivi4-g16-r64-s0-noclip", "kivi2"])
+@pytest.mark.parametrize("keys", [True, False])
+def test_gpu_kivi_store_writes_the_cpu_stores_bits(cu: ModuleType, spec: str, keys: bool) -> None:
+    """A prompt then single decode steps into a GPU KIVI store (sink, fp16 window, quantization on the
+    GPU with the clip search): every buffer and count equals the CPU runtime's KvStore, bit for bit."""
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((300, 2 * 64)).astype(np.float32)
+    steps = [200] + [1] * 100
+    cpu = _core.KvStore(spec, keys, 2, 64)
+    at = 0
+    for n in steps:
+        cpu.append(rows[at : at + n])
+        cpu.finish_step()
+        at += n
+    want, got = cpu.kivi_buffers(), cu.kivi_store(spec, keys, 2, 64, rows, steps)
+    assert want["n_quant"] > 0 and want["n_window"] > 0
+    for name, value in want.items():
+        np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(value), err_msg=name)
+
+
 def test_split_heuristic_follows_flash_attn(cu: ModuleType) -> None:
     mod = cu
     assert mod.num_splits_heuristic(200, 132, 64, 128) == 1  # enough CTAs already

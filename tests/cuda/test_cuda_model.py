@@ -70,7 +70,17 @@ def test_f16_model_matches_transformers(cu: ModuleType, hf_dir: Path, gguf: Call
 
 
 @pytest.mark.parametrize(
-    "quant,kv", [("f16", "f16"), ("q8_0", "f16"), ("q4_0", "f16"), ("q4_1", "f16"), ("q8_0", "q8_0"), ("q4_1", "q4_0")]
+    "quant,kv",
+    [
+        ("f16", "f16"),
+        ("q8_0", "f16"),
+        ("q4_0", "f16"),
+        ("q4_1", "f16"),
+        ("q8_0", "q8_0"),
+        ("q4_1", "q4_0"),
+        ("q8_0", "kivi4-g32-r32"),  # window of 32: the 40-token prompt and the steps move tokens out
+        ("f16", "kivi2-g32-r32"),
+    ],
 )
 def test_prefill_and_decode_match_the_cpu_runtime(
     cu: ModuleType, gguf: Callable[[str], Path], quant: str, kv: str
@@ -87,13 +97,13 @@ def test_prefill_and_decode_match_the_cpu_runtime(
     ids = prompt(40)
     a, b, r = gpu.feed(ids), cpu.feed(ids), cpu_f16.feed(ids)
     assert a.shape == b.shape == (40, VOCAB)
-    kl_budget = max(1e-4, 0.1 * mean_kl(r, b))
-    assert mean_kl(b, a) < kl_budget
-    assert kv == "q4_0" or rel_err(a, b) < 1e-2
-    for tok in (5, 17, 300, 2, 9, 383):
-        a, b = gpu.feed([tok]), cpu.feed([tok])
-        assert mean_kl(b, a) < kl_budget, tok
-        assert kv == "q4_0" or rel_err(a, b) < 1e-2, tok
+    assert mean_kl(b, a) < max(1e-4, 0.1 * mean_kl(r, b))
+    coarse = kv == "q4_0" or kv.startswith("kivi")  # 2-4 bit codes: a rounding step is a visible change
+    assert coarse or rel_err(a, b) < 1e-2
+    for tok in (5, 17, 300, 2, 9, 383):  # KIVI quantizes during these: the format's cost appears here
+        a, b, r = gpu.feed([tok]), cpu.feed([tok]), cpu_f16.feed([tok])
+        assert mean_kl(b, a) < max(1e-4, 0.1 * mean_kl(r, b)), tok
+        assert coarse or rel_err(a, b) < 1e-2, tok
     st = gpu.stats()
     assert st["n_past"] == 46 and st["prefill_tokens"] == 40 and st["decode_tokens"] == 6
     assert st["placement"]["all"].startswith(device_of(cu)) and st["placement"]["fallbacks"] == []
@@ -128,8 +138,8 @@ def test_errors_are_clear(cu: ModuleType, gguf: Callable[[str], Path]) -> None:
     with pytest.raises(pr.ContextOverflowError, match="overflows the context of 16"):
         s.feed(prompt(7))
     assert s.stats()["n_past"] == 10  # the failed feed changed nothing
-    with pytest.raises(pr.UnsupportedError, match="one of f16, q8_0, q4_0"):
-        pr.load(gguf("q8_0"), device=device_of(cu), kv_cache="kivi4")
+    with pytest.raises(pr.UnsupportedError, match="one of f16, q8_0, q4_0, kivi"):
+        pr.load(gguf("q8_0"), device=device_of(cu), kv_cache="f32")
 
 
 def test_generate_runs_on_the_device(cu: ModuleType, gguf: Callable[[str], Path]) -> None:

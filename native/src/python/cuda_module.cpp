@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/kivi_store.h"
 #include "backends/cuda/llama_cuda.h"
 #include "backends/cuda/t5_cuda.h"
 #include "pyrt_cuda.h"
@@ -297,6 +298,38 @@ py::tuple run_decode_kivi(HalfArray q, py::dict kd, py::dict vd, int n_kv_heads,
   return py::make_tuple(out, lse);
 }
 
+// Rows [T, row] fed to a GPU KIVI store in steps of the given sizes (append, then finish_step); the
+// store's buffers as KvStore.kivi_buffers() gives them for the CPU store.
+py::dict run_kivi_store(const std::string& spec, bool keys, int n_heads, int head_dim, FloatArray rows,
+                        std::vector<int> steps) {
+  const int64_t row = int64_t(n_heads) * head_dim, T = rows.size() / row;
+  KiviGpuStore st(pyrt::parse_kv_spec(spec), keys, n_heads, head_dim, T);
+  DevBuf dx(rows.data(), rows.nbytes());
+  int64_t at = 0;
+  for (int n : steps) {
+    if (n <= 0 || at + n > T) throw std::invalid_argument("steps must cover the rows");
+    st.append(dx.as<float>() + at * row, n);
+    st.finish_step();
+    at += n;
+  }
+  KiviCache c{};
+  check(cudaMemcpy(&c, st.device_view(), sizeof(c), cudaMemcpyDeviceToHost), "kivi view");
+  const int64_t entries = keys ? c.n_quant / c.group * row : int64_t(c.n_quant) * (row / c.group);
+  auto fetch16 = [](const void* dev, int64_t n) {
+    py::array_t<uint16_t> a(n);
+    if (n) check(cudaMemcpy(a.mutable_data(), dev, size_t(n) * 2, cudaMemcpyDeviceToHost), "kivi fetch");
+    return a;
+  };
+  py::array_t<uint8_t> codes(entries * c.group * c.bits / 8);
+  if (codes.size()) check(cudaMemcpy(codes.mutable_data(), c.codes, size_t(codes.size()), cudaMemcpyDeviceToHost), "kivi fetch");
+  py::dict d;
+  d["keys"] = keys, d["bits"] = c.bits, d["group"] = c.group;
+  d["n_sink"] = c.n_sink, d["n_quant"] = c.n_quant, d["n_window"] = c.n_window;
+  d["sink"] = fetch16(c.sink, c.n_sink * row), d["window"] = fetch16(c.window, c.n_window * row);
+  d["scale"] = fetch16(c.scale, entries), d["min"] = fetch16(c.min, entries), d["codes"] = codes;
+  return d;
+}
+
 py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
   const int K = int(x.size()), N = int(w.shape(0));
   DevBuf dw(w.data(), w.nbytes()), dx(x.data(), x.nbytes()), dy(size_t(N) * 4);
@@ -430,6 +463,8 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
         py::arg("seqlens"), py::arg("n_ctas") = 0, py::arg("scale") = 1.0f, py::arg("iters") = 0);
   m.def("decode_attn_kivi", &run_decode_kivi, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_kv_heads"),
         py::arg("n_splits") = 0, py::arg("scale") = 1.0f, py::arg("lean") = false, py::arg("n_ctas") = 0);
+  m.def("kivi_store", &run_kivi_store, py::arg("spec"), py::arg("keys"), py::arg("n_heads"), py::arg("head_dim"),
+        py::arg("rows"), py::arg("steps"));
   m.def("kv_append", &run_kv_append, py::arg("x"), py::arg("format"), py::arg("capacity"), py::arg("pos0"));
   m.def("gemv", &run_gemv, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("iters") = 0);
   m.def("gemm_f16", &run_gemm_f16, py::arg("x"), py::arg("w"), py::arg("iters") = 0);

@@ -47,31 +47,53 @@ LlamaGpuModel::LlamaGpuModel(const std::string& path, const std::string& arch)
 }
 
 std::unique_ptr<LlamaGpuSession> LlamaGpuModel::new_session(int64_t n_ctx, const std::string& kv) const {
-  KvFormat format;
-  if (kv == "f16") format = KvFormat::kF16;
-  else if (kv == "q8_0") format = KvFormat::kQ8_0;
-  else if (kv == "q4_0") format = KvFormat::kQ4_0;
-  else fail(ErrorCode::kUnsupported, "KV cache '" + kv + "' is not available on the GPU (f16, q8_0, q4_0)");
-  return std::make_unique<LlamaGpuSession>(*this, n_ctx > 0 ? n_ctx : w_.hp.n_ctx_train, format);
+  const KvSpec spec = parse_kv_spec(kv);
+  if (spec.kind == KvSpec::Kind::kF32) {
+    fail(ErrorCode::kUnsupported, "KV cache 'f32' is not available on the GPU (f16, q8_0, q4_0, kivi4, kivi2)");
+  }
+  return std::make_unique<LlamaGpuSession>(*this, n_ctx > 0 ? n_ctx : w_.hp.n_ctx_train, spec);
 }
 
-// ---- session ----
-LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, KvFormat kv)
-    : m_(m), n_ctx_(n_ctx), kv_(kv), kv_row_bytes_(size_t(kv_row_bytes(kv, m.w_.hp.head_dim))), lin_(m.up_.max_quantized_elems) {
+namespace {
+KvFormat gpu_format(const KvSpec& s) {
+  switch (s.kind) {
+    case KvSpec::Kind::kQ8_0: return KvFormat::kQ8_0;
+    case KvSpec::Kind::kQ4_0: return KvFormat::kQ4_0;
+    case KvSpec::Kind::kKivi: return KvFormat::kKivi;
+    default: return KvFormat::kF16;
+  }
+}
+}  // namespace
+
+LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, const KvSpec& kv)
+    : m_(m), n_ctx_(n_ctx), kv_(gpu_format(kv)), kv_row_bytes_(size_t(kv_row_bytes(kv_, m.w_.hp.head_dim))), lin_(m.up_.max_quantized_elems) {
   const LlamaHparams& hp = m.w_.hp;
   if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30)) fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
   // The whole context's cache up front: a GPU session is sized once, not grown per token.
   const size_t layer_bytes = size_t(hp.n_head_kv) * size_t(n_ctx) * kv_row_bytes_;
   for (int l = 0; l < hp.n_layer; ++l) {
-    k_cache_.emplace_back(layer_bytes);
-    v_cache_.emplace_back(layer_bytes);
+    if (kv_ == KvFormat::kKivi) {
+      kivi_k_.push_back(std::make_unique<KiviGpuStore>(kv, true, hp.n_head_kv, hp.head_dim, n_ctx));
+      kivi_v_.push_back(std::make_unique<KiviGpuStore>(kv, false, hp.n_head_kv, hp.head_dim, n_ctx));
+    } else {
+      k_cache_.emplace_back(layer_bytes);
+      v_cache_.emplace_back(layer_bytes);
+    }
   }
   seqlen_.reserve(sizeof(int));
 }
 
+void LlamaGpuSession::reset() {
+  n_past_ = 0;
+  for (auto& st : kivi_k_) st->clear();
+  for (auto& st : kivi_v_) st->clear();
+}
+
 size_t LlamaGpuSession::kv_bytes() const {
   const LlamaHparams& hp = m_.w_.hp;
-  return size_t(n_past_) * size_t(hp.n_layer) * 2 * size_t(hp.n_head_kv) * kv_row_bytes_;
+  size_t kivi = 0;
+  for (size_t l = 0; l < kivi_k_.size(); ++l) kivi += kivi_k_[l]->bytes() + kivi_v_[l]->bytes();
+  return kivi + size_t(n_past_) * size_t(hp.n_layer) * 2 * size_t(hp.n_head_kv) * kv_row_bytes_;
 }
 
 std::map<std::string, double> LlamaGpuSession::stats() const {
@@ -109,8 +131,11 @@ void LlamaGpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool al
     fail(ErrorCode::kContextOverflow, "feeding " + std::to_string(n) + " tokens after " + std::to_string(n_past_) + " overflows the context of " + std::to_string(n_ctx_));
   }
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t c0 = 0; c0 < n; c0 += kMaxPassRows) {
-    const int64_t T = std::min(kMaxPassRows, n - c0);
+  // KIVI prompts take one pass, as on the CPU: the paper's prefill reads every prompt token in fp16,
+  // and a later pass would read the earlier ones quantized.
+  const int64_t pass_rows = kv_ == KvFormat::kKivi ? n : kMaxPassRows;
+  for (int64_t c0 = 0; c0 < n; c0 += pass_rows) {
+    const int64_t T = std::min(pass_rows, n - c0);
     const bool last = c0 + T == n;
     float* out = all_logits ? logits + c0 * hp.n_vocab : (last ? logits : nullptr);
     pass(ids + c0, T, out, all_logits ? 0 : T - 1);
@@ -153,14 +178,24 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
     linear(L.wv, xn_.as<float>(), T, v_.as<float>());
     check(rope(q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope q");
     check(rope(k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope k");
-    void* kc = k_cache_[il].as<void>();
-    void* vc = v_cache_[il].as<void>();
-    check(kv_append(kv_, k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, kc, int(n_ctx_), pos0, nullptr), "kv append k");
-    check(kv_append(kv_, v_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, vc, int(n_ctx_), pos0, nullptr), "kv append v");
+    const bool kivi = kv_ == KvFormat::kKivi;
+    void* kc = kivi ? nullptr : k_cache_[il].as<void>();
+    void* vc = kivi ? nullptr : v_cache_[il].as<void>();
+    DecodeParams kivi_p{};  // the layer's KIVI caches as the kernels read them
+    if (kivi) {
+      kivi_k_[il]->append(k_.as<float>(), T);
+      kivi_v_[il]->append(v_.as<float>(), T);
+      kivi_p.format = KvFormat::kKivi, kivi_p.B = 1, kivi_p.Hkv = hp.n_head_kv, kivi_p.D = hp.head_dim;
+      kivi_p.kivi_k = kivi_k_[il]->device_view(), kivi_p.kivi_v = kivi_v_[il]->device_view();
+    } else {
+      check(kv_append(kv_, k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, kc, int(n_ctx_), pos0, nullptr), "kv append k");
+      check(kv_append(kv_, v_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, vc, int(n_ctx_), pos0, nullptr), "kv append v");
+    }
     check(f32_to_f16(q_.as<float>(), half_q_.as<half>(), T * qd, nullptr), "q to fp16");
     if (T == 1) {
       DecodeParams p{};
       p.q = half_q_.as<half>(), p.k = kc, p.v = vc, p.seqlens = seqlen_.as<int>(), p.format = kv_;
+      p.kivi_k = kivi_p.kivi_k, p.kivi_v = kivi_p.kivi_v;
       p.B = 1, p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.S_max = int(n_ctx_), p.D = hp.head_dim;
       p.scale = scale, p.n_splits = n_splits;
       p.o_partial = o_partial_.as<float>(), p.lse_partial = lse_partial_.as<float>();
@@ -173,13 +208,21 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
       if (kv_ == KvFormat::kF16) {
         p.k = static_cast<const half*>(kc), p.v = static_cast<const half*>(vc), p.kv_capacity = int(n_ctx_);
       } else {
-        check(kv_to_f16(kv_, kc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, k_f16_.as<half>(), nullptr), "kv_to_f16 k");
-        check(kv_to_f16(kv_, vc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, v_f16_.as<half>(), nullptr), "kv_to_f16 v");
+        if (kivi) {
+          check(kivi_to_f16(kivi_p, Sk, k_f16_.as<half>(), v_f16_.as<half>(), nullptr), "kivi_to_f16");
+        } else {
+          check(kv_to_f16(kv_, kc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, k_f16_.as<half>(), nullptr), "kv_to_f16 k");
+          check(kv_to_f16(kv_, vc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, v_f16_.as<half>(), nullptr), "kv_to_f16 v");
+        }
         p.k = k_f16_.as<half>(), p.v = v_f16_.as<half>();
       }
       p.B = 1, p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.Sq = int(T), p.Sk = Sk, p.D = hp.head_dim;
       p.scale = scale, p.causal = true, p.q_token_major = true;
       check(flash_attn_fwd(p, nullptr), "flash_attn_fwd");
+    }
+    if (kivi) {  // after the step's attention, as on the CPU: tokens move out of the fp16 window
+      kivi_k_[il]->finish_step();
+      kivi_v_[il]->finish_step();
     }
     linear(L.wo, att_.as<float>(), T, tmp_.as<float>());
     check(add_inplace(x_.as<float>(), tmp_.as<float>(), T * E, nullptr), "residual");

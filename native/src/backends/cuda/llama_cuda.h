@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends/cuda/device.h"
+#include "backends/cuda/kivi_store.h"
 #include "models/llama_weights.h"
 
 namespace pyrt::cuda {
@@ -22,7 +23,7 @@ class LlamaGpuModel {
  public:
   // Errors (pyrt::Error) name the file, tensor, type or CUDA call that stopped the load.
   LlamaGpuModel(const std::string& path, const std::string& arch);
-  // kv: "f16", "q8_0" or "q4_0" (keys and values).
+  // kv: "f16", "q8_0", "q4_0" or a KIVI spec ("kivi2", "kivi4-g32-r128-s4-clip", ...) for keys and values.
   std::unique_ptr<LlamaGpuSession> new_session(int64_t n_ctx, const std::string& kv) const;
   const LlamaHparams& hparams() const { return w_.hp; }
   size_t device_bytes() const { return up_.device_bytes; }
@@ -44,10 +45,10 @@ class LlamaGpuModel {
 
 class LlamaGpuSession {
  public:
-  LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, KvFormat kv);
+  LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, const KvSpec& kv);
   // Appends n tokens; writes logits for every fed position ([n, vocab]) or only the last ([vocab]).
   void feed(const int32_t* ids, int64_t n, float* logits, bool all_logits);
-  void reset() { n_past_ = 0; }
+  void reset();
   int64_t n_past() const { return n_past_; }
   int64_t n_ctx() const { return n_ctx_; }
   size_t kv_bytes() const;
@@ -63,7 +64,8 @@ class LlamaGpuSession {
   int64_t n_ctx_, n_past_ = 0;
   KvFormat kv_;
   size_t kv_row_bytes_;
-  std::vector<DeviceBuffer> k_cache_, v_cache_;  // per layer: [Hkv, n_ctx, kv_row_bytes_]
+  std::vector<DeviceBuffer> k_cache_, v_cache_;  // per layer: [Hkv, n_ctx, kv_row_bytes_] (row formats)
+  std::vector<std::unique_ptr<KiviGpuStore>> kivi_k_, kivi_v_;  // per layer (KIVI)
   // Scratch, sized for the largest pass so far.
   int64_t rows_reserved_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, att_, tmp_, gate_, up_, half_q_, lse_, logits_;
