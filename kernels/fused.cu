@@ -34,7 +34,8 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
 
 // One thread per rotated pair (token t, head h, pair i): the CPU rope()'s pairing, (2i, 2i + 1) for
 // ggml's normal mode and (i, i + n_rot / 2) for NeoX; channels past n_rot are left as they are.
-__global__ void rope_kernel(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const float* inv_freq,
+__global__ void rope_kernel(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const int* positions,
+                            const float* inv_freq,
                             bool neox) {
   const int half_rot = n_rot / 2;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -43,7 +44,7 @@ __global__ void rope_kernel(float* x, int T, int n_heads, int head_dim, int n_ro
   const int h = int((idx / half_rot) % n_heads);
   const int t = int(idx / (int64_t(half_rot) * n_heads));
   float* v = x + (int64_t(t) * n_heads + h) * head_dim;
-  const float theta = static_cast<float>(pos0 + t) * inv_freq[i];
+  const float theta = static_cast<float>(positions ? positions[t] : pos0 + t) * inv_freq[i];
   float s, c;
   sincosf(theta, &s, &c);
   const int a = neox ? i : 2 * i, b = neox ? i + half_rot : 2 * i + 1;
@@ -114,13 +115,25 @@ cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, 
   return cudaGetLastError();
 }
 
-cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const float* inv_freq, bool neox,
-                 cudaStream_t stream) {
+namespace {
+cudaError_t launch_rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const int* positions,
+                        const float* inv_freq, bool neox, cudaStream_t stream) {
   if (T < 0 || n_heads <= 0 || n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim || pos0 < 0) return cudaErrorInvalidValue;
   const int64_t pairs = int64_t(T) * n_heads * (n_rot / 2);
   if (pairs == 0) return cudaSuccess;
-  PYRT_LAUNCH(blocks_for(pairs, 256), 256, 0, stream, rope_kernel)(x, T, n_heads, head_dim, n_rot, pos0, inv_freq, neox);
+  PYRT_LAUNCH(blocks_for(pairs, 256), 256, 0, stream, rope_kernel)(x, T, n_heads, head_dim, n_rot, pos0, positions, inv_freq, neox);
   return cudaGetLastError();
+}
+}  // namespace
+
+cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const float* inv_freq, bool neox,
+                 cudaStream_t stream) {
+  return launch_rope(x, T, n_heads, head_dim, n_rot, pos0, nullptr, inv_freq, neox, stream);
+}
+
+cudaError_t rope_positions(float* x, int T, int n_heads, int head_dim, int n_rot, const int* positions,
+                           const float* inv_freq, bool neox, cudaStream_t stream) {
+  return launch_rope(x, T, n_heads, head_dim, n_rot, 0, positions, inv_freq, neox, stream);
 }
 
 cudaError_t act_mul(Act act, float* x, const float* up, int64_t n, cudaStream_t stream) {

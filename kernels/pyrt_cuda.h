@@ -135,6 +135,9 @@ cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, 
 // for pair i < n_rot / 2: (2i, 2i + 1) in ggml's normal mode, (i, i + n_rot / 2) for NeoX;
 cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const float* inv_freq, bool neox,
                  cudaStream_t stream);
+// The same with each row's own position (device [T]): packed rows of several sequences.
+cudaError_t rope_positions(float* x, int T, int n_heads, int head_dim, int n_rot, const int* positions,
+                           const float* inv_freq, bool neox, cudaStream_t stream);
 // gate = silu(gate) * up over n values.
 cudaError_t swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 // The CPU runtime's activations (core/ops.h, same order): x = act(x) * up (up may be null: x = act(x)).

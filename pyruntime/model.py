@@ -304,6 +304,22 @@ class Model:
                 out[b, pos] = run(arr[b, pos])
         return out
 
+    def prefill(self, sessions: Sequence[Session], prompts: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Feed one prompt (token ids) to each session; returns each prompt's last-row logits.
+
+        With ``device="cuda"`` and fresh sessions (f16 cache) this is one padding-free pass
+        (ByteTransformer): the prompts' rows packed through every linear, attention per prompt by
+        prefix sums, no work on padding. Elsewhere the sessions are fed one after the other."""
+        if len(sessions) != len(prompts):
+            raise InvalidArgumentError(f"{len(sessions)} sessions but {len(prompts)} prompts")
+        if any(s._model is not self for s in sessions):
+            raise InvalidArgumentError("every session must come from this model")
+        id_lists = [_id_list(p) for p in prompts]
+        if self._gpu is not None and hasattr(self._gpu, "prefill_batch") and sessions:
+            out = self._gpu.prefill_batch([s._s for s in sessions], id_lists)
+            return [out[i] for i in range(len(sessions))]
+        return [s._feed(ids, all_logits=False) for s, ids in zip(sessions, id_lists)]
+
     def generate(
         self,
         prompt: Prompt,

@@ -129,6 +129,29 @@ def test_prompt_in_pieces_equals_one_pass(cu: ModuleType, gguf: Callable[[str], 
     np.testing.assert_allclose(s2.feed(long_ids[515:])[-1], last, rtol=0, atol=1e-5 * np.abs(last).max())
 
 
+def test_batched_prefill_is_padding_free_and_equals_one_by_one(cu: ModuleType, gguf: Callable[[str], Path]) -> None:
+    """Model.prefill of prompts of mixed lengths in one packed pass: each session's last logits and its
+    cache (seen through the next decode steps) equal those of the prompt fed alone."""
+    model = pr.load(gguf("q4_1"), device=device_of(cu), context=96)
+    prompts = [prompt(5, seed=10), prompt(70, seed=11), prompt(1, seed=12), prompt(33, seed=13)]
+    batched = [model.session() for _ in prompts]
+    got = model.prefill(batched, prompts)
+    for s, ids, last in zip(batched, prompts, got):
+        alone = model.session()
+        want = alone.feed(ids)[-1]
+        atol = 1e-5 * np.abs(want).max()
+        if len(ids) > 1:  # a 1-token prompt alone takes the GEMV (fp32 activations), batched the fp16 GEMM
+            np.testing.assert_allclose(last, want, rtol=0, atol=atol)
+            for tok in (7, 250):
+                np.testing.assert_allclose(s.feed([tok])[0], alone.feed([tok])[0], rtol=0, atol=atol)
+        else:
+            assert rel_err(last, want) < 1e-2
+        assert s.stats()["n_past"] == len(ids) + (2 if len(ids) > 1 else 0)
+        assert s.stats()["batched_prefills"] == 1
+    with pytest.raises(pr.InvalidArgumentError, match="must be fresh"):
+        model.prefill([batched[0]], [prompt(3)])
+
+
 def test_errors_are_clear(cu: ModuleType, gguf: Callable[[str], Path]) -> None:
     model = pr.load(gguf("q8_0"), device=device_of(cu), context=16)
     s = model.session()

@@ -483,7 +483,16 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
       .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
       .def("new_session", &LlamaGpuModel::new_session, py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
       .def_property_readonly("device_bytes", &LlamaGpuModel::device_bytes)
-      .def_property_readonly("vocab_size", [](const LlamaGpuModel& m) { return m.hparams().n_vocab; });
+      .def_property_readonly("vocab_size", [](const LlamaGpuModel& m) { return m.hparams().n_vocab; })
+      .def("prefill_batch",
+           [](const LlamaGpuModel& m, std::vector<LlamaGpuSession*> sessions, std::vector<std::vector<int32_t>> prompts) {
+             py::array_t<float> out({int64_t(sessions.size()), m.hparams().n_vocab});
+             {
+               py::gil_scoped_release nogil;
+               LlamaGpuSession::prefill_batch(sessions, prompts, out.mutable_data());
+             }
+             return out;
+           });
 
   py::class_<T5GpuSession> t5_session(m, "T5Session", py::module_local());
   bind_session(t5_session);

@@ -106,6 +106,7 @@ std::map<std::string, double> LlamaGpuSession::stats() const {
           {"prefill_tokens", double(prefill_tokens_)},
           {"decode_tokens", double(decode_tokens_)},
           {"gpu_passes", double(passes_)},
+          {"batched_prefills", double(batched_prefills_)},
           {"prefill_s", prefill_s_},
           {"decode_s", decode_s_}};
 }
@@ -149,11 +150,7 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
   const int64_t E = hp.n_embd, qd = int64_t(hp.n_head) * hp.head_dim;
   reserve(T);
   ++passes_;
-  {
-    std::vector<float> emb(size_t(T * E));
-    embed_tokens(m_.w_.tok_embd, ids, T, emb.data());
-    check(cudaMemcpy(x_.as<float>(), emb.data(), emb.size() * 4, cudaMemcpyHostToDevice), "embeddings");
-  }
+  embed(ids, T);
   const int pos0 = int(n_past_);
   const float scale = 1.0f / std::sqrt(float(hp.head_dim));
   if (T == 1) {
@@ -172,10 +169,7 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
   }
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaGpuModel::Layer& L = m_.layers_[il];
-    check(rms_norm(x_.as<float>(), L.attn_norm.as<float>(), xn_.as<float>(), int(T), int(E), hp.eps, nullptr), "rms_norm");
-    linear(L.wq, xn_.as<float>(), T, q_.as<float>());
-    linear(L.wk, xn_.as<float>(), T, k_.as<float>());
-    linear(L.wv, xn_.as<float>(), T, v_.as<float>());
+    qkv(L, T);
     check(rope(q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope q");
     check(rope(k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope k");
     const bool kivi = kv_ == KvFormat::kKivi;
@@ -224,23 +218,120 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
       kivi_k_[il]->finish_step();
       kivi_v_[il]->finish_step();
     }
-    linear(L.wo, att_.as<float>(), T, tmp_.as<float>());
-    check(add_inplace(x_.as<float>(), tmp_.as<float>(), T * E, nullptr), "residual");
-    check(rms_norm(x_.as<float>(), L.ffn_norm.as<float>(), xn_.as<float>(), int(T), int(E), hp.eps, nullptr), "rms_norm");
-    linear(L.gate, xn_.as<float>(), T, gate_.as<float>());
-    linear(L.up, xn_.as<float>(), T, up_.as<float>());
-    check(swiglu(gate_.as<float>(), up_.as<float>(), T * hp.n_ff, nullptr), "swiglu");
-    linear(L.down, gate_.as<float>(), T, tmp_.as<float>());
-    check(add_inplace(x_.as<float>(), tmp_.as<float>(), T * E, nullptr), "residual");
+    after_attention(L, T);
   }
   n_past_ += T;
-  if (!logits) return;
-  const int64_t n_out = T - first;
-  float* x_rows = x_.as<float>() + first * E;
-  check(rms_norm(x_rows, m_.output_norm_.as<float>(), xn_.as<float>(), int(n_out), int(E), hp.eps, nullptr), "output norm");
+  if (logits) head(x_.as<float>() + first * E, T - first, logits);
+}
+
+void LlamaGpuSession::embed(const int32_t* ids, int64_t T) {
+  std::vector<float> emb(size_t(T * m_.w_.hp.n_embd));
+  embed_tokens(m_.w_.tok_embd, ids, T, emb.data());
+  check(cudaMemcpy(x_.as<float>(), emb.data(), emb.size() * 4, cudaMemcpyHostToDevice), "embeddings");
+}
+
+void LlamaGpuSession::qkv(const LlamaGpuModel::Layer& L, int64_t T) {
+  const LlamaHparams& hp = m_.w_.hp;
+  check(rms_norm(x_.as<float>(), L.attn_norm.as<float>(), xn_.as<float>(), int(T), hp.n_embd, hp.eps, nullptr), "rms_norm");
+  linear(L.wq, xn_.as<float>(), T, q_.as<float>());
+  linear(L.wk, xn_.as<float>(), T, k_.as<float>());
+  linear(L.wv, xn_.as<float>(), T, v_.as<float>());
+}
+
+void LlamaGpuSession::after_attention(const LlamaGpuModel::Layer& L, int64_t T) {
+  const LlamaHparams& hp = m_.w_.hp;
+  const int64_t E = hp.n_embd;
+  linear(L.wo, att_.as<float>(), T, tmp_.as<float>());
+  check(add_inplace(x_.as<float>(), tmp_.as<float>(), T * E, nullptr), "residual");
+  check(rms_norm(x_.as<float>(), L.ffn_norm.as<float>(), xn_.as<float>(), int(T), int(E), hp.eps, nullptr), "rms_norm");
+  linear(L.gate, xn_.as<float>(), T, gate_.as<float>());
+  linear(L.up, xn_.as<float>(), T, up_.as<float>());
+  check(swiglu(gate_.as<float>(), up_.as<float>(), T * hp.n_ff, nullptr), "swiglu");
+  linear(L.down, gate_.as<float>(), T, tmp_.as<float>());
+  check(add_inplace(x_.as<float>(), tmp_.as<float>(), T * E, nullptr), "residual");
+}
+
+void LlamaGpuSession::head(const float* rows, int64_t n_out, float* logits) {
+  const LlamaHparams& hp = m_.w_.hp;
+  check(rms_norm(rows, m_.output_norm_.as<float>(), xn_.as<float>(), int(n_out), hp.n_embd, hp.eps, nullptr), "output norm");
   logits_.reserve(size_t(n_out * hp.n_vocab) * 4);  // only the rows asked for (usually one)
   linear(m_.output_, xn_.as<float>(), n_out, logits_.as<float>());
   check(cudaMemcpy(logits, logits_.as<float>(), size_t(n_out * hp.n_vocab) * 4, cudaMemcpyDeviceToHost), "logits");
+}
+
+void LlamaGpuSession::prefill_batch(const std::vector<LlamaGpuSession*>& sessions,
+                                    const std::vector<std::vector<int32_t>>& prompts, float* logits) {
+  if (sessions.empty() || sessions.size() != prompts.size()) {
+    fail(ErrorCode::kInvalidArgument, "prefill_batch needs one prompt per session");
+  }
+  LlamaGpuSession& s0 = *sessions[0];
+  const LlamaGpuModel& m = s0.m_;
+  const LlamaHparams& hp = m.w_.hp;
+  std::vector<int32_t> ids;
+  std::vector<int> cu{0}, positions;
+  int max_len = 0;
+  for (size_t b = 0; b < sessions.size(); ++b) {
+    LlamaGpuSession& s = *sessions[b];
+    const int64_t n = int64_t(prompts[b].size());
+    if (&s.m_ != &m) fail(ErrorCode::kInvalidArgument, "prefill_batch: every session must come from the same model");
+    if (s.kv_ != KvFormat::kF16 || s.n_past_ != 0) {
+      fail(ErrorCode::kInvalidArgument, "prefill_batch: session " + std::to_string(b) + " must be fresh (nothing fed) with an f16 KV cache");
+    }
+    if (n == 0 || n > s.n_ctx_) {
+      fail(n == 0 ? ErrorCode::kInvalidArgument : ErrorCode::kContextOverflow,
+           "prefill_batch: prompt " + std::to_string(b) + " has " + std::to_string(n) + " tokens (context " + std::to_string(s.n_ctx_) + ")");
+    }
+    check_token_ids(prompts[b].data(), n, hp.n_vocab);
+    ids.insert(ids.end(), prompts[b].begin(), prompts[b].end());
+    for (int i = 0; i < int(n); ++i) positions.push_back(i);
+    cu.push_back(cu.back() + int(n));
+    max_len = std::max(max_len, int(n));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t T = cu.back(), B = int64_t(sessions.size());
+  const int64_t qd = int64_t(hp.n_head) * hp.head_dim, kvd = int64_t(hp.n_head_kv) * hp.head_dim;
+  s0.reserve(T);
+  s0.k_f16_.reserve(size_t(T * kvd) * 2), s0.v_f16_.reserve(size_t(T * kvd) * 2);
+  DeviceBuffer cu_dev, pos_dev;
+  cu_dev.upload(cu.data(), cu.size() * sizeof(int));
+  pos_dev.upload(positions.data(), positions.size() * sizeof(int));
+  s0.embed(ids.data(), T);
+  for (int il = 0; il < hp.n_layer; ++il) {
+    const LlamaGpuModel::Layer& L = m.layers_[il];
+    s0.qkv(L, T);  // every prompt's rows in one GEMM each: no padding
+    check(rope_positions(s0.q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos_dev.as<int>(), m.inv_freq_.as<float>(), false, nullptr), "rope q");
+    check(rope_positions(s0.k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos_dev.as<int>(), m.inv_freq_.as<float>(), false, nullptr), "rope k");
+    for (int64_t b = 0; b < B; ++b) {  // each session's cache gets its own rows
+      LlamaGpuSession& s = *sessions[b];
+      const int n = cu[b + 1] - cu[b];
+      check(kv_append(KvFormat::kF16, s0.k_.as<float>() + cu[b] * kvd, n, hp.n_head_kv, hp.head_dim, s.k_cache_[il].as<void>(), int(s.n_ctx_), 0, nullptr), "kv append k");
+      check(kv_append(KvFormat::kF16, s0.v_.as<float>() + cu[b] * kvd, n, hp.n_head_kv, hp.head_dim, s.v_cache_[il].as<void>(), int(s.n_ctx_), 0, nullptr), "kv append v");
+    }
+    check(f32_to_f16(s0.q_.as<float>(), s0.half_q_.as<half>(), T * qd, nullptr), "q to fp16");
+    check(f32_to_f16(s0.k_.as<float>(), s0.k_f16_.as<half>(), T * kvd, nullptr), "k to fp16");
+    check(f32_to_f16(s0.v_.as<float>(), s0.v_f16_.as<half>(), T * kvd, nullptr), "v to fp16");
+    FlashParams p{};  // varlen: the packed rows attend causally within their own prompt
+    p.q = s0.half_q_.as<half>(), p.k = s0.k_f16_.as<half>(), p.v = s0.v_f16_.as<half>();
+    p.out = s0.att_.as<float>(), p.lse = s0.lse_.as<float>();
+    p.B = int(B), p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.Sq = p.Sk = max_len, p.D = hp.head_dim;
+    p.scale = 1.0f / std::sqrt(float(hp.head_dim)), p.causal = true;
+    p.cu_seqlens_q = p.cu_seqlens_k = cu_dev.as<int>(), p.total_q = int(T);
+    check(flash_attn_fwd(p, nullptr), "flash_attn_fwd (varlen)");
+    s0.after_attention(L, T);
+  }
+  for (int64_t b = 0; b < B; ++b) {  // the last row of each prompt, gathered for the head
+    check(cudaMemcpy(s0.tmp_.as<float>() + b * hp.n_embd, s0.x_.as<float>() + (cu[b + 1] - 1) * int64_t(hp.n_embd),
+                     size_t(hp.n_embd) * 4, cudaMemcpyDeviceToDevice), "last rows");
+  }
+  s0.head(s0.tmp_.as<float>(), B, logits);
+  const double dt = seconds_since(t0);
+  for (int64_t b = 0; b < B; ++b) {
+    LlamaGpuSession& s = *sessions[b];
+    s.n_past_ = cu[b + 1] - cu[b];
+    s.prefill_tokens_ += s.n_past_;
+    s.prefill_s_ += dt / double(B);  // the pass is shared: each session gets its share of the time
+    ++s.batched_prefills_;
+  }
 }
 
 }  // namespace pyrt::cuda

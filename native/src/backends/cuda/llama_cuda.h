@@ -53,11 +53,20 @@ class LlamaGpuSession {
   int64_t n_ctx() const { return n_ctx_; }
   size_t kv_bytes() const;
   std::map<std::string, double> stats() const;
+  // Padding-free batched prefill (ByteTransformer): fresh f16 sessions of one model, one prompt each,
+  // packed into one pass (every linear over the packed rows, varlen causal FlashAttention by prefix
+  // sums, each session's cache filled from its own rows). logits: [sessions, vocab], each prompt's last.
+  static void prefill_batch(const std::vector<LlamaGpuSession*>& sessions,
+                            const std::vector<std::vector<int32_t>>& prompts, float* logits);
 
  private:
   // One pass of T <= kMaxRows tokens at positions n_past_.. ; logits of rows [first, T) when asked.
   void pass(const int32_t* ids, int64_t T, float* logits, int64_t first);
   void linear(const DeviceWeight& w, const float* x, int64_t T, float* y) { lin_.run(w, x, T, y); }
+  void embed(const int32_t* ids, int64_t T);                          // x_ = embeddings
+  void qkv(const LlamaGpuModel::Layer& L, int64_t T);                 // attention norm, Q/K/V linears
+  void after_attention(const LlamaGpuModel::Layer& L, int64_t T);     // O + residual, FFN + residual
+  void head(const float* rows, int64_t n_out, float* logits);         // final norm, output linear, to host
   void reserve(int64_t T);
 
   const LlamaGpuModel& m_;
@@ -71,7 +80,7 @@ class LlamaGpuSession {
   DeviceBuffer x_, xn_, q_, k_, v_, att_, tmp_, gate_, up_, half_q_, lse_, logits_;
   DeviceBuffer o_partial_, lse_partial_, seqlen_, k_f16_, v_f16_;
   Linear lin_;
-  int64_t prefill_tokens_ = 0, decode_tokens_ = 0, passes_ = 0;
+  int64_t prefill_tokens_ = 0, decode_tokens_ = 0, passes_ = 0, batched_prefills_ = 0;
   double prefill_s_ = 0, decode_s_ = 0;
 };
 
