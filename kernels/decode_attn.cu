@@ -389,7 +389,7 @@ cudaError_t kivi_to_f16(const DecodeParams& p, int n, half* k_out, half* v_out, 
   if (p.format != KvFormat::kKivi || !p.kivi_k || !p.kivi_v || p.Hkv <= 0 || p.D <= 0 || n < 0) return cudaErrorInvalidValue;
   const int64_t total = int64_t(p.Hkv) * n * p.D;
   if (total == 0) return cudaSuccess;
-  PYRT_LAUNCH(int((total + 255) / 256), 256, 0, stream, kivi_to_f16_kernel)(p, n, k_out, v_out);
+  PYRT_LAUNCH(blocks_for(total, 256), 256, 0, stream, kivi_to_f16_kernel)(p, n, k_out, v_out);
   return cudaGetLastError();
 }
 

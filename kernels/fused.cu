@@ -104,8 +104,6 @@ __global__ void to_half_kernel(const float* x, half* y, int64_t n) {
     y[i] = __float2half_rn(x[i]);
 }
 
-int blocks_for(int64_t n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
-
 }  // namespace
 
 cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, float eps, cudaStream_t stream) {

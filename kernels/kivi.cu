@@ -75,7 +75,7 @@ cudaError_t kivi_quantize(bool keys, const half* rows, int n_tokens, int row, in
   if (keys ? n_tokens % group != 0 : row % group != 0) return cudaErrorInvalidValue;
   const int n_entries = keys ? n_tokens / group * row : n_tokens * (row / group);
   if (n_entries == 0) return cudaSuccess;
-  PYRT_LAUNCH((n_entries + 127) / 128, 128, 0, stream, quantize_kernel)(keys, rows, n_entries, row, group, bits, clip,
+  PYRT_LAUNCH(blocks_for(n_entries, 128), 128, 0, stream, quantize_kernel)(keys, rows, n_entries, row, group, bits, clip,
                                                                         scale, mn, codes);
   return cudaGetLastError();
 }

@@ -58,8 +58,6 @@ __global__ void to_f16_kernel(const uint8_t* cache, int n_heads, int capacity, i
   out[idx] = __float2half_rn(v);
 }
 
-int blocks_for(int64_t n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
-
 }  // namespace
 
 cudaError_t kv_append(KvFormat format, const float* src, int T, int n_heads, int D, void* cache, int capacity, int pos0,

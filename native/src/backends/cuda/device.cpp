@@ -23,6 +23,13 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+void upload_embeddings(const Weight& table, const int32_t* ids, int64_t n, DeviceBuffer& x) {
+  check_token_ids(ids, n, table.rows);
+  std::vector<float> rows(size_t(n * table.cols));
+  embed_tokens(table, ids, n, rows.data());
+  x.upload(rows.data(), rows.size() * 4);
+}
+
 DeviceBuffer::DeviceBuffer(size_t bytes) { reserve(bytes); }
 DeviceBuffer::~DeviceBuffer() {
   if (ptr_) cudaFree(ptr_);

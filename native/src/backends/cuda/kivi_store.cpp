@@ -16,7 +16,7 @@ KiviGpuStore::KiviGpuStore(const KvSpec& spec, bool keys, int n_heads, int head_
   const size_t entries = keys ? rows / size_t(spec.group) * r + r : rows * (r / size_t(spec.group));
   sink_.reserve(size_t(std::max(spec.sink, 1)) * r * 2);
   window_.reserve(rows * r * 2);  // a whole prompt may wait in the window until its step ends
-  shift_.reserve(rows * r * 2);
+  shift_.reserve(size_t(spec.residual) * r * 2);  // finish_step keeps at most R tokens in the window
   scale_.reserve(entries * 2), min_.reserve(entries * 2), codes_.reserve(entries * code_bytes_);
   view_.reserve(sizeof(KiviCache));
 }

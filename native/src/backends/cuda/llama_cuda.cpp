@@ -150,7 +150,7 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
   const int64_t E = hp.n_embd, qd = int64_t(hp.n_head) * hp.head_dim;
   reserve(T);
   ++passes_;
-  embed(ids, T);
+  upload_embeddings(m_.w_.tok_embd, ids, T, x_);
   const int pos0 = int(n_past_);
   const float scale = 1.0f / std::sqrt(float(hp.head_dim));
   if (T == 1) {
@@ -224,12 +224,6 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
   if (logits) head(x_.as<float>() + first * E, T - first, logits);
 }
 
-void LlamaGpuSession::embed(const int32_t* ids, int64_t T) {
-  std::vector<float> emb(size_t(T * m_.w_.hp.n_embd));
-  embed_tokens(m_.w_.tok_embd, ids, T, emb.data());
-  check(cudaMemcpy(x_.as<float>(), emb.data(), emb.size() * 4, cudaMemcpyHostToDevice), "embeddings");
-}
-
 void LlamaGpuSession::qkv(const LlamaGpuModel::Layer& L, int64_t T) {
   const LlamaHparams& hp = m_.w_.hp;
   check(rms_norm(x_.as<float>(), L.attn_norm.as<float>(), xn_.as<float>(), int(T), hp.n_embd, hp.eps, nullptr), "rms_norm");
@@ -295,7 +289,7 @@ void LlamaGpuSession::prefill_batch(const std::vector<LlamaGpuSession*>& session
   DeviceBuffer cu_dev, pos_dev;
   cu_dev.upload(cu.data(), cu.size() * sizeof(int));
   pos_dev.upload(positions.data(), positions.size() * sizeof(int));
-  s0.embed(ids.data(), T);
+  upload_embeddings(m.w_.tok_embd, ids.data(), T, s0.x_);
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaGpuModel::Layer& L = m.layers_[il];
     s0.qkv(L, T);  // every prompt's rows in one GEMM each: no padding

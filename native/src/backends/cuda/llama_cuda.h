@@ -63,7 +63,6 @@ class LlamaGpuSession {
   // One pass of T <= kMaxRows tokens at positions n_past_.. ; logits of rows [first, T) when asked.
   void pass(const int32_t* ids, int64_t T, float* logits, int64_t first);
   void linear(const DeviceWeight& w, const float* x, int64_t T, float* y) { lin_.run(w, x, T, y); }
-  void embed(const int32_t* ids, int64_t T);                          // x_ = embeddings
   void qkv(const LlamaGpuModel::Layer& L, int64_t T);                 // attention norm, Q/K/V linears
   void after_attention(const LlamaGpuModel::Layer& L, int64_t T);     // O + residual, FFN + residual
   void head(const float* rows, int64_t n_out, float* logits);         // final norm, output linear, to host

@@ -64,13 +64,6 @@ void ffn(const T5Weights& w, const DeviceWeight& up, const DeviceWeight& gate, c
   }
 }
 
-void embed(const T5Weights& w, const int32_t* ids, int64_t n, DeviceBuffer& x) {
-  check_token_ids(ids, n, w.n_vocab_);
-  std::vector<float> rows(size_t(n * w.E_));
-  embed_tokens(w.tok_embd_, ids, n, rows.data());
-  x.upload(rows.data(), rows.size() * 4);
-}
-
 }  // namespace
 
 T5GpuModel::T5GpuModel(const std::string& path, const std::string& arch)
@@ -110,7 +103,7 @@ void T5GpuModel::encode_device(const int32_t* ids, const std::vector<int>& lengt
   }
   const int64_t T = cu.back();
   if (T <= 0) fail(ErrorCode::kInvalidArgument, "the encoder needs at least one token");
-  embed(w_, ids, T, x);
+  upload_embeddings(w_.tok_embd_, ids, T, x);
   Pass p;
   p.reserve(w_, T);
   Linear lin(up_.max_quantized_elems);
@@ -227,7 +220,7 @@ void T5GpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool all_l
   for (int64_t c0 = 0; c0 < n; c0 += kMaxPassRows) {
     const int64_t T = std::min(kMaxPassRows, n - c0), pos0 = n_past_;
     p.reserve(w, T);
-    embed(w, ids + c0, T, x_);
+    upload_embeddings(w.tok_embd_, ids + c0, T, x_);
     const std::vector<float> bias = bias_by_distance(w.dec_bias_, w.n_head_, T, pos0 + T);
     p.bias.upload(bias.data(), bias.size() * 4);
     for (size_t l = 0; l < m_.dec_.size(); ++l) {
