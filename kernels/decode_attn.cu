@@ -27,10 +27,16 @@ template <KvFormat F>
 struct KvReader {
   const uint8_t *kbase, *vbase;
   int row_bytes;
-  __device__ KvReader(const DecodeParams& p, int rb, int b, int kvh)
-      : kbase(static_cast<const uint8_t*>(p.k) + (size_t(b) * p.Hkv + kvh) * p.S_max * rb),
-        vbase(static_cast<const uint8_t*>(p.v) + (size_t(b) * p.Hkv + kvh) * p.S_max * rb),
-        row_bytes(rb) {}
+  __device__ KvReader(const DecodeParams& p, int rb, int b, int kvh) : row_bytes(rb) {
+    if (p.seqs) {  // each sequence in its own cache
+      const KvSeq s = p.seqs[b];
+      kbase = static_cast<const uint8_t*>(s.k) + size_t(kvh) * s.capacity * rb;
+      vbase = static_cast<const uint8_t*>(s.v) + size_t(kvh) * s.capacity * rb;
+    } else {
+      kbase = static_cast<const uint8_t*>(p.k) + (size_t(b) * p.Hkv + kvh) * p.S_max * rb;
+      vbase = static_cast<const uint8_t*>(p.v) + (size_t(b) * p.Hkv + kvh) * p.S_max * rb;
+    }
+  }
   __device__ float key(int j, int c) const { return kv_at<F>(kbase + size_t(j) * row_bytes, c); }
   __device__ float value(int j, int c) const { return kv_at<F>(vbase + size_t(j) * row_bytes, c); }
 };

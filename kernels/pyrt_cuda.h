@@ -73,6 +73,13 @@ cudaError_t kivi_quantize(bool keys, const half* rows, int n_tokens, int row, in
 cudaError_t kv_to_f16(KvFormat format, const void* cache, int n_heads, int capacity, int n, int D, half* out,
                       cudaStream_t stream);
 
+// One sequence's row-format cache, [Hkv, capacity, kv_row_bytes] for keys and for values.
+struct KvSeq {
+  const void* k;
+  const void* v;
+  int capacity;
+};
+
 // Split-K decode attention (Flash-Decoding) for one query token per sequence over ragged lengths.
 // q: [B, Hq, D] fp16; k/v: [B, Hkv, S_max, row_bytes] in `format`; seqlens: [B] int32 (device).
 // All query heads of a KV group are processed by one CTA so K/V are read once. Each of n_splits
@@ -94,6 +101,8 @@ struct DecodeParams {
   // format kKivi: B caches each (device arrays); k/v are then unused.
   const KiviCache* kivi_k = nullptr;
   const KiviCache* kivi_v = nullptr;
+  // Row formats, sequences in separate caches (sessions): a device array of B; k/v/S_max are then unused.
+  const KvSeq* seqs = nullptr;
 };
 cudaError_t decode_attn(const DecodeParams& p, cudaStream_t stream);
 // The first n tokens of batch row 0's KIVI keys and values (p.format kKivi, p.Hkv, p.D, p.kivi_k/v) as
@@ -120,6 +129,11 @@ int lean_auto_ctas(KvFormat format, int D);
 
 // y[N] = W[N, K] x[K] for ggml rows (type ids: F16 = 1, Q8_0 = 8, Q4_0 = 2, Q4_1 = 3; K % 32 == 0).
 cudaError_t gemv_quant(int ggml_type, const void* w, const float* x, float* y, int N, int K, cudaStream_t stream);
+// The same for `rows` activation rows, x [rows, K] -> y [rows, N] (a batch of decode steps): up to
+// kGemvMaxRows rows share one read of the weights; each row's result equals gemv_quant's bit for bit.
+constexpr int kGemvMaxRows = 8;
+cudaError_t gemv_quant_rows(int ggml_type, const void* w, const float* x, int rows, float* y, int N, int K,
+                            cudaStream_t stream);
 
 // Tensor-core GEMM for prefill: y[T, N] (row stride ldy) = x[T, K] . w[N, K]^T, fp16 operands, fp32
 // accumulation and output. Any T, N, K (edges are zero-padded in shared memory).

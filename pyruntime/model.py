@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Generator, Iterator, Optional, Sequence, Union
 
 from pyruntime import _core
 from pyruntime.errors import (
@@ -320,6 +320,24 @@ class Model:
             return [out[i] for i in range(len(sessions))]
         return [s._feed(ids, all_logits=False) for s, ids in zip(sessions, id_lists)]
 
+    def decode(self, sessions: Sequence[Session], tokens: Sequence[int]) -> list[np.ndarray]:
+        """Feed one token to each session (one decode step of several conversations); returns each
+        session's logits.
+
+        With ``device="cuda"`` (Llama family, one KV format across the sessions) this is one batched
+        step: every weight is read once for up to 8 sessions, each token goes to its own cache and
+        one Lean Attention launch (stream-K) covers the caches however ragged their lengths.
+        Elsewhere the sessions are fed one after the other."""
+        if len(sessions) != len(tokens):
+            raise InvalidArgumentError(f"{len(sessions)} sessions but {len(tokens)} tokens")
+        if any(s._model is not self for s in sessions):
+            raise InvalidArgumentError("every session must come from this model")
+        toks = _id_list(tokens)
+        if self._gpu is not None and hasattr(self._gpu, "decode_batch") and sessions:
+            out = self._gpu.decode_batch([s._s for s in sessions], toks)
+            return [out[i] for i in range(len(sessions))]
+        return [s._feed([t], all_logits=False) for s, t in zip(sessions, toks)]
+
     def generate(
         self,
         prompt: Prompt,
@@ -355,6 +373,85 @@ class Model:
         assert gen.completion is not None
         return gen.completion
 
+    def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: Optional[Union[str, Sequence[str]]] = None,
+    ) -> list[Completion]:
+        """Continue several prompts together: one :class:`Completion` each, with the options of
+        :meth:`generate` (given a ``seed``, prompt ``i`` samples with ``seed + i``).
+
+        With ``device="cuda"`` the prompts are prefilled in one padding-free pass (f16 caches) and
+        each decode step of the unfinished ones is one batched step (:meth:`decode`: the weights
+        read once for up to 8 of them, Lean Attention over their ragged caches). Elsewhere each step
+        of each prompt runs in turn. Each prompt gets the tokens :meth:`generate` gives it alone,
+        up to the batched kernels' rounding (a near tie can flip). Time stats are shares of the
+        batch's steps."""
+        stops = _stop_list(stop)
+        gens = [
+            Stream(
+                self,
+                self.tokenize(p) if isinstance(p, str) else [int(i) for i in p],
+                _SamplingOptions(
+                    max_new_tokens,
+                    temperature,
+                    top_k,
+                    top_p,
+                    min_p,
+                    repeat_penalty,
+                    None if seed is None else seed + i,
+                    stops,
+                ),
+            )
+            for i, p in enumerate(prompts)
+        ]
+        batch_prefill = self._gpu is not None and self.kv_cache_k == self.kv_cache_v == "f16"
+        replies: list[Any] = [None] * len(gens)
+        active = list(range(len(gens)))
+        while active:
+            feeds: dict[int, _Feed] = {}
+            for i in active:  # run each generation to its next feed (chunks are not needed here)
+                try:
+                    item = gens[i]._steps.send(replies[i])
+                    while not isinstance(item, _Feed):
+                        item = gens[i]._steps.send(None)
+                    feeds[i] = item
+                except StopIteration:
+                    pass
+            active = list(feeds)
+            fresh = [i for i in active if gens[i]._session.n_past == 0]
+            steps = [i for i in active if gens[i]._session.n_past > 0 and len(feeds[i].ids) == 1]
+            rest = [i for i in active if i not in fresh and i not in steps]
+            replies_now: dict[int, Any] = {}
+            if batch_prefill and len(fresh) > 1 and not self.is_encoder_decoder:
+                out = self.prefill([gens[i]._session for i in fresh], [feeds[i].ids for i in fresh])
+                replies_now.update(zip(fresh, out))
+                for i in fresh:
+                    gens[i]._batched_steps += 1
+            else:
+                rest += fresh
+            if steps:
+                out = self.decode([gens[i]._session for i in steps], [feeds[i].ids[0] for i in steps])
+                replies_now.update(zip(steps, out))
+                if len(steps) > 1 and self._gpu is not None and hasattr(self._gpu, "decode_batch"):
+                    for i in steps:
+                        gens[i]._batched_steps += 1
+            for i in rest:
+                replies_now[i] = gens[i]._session._feed_rows(feeds[i].ids, all_logits=False)
+            for i in active:
+                replies[i] = replies_now[i]
+        completions = [g.completion for g in gens]
+        assert all(c is not None for c in completions)
+        return [c for c in completions if c is not None]
+
     def transcribe(self, audio: Any, *, sample_rate: Optional[int] = None, max_new_tokens: int = 224) -> Any:
         """Speech models (Whisper): transcribe a WAV file path or an array of samples (mono, or
         ``[samples, channels]``) at ``sample_rate`` (default: the model's rate; other rates are
@@ -382,6 +479,13 @@ class Model:
         text = render_chat(tmpl, messages, bos_token=bos, eos_token=eos)
         ids = tok.encode(text, add_special=False, parse_special=True)
         return self.generate(ids, **kwargs)
+
+
+@dataclass
+class _Feed:
+    """A generation's request: feed ``ids`` to its session and send back the last row's logits."""
+
+    ids: list[int]
 
 
 @dataclass
@@ -451,7 +555,9 @@ class Stream:
         seed = opt.seed if opt.seed is not None else int.from_bytes(os.urandom(8), "little")
         self._sampler = _core.Sampler(opt.temperature, opt.top_k, opt.top_p, opt.min_p, opt.repeat_penalty, 64, seed)
         self.completion: Optional[Completion] = None
-        self._iter = self._run()
+        self._batched_steps = 0  # feeds that ran in one batched GPU step with other generations
+        self._steps = self._run()
+        self._iter = self._drive()
 
     def __iter__(self) -> Iterator[Chunk]:
         return self._iter
@@ -459,7 +565,24 @@ class Stream:
     def __next__(self) -> Chunk:
         return next(self._iter)
 
-    def _run(self) -> Iterator[Chunk]:
+    def _drive(self) -> Iterator[Chunk]:
+        """Runs the generation alone: each feed request goes straight to its session."""
+        reply: Any = None
+        while True:
+            try:
+                item = self._steps.send(reply)
+            except StopIteration:
+                return
+            if isinstance(item, _Feed):
+                reply = self._session._feed_rows(item.ids, all_logits=False)
+            else:
+                reply = None
+                yield item
+
+    def _run(self) -> Generator[Union[Chunk, _Feed], Any, None]:
+        """The generation as steps: yields text chunks, and a :class:`_Feed` wherever it needs the
+        logits of ids fed to its session (sent back in). The driver decides how feeds run: alone
+        (:meth:`_drive`) or batched with other generations (:meth:`Model.generate_batch`)."""
         opt, model, sess = self._opt, self._model, self._session
         tok = model.tokenizer
         eog = model._eog_ids()
@@ -473,7 +596,7 @@ class Stream:
         else:
             for i in self._ids[-64:]:
                 self._sampler.accept(i)
-        logits = sess._feed_rows(decoder_ids, all_logits=False)
+        logits = yield _Feed(decoder_ids)
         t_prefill = time.perf_counter() - t0
         new_ids: list[int] = []
         text = ""  # everything decoded so far
@@ -511,7 +634,7 @@ class Stream:
             if sess.n_past >= sess.n_ctx:
                 finish = "context"
                 break
-            logits = sess._feed_rows([token], all_logits=False)
+            logits = yield _Feed([token])
         if finish == "length" and tok is not None:
             text += decoder.decode(b"", final=True)
             if len(text) > shown:
@@ -532,6 +655,7 @@ class Stream:
                 "total_s": t_end - t0,
                 "finish_reason": finish,
                 "kv_bytes": sess.kv_bytes,
+                "batched_steps": self._batched_steps,
             },
         )
 

@@ -285,6 +285,32 @@ def test_gemv_quant(cu: ModuleType, qtype: str, type_id: int, N: int, K: int) ->
     np.testing.assert_allclose(y, ref, atol=1e-4 * np.sqrt(K), rtol=1e-4)
 
 
+@pytest.mark.parametrize("qtype,type_id", [("F16", 1), ("Q8_0", 8), ("Q4_0", 2), ("Q4_1", 3)])
+@pytest.mark.parametrize("n_x", [2, 3, 5, 8, 11, 17])
+def test_gemv_rows_share_the_weights_and_keep_each_rows_bits(
+    cu: ModuleType, qtype: str, type_id: int, n_x: int
+) -> None:
+    """A batch of activation rows (decode steps of several sessions) through one read of the weights:
+    instances of 2/4/8 rows, zero rows padding 3 and 5 up, chunks past 8. Each row equals the lone-row
+    GEMV bit for bit (same sum order), and the float64 reference within 1e-4."""
+    N, K = 77, 4128  # 8 x 4128 floats of staged x = 129 KiB: the shared-memory opt-in
+    rng = np.random.default_rng(n_x)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    if qtype == "F16":
+        rows = w.astype(np.float16).view(np.uint8)
+        wd = w.astype(np.float16).astype(np.float64)
+    else:
+        rows = np.stack([np.frombuffer(_core.quantize(qtype, r), np.uint8) for r in w])
+        wd = np.stack([_core.dequantize(qtype, r.tobytes(), K) for r in rows]).astype(np.float64)
+    x = rng.standard_normal((n_x, K)).astype(np.float32)
+    y, _ = cu.gemv(type_id, rows, x)
+    assert y.shape == (n_x, N)
+    for i in range(n_x):
+        lone, _ = cu.gemv(type_id, rows, x[i])
+        np.testing.assert_array_equal(y[i], lone)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ wd.T, atol=1e-4 * np.sqrt(K), rtol=1e-4)
+
+
 def test_padding_free_batch_matches_per_sequence(cu: ModuleType) -> None:
     """SPEC 6.5.1: pack -> attention -> unpack equals the per-sequence reference on valid rows; pad
     rows are exactly 0; cu_seqlens equals the CPU exclusive scan; the gather map points at valid rows."""

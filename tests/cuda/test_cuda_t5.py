@@ -93,7 +93,7 @@ def test_t5_encoder_batch_is_padding_free(cu: ModuleType, t5: tuple[Any, Path]) 
     _, gguf = t5
     gpu = pr.load(gguf, device=device_of(cu), context=64)
     cpu = pr.load(gguf, activations="f32", kv_cache="f16")
-    lengths = [1, 15, 0, 37, 16]
+    lengths = [1, 15, 0, 37, 24]
     rng = np.random.default_rng(4)
     ids = np.zeros((len(lengths), max(lengths)), np.int64)
     mask = np.zeros_like(ids)
@@ -106,7 +106,7 @@ def test_t5_encoder_batch_is_padding_free(cu: ModuleType, t5: tuple[Any, Path]) 
         if n:
             want = cpu.encode(ids[b, :n])
             assert rel_err(got[b, :n], want) < 1e-2, b
-        if n > 1:  # alone, a 1-token row takes the GEMV (fp32 activations), in a batch the fp16 GEMM
+        if n > 16:  # alone, up to 16 rows take the GEMV (fp32 activations), in a batch the fp16 GEMM
             np.testing.assert_allclose(got[b, :n], gpu.encode(ids[b, :n]), rtol=0, atol=1e-5 * np.abs(want).max())
 
 

@@ -330,15 +330,18 @@ py::dict run_kivi_store(const std::string& spec, bool keys, int n_heads, int hea
   return d;
 }
 
+// x [K] or [rows, K] (a batch of decode steps) -> y of the same leading shape, [N] or [rows, N].
 py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
-  const int K = int(x.size()), N = int(w.shape(0));
-  DevBuf dw(w.data(), w.nbytes()), dx(x.data(), x.nbytes()), dy(size_t(N) * 4);
+  if (x.ndim() != 1 && x.ndim() != 2) throw std::invalid_argument("x must be [K] or [rows, K]");
+  const int rows = x.ndim() == 2 ? int(x.shape(0)) : 1, K = int(x.shape(x.ndim() - 1)), N = int(w.shape(0));
+  DevBuf dw(w.data(), w.nbytes()), dx(x.data(), x.nbytes()), dy(size_t(rows) * N * 4);
   dy.poison();
+  auto launch = [&] { return gemv_quant_rows(type, dw.ptr, dx.as<float>(), rows, dy.as<float>(), N, K, nullptr); };
   float ms = 0;
-  if (iters > 0) ms = median_ms([&] { return gemv_quant(type, dw.ptr, dx.as<float>(), dy.as<float>(), N, K, nullptr); }, iters);
-  else check(gemv_quant(type, dw.ptr, dx.as<float>(), dy.as<float>(), N, K, nullptr), "gemv_quant");
+  if (iters > 0) ms = median_ms(launch, iters);
+  else check(launch(), "gemv_quant");
   check(cudaDeviceSynchronize(), "gemv_quant (sync)");
-  py::array_t<float> y(N);
+  py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({rows, N}) : py::array_t<float>(N);
   dy.to_host(y.mutable_data());
   return py::make_tuple(y, ms);
 }
@@ -490,6 +493,15 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
              {
                py::gil_scoped_release nogil;
                LlamaGpuSession::prefill_batch(sessions, prompts, out.mutable_data());
+             }
+             return out;
+           })
+      .def("decode_batch",
+           [](const LlamaGpuModel& m, std::vector<LlamaGpuSession*> sessions, std::vector<int32_t> tokens) {
+             py::array_t<float> out({int64_t(sessions.size()), m.hparams().n_vocab});
+             {
+               py::gil_scoped_release nogil;
+               LlamaGpuSession::decode_batch(sessions, tokens, out.mutable_data());
              }
              return out;
            });

@@ -100,8 +100,8 @@ DeviceWeight WeightUploader::weight(const Weight& w) {
 
 void Linear::run(const DeviceWeight& w, const float* x, int64_t T, float* y) {
   const int N = int(w.rows), K = int(w.cols);
-  if (T == 1) {
-    check(gemv_quant(w.type, w.data.as<void>(), x, y, N, K, nullptr), "gemv");
+  if (T <= kLinearGemvRows) {  // decode steps (one session's or a batch's) and short pieces
+    check(gemv_quant_rows(w.type, w.data.as<void>(), x, int(T), y, N, K, nullptr), "gemv");
     return;
   }
   half_in_.reserve(size_t(T) * K * 2);

@@ -67,8 +67,10 @@ struct WeightUploader {
   DeviceBuffer floats(const float* x, int64_t n, float scale = 1.0f);
 };
 
-// y[T, w.rows] = x[T, w.cols] w^T: the dequantizing GEMV for one row, else x in fp16 through the
-// tensor-core GEMM (quantized weights converted to fp16 rows per use).
+// y[T, w.rows] = x[T, w.cols] w^T: the dequantizing GEMV for up to kLinearGemvRows rows (fp32 activations;
+// at most two reads of the weights), else x in fp16 through the tensor-core GEMM (quantized weights
+// converted to fp16 rows per use).
+constexpr int64_t kLinearGemvRows = 2 * kGemvMaxRows;
 class Linear {
  public:
   explicit Linear(size_t max_quantized_elems = 0) : max_quantized_(max_quantized_elems) {}

@@ -54,11 +54,16 @@ void KiviGpuStore::finish_step() {
   }
 }
 
-KiviCache* KiviGpuStore::device_view() {
+KiviCache KiviGpuStore::view() const {
   KiviCache c{};
   c.sink = sink_.as<half>(), c.scale = scale_.as<half>(), c.min = min_.as<half>(), c.codes = codes_.as<uint8_t>();
   c.window = window_.as<half>();
   c.n_sink = int(n_sink_), c.n_quant = int(n_quant_), c.n_window = int(n_window_), c.bits = s_.bits, c.group = s_.group;
+  return c;
+}
+
+KiviCache* KiviGpuStore::device_view() {
+  const KiviCache c = view();
   check(cudaMemcpy(view_.as<void>(), &c, sizeof(c), cudaMemcpyHostToDevice), "kivi view");
   return view_.as<KiviCache>();
 }

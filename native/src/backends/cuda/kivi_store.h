@@ -20,7 +20,8 @@ class KiviGpuStore {
   void clear() { n_sink_ = n_quant_ = n_window_ = 0; }
   int64_t size() const { return n_sink_ + n_quant_ + n_window_; }
   size_t bytes() const;  // what the tokens held take (codes, scales, minima, fp16 rows)
-  // The cache as the kernels read it (device memory, refreshed here).
+  // The cache as the kernels read it: its current extents (host), or a device copy refreshed here.
+  KiviCache view() const;
   KiviCache* device_view();
 
  private:

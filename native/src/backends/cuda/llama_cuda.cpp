@@ -16,10 +16,6 @@
 
 namespace pyrt::cuda {
 
-namespace {
-
-}  // namespace
-
 // ---- model ----
 LlamaGpuModel::LlamaGpuModel(const std::string& path, const std::string& arch)
     : file_(GgufFile::open(path)), w_(load_llama_weights(*file_, arch, nullptr)) {
@@ -107,6 +103,7 @@ std::map<std::string, double> LlamaGpuSession::stats() const {
           {"decode_tokens", double(decode_tokens_)},
           {"gpu_passes", double(passes_)},
           {"batched_prefills", double(batched_prefills_)},
+          {"batched_decodes", double(batched_decodes_)},
           {"prefill_s", prefill_s_},
           {"decode_s", decode_s_}};
 }
@@ -325,6 +322,100 @@ void LlamaGpuSession::prefill_batch(const std::vector<LlamaGpuSession*>& session
     s.prefill_tokens_ += s.n_past_;
     s.prefill_s_ += dt / double(B);  // the pass is shared: each session gets its share of the time
     ++s.batched_prefills_;
+  }
+}
+
+void LlamaGpuSession::decode_batch(const std::vector<LlamaGpuSession*>& sessions, const std::vector<int32_t>& tokens,
+                                   float* logits) {
+  if (sessions.empty() || sessions.size() != tokens.size()) {
+    fail(ErrorCode::kInvalidArgument, "decode_batch needs one token per session");
+  }
+  LlamaGpuSession& s0 = *sessions[0];
+  const LlamaGpuModel& m = s0.m_;
+  const LlamaHparams& hp = m.w_.hp;
+  const int B = int(sessions.size());
+  std::vector<int> seqlens, positions;
+  for (int b = 0; b < B; ++b) {
+    const LlamaGpuSession& s = *sessions[b];
+    const std::string who = "decode_batch: session " + std::to_string(b);
+    if (&s.m_ != &m) fail(ErrorCode::kInvalidArgument, "decode_batch: every session must come from the same model");
+    if (s.kv_ != s0.kv_) fail(ErrorCode::kInvalidArgument, who + " has a different KV cache format from session 0");
+    for (int a = 0; a < b; ++a) {
+      if (sessions[a] == &s) fail(ErrorCode::kInvalidArgument, who + " is session " + std::to_string(a) + " again");
+    }
+    if (s.n_past_ + 1 > s.n_ctx_) {
+      fail(ErrorCode::kContextOverflow, who + ": one more token after " + std::to_string(s.n_past_) + " overflows the context of " + std::to_string(s.n_ctx_));
+    }
+    positions.push_back(int(s.n_past_));
+    seqlens.push_back(int(s.n_past_) + 1);
+  }
+  check_token_ids(tokens.data(), B, hp.n_vocab);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t kvd = int64_t(hp.n_head_kv) * hp.head_dim, qd = int64_t(hp.n_head) * hp.head_dim;
+  const int G = hp.n_head / hp.n_head_kv;
+  const bool kivi = s0.kv_ == KvFormat::kKivi;
+  s0.reserve(B);
+  // Lean Attention's schedule: the ragged caches' 64-key tiles cut evenly over the resident CTAs.
+  const std::vector<int> prefix = lean_tile_prefix(seqlens, hp.n_head_kv);
+  const int n_ctas = lean_auto_ctas(s0.kv_, hp.head_dim);
+  const size_t slots = size_t(lean_partial_slots(n_ctas, B, hp.n_head_kv)) * G;
+  s0.o_partial_.reserve(slots * hp.head_dim * 4), s0.lse_partial_.reserve(slots * 4);
+  DeviceBuffer seqlen_dev, pos_dev, prefix_dev, seqs_dev, kivi_dev;
+  seqlen_dev.upload(seqlens.data(), seqlens.size() * sizeof(int));
+  pos_dev.upload(positions.data(), positions.size() * sizeof(int));
+  prefix_dev.upload(prefix.data(), prefix.size() * sizeof(int));
+  if (!kivi) {  // every layer's caches of every session, [layer][session]
+    std::vector<KvSeq> seqs;
+    for (int il = 0; il < hp.n_layer; ++il)
+      for (const LlamaGpuSession* s : sessions) seqs.push_back({s->k_cache_[il].as<void>(), s->v_cache_[il].as<void>(), int(s->n_ctx_)});
+    seqs_dev.upload(seqs.data(), seqs.size() * sizeof(KvSeq));
+  } else {
+    kivi_dev.reserve(2 * size_t(B) * sizeof(KiviCache));
+  }
+  upload_embeddings(m.w_.tok_embd, tokens.data(), B, s0.x_);
+  for (int il = 0; il < hp.n_layer; ++il) {
+    const LlamaGpuModel::Layer& L = m.layers_[il];
+    s0.qkv(L, B);
+    check(rope_positions(s0.q_.as<float>(), B, hp.n_head, hp.head_dim, hp.n_rot, pos_dev.as<int>(), m.inv_freq_.as<float>(), false, nullptr), "rope q");
+    check(rope_positions(s0.k_.as<float>(), B, hp.n_head_kv, hp.head_dim, hp.n_rot, pos_dev.as<int>(), m.inv_freq_.as<float>(), false, nullptr), "rope k");
+    DecodeParams p{};
+    std::vector<KiviCache> views;
+    for (int b = 0; b < B; ++b) {  // each token into its own session's cache
+      LlamaGpuSession& s = *sessions[b];
+      const float* krow = s0.k_.as<float>() + b * kvd;
+      const float* vrow = s0.v_.as<float>() + b * kvd;
+      if (kivi) {
+        s.kivi_k_[il]->append(krow, 1);
+        s.kivi_v_[il]->append(vrow, 1);
+      } else {
+        check(kv_append(s.kv_, krow, 1, hp.n_head_kv, hp.head_dim, s.k_cache_[il].as<void>(), int(s.n_ctx_), positions[b], nullptr), "kv append k");
+        check(kv_append(s.kv_, vrow, 1, hp.n_head_kv, hp.head_dim, s.v_cache_[il].as<void>(), int(s.n_ctx_), positions[b], nullptr), "kv append v");
+      }
+    }
+    if (kivi) {  // keys of every session, then values
+      for (const LlamaGpuSession* s : sessions) views.push_back(s->kivi_k_[il]->view());
+      for (const LlamaGpuSession* s : sessions) views.push_back(s->kivi_v_[il]->view());
+      check(cudaMemcpy(kivi_dev.as<void>(), views.data(), views.size() * sizeof(KiviCache), cudaMemcpyHostToDevice), "kivi views");
+      p.kivi_k = kivi_dev.as<KiviCache>(), p.kivi_v = kivi_dev.as<KiviCache>() + B;
+    } else {
+      p.seqs = seqs_dev.as<KvSeq>() + size_t(il) * B;
+    }
+    check(f32_to_f16(s0.q_.as<float>(), s0.half_q_.as<half>(), B * qd, nullptr), "q to fp16");
+    p.q = s0.half_q_.as<half>(), p.seqlens = seqlen_dev.as<int>(), p.format = s0.kv_;
+    p.B = B, p.Hq = hp.n_head, p.Hkv = hp.n_head_kv, p.D = hp.head_dim, p.scale = 1.0f / std::sqrt(float(hp.head_dim));
+    p.o_partial = s0.o_partial_.as<float>(), p.lse_partial = s0.lse_partial_.as<float>();
+    p.out = s0.att_.as<float>(), p.lse = s0.lse_.as<float>();
+    check(decode_attn_lean(p, prefix_dev.as<int>(), prefix.back(), n_ctas, nullptr), "decode_attn_lean");
+    if (kivi) {
+      for (LlamaGpuSession* s : sessions) s->kivi_k_[il]->finish_step(), s->kivi_v_[il]->finish_step();
+    }
+    s0.after_attention(L, B);
+  }
+  s0.head(s0.x_.as<float>(), B, logits);
+  const double dt = seconds_since(t0);
+  for (LlamaGpuSession* s : sessions) {
+    ++s->n_past_, ++s->decode_tokens_, ++s->batched_decodes_;
+    s->decode_s_ += dt / double(B);  // the step is shared: each session gets its share of the time
   }
 }
 

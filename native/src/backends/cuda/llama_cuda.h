@@ -58,6 +58,13 @@ class LlamaGpuSession {
   // sums, each session's cache filled from its own rows). logits: [sessions, vocab], each prompt's last.
   static void prefill_batch(const std::vector<LlamaGpuSession*>& sessions,
                             const std::vector<std::vector<int32_t>>& prompts, float* logits);
+  // One decode step for each of several sessions of one model (one token each, any cache lengths, the
+  // same KV format): every linear over the batch's rows (the GEMV reads each weight once for up to
+  // kGemvMaxRows sessions), each token appended to its own cache, Lean Attention (stream-K) over the
+  // ragged caches in one launch. logits: [sessions, vocab]. Each session's logits equal its own
+  // feed() step's within the attention's reordering (a few ulp).
+  static void decode_batch(const std::vector<LlamaGpuSession*>& sessions, const std::vector<int32_t>& tokens,
+                           float* logits);
 
  private:
   // One pass of T <= kMaxRows tokens at positions n_past_.. ; logits of rows [first, T) when asked.
@@ -79,7 +86,7 @@ class LlamaGpuSession {
   DeviceBuffer x_, xn_, q_, k_, v_, att_, tmp_, gate_, up_, half_q_, lse_, logits_;
   DeviceBuffer o_partial_, lse_partial_, seqlen_, k_f16_, v_f16_;
   Linear lin_;
-  int64_t prefill_tokens_ = 0, decode_tokens_ = 0, passes_ = 0, batched_prefills_ = 0;
+  int64_t prefill_tokens_ = 0, decode_tokens_ = 0, passes_ = 0, batched_prefills_ = 0, batched_decodes_ = 0;
   double prefill_s_ = 0, decode_s_ = 0;
 };
 
