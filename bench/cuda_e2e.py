@@ -6,7 +6,11 @@ python bench/cuda_e2e.py --out /tmp/x --small --device cuda-sim --torch-device c
 
 The model is 1B-shaped (hidden 2048, 16 heads, 4 KV heads, intermediate 5632; --layers, default 4, as
 in the CPU benchmark), converted with pyrt-convert to each --quant. Prefill: tokens/s of one prompt of
-128 / 512 tokens into an empty cache. Decode: 128 single-token steps after a 128-token prompt. Each
+128 / 512 tokens into an empty cache. Decode: 128 single-token steps after a 128-token prompt.
+Batched decode (tgNxB): B conversations of different lengths (prompts of 128 / 2 to 128 tokens) step N
+times together, tokens/s over all of them: ours Model.decode (weights read once per 8 sessions, Lean
+Attention over the ragged caches), transformers one forward of the B rows (left-padded to one
+length, with their attention mask: what it needs for ragged batches). Each
 figure is min / median over --reps runs; each rep runs both sides (alternating). transformers runs the fp16
 weights (it has no Q8_0/Q4_0 kernels): for quantized files the ratio compares our quantized path with
 its fp16 one. Writes cuda_e2e.json and cuda_e2e.png.
@@ -51,6 +55,17 @@ def build_model(out: Path, small: bool, layers: int, seed: int = 0) -> Path:
     return out
 
 
+def parse_test(test: str) -> tuple[int, int]:
+    """ppN / tgN / tgNxB -> (N, B)."""
+    n, _, b = test[2:].partition("x")
+    return int(n), int(b or 1)
+
+
+def ragged_lengths(n: int, batch: int) -> list[int]:
+    """Prompt lengths of a ragged batch: the first n tokens, then shorter ones down to n / batch."""
+    return [max(2, n - b * n // batch) for b in range(batch)]
+
+
 class Ours:
     def __init__(self, path: Path, device: str) -> None:
         import pyruntime as pr
@@ -58,8 +73,16 @@ class Ours:
         self.model = pr.load(path, device=device, context=1024)
 
     def run(self, test: str, ids: list[int]) -> float:
-        """tokens/s of one run of `test` (ppN: N-token prompt; tgN: N steps after the ids as prompt)."""
-        n = int(test[2:])
+        """tokens/s of one run of `test` (ppN: N-token prompt; tgN: N steps after the ids as prompt;
+        tgNxB: N steps of B sessions together after prompts of ragged_lengths)."""
+        n, batch = parse_test(test)
+        if batch > 1:
+            sessions = [self.model.session() for _ in range(batch)]
+            self.model.prefill(sessions, [ids[:length] for length in ragged_lengths(len(ids), batch)])
+            t0 = time.perf_counter()
+            for i in range(n):
+                self.model.decode(sessions, [ids[(i + b) % len(ids)] for b in range(batch)])
+            return batch * n / (time.perf_counter() - t0)
         s = self.model.session()
         if test.startswith("pp"):
             t0 = time.perf_counter()
@@ -86,7 +109,10 @@ class Theirs:
             self.torch.cuda.synchronize()
 
     def run(self, test: str, ids: list[int]) -> float:
-        torch, model, n = self.torch, self.model, int(test[2:])
+        torch, model = self.torch, self.model
+        n, batch = parse_test(test)
+        if batch > 1:
+            return self.run_batch(n, batch, ids)
         with torch.inference_mode():
             x = torch.tensor([ids[:n] if test.startswith("pp") else ids], device=self.device)
             if test.startswith("pp"):
@@ -99,6 +125,28 @@ class Theirs:
                     past = model(tok, past_key_values=past, use_cache=True).past_key_values
 
             return n / timed(steps, self.sync)
+
+    def run_batch(self, n: int, batch: int, ids: list[int]) -> float:
+        """B ragged prompts left-padded to one length (the attention mask hides the pads), then n
+        steps of all B rows: what transformers does for a batch of conversations."""
+        torch, model = self.torch, self.model
+        lengths = ragged_lengths(len(ids), batch)
+        width = max(lengths)
+        x = torch.zeros((batch, width), dtype=torch.long, device=self.device)
+        mask = torch.zeros((batch, width), dtype=torch.long, device=self.device)
+        for b, length in enumerate(lengths):
+            x[b, width - length :] = torch.tensor(ids[:length], device=self.device)
+            mask[b, width - length :] = 1
+        with torch.inference_mode():
+            past = model(x, attention_mask=mask, use_cache=True).past_key_values
+
+            def steps(past: Any = past, mask: Any = mask) -> None:
+                for i in range(n):
+                    tok = torch.tensor([[ids[(i + b) % len(ids)]] for b in range(batch)], device=self.device)
+                    mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=self.device)], dim=1)
+                    past = model(tok, attention_mask=mask, past_key_values=past, use_cache=True).past_key_values
+
+            return batch * n / timed(steps, self.sync)
 
 
 def plot(rows: list[dict[str, Any]], path: Path, device: str) -> None:
@@ -126,7 +174,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quants", default="f16,q8_0,q4_0")
-    ap.add_argument("--tests", default="pp128,pp512,tg128")
+    ap.add_argument("--tests", default="pp128,pp512,tg128,tg64x4,tg64x8,tg64x16")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--small", action="store_true", help="a tiny model (smoke test)")
