@@ -28,8 +28,10 @@ static int cmp_double(const void* a, const void* b) {
 }
 
 static int usage(const char* why) {
-  fprintf(stderr, "pyrt-bench: %s\nusage: pyrt-bench -m model.gguf [-t threads] [-p n_prompt] [-n n_gen] [-r reps] "
-                  "[--kv-cache TYPE] [--json]\n", why);
+  fprintf(stderr,
+          "pyrt-bench: %s\nusage: pyrt-bench -m model.gguf [-t threads] [-p n_prompt] [-n n_gen] [-r reps] "
+          "[--kv-cache TYPE] [--json]\n",
+          why);
   return 2;
 }
 
@@ -50,9 +52,12 @@ static void print_json_string(const char* s) {
   putchar('"');
   for (; *s; ++s) {
     const unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') printf("\\%c", c);
-    else if (c < 0x20) printf("\\u%04x", c);
-    else putchar(c);
+    if (c == '"' || c == '\\')
+      printf("\\%c", c);
+    else if (c < 0x20)
+      printf("\\u%04x", c);
+    else
+      putchar(c);
   }
   putchar('"');
 }
@@ -81,8 +86,11 @@ int main(int argc, char** argv) {
       json = 1;
       continue;
     }
-    long* count = strcmp(a, "-t") == 0 ? &threads : strcmp(a, "-p") == 0 ? &n_prompt
-                : strcmp(a, "-n") == 0 ? &n_gen : strcmp(a, "-r") == 0 ? &reps : NULL;
+    long* count = strcmp(a, "-t") == 0   ? &threads
+                  : strcmp(a, "-p") == 0 ? &n_prompt
+                  : strcmp(a, "-n") == 0 ? &n_gen
+                  : strcmp(a, "-r") == 0 ? &reps
+                                         : NULL;
     if (!count && strcmp(a, "-m") != 0 && strcmp(a, "--kv-cache") != 0) {
       fprintf(stderr, "pyrt-bench: unknown option '%s'\n", a);
       return usage("see the options below");
@@ -92,9 +100,12 @@ int main(int argc, char** argv) {
       return 2;
     }
     const char* v = argv[++i];
-    if (strcmp(a, "-m") == 0) model_path = v;
-    else if (strcmp(a, "--kv-cache") == 0) kv = v;
-    else if ((*count = parse_count(a, v, count == &threads || count == &reps ? 1 : 0, count == &threads ? 256 : 1 << 20)) < 0)
+    if (strcmp(a, "-m") == 0)
+      model_path = v;
+    else if (strcmp(a, "--kv-cache") == 0)
+      kv = v;
+    else if ((*count = parse_count(a, v, count == &threads || count == &reps ? 1 : 0,
+                                   count == &threads ? 256 : 1 << 20)) < 0)
       return 2;
   }
   if (!model_path) return usage("-m model.gguf is required");
@@ -140,9 +151,10 @@ int main(int argc, char** argv) {
     const double median = runs % 2 ? rates[runs / 2] : 0.5 * (rates[runs / 2 - 1] + rates[runs / 2]);
     const char* kind = test == 0 ? "pp" : "tg";
     if (json) {
-      printf("{\"test\": \"%s%ld\", \"tok_s\": %.4f, \"tok_s_min\": %.4f, \"tok_s_max\": %.4f, \"runs\": %d, "
-             "\"threads\": %ld, \"runtime\": \"pyrt-bench\", \"model\": ",
-             kind, n_tok, median, rates[0], rates[runs - 1], runs, threads);
+      printf(
+          "{\"test\": \"%s%ld\", \"tok_s\": %.4f, \"tok_s_min\": %.4f, \"tok_s_max\": %.4f, \"runs\": %d, "
+          "\"threads\": %ld, \"runtime\": \"pyrt-bench\", \"model\": ",
+          kind, n_tok, median, rates[0], rates[runs - 1], runs, threads);
       print_json_string(model_path);
       printf("}\n");
     } else {

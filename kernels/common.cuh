@@ -13,7 +13,9 @@
 namespace pyrt::cuda {
 
 // Blocks of `threads` covering n items.
-inline int blocks_for(int64_t n, int threads) { return static_cast<int>((n + threads - 1) / threads); }
+inline int blocks_for(int64_t n, int threads) {
+  return static_cast<int>((n + threads - 1) / threads);
+}
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;

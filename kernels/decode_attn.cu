@@ -17,9 +17,12 @@ constexpr int kMaxGroup = 8;
 
 template <KvFormat F>
 __device__ __forceinline__ float kv_at(const uint8_t* row, int c) {
-  if constexpr (F == KvFormat::kF16) return __half2float(reinterpret_cast<const half*>(row)[c]);
-  else if constexpr (F == KvFormat::kQ8_0) return q8_0_at(row, c);
-  else return q4_0_at(row, c);
+  if constexpr (F == KvFormat::kF16)
+    return __half2float(reinterpret_cast<const half*>(row)[c]);
+  else if constexpr (F == KvFormat::kQ8_0)
+    return q8_0_at(row, c);
+  else
+    return q4_0_at(row, c);
 }
 
 // Element c of token j's key / value for one (sequence, KV head): row formats address rows.
@@ -167,7 +170,8 @@ __device__ void attend_range(const DecodeParams& p, int row_bytes, int b, int kv
     const int g = idx / D, c = idx % D;
     p.o_partial[(slot0 + size_t(g) * head_stride) * D + c] = acc[o] / sL[g];
   }
-  if (threadIdx.x < G) p.lse_partial[slot0 + size_t(threadIdx.x) * head_stride] = sM[threadIdx.x] * kLn2 + logf(sL[threadIdx.x]);
+  if (threadIdx.x < G)
+    p.lse_partial[slot0 + size_t(threadIdx.x) * head_stride] = sM[threadIdx.x] * kLn2 + logf(sL[threadIdx.x]);
   __syncthreads();  // sQ/sM/sL are rewritten by the next call
 }
 
@@ -191,7 +195,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p, 
   const int start = split * chunk, end = min(len, start + chunk);
   const size_t part = (size_t(b) * p.Hq + size_t(kvh) * G) * p.n_splits + split;  // head g adds g * n_splits
   if (start >= end) {  // empty split: weight 0 in the combine
-    for (int i = threadIdx.x; i < G * D; i += kThreads) p.o_partial[(part + size_t(i / D) * p.n_splits) * D + i % D] = 0.0f;
+    for (int i = threadIdx.x; i < G * D; i += kThreads)
+      p.o_partial[(part + size_t(i / D) * p.n_splits) * D + i % D] = 0.0f;
     if (threadIdx.x < G) p.lse_partial[part + size_t(threadIdx.x) * p.n_splits] = -INFINITY;
     return;
   }
@@ -203,7 +208,9 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p, 
 // the same work however ragged the batch. A range may end mid-group and span several groups; each
 // (CTA c, group gi) piece is a segment with its own partial in slot c + gi (unique: along the ordered
 // segments c and gi only grow, one of them at each step). The combine merges each group's slots.
-__device__ __forceinline__ int lean_range_start(int c, int n_ctas, int total) { return int(int64_t(c) * total / n_ctas); }
+__device__ __forceinline__ int lean_range_start(int c, int n_ctas, int total) {
+  return int(int64_t(c) * total / n_ctas);
+}
 
 template <KvFormat F, int D>
 __global__ void __launch_bounds__(kThreads) decode_lean_kernel(DecodeParams p, int row_bytes, const int* tile_prefix,
@@ -214,8 +221,10 @@ __global__ void __launch_bounds__(kThreads) decode_lean_kernel(DecodeParams p, i
   int gi = 0;  // the group holding tile t0: binary search over the prefix
   for (int lo = 0, hi = n_groups - 1; lo <= hi;) {
     const int mid = (lo + hi) / 2;
-    if (tile_prefix[mid] <= t0) gi = mid, lo = mid + 1;
-    else hi = mid - 1;
+    if (tile_prefix[mid] <= t0)
+      gi = mid, lo = mid + 1;
+    else
+      hi = mid - 1;
   }
   for (int t = t0; t < t1; ++gi) {
     const int g_begin = tile_prefix[gi], g_end = tile_prefix[gi + 1];
@@ -334,10 +343,22 @@ cudaError_t launch_lean_format(const DecodeParams& p, const int* tile_prefix, in
                                cudaStream_t stream) {
   const int rb = kv_row_bytes(F, p.D), n_groups = p.B * p.Hkv;
   switch (p.D) {
-    case 64: PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 64>)(p, rb, tile_prefix, n_groups, total_tiles, n_ctas); break;
-    case 80: PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 80>)(p, rb, tile_prefix, n_groups, total_tiles, n_ctas); break;
-    case 96: PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 96>)(p, rb, tile_prefix, n_groups, total_tiles, n_ctas); break;
-    case 128: PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 128>)(p, rb, tile_prefix, n_groups, total_tiles, n_ctas); break;
+    case 64:
+      PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 64>)(p, rb, tile_prefix, n_groups, total_tiles,
+                                                                          n_ctas);
+      break;
+    case 80:
+      PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 80>)(p, rb, tile_prefix, n_groups, total_tiles,
+                                                                          n_ctas);
+      break;
+    case 96:
+      PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 96>)(p, rb, tile_prefix, n_groups, total_tiles,
+                                                                          n_ctas);
+      break;
+    case 128:
+      PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 128>)(p, rb, tile_prefix, n_groups, total_tiles,
+                                                                           n_ctas);
+      break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
@@ -352,11 +373,14 @@ std::vector<int> lean_tile_prefix(const std::vector<int>& seqlens, int Hkv) {
   return prefix;
 }
 
-int lean_partial_slots(int n_ctas, int B, int Hkv) { return n_ctas + B * Hkv; }
+int lean_partial_slots(int n_ctas, int B, int Hkv) {
+  return n_ctas + B * Hkv;
+}
 
 int lean_auto_ctas(KvFormat format, int D) {
   int dev = 0, sms = 1;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
     return 1;
   }
   const int per_sm = format == KvFormat::kF16    ? ctas_per_sm_format<KvFormat::kF16>(D)
@@ -380,9 +404,15 @@ cudaError_t decode_attn_lean(const DecodeParams& p, const int* tile_prefix, int 
   if (total_tiles > 0) {
     switch (p.format) {
       case KvFormat::kF16: err = launch_lean_format<KvFormat::kF16>(p, tile_prefix, total_tiles, n_ctas, stream); break;
-      case KvFormat::kQ8_0: err = launch_lean_format<KvFormat::kQ8_0>(p, tile_prefix, total_tiles, n_ctas, stream); break;
-      case KvFormat::kQ4_0: err = launch_lean_format<KvFormat::kQ4_0>(p, tile_prefix, total_tiles, n_ctas, stream); break;
-      case KvFormat::kKivi: err = launch_lean_format<KvFormat::kKivi>(p, tile_prefix, total_tiles, n_ctas, stream); break;
+      case KvFormat::kQ8_0:
+        err = launch_lean_format<KvFormat::kQ8_0>(p, tile_prefix, total_tiles, n_ctas, stream);
+        break;
+      case KvFormat::kQ4_0:
+        err = launch_lean_format<KvFormat::kQ4_0>(p, tile_prefix, total_tiles, n_ctas, stream);
+        break;
+      case KvFormat::kKivi:
+        err = launch_lean_format<KvFormat::kKivi>(p, tile_prefix, total_tiles, n_ctas, stream);
+        break;
       default: return cudaErrorInvalidValue;
     }
   }
@@ -392,7 +422,8 @@ cudaError_t decode_attn_lean(const DecodeParams& p, const int* tile_prefix, int 
 }
 
 cudaError_t kivi_to_f16(const DecodeParams& p, int n, half* k_out, half* v_out, cudaStream_t stream) {
-  if (p.format != KvFormat::kKivi || !p.kivi_k || !p.kivi_v || p.Hkv <= 0 || p.D <= 0 || n < 0) return cudaErrorInvalidValue;
+  if (p.format != KvFormat::kKivi || !p.kivi_k || !p.kivi_v || p.Hkv <= 0 || p.D <= 0 || n < 0)
+    return cudaErrorInvalidValue;
   const int64_t total = int64_t(p.Hkv) * n * p.D;
   if (total == 0) return cudaSuccess;
   PYRT_LAUNCH(blocks_for(total, 256), 256, 0, stream, kivi_to_f16_kernel)(p, n, k_out, v_out);

@@ -209,16 +209,11 @@ cudaError_t flash_attn_fwd(const FlashParams& p, cudaStream_t stream) {
   if (p.kv_capacity != 0 && (p.kv_capacity < p.Sk || p.cu_seqlens_q)) return cudaErrorInvalidValue;
   if (p.q_token_major && p.cu_seqlens_q) return cudaErrorInvalidValue;
   switch (p.D) {
-    case 64:
-      return launch<64>(p, stream);
-    case 80:
-      return launch<80>(p, stream);
-    case 96:
-      return launch<96>(p, stream);
-    case 128:
-      return launch<128>(p, stream);
-    default:
-      return cudaErrorInvalidValue;
+    case 64: return launch<64>(p, stream);
+    case 80: return launch<80>(p, stream);
+    case 96: return launch<96>(p, stream);
+    case 128: return launch<128>(p, stream);
+    default: return cudaErrorInvalidValue;
   }
 }
 

@@ -13,7 +13,8 @@ constexpr int kNormThreads = 256;
 
 // One CTA per row: each thread sums squares over a strided slice, warps reduce, then every thread
 // scales its slice. Sums in fp32 like the CPU path (the order differs: a tolerance, not bits).
-__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, const float* w, float* y, int n, float eps) {
+__global__ void __launch_bounds__(kNormThreads)
+    rms_norm_kernel(const float* x, const float* w, float* y, int n, float eps) {
   __shared__ float warp_sums[kNormThreads / 32];
   const float* xr = x + size_t(blockIdx.x) * n;
   float* yr = y + size_t(blockIdx.x) * n;
@@ -35,8 +36,7 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
 // One thread per rotated pair (token t, head h, pair i): the CPU rope()'s pairing, (2i, 2i + 1) for
 // ggml's normal mode and (i, i + n_rot / 2) for NeoX; channels past n_rot are left as they are.
 __global__ void rope_kernel(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const int* positions,
-                            const float* inv_freq,
-                            bool neox) {
+                            const float* inv_freq, bool neox) {
   const int half_rot = n_rot / 2;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= int64_t(T) * n_heads * half_rot) return;
@@ -56,10 +56,14 @@ __global__ void rope_kernel(float* x, int T, int n_heads, int head_dim, int n_ro
 // Full-precision math (expf, tanhf, erff, not the __ intrinsics): the CPU's accuracy at large |x|.
 template <Act A>
 __device__ __forceinline__ float activation(float x) {
-  if constexpr (A == Act::kRelu) return x > 0.0f ? x : 0.0f;
-  else if constexpr (A == Act::kGeluTanh) return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-  else if constexpr (A == Act::kGeluErf) return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-  else return x / (1.0f + expf(-x));
+  if constexpr (A == Act::kRelu)
+    return x > 0.0f ? x : 0.0f;
+  else if constexpr (A == Act::kGeluTanh)
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+  else if constexpr (A == Act::kGeluErf)
+    return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+  else
+    return x / (1.0f + expf(-x));
 }
 
 template <Act A>
@@ -116,10 +120,12 @@ cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, 
 namespace {
 cudaError_t launch_rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const int* positions,
                         const float* inv_freq, bool neox, cudaStream_t stream) {
-  if (T < 0 || n_heads <= 0 || n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim || pos0 < 0) return cudaErrorInvalidValue;
+  if (T < 0 || n_heads <= 0 || n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim || pos0 < 0)
+    return cudaErrorInvalidValue;
   const int64_t pairs = int64_t(T) * n_heads * (n_rot / 2);
   if (pairs == 0) return cudaSuccess;
-  PYRT_LAUNCH(blocks_for(pairs, 256), 256, 0, stream, rope_kernel)(x, T, n_heads, head_dim, n_rot, pos0, positions, inv_freq, neox);
+  PYRT_LAUNCH(blocks_for(pairs, 256), 256, 0, stream, rope_kernel)(x, T, n_heads, head_dim, n_rot, pos0, positions,
+                                                                   inv_freq, neox);
   return cudaGetLastError();
 }
 }  // namespace

@@ -17,8 +17,8 @@ constexpr int kTileM = 64, kTileN = 64, kTileK = 32;
 constexpr int kLd = kTileK + 8;  // padded rows: 80 bytes apart, fragment loads stay 32-byte aligned
 constexpr int kOutLd = 32 + 4;
 
-__global__ void __launch_bounds__(128) gemm_tc_kernel(const half* x, const half* w, float* y, int T, int N, int K,
-                                                      int ldy) {
+__global__ void __launch_bounds__(128)
+    gemm_tc_kernel(const half* x, const half* w, float* y, int T, int N, int K, int ldy) {
   __shared__ __align__(32) half sx[kTileM][kLd];
   __shared__ __align__(32) half sw[kTileN][kLd];
   __shared__ __align__(32) float sy[4][32][kOutLd];
@@ -57,7 +57,8 @@ __global__ void __launch_bounds__(128) gemm_tc_kernel(const half* x, const half*
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::store_matrix_sync(&sy[warp][16 * i][16 * j], acc[i][j], kOutLd, wmma::mem_row_major);
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&sy[warp][16 * i][16 * j], acc[i][j], kOutLd, wmma::mem_row_major);
   __syncwarp();
   for (int e = lane; e < 32 * 32; e += 32) {
     const int r = e / 32, c = e % 32, gm = m0 + wm + r, gn = n0 + wn + c;

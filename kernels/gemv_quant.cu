@@ -101,16 +101,11 @@ template <int NB>
 cudaError_t launch_nb(int type, const uint8_t* w, const float* x, int nx, float* y, int ldy, int N, int K,
                       cudaStream_t stream) {
   switch (type) {
-    case 1:
-      return launch_typed<1, NB>(w, x, nx, y, ldy, N, K, stream);
-    case 8:
-      return launch_typed<8, NB>(w, x, nx, y, ldy, N, K, stream);
-    case 2:
-      return launch_typed<2, NB>(w, x, nx, y, ldy, N, K, stream);
-    case 3:
-      return launch_typed<3, NB>(w, x, nx, y, ldy, N, K, stream);
-    default:
-      return cudaErrorInvalidValue;
+    case 1: return launch_typed<1, NB>(w, x, nx, y, ldy, N, K, stream);
+    case 8: return launch_typed<8, NB>(w, x, nx, y, ldy, N, K, stream);
+    case 2: return launch_typed<2, NB>(w, x, nx, y, ldy, N, K, stream);
+    case 3: return launch_typed<3, NB>(w, x, nx, y, ldy, N, K, stream);
+    default: return cudaErrorInvalidValue;
   }
 }
 
@@ -136,18 +131,10 @@ cudaError_t gemv_quant_rows(int type, const void* w, const float* x, int rows, f
     float* yr = y + size_t(r0) * N;
     cudaError_t err;
     switch (inst) {
-      case 1:
-        err = launch_nb<1>(type, wb, xr, take, yr, N, N, K, stream);
-        break;
-      case 2:
-        err = launch_nb<2>(type, wb, xr, take, yr, N, N, K, stream);
-        break;
-      case 4:
-        err = launch_nb<4>(type, wb, xr, take, yr, N, N, K, stream);
-        break;
-      default:
-        err = launch_nb<8>(type, wb, xr, take, yr, N, N, K, stream);
-        break;
+      case 1: err = launch_nb<1>(type, wb, xr, take, yr, N, N, K, stream); break;
+      case 2: err = launch_nb<2>(type, wb, xr, take, yr, N, N, K, stream); break;
+      case 4: err = launch_nb<4>(type, wb, xr, take, yr, N, N, K, stream); break;
+      default: err = launch_nb<8>(type, wb, xr, take, yr, N, N, K, stream); break;
     }
     if (err != cudaSuccess) return err;
     r0 += take;

@@ -9,14 +9,17 @@
 namespace pyrt::cuda {
 namespace {
 
-__device__ __forceinline__ float round16(float x) { return __half2float(__float2half_rn(x)); }
+__device__ __forceinline__ float round16(float x) {
+  return __half2float(__float2half_rn(x));
+}
 
 __device__ __forceinline__ int kivi_code(float x, float m, float s, int qmax) {
   return static_cast<int>(rintf(fminf(fmaxf(__fdiv_rn(__fsub_rn(x, m), s), 0.0f), static_cast<float>(qmax))));
 }
 
 // One group of n fp16 values `stride` apart -> fp16 scale / min and packed codes (LSB first).
-__device__ void quantize_group(const half* x, int n, int stride, int bits, bool clip, half* scale, half* mn, uint8_t* codes) {
+__device__ void quantize_group(const half* x, int n, int stride, int bits, bool clip, half* scale, half* mn,
+                               uint8_t* codes) {
   float lo = __half2float(x[0]), hi = lo;
   for (int i = 1; i < n; ++i) {
     const float v = __half2float(x[i * stride]);
@@ -53,7 +56,8 @@ __device__ void quantize_group(const half* x, int n, int stride, int bits, bool 
   for (int i = 0; i < (n + per_byte - 1) / per_byte; ++i) codes[i] = 0;
   if (s == 0.0f) return;  // constant group: codes 0, the minimum carries the value
   for (int i = 0; i < n; ++i)
-    codes[i / per_byte] |= static_cast<uint8_t>(kivi_code(__half2float(x[i * stride]), m, s, qmax) << ((i % per_byte) * bits));
+    codes[i / per_byte] |=
+        static_cast<uint8_t>(kivi_code(__half2float(x[i * stride]), m, s, qmax) << ((i % per_byte) * bits));
 }
 
 // Keys: entry e = g * row + ch over tokens g * G .. g * G + G - 1 of channel ch. Values: entry
@@ -69,14 +73,15 @@ __global__ void quantize_kernel(bool keys, const half* rows, int n_entries, int 
 
 }  // namespace
 
-cudaError_t kivi_quantize(bool keys, const half* rows, int n_tokens, int row, int group, int bits, bool clip, half* scale,
-                          half* mn, uint8_t* codes, cudaStream_t stream) {
-  if (n_tokens < 0 || row <= 0 || group <= 0 || (bits != 2 && bits != 4) || (group * bits) % 8 != 0) return cudaErrorInvalidValue;
+cudaError_t kivi_quantize(bool keys, const half* rows, int n_tokens, int row, int group, int bits, bool clip,
+                          half* scale, half* mn, uint8_t* codes, cudaStream_t stream) {
+  if (n_tokens < 0 || row <= 0 || group <= 0 || (bits != 2 && bits != 4) || (group * bits) % 8 != 0)
+    return cudaErrorInvalidValue;
   if (keys ? n_tokens % group != 0 : row % group != 0) return cudaErrorInvalidValue;
   const int n_entries = keys ? n_tokens / group * row : n_tokens * (row / group);
   if (n_entries == 0) return cudaSuccess;
-  PYRT_LAUNCH(blocks_for(n_entries, 128), 128, 0, stream, quantize_kernel)(keys, rows, n_entries, row, group, bits, clip,
-                                                                        scale, mn, codes);
+  PYRT_LAUNCH(blocks_for(n_entries, 128), 128, 0, stream, quantize_kernel)(keys, rows, n_entries, row, group, bits,
+                                                                           clip, scale, mn, codes);
   return cudaGetLastError();
 }
 

@@ -17,7 +17,8 @@ __global__ void append_f16_kernel(const float* src, int T, int n_heads, int D, h
 
 // q8_0 / q4_0: one warp per block of 32 values (lane j holds value j), the CPU quantizers' arithmetic.
 template <KvFormat F>
-__global__ void append_quant_kernel(const float* src, int T, int n_heads, int D, uint8_t* cache, int capacity, int pos0) {
+__global__ void append_quant_kernel(const float* src, int T, int n_heads, int D, uint8_t* cache, int capacity,
+                                    int pos0) {
   const int64_t block = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32, blocks_per_row = D / 32;
   if (block >= int64_t(T) * n_heads * blocks_per_row) return;  // whole warps leave together
@@ -68,13 +69,16 @@ cudaError_t kv_append(KvFormat format, const float* src, int T, int n_heads, int
   auto* bytes = static_cast<uint8_t*>(cache);
   switch (format) {
     case KvFormat::kF16:
-      PYRT_LAUNCH(blocks_for(n, 256), 256, 0, stream, append_f16_kernel)(src, T, n_heads, D, static_cast<half*>(cache), capacity, pos0);
+      PYRT_LAUNCH(blocks_for(n, 256), 256, 0, stream, append_f16_kernel)(src, T, n_heads, D, static_cast<half*>(cache),
+                                                                         capacity, pos0);
       break;
     case KvFormat::kQ8_0:
-      PYRT_LAUNCH(blocks_for(n / 32, 8), 256, 0, stream, append_quant_kernel<KvFormat::kQ8_0>)(src, T, n_heads, D, bytes, capacity, pos0);
+      PYRT_LAUNCH(blocks_for(n / 32, 8), 256, 0, stream, append_quant_kernel<KvFormat::kQ8_0>)(src, T, n_heads, D,
+                                                                                               bytes, capacity, pos0);
       break;
     case KvFormat::kQ4_0:
-      PYRT_LAUNCH(blocks_for(n / 32, 8), 256, 0, stream, append_quant_kernel<KvFormat::kQ4_0>)(src, T, n_heads, D, bytes, capacity, pos0);
+      PYRT_LAUNCH(blocks_for(n / 32, 8), 256, 0, stream, append_quant_kernel<KvFormat::kQ4_0>)(src, T, n_heads, D,
+                                                                                               bytes, capacity, pos0);
       break;
     default: return cudaErrorInvalidValue;
   }
@@ -89,10 +93,12 @@ cudaError_t kv_to_f16(KvFormat format, const void* cache, int n_heads, int capac
   const auto* bytes = static_cast<const uint8_t*>(cache);
   switch (format) {
     case KvFormat::kQ8_0:
-      PYRT_LAUNCH(blocks_for(total, 256), 256, 0, stream, to_f16_kernel<KvFormat::kQ8_0>)(bytes, n_heads, capacity, n, D, out);
+      PYRT_LAUNCH(blocks_for(total, 256), 256, 0, stream, to_f16_kernel<KvFormat::kQ8_0>)(bytes, n_heads, capacity, n,
+                                                                                          D, out);
       break;
     case KvFormat::kQ4_0:
-      PYRT_LAUNCH(blocks_for(total, 256), 256, 0, stream, to_f16_kernel<KvFormat::kQ4_0>)(bytes, n_heads, capacity, n, D, out);
+      PYRT_LAUNCH(blocks_for(total, 256), 256, 0, stream, to_f16_kernel<KvFormat::kQ4_0>)(bytes, n_heads, capacity, n,
+                                                                                          D, out);
       break;
     default: return cudaErrorInvalidValue;  // f16 caches are read in place
   }

@@ -67,8 +67,8 @@ cudaError_t kv_append(KvFormat format, const float* src, int T, int n_heads, int
 // KIVI groups from fp16 rows [n_tokens, row] (row = Hkv * D): keys per channel over `group` tokens
 // (n_tokens a multiple of group; entries g * row + ch), values per token over `group` channels (entries
 // t * (row / group) + j); scale / min / codes point at the first new entry. Bits equal the CPU's.
-cudaError_t kivi_quantize(bool keys, const half* rows, int n_tokens, int row, int group, int bits, bool clip, half* scale,
-                          half* mn, uint8_t* codes, cudaStream_t stream);
+cudaError_t kivi_quantize(bool keys, const half* rows, int n_tokens, int row, int group, int bits, bool clip,
+                          half* scale, half* mn, uint8_t* codes, cudaStream_t stream);
 // The first n positions of a q8_0 / q4_0 cache as fp16 [n_heads, n, D] (prefill attention input).
 cudaError_t kv_to_f16(KvFormat format, const void* cache, int n_heads, int capacity, int n, int D, half* out,
                       cudaStream_t stream);
@@ -159,7 +159,6 @@ enum class Act : int { kRelu = 0, kGeluTanh = 1, kGeluErf = 2, kSilu = 3 };
 cudaError_t act_mul(Act act, float* x, const float* up, int64_t n, cudaStream_t stream);
 // x += y over n values (the residual stream).
 cudaError_t add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
-
 
 // ByteTransformer-style packing (SPEC 6.1). mask: [B, S_max] int32, 1 for valid positions (right
 // padding). Writes cu_seqlens [B + 1] (exclusive scan of the lengths, cu[B] = T_valid) and the gather

@@ -70,7 +70,7 @@ cudaError_t pack_rows(const half* padded, const int* word_idx, int T_valid, int 
   if ((D * 2) % 16 != 0) return cudaErrorInvalidValue;
   if (T_valid == 0) return cudaSuccess;
   PYRT_LAUNCH(T_valid, 64, 0, stream, pack_kernel)(reinterpret_cast<const uint4*>(padded), word_idx, D * 2 / 16,
-                                           reinterpret_cast<uint4*>(packed));
+                                                   reinterpret_cast<uint4*>(packed));
   return cudaGetLastError();
 }
 
@@ -80,7 +80,7 @@ cudaError_t unpack_rows(const half* packed, const int* word_idx, int T_valid, in
   cudaError_t err = cudaMemsetAsync(padded, 0, size_t(B_times_S) * D * 2, stream);  // pad rows are exactly 0
   if (err != cudaSuccess || T_valid == 0) return err;
   PYRT_LAUNCH(T_valid, 64, 0, stream, unpack_kernel)(reinterpret_cast<const uint4*>(packed), word_idx, D * 2 / 16,
-                                             reinterpret_cast<uint4*>(padded));
+                                                     reinterpret_cast<uint4*>(padded));
   return cudaGetLastError();
 }
 

@@ -90,9 +90,9 @@ struct Context {
 void context_init(Context& c, void* stack, size_t bytes, void (*entry)()) {
   auto top = (reinterpret_cast<std::uintptr_t>(stack) + bytes) & ~std::uintptr_t(15);
   auto* slot = reinterpret_cast<uint64_t*>(top);
-  slot[-1] = 0;                                       // entry's (never used) return address
+  slot[-1] = 0;                                        // entry's (never used) return address
   slot[-2] = reinterpret_cast<std::uintptr_t>(entry);  // where cusim_switch's ret goes
-  for (int i = 3; i <= 8; ++i) slot[-i] = 0;          // rbp, rbx, r12..r15
+  for (int i = 3; i <= 8; ++i) slot[-i] = 0;           // rbp, rbx, r12..r15
   uint32_t mxcsr = 0;
   uint16_t fpcw = 0;
   asm volatile("stmxcsr %0" : "=m"(mxcsr));
@@ -100,7 +100,9 @@ void context_init(Context& c, void* stack, size_t bytes, void (*entry)()) {
   slot[-9] = uint64_t(mxcsr) | uint64_t(fpcw) << 32;
   c.sp = &slot[-9];
 }
-void context_switch(Context& from, Context& to) { cusim_switch(&from.sp, to.sp); }
+void context_switch(Context& from, Context& to) {
+  cusim_switch(&from.sp, to.sp);
+}
 #else
 struct Context {
   ucontext_t uc;
@@ -112,7 +114,9 @@ void context_init(Context& c, void* stack, size_t bytes, void (*entry)()) {
   c.uc.uc_link = nullptr;
   makecontext(&c.uc, entry, 0);
 }
-void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+void context_switch(Context& from, Context& to) {
+  swapcontext(&from.uc, &to.uc);
+}
 #endif
 
 struct Fiber {
@@ -281,7 +285,9 @@ std::string dim_str(const dim3& d) {
 
 }  // namespace
 
-void sync_block() { park(State::kAtBlockBarrier); }
+void sync_block() {
+  park(State::kAtBlockBarrier);
+}
 
 void sync_warp(Collective what, unsigned mask) {
   Block* b = tl_block;
@@ -291,7 +297,8 @@ void sync_warp(Collective what, unsigned mask) {
     const size_t i = size_t(f->warp) * 32 + l;
     if (i >= b->fibers.size()) break;
     if (b->fibers[i].state != State::kDone && !(mask >> l & 1u)) {
-      std::fprintf(stderr, "cusim: %s with mask 0x%08x leaves out live lane %d (partial-warp masks are not simulated)\n",
+      std::fprintf(stderr,
+                   "cusim: %s with mask 0x%08x leaves out live lane %d (partial-warp masks are not simulated)\n",
                    collective_name(what), mask, l);
       std::abort();
     }
@@ -301,7 +308,9 @@ void sync_warp(Collective what, unsigned mask) {
   park(State::kAtWarpBarrier);
 }
 
-int lane_id() { return tl_block->current->lane; }
+int lane_id() {
+  return tl_block->current->lane;
+}
 
 const uint64_t* exchange(uint64_t value, Collective what, unsigned mask) {
   Block* b = tl_block;
@@ -312,7 +321,9 @@ const uint64_t* exchange(uint64_t value, Collective what, unsigned mask) {
   return buffer;
 }
 
-void* dynamic_shared() { return tl_block->dynamic_smem.data(); }
+void* dynamic_shared() {
+  return tl_block->dynamic_smem.data();
+}
 
 cudaError_t set_function_attribute(std::uintptr_t fn, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || size_t(value) > kOptinSmem) {
@@ -413,12 +424,16 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
   return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t) { return cudaMalloc(ptr, bytes); }
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t) {
+  return cudaMalloc(ptr, bytes);
+}
 cudaError_t cudaFree(void* ptr) {
   std::free(ptr);
   return cudaSuccess;
 }
-cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { return cudaFree(ptr); }
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) {
+  return cudaFree(ptr);
+}
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
   if (bytes) std::memmove(dst, src, bytes);
   return sticky_or(cudaSuccess);
@@ -430,7 +445,9 @@ cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
   if (bytes) std::memset(dst, value, bytes);
   return sticky_or(cudaSuccess);
 }
-cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) { return cudaMemset(dst, value, bytes); }
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) {
+  return cudaMemset(dst, value, bytes);
+}
 cudaError_t cudaGetLastError() {
   cusim::DeviceState& d = cusim::device();
   std::lock_guard<std::mutex> lock(d.mu);
@@ -466,7 +483,9 @@ const char* cudaGetErrorString(cudaError_t err) {
     default: return cudaGetErrorName(err);
   }
 }
-cudaError_t cudaDeviceSynchronize() { return sticky_or(cudaSuccess); }
+cudaError_t cudaDeviceSynchronize() {
+  return sticky_or(cudaSuccess);
+}
 cudaError_t cudaDeviceReset() {
   cusim::DeviceState& d = cusim::device();
   std::lock_guard<std::mutex> lock(d.mu);
@@ -475,7 +494,9 @@ cudaError_t cudaDeviceReset() {
   d.max_dynamic_smem.clear();
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return sticky_or(cudaSuccess); }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  return sticky_or(cudaSuccess);
+}
 cudaError_t cudaGetDeviceCount(int* n) {
   *n = 1;
   return cudaSuccess;
@@ -484,7 +505,9 @@ cudaError_t cudaGetDevice(int* dev) {
   *dev = 0;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaSetDevice(int dev) {
+  return dev == 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int dev) {
   if (dev != 0) return cudaErrorInvalidValue;
   *prop = cudaDeviceProp{};
@@ -521,7 +544,9 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   event->at = std::chrono::steady_clock::now();  // launches are synchronous here
   return sticky_or(cudaSuccess);
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return sticky_or(cudaSuccess); }
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  return sticky_or(cudaSuccess);
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return cudaSuccess;

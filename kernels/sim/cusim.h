@@ -47,7 +47,9 @@ struct dim3 {
 struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
-inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) {
+  return {x, y, z, w};
+}
 
 // ---- fp16 ----
 namespace cusim {
@@ -60,24 +62,52 @@ struct __half {
   operator float() const { return cusim::fp16_values[bits]; }
 };
 using half = __half;
-inline float __half2float(__half h) { return cusim::fp16_values[h.bits]; }
-inline __half __float2half(float f) { return __half(f); }
-inline __half __float2half_rn(float f) { return __half(f); }
+inline float __half2float(__half h) {
+  return cusim::fp16_values[h.bits];
+}
+inline __half __float2half(float f) {
+  return __half(f);
+}
+inline __half __float2half_rn(float f) {
+  return __half(f);
+}
 
 // ---- device math the kernels call unqualified ----
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) {
+  return 1.0f / std::sqrt(x);
+}
+inline float __expf(float x) {
+  return std::exp(x);
+}
+inline float __fdividef(float a, float b) {
+  return a / b;
+}
 // Round-to-nearest arithmetic that nvcc never fuses; plain operations here (no FMA without -mfma).
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
-inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
-#define PYRT_SIM_MINMAX(T)                              \
-  inline T min(T a, T b) { return b < a ? b : a; } \
-  inline T max(T a, T b) { return a < b ? b : a; }
+inline float __fadd_rn(float a, float b) {
+  return a + b;
+}
+inline float __fsub_rn(float a, float b) {
+  return a - b;
+}
+inline float __fmul_rn(float a, float b) {
+  return a * b;
+}
+inline float __fdiv_rn(float a, float b) {
+  return a / b;
+}
+inline int __popc(unsigned x) {
+  return __builtin_popcount(x);
+}
+inline int __ffs(int x) {
+  return __builtin_ffs(x);
+}
+#define PYRT_SIM_MINMAX(T) \
+  inline T min(T a, T b) { \
+    return b < a ? b : a;  \
+  }                        \
+  inline T max(T a, T b) { \
+    return a < b ? b : a;  \
+  }
 PYRT_SIM_MINMAX(int)
 PYRT_SIM_MINMAX(unsigned)
 PYRT_SIM_MINMAX(long)
@@ -141,7 +171,8 @@ cudaError_t cudaMallocAsync(T** ptr, size_t bytes, cudaStream_t stream) {
 cudaError_t cudaFree(void* ptr);
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream = nullptr);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream = nullptr);
 cudaError_t cudaMemset(void* dst, int value, size_t bytes);
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream = nullptr);
 cudaError_t cudaGetLastError();
@@ -230,8 +261,12 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F*, int block_
 }
 
 // ---- barriers and warp collectives ----
-inline void __syncthreads() { cusim::sync_block(); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) { cusim::sync_warp(cusim::Collective::kSyncWarp, mask); }
+inline void __syncthreads() {
+  cusim::sync_block();
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  cusim::sync_warp(cusim::Collective::kSyncWarp, mask);
+}
 
 namespace cusim {
 template <typename T>
@@ -272,8 +307,12 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
   for (int l = 0; l < 32; ++l) bits |= unsigned(lanes[l] & 1) << l;
   return bits & mask;
 }
-inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
-inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, !predicate) == 0; }
+inline int __any_sync(unsigned mask, int predicate) {
+  return __ballot_sync(mask, predicate) != 0;
+}
+inline int __all_sync(unsigned mask, int predicate) {
+  return __ballot_sync(mask, !predicate) == 0;
+}
 
 // ---- WMMA: every lane holds the whole tile (row-major), so element-wise loops over
 // fragment.x work whatever the hardware's element-to-lane mapping is ----
@@ -320,7 +359,8 @@ template <int M, int N, int K, typename T>
 void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
   cusim::sync_warp(cusim::Collective::kWmma, 0xffffffffu);
   for (int r = 0; r < M; ++r)
-    for (int c = 0; c < N; ++c) (layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) = f.x[r * N + c];
+    for (int c = 0; c < N; ++c)
+      (layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) = f.x[r * N + c];
 }
 
 // d = a b + c with fp16 products (exact in fp32) accumulated in fp32 in k order.

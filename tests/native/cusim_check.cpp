@@ -1,13 +1,13 @@
 // Self-check of the CUDA simulator (kernels/sim): the semantics the project's kernels lean on, and
 // the mistakes it must catch rather than hide. Built with -DPYRT_KERNEL_CHECK=ON and run by
 // tests/unit/test_native_kernels.py. Prints one line per check; exits 1 on the first failure.
+#include <cuda_runtime.h>  // the simulator's (kernels/sim/include)
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
-
-#include <cuda_runtime.h>  // the simulator's (kernels/sim/include)
 
 namespace {
 
@@ -37,7 +37,9 @@ struct Buf {
 
 // Every thread publishes a value, then reads its neighbour's: right only with the barrier between
 // (the values differ per block and launch, so what an earlier block left in shared memory is wrong).
-int neighbour_value(int block, int thread, int salt) { return salt + block * 1000 + thread * 3; }
+int neighbour_value(int block, int thread, int salt) {
+  return salt + block * 1000 + thread * 3;
+}
 template <bool kBarrier>
 __global__ void neighbour_kernel(int* out, int salt) {
   __shared__ int s[128];
@@ -61,8 +63,10 @@ __global__ void shuffle_kernel(int* out, int width) {
 }
 
 __global__ void divergent_kernel(int* out) {
-  if (threadIdx.x % 32 == 0) __syncwarp();  // lane 0 waits at a warp barrier ...
-  else __syncthreads();                      // ... the rest of its warp at the block's
+  if (threadIdx.x % 32 == 0)
+    __syncwarp();  // lane 0 waits at a warp barrier ...
+  else
+    __syncthreads();  // ... the rest of its warp at the block's
   out[threadIdx.x] = 1;
 }
 

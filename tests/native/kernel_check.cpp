@@ -88,7 +88,8 @@ void check_table(const std::string& name) {
       const float a = fp16_to_fp32(static_cast<uint16_t>(h)), b = fp16_to_fp32(static_cast<uint16_t>(h + 1));
       src.push_back(a), src.push_back(-a), src.push_back(0.5f * (a + b)), src.push_back(-0.5f * (a + b));
     }
-    for (float f : {0.0f, -0.0f, 65504.0f, 65520.0f, 65519.99f, 1e-8f, 2.9802322e-08f, INFINITY, -INFINITY, NAN}) src.push_back(f);
+    for (float f : {0.0f, -0.0f, 65504.0f, 65520.0f, 65519.99f, 1e-8f, 2.9802322e-08f, INFINITY, -INFINITY, NAN})
+      src.push_back(f);
     for (int64_t n : {int64_t(src.size()), int64_t(7), int64_t(9)}) {
       std::vector<uint16_t> got(static_cast<size_t>(n));
       k.f32_to_f16_row(src.data(), got.data(), n);
@@ -171,12 +172,14 @@ void check_table(const std::string& name) {
       k.dot_keys_f32(base.data(), rows.data(), stride, n, sc.data(), d);
       for (int64_t j = 0; j < n; ++j) {
         double want = 0, scale = 0;
-        for (int64_t c = 0; c < d; ++c) want += double(base[c]) * rows[j * stride + c], scale += std::fabs(double(base[c]) * rows[j * stride + c]);
+        for (int64_t c = 0; c < d; ++c)
+          want += double(base[c]) * rows[j * stride + c], scale += std::fabs(double(base[c]) * rows[j * stride + c]);
         near(name, "dot_keys_f32 d=" + std::to_string(d) + " n=" + std::to_string(n), sc[j], want, scale);
       }
       for (int64_t c = 0; c < d; ++c) {
         double want = base[c], scale = std::fabs(base[c]);
-        for (int64_t j = 0; j < n; ++j) want += double(pv[j]) * rows[j * stride + c], scale += std::fabs(double(pv[j]) * rows[j * stride + c]);
+        for (int64_t j = 0; j < n; ++j)
+          want += double(pv[j]) * rows[j * stride + c], scale += std::fabs(double(pv[j]) * rows[j * stride + c]);
         near(name, "accumulate_f32 d=" + std::to_string(d) + " n=" + std::to_string(n), out[c], want, scale);
       }
     }
@@ -204,12 +207,14 @@ void check_table(const std::string& name) {
       dot_keys(base.data(), rows.data(), static_cast<int64_t>(stride), n, sc.data(), d);
       for (int64_t c = 0; c < d; ++c) {
         double want = base[c], scale = std::fabs(base[c]);
-        for (int64_t j = 0; j < n; ++j) want += double(pv[j]) * deq[j][c], scale += std::fabs(double(pv[j]) * deq[j][c]);
+        for (int64_t j = 0; j < n; ++j)
+          want += double(pv[j]) * deq[j][c], scale += std::fabs(double(pv[j]) * deq[j][c]);
         near(name, "accumulate_" + tn + " d=" + std::to_string(d), out[c], want, scale);
       }
       for (int64_t j = 0; j < n; ++j) {
         double want = 0, scale = 0;
-        for (int64_t c = 0; c < d; ++c) want += double(base[c]) * deq[j][c], scale += std::fabs(double(base[c]) * deq[j][c]);
+        for (int64_t c = 0; c < d; ++c)
+          want += double(base[c]) * deq[j][c], scale += std::fabs(double(base[c]) * deq[j][c]);
         near(name, "dot_keys_" + tn + " d=" + std::to_string(d), sc[j], want, scale);
       }
     }
@@ -251,7 +256,8 @@ void check_table(const std::string& name) {
     k.quantize_q8a(x.data(), n, qa.data());
     g.quantize_q8a(x.data(), n, qg.data());
     for (size_t b = 0; b < qa.size(); ++b) {
-      if (qa[b].d != qg[b].d || std::fabs(qa[b].s - qg[b].s) > 1e-6f * std::fabs(qg[b].s)) fail(name, "quantize_q8a scale");
+      if (qa[b].d != qg[b].d || std::fabs(qa[b].s - qg[b].s) > 1e-6f * std::fabs(qg[b].s))
+        fail(name, "quantize_q8a scale");
       for (int i = 0; i < 32; ++i) {
         if (qa[b].qs[i] != qg[b].qs[i]) fail(name, "quantize_q8a code at block " + std::to_string(b));
       }
@@ -282,13 +288,15 @@ void check_table(const std::string& name) {
       for (int64_t j = 0; j < n_tok; ++j) {
         for (int64_t r = 0; r < n_rows; ++r) {
           double want = 0, scale = 0;
-          for (int64_t i = 0; i < n; ++i) want += double(deq[r][i]) * xf[j][i], scale += std::fabs(double(deq[r][i]) * xf[j][i]);
+          for (int64_t i = 0; i < n; ++i)
+            want += double(deq[r][i]) * xf[j][i], scale += std::fabs(double(deq[r][i]) * xf[j][i]);
           const float dot = cpu::dot_row_q8a(k, t, rows.data() + r * stride, xs.data() + j * n / 32, n);
           near(name, "dot_" + tn + "_q8a n=" + std::to_string(n), dot, want, scale);
           near(name, "gemm_q8a " + tn + " n=" + std::to_string(n), y[j * n_rows + r], want, scale);
           // The per-block arithmetic is fixed (kernels.h): every table's dot and blocked product give
           // the generic dot's bits.
-          const float exact = cpu::dot_row_q8a(cpu::generic_kernels(), t, rows.data() + r * stride, xs.data() + j * n / 32, n);
+          const float exact =
+              cpu::dot_row_q8a(cpu::generic_kernels(), t, rows.data() + r * stride, xs.data() + j * n / 32, n);
           if (dot != exact || y[j * n_rows + r] != exact) fail(name, "q8a " + tn + " differs from the generic bits");
         }
       }
@@ -297,35 +305,37 @@ void check_table(const std::string& name) {
   // Blocked float GEMM: row counts across the 16-row panels and 64-row blocks, token counts across the
   // 6-token tiles, K across the 256-column blocks (with tails).
   const int64_t gemm_shapes[][2] = {{7, 9}, {16, 6}, {37, 13}, {70, 1}};
-  for (int64_t K : {1, 8, 33, 576, 600}) for (const auto& rt : gemm_shapes) {
-    const int64_t n_rows = rt[0], n_tok = rt[1];
-    auto w = randn(n_rows * K), x = randn(n_tok * K);
-    std::vector<float> y(static_cast<size_t>(n_rows * n_tok));
-    k.gemm_f32(w.data(), n_rows, x.data(), n_tok, K, y.data(), n_rows);
-    for (int64_t t = 0; t < n_tok; ++t) {
-      for (int64_t r = 0; r < n_rows; ++r) {
-        double want = 0, scale = 0;
-        for (int64_t i = 0; i < K; ++i) want += double(w[r * K + i]) * x[t * K + i], scale += std::fabs(double(w[r * K + i]) * x[t * K + i]);
-        near(name, "gemm_f32 K=" + std::to_string(K), y[t * n_rows + r], want, scale);
-      }
-    }
-    // The same over fp16 rows read in place (a wider row stride, as inside a mapped tensor).
-    const int64_t stride = K + 5;
-    std::vector<uint16_t> h(static_cast<size_t>(n_rows * stride), 0);
-    for (int64_t r = 0; r < n_rows; ++r)
-      for (int64_t i = 0; i < K; ++i) h[r * stride + i] = fp32_to_fp16(w[r * K + i]);
-    k.gemm_f16(h.data(), stride, n_rows, x.data(), n_tok, K, y.data(), n_rows);
-    for (int64_t t = 0; t < n_tok; ++t) {
-      for (int64_t r = 0; r < n_rows; ++r) {
-        double want = 0, scale = 0;
-        for (int64_t i = 0; i < K; ++i) {
-          const double wv = fp16_to_fp32(h[r * stride + i]);
-          want += wv * x[t * K + i], scale += std::fabs(wv * x[t * K + i]);
+  for (int64_t K : {1, 8, 33, 576, 600})
+    for (const auto& rt : gemm_shapes) {
+      const int64_t n_rows = rt[0], n_tok = rt[1];
+      auto w = randn(n_rows * K), x = randn(n_tok * K);
+      std::vector<float> y(static_cast<size_t>(n_rows * n_tok));
+      k.gemm_f32(w.data(), n_rows, x.data(), n_tok, K, y.data(), n_rows);
+      for (int64_t t = 0; t < n_tok; ++t) {
+        for (int64_t r = 0; r < n_rows; ++r) {
+          double want = 0, scale = 0;
+          for (int64_t i = 0; i < K; ++i)
+            want += double(w[r * K + i]) * x[t * K + i], scale += std::fabs(double(w[r * K + i]) * x[t * K + i]);
+          near(name, "gemm_f32 K=" + std::to_string(K), y[t * n_rows + r], want, scale);
         }
-        near(name, "gemm_f16 K=" + std::to_string(K), y[t * n_rows + r], want, scale);
+      }
+      // The same over fp16 rows read in place (a wider row stride, as inside a mapped tensor).
+      const int64_t stride = K + 5;
+      std::vector<uint16_t> h(static_cast<size_t>(n_rows * stride), 0);
+      for (int64_t r = 0; r < n_rows; ++r)
+        for (int64_t i = 0; i < K; ++i) h[r * stride + i] = fp32_to_fp16(w[r * K + i]);
+      k.gemm_f16(h.data(), stride, n_rows, x.data(), n_tok, K, y.data(), n_rows);
+      for (int64_t t = 0; t < n_tok; ++t) {
+        for (int64_t r = 0; r < n_rows; ++r) {
+          double want = 0, scale = 0;
+          for (int64_t i = 0; i < K; ++i) {
+            const double wv = fp16_to_fp32(h[r * stride + i]);
+            want += wv * x[t * K + i], scale += std::fabs(wv * x[t * K + i]);
+          }
+          near(name, "gemm_f16 K=" + std::to_string(K), y[t * n_rows + r], want, scale);
+        }
       }
     }
-  }
   // int8 GEMM (W8A8 delegate core): exact integers, extremes included.
   for (int64_t K : {1, 15, 16, 17, 576}) {
     const int64_t n_rows = 5, n_tok = 3;

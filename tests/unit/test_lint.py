@@ -1,4 +1,5 @@
-"""Style and typing gates run with the suite: ruff (lint + format) and mypy on the Python code."""
+"""Style and typing gates run with the suite: ruff (lint + format) and mypy on the Python code,
+clang-format (.clang-format) on the C++ and CUDA sources."""
 
 from __future__ import annotations
 
@@ -27,6 +28,27 @@ def test_ruff_format() -> None:
 def test_mypy() -> None:
     r = run("mypy", "--cache-dir", str(ROOT / "build" / "mypy-cache"))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def cpp_sources() -> list[str]:
+    r = subprocess.run(
+        ["git", "ls-files", "native", "kernels", "apps", "tests/native"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr  # the suite runs from a checkout
+    exts = (".c", ".cc", ".cpp", ".h", ".hpp", ".cu", ".cuh", ".inc")
+    # unicode_data.inc is generated (tools/gen_unicode_data.py): tables, not code to lay out by hand.
+    return [f for f in r.stdout.split() if f.endswith(exts) and not f.endswith("unicode_data.inc")]
+
+
+def test_clang_format() -> None:
+    import shutil
+
+    exe = shutil.which("clang-format")
+    assert exe, "clang-format is a test dependency (pip install '.[test]')"
+    files = cpp_sources()
+    assert len(files) > 50, files
+    r = subprocess.run([exe, "--dry-run", "-Werror", *files], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
 
 
 def test_runtime_never_imports_torch_or_transformers() -> None:

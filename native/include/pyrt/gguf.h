@@ -13,8 +13,19 @@
 namespace pyrt {
 
 enum class GgufType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
-  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 const char* gguf_type_name(GgufType t);
 
@@ -26,8 +37,8 @@ struct GgufValue {
   double f = 0;    // floats
   std::string s;
   GgufType array_type = GgufType::UINT8;
-  std::vector<int64_t> array_int;     // all integer and bool element types
-  std::vector<double> array_float;    // FLOAT32 / FLOAT64
+  std::vector<int64_t> array_int;   // all integer and bool element types
+  std::vector<double> array_float;  // FLOAT32 / FLOAT64
   // STRING arrays (vocabularies, merges: 100k+ entries) view the file's bytes instead of copying
   // them; valid while the GgufFile lives.
   std::vector<std::string_view> array_str;

@@ -17,20 +17,20 @@ namespace pyrt {
 
 // Chunked prefill (SPEC 5.4) and where its linears run.
 struct PrefillOptions {
-  int chunk = 0;           // > 0: prompts run in chunks of this many tokens, the last one padded
-  std::string delegate;    // "": CPU; otherwise prefill linears run as W8A8 graphs on this delegate
-  bool outliers = true;    // shadow correction of calibrated activation outliers on the CPU
-  int32_t pad_token = 0;   // fills the last chunk; padded rows never reach the KV cache
-  bool overlap = true;     // delegate and CPU work of different chunks run concurrently (out of order)
-  int delegate_threads = 0;  // CPU threads of delegates that compute on the CPU (reference); 0: n_threads
+  int chunk = 0;                    // > 0: prompts run in chunks of this many tokens, the last one padded
+  std::string delegate;             // "": CPU; otherwise prefill linears run as W8A8 graphs on this delegate
+  bool outliers = true;             // shadow correction of calibrated activation outliers on the CPU
+  int32_t pad_token = 0;            // fills the last chunk; padded rows never reach the KV cache
+  bool overlap = true;              // delegate and CPU work of different chunks run concurrently (out of order)
+  int delegate_threads = 0;         // CPU threads of delegates that compute on the CPU (reference); 0: n_threads
   bool per_channel_weights = true;  // int8 weight scale per output channel; false: one per tensor (SPEC 5.1)
 };
 
 struct ModelOptions {
-  int n_threads = 0;             // 0: default_thread_count()
-  std::string kv_k = "f16";      // key cache format (see memory/kv_store.h: f32 f16 q8_0 q4_0 kivi4 kivi2)
-  std::string kv_v = "f16";      // value cache format
-  int64_t n_ctx = 0;             // 0: the model's trained context length
+  int n_threads = 0;         // 0: default_thread_count()
+  std::string kv_k = "f16";  // key cache format (see memory/kv_store.h: f32 f16 q8_0 q4_0 kivi4 kivi2)
+  std::string kv_v = "f16";  // value cache format
+  int64_t n_ctx = 0;         // 0: the model's trained context length
   // "q8": Q8_0/Q4_0/Q4_1 weights multiply activations quantized to 8 bits per block of 32 (integer
   // dots, llama.cpp's approach); "f32": float activations (slower; the exact reference path).
   std::string activations = "q8";
@@ -91,7 +91,8 @@ class Model {
   // at that rate ([n_mels, n_frames], row-major) and encoder states from features ([n, embedding_length]).
   virtual int audio_sample_rate() const { return 0; }
   virtual std::vector<float> audio_features(const float* pcm, int64_t n, int64_t* n_mels, int64_t* n_frames) const;
-  virtual std::vector<float> encode_audio(const float* features, int64_t n_mels, int64_t n_frames, int64_t* n_states) const;
+  virtual std::vector<float> encode_audio(const float* features, int64_t n_mels, int64_t n_frames,
+                                          int64_t* n_states) const;
 
   const std::string& architecture() const { return arch_; }
   const GgufFile& file() const { return *file_; }

@@ -35,15 +35,18 @@ PYRT_API pyrt_status pyrt_model_load(const char* path, int n_threads, const char
 PYRT_API void pyrt_model_free(pyrt_model* model);
 PYRT_API int64_t pyrt_model_vocab_size(const pyrt_model* model);
 /* Writes up to cap ids; *n_out receives the full count (call again with a larger buffer if needed). */
-PYRT_API pyrt_status pyrt_tokenize(const pyrt_model* model, const char* text, int add_special, int32_t* ids, size_t cap, size_t* n_out);
+PYRT_API pyrt_status pyrt_tokenize(const pyrt_model* model, const char* text, int add_special, int32_t* ids, size_t cap,
+                                   size_t* n_out);
 /* Writes up to cap bytes (not NUL-terminated); *n_out receives the full length. */
-PYRT_API pyrt_status pyrt_detokenize(const pyrt_model* model, const int32_t* ids, size_t n, char* buf, size_t cap, size_t* n_out);
+PYRT_API pyrt_status pyrt_detokenize(const pyrt_model* model, const int32_t* ids, size_t n, char* buf, size_t cap,
+                                     size_t* n_out);
 PYRT_API pyrt_status pyrt_session_new(pyrt_model* model, int64_t n_ctx, pyrt_session** out);
 PYRT_API void pyrt_session_free(pyrt_session* session);
 /* Feeds n ids; writes the last position's logits (vocab floats) into logits. */
 PYRT_API pyrt_status pyrt_session_feed(pyrt_session* session, const int32_t* ids, size_t n, float* logits);
 /* Greedy/sampled next token from the last logits: temperature <= 0 is greedy. */
-PYRT_API pyrt_status pyrt_sample(const float* logits, int64_t n_vocab, float temperature, int top_k, float top_p, uint64_t seed, int32_t* out);
+PYRT_API pyrt_status pyrt_sample(const float* logits, int64_t n_vocab, float temperature, int top_k, float top_p,
+                                 uint64_t seed, int32_t* out);
 
 #ifdef __cplusplus
 }

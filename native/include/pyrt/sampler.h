@@ -10,9 +10,9 @@ namespace pyrt {
 
 struct SamplerParams {
   float temperature = 0.0f;
-  int top_k = 0;         // 0: off
-  float top_p = 1.0f;    // 1: off
-  float min_p = 0.0f;    // 0: off
+  int top_k = 0;       // 0: off
+  float top_p = 1.0f;  // 1: off
+  float min_p = 0.0f;  // 0: off
   float repeat_penalty = 1.0f;
   int repeat_last_n = 64;
   uint64_t seed = 0;

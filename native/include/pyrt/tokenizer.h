@@ -14,7 +14,15 @@
 
 namespace pyrt {
 
-enum class TokenType : int32_t { kUndefined = 0, kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+enum class TokenType : int32_t {
+  kUndefined = 0,
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6
+};
 
 // The vocabulary as one byte blob with offsets, plus an open-addressed table of ids hashed by
 // text: ~15 bytes a token where a vector of strings and an unordered_map took ~90 (SmolLM2's

@@ -1,11 +1,10 @@
-#include "pyrt/pyrt.h"
-
 #include <cstring>
 #include <memory>
 #include <string>
 
 #include "pyrt/error.h"
 #include "pyrt/model.h"
+#include "pyrt/pyrt.h"
 #include "pyrt/sampler.h"
 
 struct pyrt_model {
@@ -43,7 +42,9 @@ void require(bool ok, const char* what) {
 
 extern "C" {
 
-const char* pyrt_last_error(void) { return g_last_error.c_str(); }
+const char* pyrt_last_error(void) {
+  return g_last_error.c_str();
+}
 
 pyrt_status pyrt_model_load(const char* path, int n_threads, const char* kv_type, pyrt_model** out) {
   return guarded([&] {
@@ -55,11 +56,16 @@ pyrt_status pyrt_model_load(const char* path, int n_threads, const char* kv_type
   });
 }
 
-void pyrt_model_free(pyrt_model* model) { delete model; }
+void pyrt_model_free(pyrt_model* model) {
+  delete model;
+}
 
-int64_t pyrt_model_vocab_size(const pyrt_model* model) { return model ? model->model->vocab_size() : -1; }
+int64_t pyrt_model_vocab_size(const pyrt_model* model) {
+  return model ? model->model->vocab_size() : -1;
+}
 
-pyrt_status pyrt_tokenize(const pyrt_model* model, const char* text, int add_special, int32_t* ids, size_t cap, size_t* n_out) {
+pyrt_status pyrt_tokenize(const pyrt_model* model, const char* text, int add_special, int32_t* ids, size_t cap,
+                          size_t* n_out) {
   return guarded([&] {
     require(model && text && n_out, "model, text and n_out must not be NULL");
     const pyrt::Tokenizer* tok = model->model->tokenizer();
@@ -70,7 +76,8 @@ pyrt_status pyrt_tokenize(const pyrt_model* model, const char* text, int add_spe
   });
 }
 
-pyrt_status pyrt_detokenize(const pyrt_model* model, const int32_t* ids, size_t n, char* buf, size_t cap, size_t* n_out) {
+pyrt_status pyrt_detokenize(const pyrt_model* model, const int32_t* ids, size_t n, char* buf, size_t cap,
+                            size_t* n_out) {
   return guarded([&] {
     require(model && (ids || n == 0) && n_out, "model, ids and n_out must not be NULL");
     const pyrt::Tokenizer* tok = model->model->tokenizer();
@@ -88,7 +95,9 @@ pyrt_status pyrt_session_new(pyrt_model* model, int64_t n_ctx, pyrt_session** ou
   });
 }
 
-void pyrt_session_free(pyrt_session* session) { delete session; }
+void pyrt_session_free(pyrt_session* session) {
+  delete session;
+}
 
 pyrt_status pyrt_session_feed(pyrt_session* session, const int32_t* ids, size_t n, float* logits) {
   return guarded([&] {
@@ -97,7 +106,8 @@ pyrt_status pyrt_session_feed(pyrt_session* session, const int32_t* ids, size_t 
   });
 }
 
-pyrt_status pyrt_sample(const float* logits, int64_t n_vocab, float temperature, int top_k, float top_p, uint64_t seed, int32_t* out) {
+pyrt_status pyrt_sample(const float* logits, int64_t n_vocab, float temperature, int top_k, float top_p, uint64_t seed,
+                        int32_t* out) {
   return guarded([&] {
     require(logits && out && n_vocab > 0, "logits and out must not be NULL");
     pyrt::SamplerParams p;

@@ -39,8 +39,8 @@ std::vector<float> resample(const float* x, int64_t n, int from_hz, int to_hz) {
   return out;
 }
 
-std::vector<float> whisper_log_mel(const float* pcm, int64_t n, const float* filters, int n_mels, const LogMelOptions& opt,
-                                   ThreadPool& pool) {
+std::vector<float> whisper_log_mel(const float* pcm, int64_t n, const float* filters, int n_mels,
+                                   const LogMelOptions& opt, ThreadPool& pool) {
   const int n_fft = opt.n_fft, hop = opt.hop, n_freq = n_fft / 2 + 1;
   const int64_t n_samples = int64_t(opt.n_frames) * hop;
   // Zero-pad / cut to the window, then reflect-pad n_fft/2 on both sides (torch.stft center=True).
@@ -55,7 +55,8 @@ std::vector<float> whisper_log_mel(const float* pcm, int64_t n, const float* fil
     padded[i] = audio[src];
   }
   std::vector<float> window(n_fft), cos_t(static_cast<size_t>(n_freq) * n_fft), sin_t(cos_t.size());
-  for (int i = 0; i < n_fft; ++i) window[i] = static_cast<float>(0.5 - 0.5 * std::cos(2 * kPi * i / n_fft));  // periodic
+  for (int i = 0; i < n_fft; ++i)
+    window[i] = static_cast<float>(0.5 - 0.5 * std::cos(2 * kPi * i / n_fft));  // periodic
   for (int f = 0; f < n_freq; ++f) {
     for (int i = 0; i < n_fft; ++i) {
       const double a = 2 * kPi * static_cast<double>((int64_t(f) * i) % n_fft) / n_fft;

@@ -11,15 +11,15 @@ namespace pyrt {
 std::vector<float> resample(const float* x, int64_t n, int from_hz, int to_hz);
 
 struct LogMelOptions {
-  int n_fft = 400;       // 25 ms at 16 kHz
-  int hop = 160;         // 10 ms
-  int n_frames = 3000;   // 30 s window: audio is zero-padded or cut to n_frames * hop samples
+  int n_fft = 400;      // 25 ms at 16 kHz
+  int hop = 160;        // 10 ms
+  int n_frames = 3000;  // 30 s window: audio is zero-padded or cut to n_frames * hop samples
 };
 
 // Whisper's features (HF WhisperFeatureExtractor): periodic Hann window, centred frames with reflect
 // padding, power spectrum, mel filters [n_mels][n_fft/2+1], log10 with a 1e-10 floor, dynamic range
 // clamped to 8 (log10 units) below the maximum, then (x + 4) / 4. Returns [n_mels, n_frames].
-std::vector<float> whisper_log_mel(const float* pcm, int64_t n, const float* filters, int n_mels, const LogMelOptions& opt,
-                                   ThreadPool& pool);
+std::vector<float> whisper_log_mel(const float* pcm, int64_t n, const float* filters, int n_mels,
+                                   const LogMelOptions& opt, ThreadPool& pool);
 
 }  // namespace pyrt

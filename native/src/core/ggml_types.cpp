@@ -17,16 +17,16 @@ struct TypeEntry {
 // Block layouts from ggml; the runtime computes only on the `computable` ones, but knowing the
 // others lets the reader validate sizes and name them in errors.
 const TypeEntry kTypes[] = {
-    {0, {"F32", 1, 4, true}},        {1, {"F16", 1, 2, true}},         {2, {"Q4_0", 32, 18, true}},
-    {3, {"Q4_1", 32, 20, true}},     {6, {"Q5_0", 32, 22, false}},     {7, {"Q5_1", 32, 24, false}},
-    {8, {"Q8_0", 32, 34, true}},     {9, {"Q8_1", 32, 36, false}},     {10, {"Q2_K", 256, 84, false}},
-    {11, {"Q3_K", 256, 110, false}}, {12, {"Q4_K", 256, 144, false}},  {13, {"Q5_K", 256, 176, false}},
-    {14, {"Q6_K", 256, 210, false}}, {15, {"Q8_K", 256, 292, false}},  {16, {"IQ2_XXS", 256, 66, false}},
-    {17, {"IQ2_XS", 256, 74, false}}, {18, {"IQ3_XXS", 256, 98, false}}, {19, {"IQ1_S", 256, 50, false}},
-    {20, {"IQ4_NL", 32, 18, false}}, {21, {"IQ3_S", 256, 110, false}}, {22, {"IQ2_S", 256, 82, false}},
-    {23, {"IQ4_XS", 256, 136, false}}, {24, {"I8", 1, 1, false}},      {25, {"I16", 1, 2, false}},
-    {26, {"I32", 1, 4, false}},      {27, {"I64", 1, 8, false}},       {28, {"F64", 1, 8, false}},
-    {29, {"IQ1_M", 256, 56, false}}, {30, {"BF16", 1, 2, true}},       {34, {"TQ1_0", 256, 54, false}},
+    {0, {"F32", 1, 4, true}},          {1, {"F16", 1, 2, true}},          {2, {"Q4_0", 32, 18, true}},
+    {3, {"Q4_1", 32, 20, true}},       {6, {"Q5_0", 32, 22, false}},      {7, {"Q5_1", 32, 24, false}},
+    {8, {"Q8_0", 32, 34, true}},       {9, {"Q8_1", 32, 36, false}},      {10, {"Q2_K", 256, 84, false}},
+    {11, {"Q3_K", 256, 110, false}},   {12, {"Q4_K", 256, 144, false}},   {13, {"Q5_K", 256, 176, false}},
+    {14, {"Q6_K", 256, 210, false}},   {15, {"Q8_K", 256, 292, false}},   {16, {"IQ2_XXS", 256, 66, false}},
+    {17, {"IQ2_XS", 256, 74, false}},  {18, {"IQ3_XXS", 256, 98, false}}, {19, {"IQ1_S", 256, 50, false}},
+    {20, {"IQ4_NL", 32, 18, false}},   {21, {"IQ3_S", 256, 110, false}},  {22, {"IQ2_S", 256, 82, false}},
+    {23, {"IQ4_XS", 256, 136, false}}, {24, {"I8", 1, 1, false}},         {25, {"I16", 1, 2, false}},
+    {26, {"I32", 1, 4, false}},        {27, {"I64", 1, 8, false}},        {28, {"F64", 1, 8, false}},
+    {29, {"IQ1_M", 256, 56, false}},   {30, {"BF16", 1, 2, true}},        {34, {"TQ1_0", 256, 54, false}},
     {35, {"TQ2_0", 256, 66, false}},
 };
 
@@ -40,7 +40,10 @@ struct Fp16Table {
           bits = sign;
         } else {  // subnormal: normalise
           int e = -1;
-          do { ++e; man <<= 1; } while ((man & 0x400) == 0);
+          do {
+            ++e;
+            man <<= 1;
+          } while ((man & 0x400) == 0);
           bits = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
         }
       } else if (exp == 31) {
@@ -59,7 +62,8 @@ const Fp16Table& fp16_table() {
 }  // namespace
 
 const TypeTraits* type_traits(uint32_t id) {
-  for (const auto& e : kTypes) if (e.id == id) return &e.traits;
+  for (const auto& e : kTypes)
+    if (e.id == id) return &e.traits;
   return nullptr;
 }
 
@@ -79,7 +83,9 @@ size_t row_bytes(GgmlType type, int64_t n) {
   return static_cast<size_t>(n / t.block_size) * t.block_bytes;
 }
 
-float fp16_to_fp32(uint16_t h) { return fp16_table().v[h]; }
+float fp16_to_fp32(uint16_t h) {
+  return fp16_table().v[h];
+}
 
 uint16_t fp32_to_fp16(float f) {
   // Round-to-nearest-even via float arithmetic (same result as F16C / ggml's portable path).
@@ -103,9 +109,7 @@ uint16_t fp32_to_fp16(float f) {
 
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
   switch (type) {
-    case GgmlType::F32:
-      std::memcpy(dst, src, n * sizeof(float));
-      return;
+    case GgmlType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
     case GgmlType::F16: {
       const auto* s = static_cast<const uint16_t*>(src);
       const float* t = fp16_table().v;
@@ -148,7 +152,8 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
       return;
     }
     default:
-      fail(ErrorCode::kUnsupported, "no dequantization kernel for tensor type " + type_name(static_cast<uint32_t>(type)));
+      fail(ErrorCode::kUnsupported,
+           "no dequantization kernel for tensor type " + type_name(static_cast<uint32_t>(type)));
   }
 }
 
@@ -196,7 +201,8 @@ void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n) {
     y[i].m = fp32_to_fp16(min);
     for (int j = 0; j < kQK4_1 / 2; ++j) {
       const uint8_t a = static_cast<uint8_t>(std::min<int>(15, static_cast<int8_t>((x[j] - min) * id + 0.5f)));
-      const uint8_t b = static_cast<uint8_t>(std::min<int>(15, static_cast<int8_t>((x[j + kQK4_1 / 2] - min) * id + 0.5f)));
+      const uint8_t b =
+          static_cast<uint8_t>(std::min<int>(15, static_cast<int8_t>((x[j + kQK4_1 / 2] - min) * id + 0.5f)));
       y[i].qs[j] = static_cast<uint8_t>(a | (b << 4));
     }
   }

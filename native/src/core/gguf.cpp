@@ -28,36 +28,45 @@ const char* error_code_name(ErrorCode code) {
 }
 
 const char* gguf_type_name(GgufType t) {
-  static const char* names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
-                                "bool", "string", "array", "uint64", "int64", "float64"};
+  static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
+                                "bool",  "string", "array",  "uint64", "int64",  "float64"};
   auto i = static_cast<uint32_t>(t);
   return i < 13 ? names[i] : "invalid";
 }
 
 bool GgufValue::is_integer() const {
   switch (type) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::UINT16: case GgufType::INT16:
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::UINT64: case GgufType::INT64:
-    case GgufType::BOOL:
-      return true;
-    default:
-      return false;
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::UINT16:
+    case GgufType::INT16:
+    case GgufType::UINT32:
+    case GgufType::INT32:
+    case GgufType::UINT64:
+    case GgufType::INT64:
+    case GgufType::BOOL: return true;
+    default: return false;
   }
 }
 
 int64_t GgufValue::as_int() const {
   switch (type) {
-    case GgufType::UINT8: case GgufType::UINT16: case GgufType::UINT32: case GgufType::UINT64:
-    case GgufType::BOOL:
-      return static_cast<int64_t>(u);
-    case GgufType::INT8: case GgufType::INT16: case GgufType::INT32: case GgufType::INT64:
-      return i;
-    default:
-      return static_cast<int64_t>(f);
+    case GgufType::UINT8:
+    case GgufType::UINT16:
+    case GgufType::UINT32:
+    case GgufType::UINT64:
+    case GgufType::BOOL: return static_cast<int64_t>(u);
+    case GgufType::INT8:
+    case GgufType::INT16:
+    case GgufType::INT32:
+    case GgufType::INT64: return i;
+    default: return static_cast<int64_t>(f);
   }
 }
 
-double GgufValue::as_float() const { return is_float() ? f : static_cast<double>(as_int()); }
+double GgufValue::as_float() const {
+  return is_float() ? f : static_cast<double>(as_int());
+}
 
 int64_t GgufTensorInfo::n_elements() const {
   int64_t n = 1;
@@ -71,7 +80,7 @@ class MappedFile {
   explicit MappedFile(const std::string& path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) fail(ErrorCode::kIo, path + ": cannot open: " + std::strerror(errno));
-    struct stat st {};
+    struct stat st{};
     if (fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd_);
       fail(ErrorCode::kIo, path + ": not a regular file");
@@ -161,10 +170,17 @@ class Cursor {
 
 size_t scalar_size(GgufType t) {
   switch (t) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::BOOL: return 1;
-    case GgufType::UINT16: case GgufType::INT16: return 2;
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::FLOAT32: return 4;
-    case GgufType::UINT64: case GgufType::INT64: case GgufType::FLOAT64: return 8;
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::BOOL: return 1;
+    case GgufType::UINT16:
+    case GgufType::INT16: return 2;
+    case GgufType::UINT32:
+    case GgufType::INT32:
+    case GgufType::FLOAT32: return 4;
+    case GgufType::UINT64:
+    case GgufType::INT64:
+    case GgufType::FLOAT64: return 8;
     default: return 0;
   }
 }
@@ -206,7 +222,8 @@ void read_value(Cursor& c, GgufType t, GgufValue& v, const std::string& field, i
   const size_t count_pos = c.pos();
   uint64_t n = c.read<uint64_t>(field + ".count");
   // Every element takes at least one byte (strings 8): reject counts the file cannot hold before allocating.
-  size_t min_elem = v.array_type == GgufType::STRING ? 8 : (v.array_type == GgufType::ARRAY ? 12 : scalar_size(v.array_type));
+  size_t min_elem =
+      v.array_type == GgufType::STRING ? 8 : (v.array_type == GgufType::ARRAY ? 12 : scalar_size(v.array_type));
   if (min_elem == 0 || n > c.remaining() / min_elem) {
     std::ostringstream os;
     os << "array count " << n << " cannot fit in the " << c.remaining() << " bytes left";
@@ -217,10 +234,12 @@ void read_value(Cursor& c, GgufType t, GgufValue& v, const std::string& field, i
   GgufValue tmp;
   if (v.array_type == GgufType::STRING) {
     v.array_str.reserve(n);
-    for (uint64_t k = 0; k < n; ++k) v.array_str.push_back(c.read_string_view([&] { return field + "[" + std::to_string(k) + "]"; }));
+    for (uint64_t k = 0; k < n; ++k)
+      v.array_str.push_back(c.read_string_view([&] { return field + "[" + std::to_string(k) + "]"; }));
   } else if (v.array_type == GgufType::ARRAY) {
     v.array_nested.resize(n);
-    for (uint64_t k = 0; k < n; ++k) read_value(c, GgufType::ARRAY, v.array_nested[k], field + "[" + std::to_string(k) + "]", depth + 1);
+    for (uint64_t k = 0; k < n; ++k)
+      read_value(c, GgufType::ARRAY, v.array_nested[k], field + "[" + std::to_string(k) + "]", depth + 1);
   } else if (v.array_type == GgufType::FLOAT32 || v.array_type == GgufType::FLOAT64) {
     v.array_float.resize(n);
     for (uint64_t k = 0; k < n; ++k) {
@@ -282,11 +301,13 @@ void GgufFile::parse() {
   }
   if (auto* a = find("general.alignment")) {
     if (!a->is_integer() || a->as_int() <= 0 || (a->as_int() & (a->as_int() - 1)) != 0) {
-      fail(ErrorCode::kFormat, path_ + ": general.alignment must be a power of two, got " + std::to_string(a->as_int()));
+      fail(ErrorCode::kFormat,
+           path_ + ": general.alignment must be a power of two, got " + std::to_string(a->as_int()));
     }
     alignment_ = static_cast<uint64_t>(a->as_int());
   }
-  if (n_tensors > c.remaining() / 28) c.error("tensor_count", "tensor_count " + std::to_string(n_tensors) + " cannot fit in the file");
+  if (n_tensors > c.remaining() / 28)
+    c.error("tensor_count", "tensor_count " + std::to_string(n_tensors) + " cannot fit in the file");
   tensors_.resize(n_tensors);
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensorInfo& ti = tensors_[k];
@@ -314,7 +335,8 @@ void GgufFile::parse() {
     }
     ti.nbytes = static_cast<uint64_t>(n_el / tr->block_size) * tr->block_bytes;
     ti.offset = c.read<uint64_t>(field + " offset");
-    if (ti.offset % alignment_ != 0) c.error(field, "data offset " + std::to_string(ti.offset) + " is not aligned to " + std::to_string(alignment_));
+    if (ti.offset % alignment_ != 0)
+      c.error(field, "data offset " + std::to_string(ti.offset) + " is not aligned to " + std::to_string(alignment_));
     if (tensor_index_.count(ti.name)) c.error(field, "duplicate tensor name");
     tensor_index_[ti.name] = k;
   }
@@ -328,7 +350,8 @@ void GgufFile::parse() {
     if (ti.offset > size_ || begin > size_ || ti.nbytes > size_ - begin) {
       std::ostringstream os;
       os << path_ << ": truncated file: tensor '" << ti.name << "' (" << type_name(static_cast<uint32_t>(ti.type))
-         << ", " << ti.nbytes << " bytes) at offset " << begin << " runs past the end of the file (" << size_ << " bytes)";
+         << ", " << ti.nbytes << " bytes) at offset " << begin << " runs past the end of the file (" << size_
+         << " bytes)";
       fail(ErrorCode::kFormat, os.str());
     }
     ti.data = base_ + begin;

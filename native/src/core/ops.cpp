@@ -18,8 +18,9 @@ Weight weight_from(const GgufTensorInfo& t) {
   w.row_stride = row_bytes(t.type, w.cols);
   w.name = t.name;
   if (!type_traits(t.type).computable) {
-    fail(ErrorCode::kUnsupported, "tensor '" + t.name + "' has type " + type_name(static_cast<uint32_t>(t.type)) +
-                                      ", which this runtime does not compute yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+    fail(ErrorCode::kUnsupported,
+         "tensor '" + t.name + "' has type " + type_name(static_cast<uint32_t>(t.type)) +
+             ", which this runtime does not compute yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
   }
   return w;
 }
@@ -160,8 +161,10 @@ void matmul_shared_input(const Weight* const* ws, float* const* ys, int n_w, con
   if (any_q8a) {
     const int64_t nb = K / 32;
     xq.resize(static_cast<size_t>(T * nb));
-    if (T == 1) k.quantize_q8a(x, K, xq.data());
-    else pool.run(T, [&](int64_t t) { k.quantize_q8a(x + t * K, K, xq.data() + t * nb); });
+    if (T == 1)
+      k.quantize_q8a(x, K, xq.data());
+    else
+      pool.run(T, [&](int64_t t) { k.quantize_q8a(x + t * K, K, xq.data() + t * nb); });
   }
   std::vector<MatmulPart> parts;
   int64_t total = 0;
@@ -198,7 +201,8 @@ std::vector<float> rope_inv_freq(int n_rot, float base, const float* freq_factor
   return inv;
 }
 
-void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq, RopeMode mode) {
+void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq,
+          RopeMode mode) {
   const int half = n_rot / 2;
   for (int i = 0; i < half; ++i) {
     const float theta = pos * inv_freq[i];
@@ -269,7 +273,8 @@ void check_token_ids(const int32_t* ids, int64_t n, int64_t n_vocab) {
 }
 
 void embed_tokens(const Weight& table, const int32_t* ids, int64_t n, float* out) {
-  for (int64_t t = 0; t < n; ++t) dequantize_row(table.type, table.data + ids[t] * table.row_stride, out + t * table.cols, table.cols);
+  for (int64_t t = 0; t < n; ++t)
+    dequantize_row(table.type, table.data + ids[t] * table.row_stride, out + t * table.cols, table.cols);
 }
 
 void rms_norm_rows(const float* x, const float* w, float* out, int64_t T, int64_t n, float eps) {

@@ -8,8 +8,10 @@
 namespace pyrt {
 
 Sampler::Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {
-  if (p.top_p <= 0.0f || p.top_p > 1.0f) fail(ErrorCode::kInvalidArgument, "top_p must be in (0, 1], got " + std::to_string(p.top_p));
-  if (p.min_p < 0.0f || p.min_p > 1.0f) fail(ErrorCode::kInvalidArgument, "min_p must be in [0, 1], got " + std::to_string(p.min_p));
+  if (p.top_p <= 0.0f || p.top_p > 1.0f)
+    fail(ErrorCode::kInvalidArgument, "top_p must be in (0, 1], got " + std::to_string(p.top_p));
+  if (p.min_p < 0.0f || p.min_p > 1.0f)
+    fail(ErrorCode::kInvalidArgument, "min_p must be in [0, 1], got " + std::to_string(p.min_p));
   if (p.top_k < 0) fail(ErrorCode::kInvalidArgument, "top_k must be >= 0, got " + std::to_string(p.top_k));
   if (p.repeat_penalty <= 0.0f) fail(ErrorCode::kInvalidArgument, "repeat_penalty must be > 0");
   if (!std::isfinite(p.temperature)) fail(ErrorCode::kInvalidArgument, "temperature must be finite");

@@ -56,8 +56,10 @@ constexpr int kSpin = 20000;
 // would hold it back for a whole time slice per job (decode slowed 20x beside a second busy process).
 constexpr int kPauseOnly = 1000;
 inline void spin_round(int spin) {
-  if (spin < kPauseOnly) cpu_relax();
-  else std::this_thread::yield();
+  if (spin < kPauseOnly)
+    cpu_relax();
+  else
+    std::this_thread::yield();
 }
 }  // namespace
 

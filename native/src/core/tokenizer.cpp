@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <queue>
 
@@ -22,13 +22,17 @@ using unicode::is_space;
 // A matcher returns the length (in codepoints) of the match at `pos`, or 0.
 using Matcher = std::function<size_t(const std::vector<uint32_t>& cp, size_t pos, size_t end)>;
 
-bool is_other(uint32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); }
+bool is_other(uint32_t c) {
+  return !is_space(c) && !is_letter(c) && !is_number(c);
+}
 size_t run(const std::vector<uint32_t>& cp, size_t pos, size_t end, bool (*pred)(uint32_t)) {
   size_t i = pos;
   while (i < end && pred(cp[i])) ++i;
   return i - pos;
 }
-uint32_t lower_ascii(uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+uint32_t lower_ascii(uint32_t c) {
+  return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
 
 // 's 't 're 've 'm 'll 'd (optionally case-insensitive, as in the Llama-3 pattern).
 size_t contraction(const std::vector<uint32_t>& cp, size_t pos, size_t end, bool icase) {
@@ -59,9 +63,12 @@ size_t match_gpt2(const std::vector<uint32_t>& cp, size_t pos, size_t end) {
   return trailing_space(cp, pos, end);
 }
 
-bool is_newline(uint32_t c) { return c == '\r' || c == '\n'; }
+bool is_newline(uint32_t c) {
+  return c == '\r' || c == '\n';
+}
 
-// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}|
+// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 size_t match_llama3(const std::vector<uint32_t>& cp, size_t pos, size_t end, size_t max_digits) {
   if (size_t n = contraction(cp, pos, end, true)) return n;
   const uint32_t c = cp[pos];
@@ -93,37 +100,48 @@ bool is_cjk_deepseek(uint32_t c) {
   return (c >= 0x4E00 && c <= 0x9FA5) || (c >= 0x0800 && c <= 0x4E00) || (c >= 0xAC00 && c <= 0xD7FF);
 }
 bool is_falcon_punct(uint32_t c) {
-  return is_punct(c) || c == '$' || c == '+' || c == '<' || c == '=' || c == '>' || c == '^' || c == '~' || c == '|' || c == '`';
+  return is_punct(c) || c == '$' || c == '+' || c == '<' || c == '=' || c == '>' || c == '^' || c == '~' || c == '|' ||
+         c == '`';
 }
-bool is_ascii_digit(uint32_t c) { return c >= '0' && c <= '9'; }
+bool is_ascii_digit(uint32_t c) {
+  return c >= '0' && c <= '9';
+}
 
 // Each pre-tokenizer is a sequence of regex splits; every split keeps the unmatched text too.
 std::vector<Matcher> pre_tokenizer(const std::string& pre, int* kind) {
   const Matcher gpt2 = match_gpt2;
-  const Matcher digit = [](const std::vector<uint32_t>& cp, size_t pos, size_t) -> size_t { return is_number(cp[pos]) ? 1 : 0; };
+  const Matcher digit = [](const std::vector<uint32_t>& cp, size_t pos, size_t) -> size_t {
+    return is_number(cp[pos]) ? 1 : 0;
+  };
   *kind = 0;
   if (pre == "gpt-2" || pre == "gpt2" || pre == "default" || pre.empty()) return {gpt2};
   if (pre == "llama-bpe" || pre == "llama3" || pre == "dbrx" || pre == "smaug-bpe") {
     *kind = 1;  // Llama-3 family: ignore_merges
     return {[](const std::vector<uint32_t>& cp, size_t p, size_t e) { return match_llama3(cp, p, e, 3); }};
   }
-  if (pre == "qwen2") return {[](const std::vector<uint32_t>& cp, size_t p, size_t e) { return match_llama3(cp, p, e, 1); }};
+  if (pre == "qwen2")
+    return {[](const std::vector<uint32_t>& cp, size_t p, size_t e) { return match_llama3(cp, p, e, 1); }};
   if (pre == "starcoder" || pre == "smollm" || pre == "refact") return {digit, gpt2};
   if (pre == "falcon") {
     return {[](const std::vector<uint32_t>& cp, size_t p, size_t e) { return run(cp, p, e, is_falcon_punct); }, gpt2,
             [](const std::vector<uint32_t>& cp, size_t p, size_t e) -> size_t {
-              return (p + 3 <= e && is_ascii_digit(cp[p]) && is_ascii_digit(cp[p + 1]) && is_ascii_digit(cp[p + 2])) ? 3 : 0;
+              return (p + 3 <= e && is_ascii_digit(cp[p]) && is_ascii_digit(cp[p + 1]) && is_ascii_digit(cp[p + 2]))
+                         ? 3
+                         : 0;
             }};
   }
   if (pre == "deepseek-coder") {
-    return {[](const std::vector<uint32_t>& cp, size_t p, size_t) -> size_t { return is_newline(cp[p]) ? 1 : 0; },
-            [](const std::vector<uint32_t>& cp, size_t p, size_t e) { return optional_space_then_run(cp, p, e, is_letter); },
-            [](const std::vector<uint32_t>& cp, size_t p, size_t e) { return optional_space_then_run(cp, p, e, is_punct); },
-            [](const std::vector<uint32_t>& cp, size_t p, size_t e) { return run(cp, p, e, is_cjk_deepseek); },
-            digit};
+    return {
+        [](const std::vector<uint32_t>& cp, size_t p, size_t) -> size_t { return is_newline(cp[p]) ? 1 : 0; },
+        [](const std::vector<uint32_t>& cp, size_t p, size_t e) {
+          return optional_space_then_run(cp, p, e, is_letter);
+        },
+        [](const std::vector<uint32_t>& cp, size_t p, size_t e) { return optional_space_then_run(cp, p, e, is_punct); },
+        [](const std::vector<uint32_t>& cp, size_t p, size_t e) { return run(cp, p, e, is_cjk_deepseek); }, digit};
   }
-  fail(ErrorCode::kUnsupported, "unsupported pre-tokenizer '" + pre +
-                                    "' (supported: gpt-2, llama-bpe, qwen2, starcoder, smollm, falcon, deepseek-coder)");
+  fail(ErrorCode::kUnsupported,
+       "unsupported pre-tokenizer '" + pre +
+           "' (supported: gpt-2, llama-bpe, qwen2, starcoder, smollm, falcon, deepseek-coder)");
 }
 
 // Apply the splits in order; returns [begin, end) codepoint ranges.
@@ -204,7 +222,7 @@ void TokenTable::build(const std::vector<std::string_view>& texts) {
   const size_t mask = slots_.size() - 1;
   for (int32_t id = 0; id < size(); ++id) {
     const std::string_view t = text(id);
-    for (size_t i = std::hash<std::string_view>{}(t) & mask;; i = (i + 1) & mask) {
+    for (size_t i = std::hash<std::string_view>{}(t)&mask;; i = (i + 1) & mask) {
       if (slots_[i] < 0) {
         slots_[i] = id;
         break;
@@ -217,7 +235,7 @@ void TokenTable::build(const std::vector<std::string_view>& texts) {
 int32_t TokenTable::find(std::string_view s) const {
   if (slots_.empty()) return -1;
   const size_t mask = slots_.size() - 1;
-  for (size_t i = std::hash<std::string_view>{}(s) & mask;; i = (i + 1) & mask) {
+  for (size_t i = std::hash<std::string_view>{}(s)&mask;; i = (i + 1) & mask) {
     const int32_t id = slots_[i];
     if (id < 0 || text(id) == s) return id;
   }
@@ -274,7 +292,8 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   t->types_.assign(n, TokenType::kNormal);
   if (const GgufValue* tt = f.find("tokenizer.ggml.token_type")) {
     if (tt->type != GgufType::ARRAY || tt->array_int.size() != n) {
-      fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.token_type must be an integer array as long as the vocabulary");
+      fail(ErrorCode::kFormat,
+           f.path() + ": tokenizer.ggml.token_type must be an integer array as long as the vocabulary");
     }
     for (size_t i = 0; i < n; ++i) t->types_[i] = static_cast<TokenType>(tt->array_int[i]);
   }
@@ -295,15 +314,18 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
       const size_t space = m.find(' ', 1);  // halves never start with a space: byte-level BPE spells it 'Ġ'
       const int32_t l = space == std::string_view::npos ? -1 : t->tokens_.find(m.substr(0, space));
       const int32_t r = l < 0 ? -1 : t->tokens_.find(m.substr(space + 1));
-      if (r >= 0) t->merge_rank_.insert(l, r, static_cast<int32_t>(i));
-      else t->text_merge_rank_.emplace(m, static_cast<int32_t>(i));
+      if (r >= 0)
+        t->merge_rank_.insert(l, r, static_cast<int32_t>(i));
+      else
+        t->text_merge_rank_.emplace(m, static_cast<int32_t>(i));
     }
     t->add_bos_ = pre_kind == 1;
   } else if (model == "llama") {
     t->kind_ = Kind::kSpm;
     const GgufValue* sc = f.find("tokenizer.ggml.scores");
     if (!sc || sc->type != GgufType::ARRAY || sc->array_float.size() != n) {
-      fail(ErrorCode::kFormat, f.path() + ": SentencePiece tokenizer needs tokenizer.ggml.scores as long as the vocabulary");
+      fail(ErrorCode::kFormat,
+           f.path() + ": SentencePiece tokenizer needs tokenizer.ggml.scores as long as the vocabulary");
     }
     t->scores_.assign(sc->array_float.begin(), sc->array_float.end());
     t->add_space_prefix_ = true;
@@ -326,8 +348,9 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
         if (blob.size() < 4) fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.precompiled_charsmap is truncated");
         std::memcpy(&trie_bytes, blob.data(), 4);
         if (trie_bytes % 4 || 4 + size_t(trie_bytes) > blob.size()) {
-          fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.precompiled_charsmap: trie size " + std::to_string(trie_bytes) +
-                                       " does not fit its " + std::to_string(blob.size()) + " bytes");
+          fail(ErrorCode::kFormat, f.path() + ": tokenizer.ggml.precompiled_charsmap: trie size " +
+                                       std::to_string(trie_bytes) + " does not fit its " + std::to_string(blob.size()) +
+                                       " bytes");
         }
         t->charsmap_units_.resize(trie_bytes / 4);
         std::memcpy(t->charsmap_units_.data(), blob.data() + 4, trie_bytes);
@@ -341,9 +364,11 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
       t->unigram_min_score_ = std::min(t->unigram_min_score_, t->scores_[i]);
       t->unigram_max_score_ = std::max(t->unigram_max_score_, t->scores_[i]);
     }
-    for (size_t i = 0; i < n; ++i) t->max_piece_bytes_ = std::max(t->max_piece_bytes_, t->tokens_.text(int32_t(i)).size());
+    for (size_t i = 0; i < n; ++i)
+      t->max_piece_bytes_ = std::max(t->max_piece_bytes_, t->tokens_.text(int32_t(i)).size());
   } else {
-    fail(ErrorCode::kUnsupported, f.path() + ": unsupported tokenizer model '" + model + "' (supported: gpt2, llama, t5)");
+    fail(ErrorCode::kUnsupported,
+         f.path() + ": unsupported tokenizer model '" + model + "' (supported: gpt2, llama, t5)");
   }
   t->add_space_prefix_ = f.get_bool("tokenizer.ggml.add_space_prefix", t->add_space_prefix_);
   t->add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", t->add_bos_);
@@ -358,27 +383,33 @@ std::shared_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   if (t->add_bos_ && t->bos_ < 0) t->add_bos_ = false;
 
   for (size_t i = 0; i < n; ++i) {
-    if ((t->types_[i] == TokenType::kControl || t->types_[i] == TokenType::kUserDefined) && !t->tokens_.text(int32_t(i)).empty()) {
+    if ((t->types_[i] == TokenType::kControl || t->types_[i] == TokenType::kUserDefined) &&
+        !t->tokens_.text(int32_t(i)).empty()) {
       t->specials_.push_back(static_cast<int32_t>(i));
     }
   }
   std::stable_sort(t->specials_.begin(), t->specials_.end(),
                    [&](int32_t a, int32_t b) { return t->tokens_.text(a).size() > t->tokens_.text(b).size(); });
   if (t->eos_ >= 0) t->eog_.push_back(t->eos_);
-  for (const char* name : {"<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>", "<|end_of_text|>"}) {
+  for (const char* name :
+       {"<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>", "<|end_of_text|>"}) {
     const int32_t id = t->tokens_.find(name);
-    if (id >= 0 && t->types_[id] == TokenType::kControl && std::find(t->eog_.begin(), t->eog_.end(), id) == t->eog_.end()) {
+    if (id >= 0 && t->types_[id] == TokenType::kControl &&
+        std::find(t->eog_.begin(), t->eog_.end(), id) == t->eog_.end()) {
       t->eog_.push_back(id);
     }
   }
   return t;
 }
 
-bool Tokenizer::is_control(int32_t id) const { return id >= 0 && id < vocab_size() && types_[id] == TokenType::kControl; }
+bool Tokenizer::is_control(int32_t id) const {
+  return id >= 0 && id < vocab_size() && types_[id] == TokenType::kControl;
+}
 
 std::string_view Tokenizer::token_text(int32_t id) const {
   if (id < 0 || id >= vocab_size()) {
-    fail(ErrorCode::kOutOfRange, "token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(vocab_size() - 1) + ")");
+    fail(ErrorCode::kOutOfRange,
+         "token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(vocab_size() - 1) + ")");
   }
   return tokens_.text(id);
 }
@@ -395,7 +426,8 @@ int32_t Tokenizer::byte_token(uint8_t b) const {
   if (id < 0) id = tokens_.find(std::string_view(reinterpret_cast<const char*>(&b), 1));
   if (id >= 0) return id;
   if (unk_ >= 0) return unk_;
-  fail(ErrorCode::kFormat, std::string("the vocabulary cannot encode byte ") + buf + ": no byte token and no unknown token");
+  fail(ErrorCode::kFormat,
+       std::string("the vocabulary cannot encode byte ") + buf + ": no byte token and no unknown token");
 }
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special, bool parse_special) const {
@@ -455,8 +487,10 @@ void Tokenizer::encode_text(const std::string& text, std::vector<int32_t>& out, 
     std::string s = (add_space_prefix_ && prefix_space) ? " " + text : text;
     std::string escaped;
     for (char c : s) {
-      if (c == ' ') escaped += kSpmSpace;
-      else escaped += c;
+      if (c == ' ')
+        escaped += kSpmSpace;
+      else
+        escaped += c;
     }
     spm_text(escaped, out);
     return;
@@ -496,7 +530,8 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
     if (l < 0 || r < 0) return;
     int32_t rank = merge_rank_.find(sym_id[l], sym_id[r]);
     if (rank < 0 && !text_merge_rank_.empty()) {
-      auto it = text_merge_rank_.find(word.substr(syms[l].off, syms[l].len) + " " + word.substr(syms[r].off, syms[r].len));
+      auto it =
+          text_merge_rank_.find(word.substr(syms[l].off, syms[l].len) + " " + word.substr(syms[r].off, syms[r].len));
       if (it != text_merge_rank_.end()) rank = it->second;
     }
     if (rank >= 0) queue.push({rank, l, r, syms[l].len + syms[r].len});
@@ -530,7 +565,8 @@ void Tokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) con
       } else if (unk_ >= 0) {
         out.push_back(unk_);
       } else {
-        fail(ErrorCode::kFormat, "the vocabulary cannot encode '" + std::string(piece.substr(k, len)) + "': no such token and no unknown token");
+        fail(ErrorCode::kFormat, "the vocabulary cannot encode '" + std::string(piece.substr(k, len)) +
+                                     "': no such token and no unknown token");
       }
       k += len;
     }
@@ -600,7 +636,8 @@ size_t Tokenizer::charsmap_match(const std::string& s, size_t pos, std::string* 
     if (leaf) {
       const uint32_t value = charsmap_units_[node] & ((1U << 31) - 1);
       if (value >= charsmap_strings_.size()) {
-        fail(ErrorCode::kFormat, "precompiled_charsmap: replacement offset " + std::to_string(value) + " is outside its strings");
+        fail(ErrorCode::kFormat,
+             "precompiled_charsmap: replacement offset " + std::to_string(value) + " is outside its strings");
       }
       best = i - pos + 1;
       *replacement = std::string(charsmap_strings_.c_str() + value);
@@ -643,8 +680,10 @@ std::string Tokenizer::unigram_normalize(const std::string& text) const {
     }
     if (skip == piece.size()) continue;
     for (size_t k = skip; k < piece.size(); ++k) {
-      if (piece[k] == ' ') out += kSpmSpace;
-      else out += piece[k];
+      if (piece[k] == ' ')
+        out += kSpmSpace;
+      else
+        out += piece[k];
     }
     prev_space = piece.back() == ' ';
   }
@@ -673,9 +712,12 @@ void Tokenizer::unigram_text(const std::string& s, std::vector<int32_t>& out) co
       if (id < 0) continue;
       const TokenType ty = types_[id];
       float score;
-      if (ty == TokenType::kNormal) score = scores_[id];
-      else if (ty == TokenType::kUserDefined) score = static_cast<float>(len) * unigram_max_score_ - 0.1f;
-      else continue;  // control, unknown, unused and byte pieces never match text
+      if (ty == TokenType::kNormal)
+        score = scores_[id];
+      else if (ty == TokenType::kUserDefined)
+        score = static_cast<float>(len) * unigram_max_score_ - 0.1f;
+      else
+        continue;  // control, unknown, unused and byte pieces never match text
       if (len == char_len) covered = true;
       if (best[i] + score > best[i + len]) {
         best[i + len] = best[i] + score;
@@ -708,7 +750,8 @@ std::string Tokenizer::token_bytes(int32_t id) const {
     if (ty == TokenType::kUnknown) return " \xE2\x81\x87 ";  // SentencePiece renders <unk> as " ⁇ "
   }
   if (kind_ == Kind::kSpm || kind_ == Kind::kUnigram) {
-    if (ty == TokenType::kByte && t.size() == 6) return std::string(1, static_cast<char>(std::stoi(std::string(t.substr(3, 2)), nullptr, 16)));
+    if (ty == TokenType::kByte && t.size() == 6)
+      return std::string(1, static_cast<char>(std::stoi(std::string(t.substr(3, 2)), nullptr, 16)));
     std::string s;
     for (size_t i = 0; i < t.size();) {
       if (t.compare(i, 3, kSpmSpace) == 0) {
@@ -724,8 +767,10 @@ std::string Tokenizer::token_bytes(int32_t id) const {
   std::string s;
   for (uint32_t c : unicode::decode_utf8(std::string(t))) {
     const int b = unicode::unicode_to_byte(c);
-    if (b >= 0) s += static_cast<char>(b);
-    else unicode::append_utf8(s, c);
+    if (b >= 0)
+      s += static_cast<char>(b);
+    else
+      unicode::append_utf8(s, c);
   }
   return s;
 }

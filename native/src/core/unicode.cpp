@@ -36,7 +36,8 @@ const ByteMap& byte_map() {
 
 uint8_t flags(uint32_t cp) {
   if (cp > 0x10FFFF) return 0;
-  auto it = std::upper_bound(std::begin(kRanges), std::end(kRanges), cp, [](uint32_t c, const Range& r) { return c < r.first; });
+  auto it = std::upper_bound(std::begin(kRanges), std::end(kRanges), cp,
+                             [](uint32_t c, const Range& r) { return c < r.first; });
   return (it - 1)->flags;
 }
 
@@ -102,8 +103,12 @@ void append_utf8(std::string& out, uint32_t cp) {
   }
 }
 
-const std::string& byte_to_unicode(uint8_t b) { return byte_map().to_unicode[b]; }
+const std::string& byte_to_unicode(uint8_t b) {
+  return byte_map().to_unicode[b];
+}
 
-int unicode_to_byte(uint32_t cp) { return cp < 0x200 ? byte_map().from_unicode[cp] : -1; }
+int unicode_to_byte(uint32_t cp) {
+  return cp < 0x200 ? byte_map().from_unicode[cp] : -1;
+}
 
 }  // namespace pyrt::unicode

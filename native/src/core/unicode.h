@@ -7,13 +7,28 @@
 namespace pyrt::unicode {
 
 enum Flag : uint8_t {
-  kNumber = 1, kLetter = 2, kSeparator = 4, kMark = 8, kPunct = 16, kSymbol = 32, kControl = 64, kWhitespace = 128,
+  kNumber = 1,
+  kLetter = 2,
+  kSeparator = 4,
+  kMark = 8,
+  kPunct = 16,
+  kSymbol = 32,
+  kControl = 64,
+  kWhitespace = 128,
 };
 uint8_t flags(uint32_t cp);
-inline bool is_letter(uint32_t cp) { return flags(cp) & kLetter; }
-inline bool is_number(uint32_t cp) { return flags(cp) & kNumber; }
-inline bool is_space(uint32_t cp) { return flags(cp) & kWhitespace; }
-inline bool is_punct(uint32_t cp) { return flags(cp) & kPunct; }
+inline bool is_letter(uint32_t cp) {
+  return flags(cp) & kLetter;
+}
+inline bool is_number(uint32_t cp) {
+  return flags(cp) & kNumber;
+}
+inline bool is_space(uint32_t cp) {
+  return flags(cp) & kWhitespace;
+}
+inline bool is_punct(uint32_t cp) {
+  return flags(cp) & kPunct;
+}
 
 // Invalid UTF-8 bytes decode to U+FFFD one byte at a time (never throws, never over-reads).
 // offsets (optional) receives each codepoint's byte offset, plus s.size() at the end.

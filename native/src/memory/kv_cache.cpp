@@ -18,8 +18,8 @@ KvCache::KvCache(int n_layers, int n_kv_heads, int head_dim, const KvSpec& k_spe
 
 void KvCache::store(int layer, int64_t pos, int64_t T, const float* k, const float* v) {
   if (k_[layer]->size() != pos || v_[layer]->size() != pos) {
-    fail(ErrorCode::kInternal, "kv cache of layer " + std::to_string(layer) + " holds " + std::to_string(k_[layer]->size()) +
-                                   " tokens, expected " + std::to_string(pos));
+    fail(ErrorCode::kInternal, "kv cache of layer " + std::to_string(layer) + " holds " +
+                                   std::to_string(k_[layer]->size()) + " tokens, expected " + std::to_string(pos));
   }
   k_[layer]->append(k, T);
   v_[layer]->append(v, T);
@@ -28,7 +28,8 @@ void KvCache::store(int layer, int64_t pos, int64_t T, const float* k, const flo
 std::vector<float> KvCache::rows(int layer, bool keys, int n_kv_heads, int head_dim) const {
   const KvStore& st = keys ? *k_[layer] : *v_[layer];
   const int64_t n = st.size(), width = int64_t(n_kv_heads) * head_dim;
-  std::vector<float> out(static_cast<size_t>(n * width)), unit(static_cast<size_t>(std::max<int64_t>(n, head_dim)), 0.0f);
+  std::vector<float> out(static_cast<size_t>(n * width)),
+      unit(static_cast<size_t>(std::max<int64_t>(n, head_dim)), 0.0f);
   std::vector<float> col(static_cast<size_t>(std::max<int64_t>(n, head_dim)));
   for (int h = 0; h < n_kv_heads; ++h) {
     if (keys) {  // q = e_c gives every key's channel c
@@ -150,7 +151,8 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
       const int64_t t0 = (task / s.n_kv_heads) * kBlockQueries, nt = std::min(kBlockQueries, T - t0);
       const int g = static_cast<int>(task % s.n_kv_heads);
       int64_t n_of[kBlockQueries];
-      for (int64_t r = 0; r < nt; ++r) n_of[r] = std::max<int64_t>(0, opt.causal ? std::min(n_keys, q_pos0 + t0 + r + 1) : n_keys);
+      for (int64_t r = 0; r < nt; ++r)
+        n_of[r] = std::max<int64_t>(0, opt.causal ? std::min(n_keys, q_pos0 + t0 + r + 1) : n_keys);
       // Each row's path follows from its own key count (n_of never decreases along the block), so any
       // chunking of a prompt gives every row the same bits: rows up to online_from keys take the exact
       // pass, longer ones the online tiles.

@@ -27,15 +27,20 @@ std::string KvSpec::name() const {
 KvSpec parse_kv_spec(const std::string& text) {
   KvSpec s;
   auto bad = [&](const std::string& why) -> KvSpec {
-    fail(ErrorCode::kInvalidArgument, "kv cache type '" + text + "': " + why +
-                                           " (supported: f32, f16, q8_0, q4_0, kivi4, kivi2, with KIVI options -g<G> -r<R> -s<S> -clip -noclip, "
-                                          "e.g. kivi2-g32-r128-s4-clip)");
+    fail(ErrorCode::kInvalidArgument,
+         "kv cache type '" + text + "': " + why +
+             " (supported: f32, f16, q8_0, q4_0, kivi4, kivi2, with KIVI options -g<G> -r<R> -s<S> -clip -noclip, "
+             "e.g. kivi2-g32-r128-s4-clip)");
   };
   std::string base = text.substr(0, text.find('-'));
-  if (base == "f32") s.kind = KvSpec::Kind::kF32;
-  else if (base == "f16") s.kind = KvSpec::Kind::kF16;
-  else if (base == "q8_0") s.kind = KvSpec::Kind::kQ8_0;
-  else if (base == "q4_0") s.kind = KvSpec::Kind::kQ4_0;
+  if (base == "f32")
+    s.kind = KvSpec::Kind::kF32;
+  else if (base == "f16")
+    s.kind = KvSpec::Kind::kF16;
+  else if (base == "q8_0")
+    s.kind = KvSpec::Kind::kQ8_0;
+  else if (base == "q4_0")
+    s.kind = KvSpec::Kind::kQ4_0;
   else if (base == "kivi4" || base == "kivi2") {
     s.kind = KvSpec::Kind::kKivi;
     s.bits = base[4] - '0';
@@ -104,7 +109,8 @@ void kivi_quantize_group(const float* x, int n, int stride, int bits, uint16_t* 
     for (int a = 0; a <= kSteps; ++a) {
       for (int b = 0; b <= kSteps; ++b) {
         const float l = lo + range * kStep * a, h = hi - range * kStep * b;
-        const float m = fp16_to_fp32(fp32_to_fp16(l)), s = fp16_to_fp32(fp32_to_fp16((h - l) / static_cast<float>(qmax)));
+        const float m = fp16_to_fp32(fp32_to_fp16(l)),
+                    s = fp16_to_fp32(fp32_to_fp16((h - l) / static_cast<float>(qmax)));
         if (!(s > 0.0f)) continue;
         const float err = kivi_group_error(x, n, stride, qmax, m, s);
         if (err < best) {
@@ -124,7 +130,8 @@ void kivi_quantize_group(const float* x, int n, int stride, int bits, uint16_t* 
   std::memset(codes, 0, static_cast<size_t>((n + per_byte - 1) / per_byte));
   if (s == 0.0f) return;  // constant group: every code 0, the minimum carries the value
   for (int i = 0; i < n; ++i) {
-    codes[i / per_byte] |= static_cast<uint8_t>(kivi_code(x[i * stride], m, s, qmax) << ((i % per_byte) * bits));  // LSB first
+    codes[i / per_byte] |=
+        static_cast<uint8_t>(kivi_code(x[i * stride], m, s, qmax) << ((i % per_byte) * bits));  // LSB first
   }
 }
 
@@ -155,7 +162,9 @@ inline int code_at(const uint8_t* codes, int i, int bits) {
 
 }  // namespace
 
-KiviView KvStore::kivi_view() const { fail(ErrorCode::kUnsupported, "this KV store is not a KIVI store"); }
+KiviView KvStore::kivi_view() const {
+  fail(ErrorCode::kUnsupported, "this KV store is not a KIVI store");
+}
 
 void KvStore::dot_keys_multi(int head, const float* q, int64_t q_stride, int nq, int64_t n, float* scores,
                              int64_t sc_stride) const {
@@ -204,11 +213,15 @@ namespace {
 class RowStore : public KvStore {
  public:
   RowStore(GgmlType type, int n_heads, int head_dim)
-      : type_(type), n_heads_(n_heads), head_dim_(head_dim), row_(row_bytes(type, int64_t(n_heads) * head_dim)),
+      : type_(type),
+        n_heads_(n_heads),
+        head_dim_(head_dim),
+        row_(row_bytes(type, int64_t(n_heads) * head_dim)),
         head_bytes_(row_bytes(type, head_dim)) {
     if (head_dim % type_traits(type).block_size != 0) {
-      fail(ErrorCode::kUnsupported, std::string("kv cache ") + type_traits(type).name + " needs a head dimension that is a multiple of " +
-                                        std::to_string(type_traits(type).block_size) + ", got " + std::to_string(head_dim));
+      fail(ErrorCode::kUnsupported,
+           std::string("kv cache ") + type_traits(type).name + " needs a head dimension that is a multiple of " +
+               std::to_string(type_traits(type).block_size) + ", got " + std::to_string(head_dim));
     }
   }
   void append(const float* rows, int64_t T) override {
@@ -220,9 +233,7 @@ class RowStore : public KvStore {
       const float* src = rows + t * n;
       switch (type_) {
         case GgmlType::F32: std::memcpy(dst, src, n * 4); break;
-        case GgmlType::F16:
-          cpu::kernels().f32_to_f16_row(src, reinterpret_cast<uint16_t*>(dst), n);
-          break;
+        case GgmlType::F16: cpu::kernels().f32_to_f16_row(src, reinterpret_cast<uint16_t*>(dst), n); break;
         case GgmlType::Q8_0: quantize_row_q8_0(src, reinterpret_cast<BlockQ8_0*>(dst), n); break;
         case GgmlType::Q4_0: quantize_row_q4_0(src, reinterpret_cast<BlockQ4_0*>(dst), n); break;
         default: fail(ErrorCode::kInternal, "row store type");
@@ -249,7 +260,9 @@ class RowStore : public KvStore {
       k.dot_keys_f32(q, reinterpret_cast<const float*>(base), static_cast<int64_t>(row_ / 4), n, scores, head_dim_);
       return;
     }
-    if (const auto dot = type_ == GgmlType::Q8_0 ? k.dot_keys_q8_0 : type_ == GgmlType::Q4_0 ? k.dot_keys_q4_0 : nullptr) {
+    if (const auto dot = type_ == GgmlType::Q8_0   ? k.dot_keys_q8_0
+                         : type_ == GgmlType::Q4_0 ? k.dot_keys_q4_0
+                                                   : nullptr) {
       dot(q, base, static_cast<int64_t>(row_), n, scores, head_dim_);
       return;
     }
@@ -266,7 +279,9 @@ class RowStore : public KvStore {
       k.accumulate_f32(p, reinterpret_cast<const float*>(base), static_cast<int64_t>(row_ / 4), n, out, head_dim_);
       return;
     }
-    if (const auto acc = type_ == GgmlType::Q8_0 ? k.accumulate_q8_0 : type_ == GgmlType::Q4_0 ? k.accumulate_q4_0 : nullptr) {
+    if (const auto acc = type_ == GgmlType::Q8_0   ? k.accumulate_q8_0
+                         : type_ == GgmlType::Q4_0 ? k.accumulate_q4_0
+                                                   : nullptr) {
       acc(p, base, static_cast<int64_t>(row_), n, out, head_dim_);
       return;
     }
@@ -433,8 +448,8 @@ class KiviKeyStore : public KiviStore {
       if (nq > full * 32) {  // only when asked for fewer keys than are quantized: score the whole group aside
         float part[32];
         for (int i = 0; i < n_q; ++i) {
-          k.kivi_keys(scale + full * row(), mn + full * row(), codes + full * row() * code_bytes_, row(), 1, d_, s_.bits,
-                      q + i * q_stride, 0, 1, part, 0);
+          k.kivi_keys(scale + full * row(), mn + full * row(), codes + full * row() * code_bytes_, row(), 1, d_,
+                      s_.bits, q + i * q_stride, 0, 1, part, 0);
           std::copy(part, part + (nq - full * 32), scores + i * sc_stride + full * 32);
         }
       }
@@ -445,7 +460,8 @@ class KiviKeyStore : public KiviStore {
           const int64_t g = j / s_.group, e0 = g * row();
           float acc = 0.0f, beta = 0.0f;
           for (int c = 0; c < d_; ++c) {
-            acc += qi[c] * fp16_to_fp32(scale[e0 + c]) * static_cast<float>(code_at(codes + (e0 + c) * code_bytes_, static_cast<int>(j % s_.group), s_.bits));
+            acc += qi[c] * fp16_to_fp32(scale[e0 + c]) *
+                   static_cast<float>(code_at(codes + (e0 + c) * code_bytes_, static_cast<int>(j % s_.group), s_.bits));
             beta += qi[c] * fp16_to_fp32(mn[e0 + c]);
           }
           scores[i * sc_stride + j] = acc + beta;
@@ -454,7 +470,9 @@ class KiviKeyStore : public KiviStore {
     }
     score_fp16(fp_, head, q, q_stride, n_q, n - nq, scores + nq, sc_stride);
   }
-  void accumulate(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi key store holds keys"); }
+  void accumulate(int, const float*, int64_t, float*) const override {
+    fail(ErrorCode::kInternal, "kivi key store holds keys");
+  }
 };
 
 // KIVI values: per token, groups of G channels; the R most recent tokens stay fp16 (sliding window).
@@ -463,7 +481,8 @@ class KiviValueStore : public KiviStore {
  public:
   KiviValueStore(const KvSpec& s, int n_heads, int head_dim) : KiviStore(s, n_heads, head_dim) {
     if (head_dim % s.group != 0) {
-      fail(ErrorCode::kUnsupported, "kivi values need a head dimension that is a multiple of G=" + std::to_string(s.group));
+      fail(ErrorCode::kUnsupported,
+           "kivi values need a head dimension that is a multiple of G=" + std::to_string(s.group));
     }
   }
   void finish_step() override {
@@ -478,7 +497,9 @@ class KiviValueStore : public KiviStore {
     n_quant_ += over;
     pop_window(over, s_.residual + 1);
   }
-  void dot_keys(int, const float*, int64_t, float*) const override { fail(ErrorCode::kInternal, "kivi value store holds values"); }
+  void dot_keys(int, const float*, int64_t, float*) const override {
+    fail(ErrorCode::kInternal, "kivi value store holds values");
+  }
   KiviView kivi_view() const override {
     KiviView v = KiviStore::kivi_view();
     v.keys = false;
@@ -510,7 +531,8 @@ class KiviValueStore : public KiviStore {
             const int64_t e = t * groups_per_row + j;
             const float pt = p[i * p_stride + t], ps = pt * fp16_to_fp32(scale[e]), pm = pt * fp16_to_fp32(mn[e]);
             for (int c = 0; c < s_.group; ++c)
-              out[i * out_stride + j * s_.group + c] += ps * static_cast<float>(code_at(codes + e * code_bytes_, c, s_.bits)) + pm;
+              out[i * out_stride + j * s_.group + c] +=
+                  ps * static_cast<float>(code_at(codes + e * code_bytes_, c, s_.bits)) + pm;
           }
     }
     accumulate_fp16(fp_, head, p + nq, p_stride, n_q, n - nq, out, out_stride);

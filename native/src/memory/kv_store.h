@@ -11,9 +11,9 @@ namespace pyrt {
 
 struct KvSpec {
   enum class Kind { kF32, kF16, kQ8_0, kQ4_0, kKivi } kind = Kind::kF16;
-  int bits = 0;       // KIVI: 2 or 4
-  int group = 32;     // KIVI: G (tokens per key group / channels per value group)
-  int residual = 128; // KIVI: R, full-precision window (multiple of G)
+  int bits = 0;        // KIVI: 2 or 4
+  int group = 32;      // KIVI: G (tokens per key group / channels per value group)
+  int residual = 128;  // KIVI: R, full-precision window (multiple of G)
   // Beyond SPEC 4.1 (both on by default where they measured better on SmolLM2; "-s0-noclip" is the
   // paper's algorithm exactly):
   int sink = 0;       // the first S tokens stay fp16 for good (attention sinks); default 4
@@ -68,8 +68,8 @@ class KvStore {
   // has_blocked_reads(). accumulate_rows reads p rows up to the largest n_of: p[i][j] must be 0 for
   // j >= n_of[i].
   virtual bool has_blocked_reads() const { return false; }
-  virtual void dot_keys_rows(int head, const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of,
-                             float* scores, int64_t sc_stride, int64_t key0 = 0) const;
+  virtual void dot_keys_rows(int head, const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, float* scores,
+                             int64_t sc_stride, int64_t key0 = 0) const;
   virtual void accumulate_rows(int head, const float* p, int64_t p_stride, int64_t nq, const int64_t* n_of, float* out,
                                int64_t out_stride, int64_t key0 = 0) const;
   // Token counts in the quantized part and in the full-precision part (tests of the KIVI schedule;

@@ -50,11 +50,13 @@ class EncDecSession : public Session {
   void feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) override {
     if (T <= 0) fail(ErrorCode::kInvalidArgument, "feed() needs at least one token");
     if (st_.encoder_length < 0) {
-      fail(ErrorCode::kInvalidArgument, "encoder-decoder session has no encoder input: set it before feeding decoder tokens");
+      fail(ErrorCode::kInvalidArgument,
+           "encoder-decoder session has no encoder input: set it before feeding decoder tokens");
     }
     if (st_.n_past + T > n_ctx_) {
-      fail(ErrorCode::kContextOverflow, "context overflow: " + std::to_string(st_.n_past) + " cached + " + std::to_string(T) +
-                                            " new decoder tokens exceed the context of " + std::to_string(n_ctx_));
+      fail(ErrorCode::kContextOverflow, "context overflow: " + std::to_string(st_.n_past) + " cached + " +
+                                            std::to_string(T) + " new decoder tokens exceed the context of " +
+                                            std::to_string(n_ctx_));
     }
     check_token_ids(ids, T, m_.vocab_size());
     const auto t0 = std::chrono::steady_clock::now();
@@ -74,11 +76,18 @@ class EncDecSession : public Session {
   int64_t encoder_length() const override { return st_.encoder_length < 0 ? 0 : st_.encoder_length; }
   size_t kv_bytes() const override { return st_.self.bytes() + st_.cross.bytes(); }
   std::map<std::string, double> stats() const override {
-    return {{"n_past", double(st_.n_past)}, {"n_ctx", double(n_ctx_)}, {"encoder_length", double(encoder_length())},
-            {"kv_bytes", double(kv_bytes())}, {"kv_self_bytes", double(st_.self.bytes())},
-            {"kv_cross_bytes", double(st_.cross.bytes())}, {"tokens_fed", double(tokens_fed_)},
-            {"feed_calls", double(calls_)}, {"encode_s", encode_s_}, {"cross_kv_s", cross_s_},
-            {"compute_s", decode_s_}, {"cross_kv_computations", double(cross_computations_)},
+    return {{"n_past", double(st_.n_past)},
+            {"n_ctx", double(n_ctx_)},
+            {"encoder_length", double(encoder_length())},
+            {"kv_bytes", double(kv_bytes())},
+            {"kv_self_bytes", double(st_.self.bytes())},
+            {"kv_cross_bytes", double(st_.cross.bytes())},
+            {"tokens_fed", double(tokens_fed_)},
+            {"feed_calls", double(calls_)},
+            {"encode_s", encode_s_},
+            {"cross_kv_s", cross_s_},
+            {"compute_s", decode_s_},
+            {"cross_kv_computations", double(cross_computations_)},
             {"threads", double(m_.pool().size())}};
   }
 

@@ -17,9 +17,9 @@ struct DecoderState {
   DecoderState(int n_layers, int n_kv_heads, int head_dim, int n_cross_kv_heads, int cross_head_dim, const KvSpec& k,
                const KvSpec& v)
       : self(n_layers, n_kv_heads, head_dim, k, v), cross(n_layers, n_cross_kv_heads, cross_head_dim, k, v) {}
-  KvCache self;         // grows by the decoder tokens fed
-  KvCache cross;        // fixed once the encoder ran: encoder_length keys per layer
-  int64_t n_past = 0;   // decoder tokens cached
+  KvCache self;                 // grows by the decoder tokens fed
+  KvCache cross;                // fixed once the encoder ran: encoder_length keys per layer
+  int64_t n_past = 0;           // decoder tokens cached
   int64_t encoder_length = -1;  // -1: no encoder input yet
 };
 
@@ -35,8 +35,8 @@ class EncDecModel : public Model {
   virtual void decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const = 0;
 
   std::unique_ptr<DecoderState> new_decoder_state() const {
-    return std::make_unique<DecoderState>(n_dec_layers_, self_kv_heads_, self_head_dim_, cross_kv_heads_, cross_head_dim_,
-                                          kv_k_, kv_v_);
+    return std::make_unique<DecoderState>(n_dec_layers_, self_kv_heads_, self_head_dim_, cross_kv_heads_,
+                                          cross_head_dim_, kv_k_, kv_v_);
   }
   int n_decoder_layers() const { return n_dec_layers_; }
   int64_t cross_kv_dim() const { return int64_t(cross_kv_heads_) * cross_head_dim_; }

@@ -50,8 +50,8 @@ class LlamaSession : public Session {
   // position-wise ops but never reach attention or the KV cache.
   void prepare(ChunkState& cs, const int32_t* ids, int64_t rows, int64_t valid, int64_t pos0) const;
   void attention(ChunkState& cs, int il);
-  void after_attention(ChunkState& cs, int il) const;  // residual, FFN norm
-  void after_ffn(ChunkState& cs) const;  // residual
+  void after_attention(ChunkState& cs, int il) const;                     // residual, FFN norm
+  void after_ffn(ChunkState& cs) const;                                   // residual
   void head(const ChunkState& cs, float* logits, bool all_logits) const;  // logits of valid rows (or the last)
   void linear_cpu(const Weight& w, const ChunkState& cs, const float* in, float* out);
   // Weights reading the same input (Q/K/V, gate/up) in one pool run; same numbers as one by one.
@@ -109,7 +109,8 @@ LlamaModel::LlamaModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts)
     npu = std::make_unique<NpuPlan>(g, linears, opts_.prefill, pool());
   }
   if (tokenizer_ && tokenizer_->vocab_size() > hp.n_vocab) {
-    fail(ErrorCode::kFormat, g.path() + ": tokenizer has " + std::to_string(tokenizer_->vocab_size()) + " tokens but the embedding only " + std::to_string(hp.n_vocab));
+    fail(ErrorCode::kFormat, g.path() + ": tokenizer has " + std::to_string(tokenizer_->vocab_size()) +
+                                 " tokens but the embedding only " + std::to_string(hp.n_vocab));
   }
 }
 
@@ -120,7 +121,8 @@ LlamaSession::LlamaSession(const LlamaModel& m, int64_t n_ctx)
 
 std::vector<float> LlamaSession::cached_rows(int layer, bool keys) const {
   if (layer < 0 || layer >= m_.hp.n_layer) {
-    fail(ErrorCode::kOutOfRange, "layer " + std::to_string(layer) + " is outside 0.." + std::to_string(m_.hp.n_layer - 1));
+    fail(ErrorCode::kOutOfRange,
+         "layer " + std::to_string(layer) + " is outside 0.." + std::to_string(m_.hp.n_layer - 1));
   }
   return cache_.rows(layer, keys, m_.hp.n_head_kv, m_.hp.head_dim);
 }
@@ -133,12 +135,18 @@ void LlamaSession::reset() {
 std::map<std::string, double> LlamaSession::stats() const {
   const auto [kq, kf] = cache_.keys(0).split_sizes();
   const auto [vq, vf] = cache_.values(0).split_sizes();
-  std::map<std::string, double> out{{"n_past", double(n_past_)}, {"n_ctx", double(n_ctx_)}, {"kv_bytes", double(cache_.bytes())},
-          {"kv_k_quantized_tokens", double(kq)}, {"kv_k_full_precision_tokens", double(kf)},
-          {"kv_v_quantized_tokens", double(vq)}, {"kv_v_full_precision_tokens", double(vf)},
-          {"tokens_fed", double(tokens_fed_)}, {"feed_calls", double(calls_)}, {"compute_s", compute_s_},
-          {"cpu_passes", double(cpu_passes_)},
-          {"threads", double(m_.pool().size())}};
+  std::map<std::string, double> out{{"n_past", double(n_past_)},
+                                    {"n_ctx", double(n_ctx_)},
+                                    {"kv_bytes", double(cache_.bytes())},
+                                    {"kv_k_quantized_tokens", double(kq)},
+                                    {"kv_k_full_precision_tokens", double(kf)},
+                                    {"kv_v_quantized_tokens", double(vq)},
+                                    {"kv_v_full_precision_tokens", double(vf)},
+                                    {"tokens_fed", double(tokens_fed_)},
+                                    {"feed_calls", double(calls_)},
+                                    {"compute_s", compute_s_},
+                                    {"cpu_passes", double(cpu_passes_)},
+                                    {"threads", double(m_.pool().size())}};
   placement_.add_to(out, m_.npu ? m_.npu->delegate_name() : "");
   if (m_.npu) {
     out["placement.cpu.shadow_resident_bytes"] = double(m_.npu->cpu_resident_bytes());
@@ -152,8 +160,9 @@ std::map<std::string, double> LlamaSession::stats() const {
 void LlamaSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) {
   if (T <= 0) fail(ErrorCode::kInvalidArgument, "feed() needs at least one token");
   if (n_past_ + T > n_ctx_) {
-    fail(ErrorCode::kContextOverflow, "context overflow: " + std::to_string(n_past_) + " cached + " + std::to_string(T) +
-                                          " new tokens exceed the context of " + std::to_string(n_ctx_));
+    fail(ErrorCode::kContextOverflow, "context overflow: " + std::to_string(n_past_) + " cached + " +
+                                          std::to_string(T) + " new tokens exceed the context of " +
+                                          std::to_string(n_ctx_));
   }
   check_token_ids(ids, T, m_.hp.n_vocab);
   const auto t0 = std::chrono::steady_clock::now();
@@ -241,7 +250,8 @@ void LlamaSession::linear_cpu_shared(std::initializer_list<const Weight*> ws, co
   }
 }
 
-void LlamaSession::linear_finish(const Weight& w, const ChunkState& cs, const float* in, const NpuPlan::Scratch& sc, float* out) {
+void LlamaSession::linear_finish(const Weight& w, const ChunkState& cs, const float* in, const NpuPlan::Scratch& sc,
+                                 float* out) {
   m_.npu->finish(w, in, sc, out, placement_);
   if (observer_) observer_(w, in, cs.valid, out);
 }
@@ -256,7 +266,8 @@ void LlamaSession::attention(ChunkState& cs, int il) {
     rope(&cs.k[t * kv_dim], hp.n_head_kv, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
   }
   cache_.store(il, cs.pos0, cs.valid, cs.k.data(), cs.v.data());
-  attend_causal(cache_, il, cs.q.data(), cs.pos0, cs.valid, AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim}, cs.att.data(), m_.pool());
+  attend_causal(cache_, il, cs.q.data(), cs.pos0, cs.valid, AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim},
+                cs.att.data(), m_.pool());
   cache_.finish_step(il);
   placement_.cpu_attention_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -267,7 +278,9 @@ void LlamaSession::after_attention(ChunkState& cs, int il) const {
   rms_norm_rows(cs.x.data(), m_.layers[il].ffn_norm, cs.xn.data(), cs.rows, E, m_.hp.eps);
 }
 
-void LlamaSession::after_ffn(ChunkState& cs) const { add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * m_.hp.n_embd); }
+void LlamaSession::after_ffn(ChunkState& cs) const {
+  add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * m_.hp.n_embd);
+}
 
 void LlamaSession::head(const ChunkState& cs, float* logits, bool all_logits) const {
   if (!logits) return;
@@ -325,9 +338,8 @@ void LlamaSession::prefill_on_delegate(const int32_t* ids, int64_t T, float* log
     chunk_ids[c].resize(static_cast<size_t>(C), po.pad_token);
     std::vector<int> start_deps;
     if (c >= kWindow) start_deps.push_back(last_task[c - kWindow]);
-    int prev = g.add(cpu, "embed", ci, -1, start_deps, [this, &cs, &chunk_ids, c, C, n] {
-      prepare(cs, chunk_ids[c].data(), C, n, n_past_ + c * C);
-    });
+    int prev = g.add(cpu, "embed", ci, -1, start_deps,
+                     [this, &cs, &chunk_ids, c, C, n] { prepare(cs, chunk_ids[c].data(), C, n, n_past_ + c * C); });
     for (int il = 0; il < hp.n_layer; ++il) {
       const LlamaLayer& L = m_.layers[il];
       ChunkState* s = &cs;
@@ -366,22 +378,25 @@ void LlamaSession::prefill_on_delegate(const int32_t* ids, int64_t T, float* log
                               attention(*s, il);
                             });
       attention_task[il] = att;
-      const int o_done = group("attn_output", att, {{&L.wo, W::kO}}, &ChunkState::att, {}, "attn_residual", [this, s, &L, il] {
-        linear_finish(L.wo, *s, s->att.data(), s->lin[W::kO], s->tmp.data());
-        after_attention(*s, il);
-      });
-      const int act = group("gate_up", o_done, {{&L.w_gate, W::kGate}, {&L.w_up, W::kUp}}, &ChunkState::xn, {}, "swiglu", [this, s, &L] {
-        linear_finish(L.w_gate, *s, s->xn.data(), s->lin[W::kGate], s->gate.data());
-        linear_finish(L.w_up, *s, s->xn.data(), s->lin[W::kUp], s->up.data());
-        silu_mul(s->gate.data(), s->up.data(), s->rows * m_.hp.n_ff, &m_.pool());
-      });
+      const int o_done =
+          group("attn_output", att, {{&L.wo, W::kO}}, &ChunkState::att, {}, "attn_residual", [this, s, &L, il] {
+            linear_finish(L.wo, *s, s->att.data(), s->lin[W::kO], s->tmp.data());
+            after_attention(*s, il);
+          });
+      const int act = group("gate_up", o_done, {{&L.w_gate, W::kGate}, {&L.w_up, W::kUp}}, &ChunkState::xn, {},
+                            "swiglu", [this, s, &L] {
+                              linear_finish(L.w_gate, *s, s->xn.data(), s->lin[W::kGate], s->gate.data());
+                              linear_finish(L.w_up, *s, s->xn.data(), s->lin[W::kUp], s->up.data());
+                              silu_mul(s->gate.data(), s->up.data(), s->rows * m_.hp.n_ff, &m_.pool());
+                            });
       prev = group("ffn_down", act, {{&L.w_down, W::kDown}}, &ChunkState::gate, {}, "ffn_residual", [this, s, &L] {
         linear_finish(L.w_down, *s, s->gate.data(), s->lin[W::kDown], s->tmp.data());
         after_ffn(*s);
       });
     }
     float* out = all_logits ? logits + c * C * hp.n_vocab : (c == n_chunks - 1 ? logits : nullptr);
-    last_task[c] = out ? g.add(cpu, "output", ci, -1, {prev}, [this, &cs, out, all_logits] { head(cs, out, all_logits); }) : prev;
+    last_task[c] =
+        out ? g.add(cpu, "output", ci, -1, {prev}, [this, &cs, out, all_logits] { head(cs, out, all_logits); }) : prev;
     ++placement_.chunks;
     placement_.pad_tokens += C - n;
   }

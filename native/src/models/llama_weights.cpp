@@ -17,12 +17,15 @@ LlamaWeights load_llama_weights(const GgufFile& g, const std::string& arch, cons
   hp.n_head = ld.pos_int("attention.head_count");
   hp.n_head_kv = static_cast<int>(g.get_int(a + "attention.head_count_kv", hp.n_head));
   if (hp.n_head_kv <= 0 || hp.n_head % hp.n_head_kv != 0) {
-    fail(ErrorCode::kFormat, g.path() + ": head_count " + std::to_string(hp.n_head) + " is not a multiple of head_count_kv " + std::to_string(hp.n_head_kv));
+    fail(ErrorCode::kFormat, g.path() + ": head_count " + std::to_string(hp.n_head) +
+                                 " is not a multiple of head_count_kv " + std::to_string(hp.n_head_kv));
   }
-  if (hp.n_embd % hp.n_head != 0) fail(ErrorCode::kFormat, g.path() + ": embedding_length is not a multiple of head_count");
+  if (hp.n_embd % hp.n_head != 0)
+    fail(ErrorCode::kFormat, g.path() + ": embedding_length is not a multiple of head_count");
   hp.head_dim = static_cast<int>(g.get_int(a + "attention.key_length", hp.n_embd / hp.n_head));
   hp.n_rot = static_cast<int>(g.get_int(a + "rope.dimension_count", hp.head_dim));
-  if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2) fail(ErrorCode::kFormat, g.path() + ": invalid rope.dimension_count " + std::to_string(hp.n_rot));
+  if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2)
+    fail(ErrorCode::kFormat, g.path() + ": invalid rope.dimension_count " + std::to_string(hp.n_rot));
   hp.eps = static_cast<float>(g.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5));
   hp.rope_base = static_cast<float>(g.get_float(a + "rope.freq_base", 10000.0));
   hp.n_ctx_train = g.get_int(a + "context_length", 2048);
@@ -34,7 +37,8 @@ LlamaWeights load_llama_weights(const GgufFile& g, const std::string& arch, cons
   }
 
   const GgufTensorInfo* emb = g.find_tensor("token_embd.weight");
-  if (!emb || emb->ne.size() != 2) fail(ErrorCode::kFormat, g.path() + ": tensor 'token_embd.weight' is missing or not 2-D");
+  if (!emb || emb->ne.size() != 2)
+    fail(ErrorCode::kFormat, g.path() + ": tensor 'token_embd.weight' is missing or not 2-D");
   hp.n_vocab = emb->ne[1];
   const int64_t E = hp.n_embd, q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
   w.tok_embd = ld.weight("token_embd.weight", {E, hp.n_vocab});

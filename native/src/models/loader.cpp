@@ -12,7 +12,9 @@ std::string shape_str(const std::vector<int64_t>& v) {
 }
 }  // namespace
 
-void ModelLoader::bad(const std::string& what) const { fail(ErrorCode::kFormat, f_.path() + ": " + what); }
+void ModelLoader::bad(const std::string& what) const {
+  fail(ErrorCode::kFormat, f_.path() + ": " + what);
+}
 
 const GgufTensorInfo& ModelLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) const {
   const GgufTensorInfo* t = f_.find_tensor(name);
@@ -27,7 +29,8 @@ const float* ModelLoader::f32(const std::string& name, int64_t n) const {
   return reinterpret_cast<const float*>(t.data);
 }
 
-AttentionWeights ModelLoader::attention(const std::string& prefix, int64_t n_embd, int64_t q_dim, int64_t kv_dim) const {
+AttentionWeights ModelLoader::attention(const std::string& prefix, int64_t n_embd, int64_t q_dim,
+                                        int64_t kv_dim) const {
   AttentionWeights a;
   a.q = weight(prefix + "_q.weight", {n_embd, q_dim});
   a.k = weight(prefix + "_k.weight", {n_embd, kv_dim});
@@ -42,7 +45,8 @@ AttentionWeights ModelLoader::attention(const std::string& prefix, int64_t n_emb
 
 int ModelLoader::pos_int(const std::string& key) const {
   const int64_t v = f_.require_int(prefix_ + key);
-  if (v <= 0 || v > (int64_t(1) << 31)) bad("metadata '" + prefix_ + key + "' = " + std::to_string(v) + " is out of range");
+  if (v <= 0 || v > (int64_t(1) << 31))
+    bad("metadata '" + prefix_ + key + "' = " + std::to_string(v) + " is out of range");
   return static_cast<int>(v);
 }
 

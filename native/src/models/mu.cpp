@@ -74,7 +74,8 @@ MuModel::MuModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : EncDec
   F_ = ld.pos_int("feed_forward_length");
   n_head_ = ld.pos_int("attention.head_count");
   n_kv_ = ld.pos_int("attention.head_count_kv", n_head_);
-  if (n_head_ % n_kv_) ld.bad("head_count " + std::to_string(n_head_) + " is not a multiple of head_count_kv " + std::to_string(n_kv_));
+  if (n_head_ % n_kv_)
+    ld.bad("head_count " + std::to_string(n_head_) + " is not a multiple of head_count_kv " + std::to_string(n_kv_));
   head_dim_ = ld.pos_int("attention.key_length");
   if (head_dim_ % 2) ld.bad("attention.key_length must be even for RoPE");
   q_dim_ = int64_t(n_head_) * head_dim_;
@@ -90,7 +91,8 @@ MuModel::MuModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : EncDec
   if (!emb || emb->ne.size() != 2) ld.bad("tensor 'token_embd.weight' is missing or not 2-D");
   n_vocab_ = emb->ne[1];
   const int64_t start = file_->get_int(arch_ + ".decoder_start_token_id", 1);
-  if (start < 0 || start >= n_vocab_) ld.bad("decoder_start_token_id " + std::to_string(start) + " is outside the vocabulary");
+  if (start < 0 || start >= n_vocab_)
+    ld.bad("decoder_start_token_id " + std::to_string(start) + " is outside the vocabulary");
   decoder_start_ = static_cast<int32_t>(start);
   tok_embd_ = ld.weight("token_embd.weight", {E_, n_vocab_});
   enc_norm_ = ld.f32("enc.output_norm.weight", E_);
@@ -173,14 +175,16 @@ void MuModel::decode(DecoderState& st, const int32_t* ids, int64_t T, float* log
     rope_rows(q.data(), T, n_head_, st.n_past);
     rope_rows(k.data(), T, n_kv_, st.n_past);
     st.self.store(layer, st.n_past, T, k.data(), v.data());
-    attend(st.self.keys(layer), st.self.values(layer), q.data(), st.n_past, T, st.n_past + T, shape, self_opt, att.data(), tp);
+    attend(st.self.keys(layer), st.self.values(layer), q.data(), st.n_past, T, st.n_past + T, shape, self_opt,
+           att.data(), tp);
     st.self.finish_step(layer);
     linear(L.self.o, L.self.bo, att.data(), T, tmp.data(), tp);
     add_inplace(x.data(), tmp.data(), T * E_);
 
     rms_norm_rows(x.data(), L.cross_norm, xn.data(), T, E_, eps_);
     linear(L.cross.q, L.cross.bq, xn.data(), T, q.data(), tp);
-    attend(st.cross.keys(layer), st.cross.values(layer), q.data(), 0, T, st.encoder_length, shape, cross_opt, att.data(), tp);
+    attend(st.cross.keys(layer), st.cross.values(layer), q.data(), 0, T, st.encoder_length, shape, cross_opt,
+           att.data(), tp);
     linear(L.cross.o, L.cross.bo, att.data(), T, tmp.data(), tp);
     add_inplace(x.data(), tmp.data(), T * E_);
 

@@ -32,7 +32,8 @@ Model::Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts) : file_(s
     fail(ErrorCode::kInvalidArgument, "prefill chunk must be in 0..4096, got " + std::to_string(opts_.prefill.chunk));
   }
   if (!opts_.prefill.delegate.empty() && opts_.prefill.chunk == 0) {
-    fail(ErrorCode::kInvalidArgument, "delegate '" + opts_.prefill.delegate + "' needs a prefill chunk size (static graph shapes)");
+    fail(ErrorCode::kInvalidArgument,
+         "delegate '" + opts_.prefill.delegate + "' needs a prefill chunk size (static graph shapes)");
   }
   pool_ = std::make_unique<ThreadPool>(opts_.n_threads);
   if (file_->find("tokenizer.ggml.model")) tokenizer_ = Tokenizer::from_gguf(*file_);
@@ -46,7 +47,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
     if (arch != e.first) continue;
     auto model = e.second(std::move(file), opts);
     if ((opts.prefill.chunk > 0 || !opts.prefill.delegate.empty()) && !model->supports_chunked_prefill()) {
-      fail(ErrorCode::kUnsupported, path + ": architecture '" + arch + "' has no chunked/delegated prefill yet (llama has)");
+      fail(ErrorCode::kUnsupported,
+           path + ": architecture '" + arch + "' has no chunked/delegated prefill yet (llama has)");
     }
     return model;
   }

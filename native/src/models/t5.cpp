@@ -10,8 +10,8 @@
 #include "core/ops.h"
 #include "models/encdec.h"
 #include "models/loader.h"
-#include "models/t5_weights.h"
 #include "models/registry.h"
+#include "models/t5_weights.h"
 #include "pyrt/error.h"
 
 namespace pyrt {
@@ -111,14 +111,16 @@ void T5Model::decode(DecoderState& st, const int32_t* ids, int64_t T, float* log
     matmul(L.self.k, xn.data(), T, k.data(), tp);
     matmul(L.self.v, xn.data(), T, v.data(), tp);
     st.self.store(layer, st.n_past, T, k.data(), v.data());
-    attend(st.self.keys(layer), st.self.values(layer), q.data(), st.n_past, T, st.n_past + T, shape, self_opt, att.data(), tp);
+    attend(st.self.keys(layer), st.self.values(layer), q.data(), st.n_past, T, st.n_past + T, shape, self_opt,
+           att.data(), tp);
     st.self.finish_step(layer);
     matmul(L.self.o, att.data(), T, tmp.data(), tp);
     add_inplace(x.data(), tmp.data(), T * E_);
 
     rms_norm_rows(x.data(), L.cross_norm, xn.data(), T, E_, eps_);
     matmul(L.cross.q, xn.data(), T, q.data(), tp);
-    attend(st.cross.keys(layer), st.cross.values(layer), q.data(), 0, T, st.encoder_length, shape, cross_opt, att.data(), tp);
+    attend(st.cross.keys(layer), st.cross.values(layer), q.data(), 0, T, st.encoder_length, shape, cross_opt,
+           att.data(), tp);
     matmul(L.cross.o, att.data(), T, tmp.data(), tp);
     add_inplace(x.data(), tmp.data(), T * E_);
 

@@ -65,13 +65,15 @@ T5Weights load_t5_weights(const GgufFile& file, const std::string& arch, const M
   w.logit_scale_ = static_cast<float>(ld.real("logit_scale", 1.0));
   w.n_ctx_train_ = ld.pos_int("context_length", 512);
   w.gated_ = ld.has("enc.blk.0.ffn_gate.weight");
-  w.act_ = activation_from_name(file.get_string(arch + ".feed_forward_activation", w.gated_ ? "gelu_tanh" : "relu"), ld.path());
+  w.act_ = activation_from_name(file.get_string(arch + ".feed_forward_activation", w.gated_ ? "gelu_tanh" : "relu"),
+                                ld.path());
   const int64_t start = file.get_int(arch + ".decoder_start_token_id", 0);
 
   const GgufTensorInfo* emb = file.find_tensor("token_embd.weight");
   if (!emb || emb->ne.size() != 2) ld.bad("tensor 'token_embd.weight' is missing or not 2-D");
   w.n_vocab_ = emb->ne[1];
-  if (start < 0 || start >= w.n_vocab_) ld.bad("decoder_start_token_id " + std::to_string(start) + " is outside the vocabulary");
+  if (start < 0 || start >= w.n_vocab_)
+    ld.bad("decoder_start_token_id " + std::to_string(start) + " is outside the vocabulary");
   w.decoder_start_token_ = static_cast<int32_t>(start);
   w.tok_embd_ = ld.weight("token_embd.weight", {w.E_, w.n_vocab_});
   w.output_ = ld.has("output.weight") ? ld.weight("output.weight", {w.E_, w.n_vocab_}) : w.tok_embd_;
@@ -79,8 +81,10 @@ T5Weights load_t5_weights(const GgufFile& file, const std::string& arch, const M
   w.dec_norm_ = ld.f32("dec.output_norm.weight", w.E_);
   for (int i = 0; i < n_enc; ++i) w.enc_.push_back(load_layer(w, ld, "enc.blk." + std::to_string(i) + ".", false));
   for (int i = 0; i < n_dec; ++i) w.dec_.push_back(load_layer(w, ld, "dec.blk." + std::to_string(i) + ".", true));
-  w.enc_bias_.build(ld.tensor("enc.blk.0.attn_rel_b.weight", {w.n_head_, n_buckets}), w.n_head_, n_buckets, max_distance, true);
-  w.dec_bias_.build(ld.tensor("dec.blk.0.attn_rel_b.weight", {w.n_head_, n_buckets}), w.n_head_, n_buckets, max_distance, false);
+  w.enc_bias_.build(ld.tensor("enc.blk.0.attn_rel_b.weight", {w.n_head_, n_buckets}), w.n_head_, n_buckets,
+                    max_distance, true);
+  w.dec_bias_.build(ld.tensor("dec.blk.0.attn_rel_b.weight", {w.n_head_, n_buckets}), w.n_head_, n_buckets,
+                    max_distance, false);
   return w;
 }
 

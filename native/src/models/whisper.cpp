@@ -37,13 +37,16 @@ class WhisperModel : public EncDecModel {
     fail(ErrorCode::kUnsupported, "whisper encodes audio, not token ids: use the audio features (transcribe)");
   }
   std::vector<float> audio_features(const float* pcm, int64_t n, int64_t* n_mels, int64_t* n_frames) const override;
-  std::vector<float> encode_audio(const float* features, int64_t n_mels, int64_t n_frames, int64_t* n_states) const override;
+  std::vector<float> encode_audio(const float* features, int64_t n_mels, int64_t n_frames,
+                                  int64_t* n_states) const override;
   void cross_kv(int layer, const float* states, int64_t n, float* k, float* v) const override;
   void decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const override;
 
  private:
   WhisperLayer load_layer(const ModelLoader& ld, const std::string& p, bool decoder) const;
-  void norm(const Norm& n, const float* x, float* out, int64_t T) const { layer_norm_rows(x, n.w, n.b, out, T, E_, eps_); }
+  void norm(const Norm& n, const float* x, float* out, int64_t T) const {
+    layer_norm_rows(x, n.w, n.b, out, T, E_, eps_);
+  }
   void mlp(const WhisperLayer& L, const float* xn, int64_t T, float* out) const;
 
   int64_t E_ = 0, F_ = 0, n_vocab_ = 0, n_text_ctx_ = 0, n_audio_ctx_ = 0;
@@ -60,7 +63,9 @@ class WhisperModel : public EncDecModel {
 };
 
 WhisperLayer WhisperModel::load_layer(const ModelLoader& ld, const std::string& p, bool decoder) const {
-  auto norm_at = [&](const std::string& name) { return Norm{ld.f32(p + name + ".weight", E_), ld.f32_or_null(p + name + ".bias", E_)}; };
+  auto norm_at = [&](const std::string& name) {
+    return Norm{ld.f32(p + name + ".weight", E_), ld.f32_or_null(p + name + ".bias", E_)};
+  };
   auto attention = [&](const std::string& a) { return ld.attention(p + a, E_, E_, E_); };
   WhisperLayer L;
   L.attn_norm = norm_at("attn_norm");
@@ -102,7 +107,8 @@ WhisperModel::WhisperModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts
   if (!emb || emb->ne.size() != 2) ld.bad("tensor 'token_embd.weight' is missing or not 2-D");
   n_vocab_ = emb->ne[1];
   const int64_t start = file_->get_int(arch_ + ".decoder_start_token_id", -1);
-  if (start < 0 || start >= n_vocab_) ld.bad("decoder_start_token_id " + std::to_string(start) + " is outside the vocabulary");
+  if (start < 0 || start >= n_vocab_)
+    ld.bad("decoder_start_token_id " + std::to_string(start) + " is outside the vocabulary");
   decoder_start_ = static_cast<int32_t>(start);
   tok_embd_ = ld.weight("token_embd.weight", {E_, n_vocab_});
   conv1_ = ld.weight("enc.conv1.weight", {int64_t(n_mels_) * 3, E_});
@@ -139,10 +145,12 @@ void WhisperModel::mlp(const WhisperLayer& L, const float* xn, int64_t T, float*
   linear(L.down, L.b_down, h.data(), T, out, pool());
 }
 
-std::vector<float> WhisperModel::encode_audio(const float* features, int64_t n_mels, int64_t n_frames, int64_t* n_states) const {
+std::vector<float> WhisperModel::encode_audio(const float* features, int64_t n_mels, int64_t n_frames,
+                                              int64_t* n_states) const {
   if (n_mels != n_mels_ || n_frames != mel_opt_.n_frames) {
-    fail(ErrorCode::kInvalidArgument, "whisper expects features [" + std::to_string(n_mels_) + ", " + std::to_string(mel_opt_.n_frames) +
-                                          "] (30 s of audio), got [" + std::to_string(n_mels) + ", " + std::to_string(n_frames) + "]");
+    fail(ErrorCode::kInvalidArgument, "whisper expects features [" + std::to_string(n_mels_) + ", " +
+                                          std::to_string(mel_opt_.n_frames) + "] (30 s of audio), got [" +
+                                          std::to_string(n_mels) + ", " + std::to_string(n_frames) + "]");
   }
   ThreadPool& tp = pool();
   // Features are [n_mels, n_frames]; the convolutions read time-major rows.
@@ -202,14 +210,16 @@ void WhisperModel::decode(DecoderState& st, const int32_t* ids, int64_t T, float
     linear(L.self.k, L.self.bk, xn.data(), T, k.data(), tp);
     linear(L.self.v, L.self.bv, xn.data(), T, v.data(), tp);
     st.self.store(layer, st.n_past, T, k.data(), v.data());
-    attend(st.self.keys(layer), st.self.values(layer), q.data(), st.n_past, T, st.n_past + T, shape, self_opt, att.data(), tp);
+    attend(st.self.keys(layer), st.self.values(layer), q.data(), st.n_past, T, st.n_past + T, shape, self_opt,
+           att.data(), tp);
     st.self.finish_step(layer);
     linear(L.self.o, L.self.bo, att.data(), T, tmp.data(), tp);
     add_inplace(x.data(), tmp.data(), T * E_);
 
     norm(L.cross_norm, x.data(), xn.data(), T);
     linear(L.cross.q, L.cross.bq, xn.data(), T, q.data(), tp);
-    attend(st.cross.keys(layer), st.cross.values(layer), q.data(), 0, T, st.encoder_length, shape, cross_opt, att.data(), tp);
+    attend(st.cross.keys(layer), st.cross.values(layer), q.data(), 0, T, st.encoder_length, shape, cross_opt,
+           att.data(), tp);
     linear(L.cross.o, L.cross.bo, att.data(), T, tmp.data(), tp);
     add_inplace(x.data(), tmp.data(), T * E_);
 

@@ -24,7 +24,8 @@ namespace {
 void check(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
 #ifdef PYRT_CUDA_SIM
-  throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err) + " (" + cusim::last_error_message() + ")");
+  throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err) + " (" + cusim::last_error_message() +
+                           ")");
 #else
   throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 #endif
@@ -35,12 +36,16 @@ struct DevBuf {
   void* ptr = nullptr;
   size_t bytes = 0;
   explicit DevBuf(size_t n) : bytes(n) { check(cudaMalloc(&ptr, std::max<size_t>(n, 1)), "cudaMalloc"); }
-  DevBuf(const void* host, size_t n) : DevBuf(n) { check(cudaMemcpy(ptr, host, n, cudaMemcpyHostToDevice), "cudaMemcpy H2D"); }
+  DevBuf(const void* host, size_t n) : DevBuf(n) {
+    check(cudaMemcpy(ptr, host, n, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+  }
   ~DevBuf() { cudaFree(ptr); }
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
   template <typename T>
-  T* as() const { return static_cast<T*>(ptr); }
+  T* as() const {
+    return static_cast<T*>(ptr);
+  }
   void to_host(void* host) const { check(cudaMemcpy(host, ptr, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H"); }
   void poison() const { check(cudaMemset(ptr, 0xFF, bytes), "cudaMemset"); }  // NaN for float outputs
 };
@@ -106,8 +111,10 @@ py::tuple run_flash(HalfArray q, HalfArray k, HalfArray v, bool causal, float sc
   p.q = dq.as<half>(), p.k = dk.as<half>(), p.v = dv.as<half>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
   p.scale = scale, p.causal = causal;
   float ms = 0;
-  if (iters > 0) ms = median_ms([&] { return flash_attn_fwd(p, nullptr); }, iters);
-  else check(flash_attn_fwd(p, nullptr), "flash_attn_fwd");
+  if (iters > 0)
+    ms = median_ms([&] { return flash_attn_fwd(p, nullptr); }, iters);
+  else
+    check(flash_attn_fwd(p, nullptr), "flash_attn_fwd");
   check(cudaDeviceSynchronize(), "flash_attn_fwd (sync)");
   py::array_t<float> out({p.B, p.Hq, p.Sq, p.D}), lse({p.B, p.Hq, p.Sq});
   dout.to_host(out.mutable_data());
@@ -117,12 +124,15 @@ py::tuple run_flash(HalfArray q, HalfArray k, HalfArray v, bool causal, float sc
 
 // Padding-free attention over a right-padded, token-major batch: [B, S, H, D] fp16 + mask [B, S].
 // Builds cu_seqlens and the gather map on the GPU, packs q/k/v, runs varlen attention, unpacks.
-py::tuple run_padding_free(HalfArray q, HalfArray k, HalfArray v, py::array_t<int32_t, py::array::c_style | py::array::forcecast> mask,
-                           bool causal, float scale, int iters) {
-  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || mask.ndim() != 2) throw std::invalid_argument("q/k/v [B, S, H, D], mask [B, S]");
+py::tuple run_padding_free(HalfArray q, HalfArray k, HalfArray v,
+                           py::array_t<int32_t, py::array::c_style | py::array::forcecast> mask, bool causal,
+                           float scale, int iters) {
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || mask.ndim() != 2)
+    throw std::invalid_argument("q/k/v [B, S, H, D], mask [B, S]");
   const int B = int(q.shape(0)), S = int(q.shape(1)), Hq = int(q.shape(2)), D = int(q.shape(3)), Hkv = int(k.shape(2));
   if (mask.shape(0) != B || mask.shape(1) != S || k.shape(1) != S) throw std::invalid_argument("shapes do not match");
-  DevBuf dq(q.data(), q.nbytes()), dk(k.data(), k.nbytes()), dv(v.data(), v.nbytes()), dmask(mask.data(), mask.nbytes());
+  DevBuf dq(q.data(), q.nbytes()), dk(k.data(), k.nbytes()), dv(v.data(), v.nbytes()),
+      dmask(mask.data(), mask.nbytes());
   DevBuf dcu(size_t(B + 1) * 4), dwidx(size_t(B) * S * 4);
   DevBuf pq(q.nbytes()), pk(k.nbytes()), pv(v.nbytes());  // packed (upper bound sizes)
   DevBuf pout(size_t(B) * S * Hq * D * 4), plse(size_t(Hq) * B * S * 4), dout(size_t(B) * S * Hq * D * 4);
@@ -146,30 +156,37 @@ py::tuple run_padding_free(HalfArray q, HalfArray k, HalfArray v, py::array_t<in
     if (e == cudaSuccess) e = pack_rows(dv.as<half>(), dwidx.as<int>(), T, Hkv * D, pv.as<half>(), nullptr);
     if (e == cudaSuccess && T > 0) e = flash_attn_fwd(p, nullptr);
     // fp32 rows of Hq * D floats are moved as 2 * Hq * D halves
-    if (e == cudaSuccess) e = unpack_rows(reinterpret_cast<const half*>(pout.ptr), dwidx.as<int>(), T, B * S, 2 * Hq * D, dout.as<half>(), nullptr);
+    if (e == cudaSuccess)
+      e = unpack_rows(reinterpret_cast<const half*>(pout.ptr), dwidx.as<int>(), T, B * S, 2 * Hq * D, dout.as<half>(),
+                      nullptr);
     return e;
   };
   float ms = 0;
-  if (iters > 0) ms = median_ms(pipeline, iters);
-  else check(pipeline(), "padding-free pipeline");
+  if (iters > 0)
+    ms = median_ms(pipeline, iters);
+  else
+    check(pipeline(), "padding-free pipeline");
   check(cudaDeviceSynchronize(), "padding-free pipeline (sync)");
   py::array_t<float> out({B, S, Hq, D});
   dout.to_host(out.mutable_data());
   py::array_t<int32_t> cu_out(B + 1), widx(T);
   std::copy(cu.begin(), cu.end(), cu_out.mutable_data());
-  if (T > 0) check(cudaMemcpy(widx.mutable_data(), dwidx.ptr, size_t(T) * 4, cudaMemcpyDeviceToHost), "cudaMemcpy word_idx");
+  if (T > 0)
+    check(cudaMemcpy(widx.mutable_data(), dwidx.ptr, size_t(T) * 4, cudaMemcpyDeviceToHost), "cudaMemcpy word_idx");
   return py::make_tuple(out, cu_out, widx, ms);
 }
 
 // Shapes and format of a row-format decode batch, checked (pointers are set by the caller).
 DecodeParams decode_shapes(const HalfArray& q, const ByteArray& k, const ByteArray& v, const std::string& format,
                            const std::vector<int>& seqlens) {
-  if (q.ndim() != 3 || k.ndim() != 4 || v.ndim() != 4) throw std::invalid_argument("q [B, Hq, D], k/v [B, Hkv, S, row]");
+  if (q.ndim() != 3 || k.ndim() != 4 || v.ndim() != 4)
+    throw std::invalid_argument("q [B, Hq, D], k/v [B, Hkv, S, row]");
   DecodeParams p{};
   p.format = parse_format(format);
   p.B = int(q.shape(0)), p.Hq = int(q.shape(1)), p.D = int(q.shape(2));
   p.Hkv = int(k.shape(1)), p.S_max = int(k.shape(2));
-  if (k.shape(3) != kv_row_bytes(p.format, p.D) || v.nbytes() != k.nbytes()) throw std::invalid_argument("k/v row bytes do not match the format");
+  if (k.shape(3) != kv_row_bytes(p.format, p.D) || v.nbytes() != k.nbytes())
+    throw std::invalid_argument("k/v row bytes do not match the format");
   if (int(seqlens.size()) != p.B) throw std::invalid_argument("one sequence length per batch row");
   for (int s : seqlens)
     if (s < 0 || s > p.S_max) throw std::invalid_argument("sequence length outside [0, S_max]");
@@ -193,8 +210,10 @@ py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& f
   p.q = dq.as<half>(), p.k = dk.ptr, p.v = dv.ptr, p.seqlens = dlen.as<int>(), p.scale = scale;
   p.o_partial = dop.as<float>(), p.lse_partial = dlp.as<float>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
   float ms = 0;
-  if (iters > 0) ms = median_ms([&] { return decode_attn(p, nullptr); }, iters);
-  else check(decode_attn(p, nullptr), "decode_attn");
+  if (iters > 0)
+    ms = median_ms([&] { return decode_attn(p, nullptr); }, iters);
+  else
+    check(decode_attn(p, nullptr), "decode_attn");
   check(cudaDeviceSynchronize(), "decode_attn (sync)");
   py::array_t<float> out({p.B, p.Hq, p.D}), lse({p.B, p.Hq});
   dout.to_host(out.mutable_data());
@@ -222,8 +241,10 @@ py::tuple run_decode_lean(HalfArray q, ByteArray k, ByteArray v, const std::stri
   p.o_partial = dop.as<float>(), p.lse_partial = dlp.as<float>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
   auto launch = [&] { return decode_attn_lean(p, dprefix.as<int>(), prefix.back(), n_ctas, nullptr); };
   float ms = 0;
-  if (iters > 0) ms = median_ms(launch, iters);
-  else check(launch(), "decode_attn_lean");
+  if (iters > 0)
+    ms = median_ms(launch, iters);
+  else
+    check(launch(), "decode_attn_lean");
   check(cudaDeviceSynchronize(), "decode_attn_lean (sync)");
   py::array_t<float> out({p.B, p.Hq, p.D}), lse({p.B, p.Hq});
   dout.to_host(out.mutable_data());
@@ -274,7 +295,8 @@ py::tuple run_decode_kivi(HalfArray q, py::dict kd, py::dict vd, int n_kv_heads,
   };
   const KiviCache kc = cache(kd), vc = cache(vd);
   const int len = kc.n_sink + kc.n_quant + kc.n_window;
-  if (len != vc.n_sink + vc.n_quant + vc.n_window) throw std::invalid_argument("keys and values hold different token counts");
+  if (len != vc.n_sink + vc.n_quant + vc.n_window)
+    throw std::invalid_argument("keys and values hold different token counts");
   DevBuf dkc(&kc, sizeof(kc)), dvc(&vc, sizeof(vc)), dq(q.data(), q.nbytes()), dlen(&len, sizeof(int));
   if (lean) {
     if (n_ctas <= 0) n_ctas = lean_auto_ctas(p.format, p.D);
@@ -285,12 +307,14 @@ py::tuple run_decode_kivi(HalfArray q, py::dict kd, py::dict vd, int n_kv_heads,
   if (lean) n_ctas = std::min(n_ctas, std::max(prefix.back(), 1));
   const int G = p.Hkv > 0 ? p.Hq / p.Hkv : 1;
   const size_t slots = lean ? size_t(lean_partial_slots(n_ctas, 1, p.Hkv)) * G : size_t(p.Hq) * n_splits;
-  DevBuf dop(slots * p.D * 4), dlp(slots * 4), dout(size_t(p.Hq) * p.D * 4), dlse(size_t(p.Hq) * 4), dprefix(prefix.data(), prefix.size() * 4);
+  DevBuf dop(slots * p.D * 4), dlp(slots * 4), dout(size_t(p.Hq) * p.D * 4), dlse(size_t(p.Hq) * 4),
+      dprefix(prefix.data(), prefix.size() * 4);
   dout.poison();
   p.q = dq.as<half>(), p.seqlens = dlen.as<int>(), p.scale = scale, p.n_splits = std::max(n_splits, 1);
   p.kivi_k = static_cast<const KiviCache*>(dkc.ptr), p.kivi_v = static_cast<const KiviCache*>(dvc.ptr);
   p.o_partial = dop.as<float>(), p.lse_partial = dlp.as<float>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
-  check(lean ? decode_attn_lean(p, dprefix.as<int>(), prefix.back(), n_ctas, nullptr) : decode_attn(p, nullptr), "decode_attn (kivi)");
+  check(lean ? decode_attn_lean(p, dprefix.as<int>(), prefix.back(), n_ctas, nullptr) : decode_attn(p, nullptr),
+        "decode_attn (kivi)");
   check(cudaDeviceSynchronize(), "decode_attn (kivi, sync)");
   py::array_t<float> out({p.Hq, p.D}), lse(p.Hq);
   dout.to_host(out.mutable_data());
@@ -321,7 +345,8 @@ py::dict run_kivi_store(const std::string& spec, bool keys, int n_heads, int hea
     return a;
   };
   py::array_t<uint8_t> codes(entries * c.group * c.bits / 8);
-  if (codes.size()) check(cudaMemcpy(codes.mutable_data(), c.codes, size_t(codes.size()), cudaMemcpyDeviceToHost), "kivi fetch");
+  if (codes.size())
+    check(cudaMemcpy(codes.mutable_data(), c.codes, size_t(codes.size()), cudaMemcpyDeviceToHost), "kivi fetch");
   py::dict d;
   d["keys"] = keys, d["bits"] = c.bits, d["group"] = c.group;
   d["n_sink"] = c.n_sink, d["n_quant"] = c.n_quant, d["n_window"] = c.n_window;
@@ -338,8 +363,10 @@ py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
   dy.poison();
   auto launch = [&] { return gemv_quant_rows(type, dw.ptr, dx.as<float>(), rows, dy.as<float>(), N, K, nullptr); };
   float ms = 0;
-  if (iters > 0) ms = median_ms(launch, iters);
-  else check(launch(), "gemv_quant");
+  if (iters > 0)
+    ms = median_ms(launch, iters);
+  else
+    check(launch(), "gemv_quant");
   check(cudaDeviceSynchronize(), "gemv_quant (sync)");
   py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({rows, N}) : py::array_t<float>(N);
   dy.to_host(y.mutable_data());
@@ -353,8 +380,10 @@ py::tuple run_gemm_f16(HalfArray x, HalfArray w, int iters) {
   dy.poison();
   auto launch = [&] { return gemm_f16_tc(dx.as<half>(), dw.as<half>(), dy.as<float>(), T, N, K, N, nullptr); };
   float ms = 0;
-  if (iters > 0) ms = median_ms(launch, iters);
-  else check(launch(), "gemm_f16_tc");
+  if (iters > 0)
+    ms = median_ms(launch, iters);
+  else
+    check(launch(), "gemm_f16_tc");
   check(cudaDeviceSynchronize(), "gemm_f16_tc (sync)");
   py::array_t<float> y({T, N});
   dy.to_host(y.mutable_data());
@@ -386,9 +415,12 @@ py::array_t<float> run_rms_norm(FloatArray x, FloatArray w, float eps) {
   return y;
 }
 
-py::array_t<float> run_rope(FloatArray x, int n_heads, int head_dim, int n_rot, int pos0, FloatArray inv_freq, bool neox) {
-  if (x.ndim() != 2 || x.shape(1) != int64_t(n_heads) * head_dim) throw std::invalid_argument("x must be [T, n_heads * head_dim]");
-  if (inv_freq.ndim() != 1 || inv_freq.shape(0) * 2 != n_rot) throw std::invalid_argument("inv_freq must hold n_rot / 2 values");
+py::array_t<float> run_rope(FloatArray x, int n_heads, int head_dim, int n_rot, int pos0, FloatArray inv_freq,
+                            bool neox) {
+  if (x.ndim() != 2 || x.shape(1) != int64_t(n_heads) * head_dim)
+    throw std::invalid_argument("x must be [T, n_heads * head_dim]");
+  if (inv_freq.ndim() != 1 || inv_freq.shape(0) * 2 != n_rot)
+    throw std::invalid_argument("inv_freq must hold n_rot / 2 values");
   const int T = int(x.shape(0));
   DevBuf dx(x.data(), x.nbytes()), df(inv_freq.data(), inv_freq.nbytes());
   check(rope(dx.as<float>(), T, n_heads, head_dim, n_rot, pos0, df.as<float>(), neox, nullptr), "rope");
@@ -414,18 +446,18 @@ py::array_t<float> run_swiglu(FloatArray gate, FloatArray up) {
 template <typename S>
 void bind_session(py::class_<S>& cls) {
   cls.def(
-          "feed",
-          [](S& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
-            if (ids.empty()) throw pyrt::Error(pyrt::ErrorCode::kInvalidArgument, "feed needs at least one token");
-            const int64_t rows = all_logits ? int64_t(ids.size()) : 1;
-            py::array_t<float> out({rows, vocab});
-            {
-              py::gil_scoped_release nogil;
-              s.feed(ids.data(), int64_t(ids.size()), out.mutable_data(), all_logits);
-            }
-            return all_logits ? out : out.reshape({vocab});
-          },
-          py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
+         "feed",
+         [](S& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
+           if (ids.empty()) throw pyrt::Error(pyrt::ErrorCode::kInvalidArgument, "feed needs at least one token");
+           const int64_t rows = all_logits ? int64_t(ids.size()) : 1;
+           py::array_t<float> out({rows, vocab});
+           {
+             py::gil_scoped_release nogil;
+             s.feed(ids.data(), int64_t(ids.size()), out.mutable_data(), all_logits);
+           }
+           return all_logits ? out : out.reshape({vocab});
+         },
+         py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
       .def("reset", &S::reset)
       .def_property_readonly("n_past", &S::n_past)
       .def_property_readonly("n_ctx", &S::n_ctx)
@@ -488,7 +520,8 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
       .def_property_readonly("device_bytes", &LlamaGpuModel::device_bytes)
       .def_property_readonly("vocab_size", [](const LlamaGpuModel& m) { return m.hparams().n_vocab; })
       .def("prefill_batch",
-           [](const LlamaGpuModel& m, std::vector<LlamaGpuSession*> sessions, std::vector<std::vector<int32_t>> prompts) {
+           [](const LlamaGpuModel& m, std::vector<LlamaGpuSession*> sessions,
+              std::vector<std::vector<int32_t>> prompts) {
              py::array_t<float> out({int64_t(sessions.size()), m.hparams().n_vocab});
              {
                py::gil_scoped_release nogil;
@@ -518,16 +551,22 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
           py::arg("ids"))
       .def("set_encoder_states",
            [](T5GpuSession&, py::object) {
-             throw pyrt::Error(pyrt::ErrorCode::kUnsupported,
-                               "device 'cuda' encodes on the GPU: pass token ids (set_encoder), not precomputed states");
+             throw pyrt::Error(
+                 pyrt::ErrorCode::kUnsupported,
+                 "device 'cuda' encodes on the GPU: pass token ids (set_encoder), not precomputed states");
            })
       .def_property_readonly("encoder_length", &T5GpuSession::encoder_length);
   py::class_<T5GpuModel>(m, "T5Model", py::module_local())
       .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
-      .def("new_session", [](const T5GpuModel& m, int64_t n_ctx, const std::string& kv) {
-             if (kv != "f16") throw pyrt::Error(pyrt::ErrorCode::kUnsupported, "T5 on the GPU keeps an f16 KV cache (got '" + kv + "')");
-             return m.new_session(n_ctx);
-           }, py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
+      .def(
+          "new_session",
+          [](const T5GpuModel& m, int64_t n_ctx, const std::string& kv) {
+            if (kv != "f16")
+              throw pyrt::Error(pyrt::ErrorCode::kUnsupported,
+                                "T5 on the GPU keeps an f16 KV cache (got '" + kv + "')");
+            return m.new_session(n_ctx);
+          },
+          py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
       .def("encode",
            [](const T5GpuModel& m, std::vector<int32_t> ids) {
              py::array_t<float> out({int64_t(ids.size()), m.weights().E_});

@@ -10,7 +10,9 @@
 namespace pyrt {
 
 ActivationStats::ActivationStats(int64_t width, int64_t expected_rows)
-    : width_(width), k_(std::max<int64_t>(1, width * expected_rows / 1000)), channel_max_(static_cast<size_t>(width), 0.0f) {}
+    : width_(width),
+      k_(std::max<int64_t>(1, width * expected_rows / 1000)),
+      channel_max_(static_cast<size_t>(width), 0.0f) {}
 
 void ActivationStats::add(const float* x, int64_t rows) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -86,7 +88,8 @@ std::vector<LinearCalibration> calibrate_linears(Model& model, const std::vector
   return out;
 }
 
-std::map<std::string, std::vector<int64_t>> count_input_outliers(Model& model, const std::vector<std::vector<int32_t>>& samples,
+std::map<std::string, std::vector<int64_t>> count_input_outliers(Model& model,
+                                                                 const std::vector<std::vector<int32_t>>& samples,
                                                                  const std::map<std::string, float>& thresholds) {
   std::map<std::string, std::vector<int64_t>> counts;
   run_samples(model, samples, [&](const Weight& w, const float* x, int64_t T, const float*) {

@@ -41,7 +41,8 @@ std::vector<LinearCalibration> calibrate_linears(Model& model, const std::vector
 
 // Second pass: for each linear named in `thresholds`, how many times each input channel's |x| went
 // beyond that linear's threshold (the converter keeps the channels holding most outliers resident).
-std::map<std::string, std::vector<int64_t>> count_input_outliers(Model& model, const std::vector<std::vector<int32_t>>& samples,
+std::map<std::string, std::vector<int64_t>> count_input_outliers(Model& model,
+                                                                 const std::vector<std::vector<int32_t>>& samples,
                                                                  const std::map<std::string, float>& thresholds);
 
 }  // namespace pyrt

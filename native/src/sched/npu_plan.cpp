@@ -1,7 +1,7 @@
 #include "sched/npu_plan.h"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "pyrt/error.h"
@@ -16,8 +16,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 float scalar_tensor(const GgufFile& f, const std::string& name) {
   const GgufTensorInfo* t = f.find_tensor(name);
-  if (!t) fail(ErrorCode::kFormat, f.path() + ": tensor '" + name + "' is missing (calibrate the model: pyrt-convert --calibrate TEXT)");
-  if (t->type != GgmlType::F32 || t->n_elements() != 1) fail(ErrorCode::kFormat, f.path() + ": tensor '" + name + "' must be one F32 value");
+  if (!t)
+    fail(ErrorCode::kFormat,
+         f.path() + ": tensor '" + name + "' is missing (calibrate the model: pyrt-convert --calibrate TEXT)");
+  if (t->type != GgmlType::F32 || t->n_elements() != 1)
+    fail(ErrorCode::kFormat, f.path() + ": tensor '" + name + "' must be one F32 value");
   const float v = *reinterpret_cast<const float*>(t->data);
   if (!std::isfinite(v)) fail(ErrorCode::kFormat, f.path() + ": tensor '" + name + "' is not finite");
   return v;
@@ -32,7 +35,8 @@ W8A8Calibration read_calibration(const GgufFile& f, const std::string& base) {
   c.clip_input = scalar_tensor(f, base + ".clip_input") != 0.0f;
   c.clip_output = scalar_tensor(f, base + ".clip_output") != 0.0f;
   if (const GgufTensorInfo* h = f.find_tensor(base + ".hot_channels")) {
-    if (h->type != GgmlType::I32 || h->ne.size() != 1) fail(ErrorCode::kFormat, f.path() + ": tensor '" + h->name + "' must be 1-D I32");
+    if (h->type != GgmlType::I32 || h->ne.size() != 1)
+      fail(ErrorCode::kFormat, f.path() + ": tensor '" + h->name + "' must be 1-D I32");
     const auto* p = reinterpret_cast<const int32_t*>(h->data);
     c.hot_channels.assign(p, p + h->ne[0]);
   }
@@ -62,12 +66,18 @@ void PlacementCounters::add_to(std::map<std::string, double>& out, const std::st
   out["placement.cpu.shadow_output_outliers"] = double(shadow.output_outliers);
 }
 
-NpuPlan::NpuPlan(const GgufFile& f, const std::vector<const Weight*>& linears, const PrefillOptions& opts, ThreadPool& pool)
-    : opts_(opts), cpu_pool_(&pool), delegate_pool_(std::make_unique<ThreadPool>(opts.delegate_threads > 0 ? opts.delegate_threads : pool.size())), delegate_(create_delegate(opts.delegate, *delegate_pool_)) {
-  if (opts_.chunk < 1 || opts_.chunk > 4096) fail(ErrorCode::kInvalidArgument, "chunk must be in 1..4096, got " + std::to_string(opts_.chunk));
+NpuPlan::NpuPlan(const GgufFile& f, const std::vector<const Weight*>& linears, const PrefillOptions& opts,
+                 ThreadPool& pool)
+    : opts_(opts),
+      cpu_pool_(&pool),
+      delegate_pool_(std::make_unique<ThreadPool>(opts.delegate_threads > 0 ? opts.delegate_threads : pool.size())),
+      delegate_(create_delegate(opts.delegate, *delegate_pool_)) {
+  if (opts_.chunk < 1 || opts_.chunk > 4096)
+    fail(ErrorCode::kInvalidArgument, "chunk must be in 1..4096, got " + std::to_string(opts_.chunk));
   delegate_name_ = delegate_->name();
   std::string why;
-  if (!delegate_->is_available(&why)) fail(ErrorCode::kUnsupported, "delegate '" + delegate_name_ + "' is not available: " + why);
+  if (!delegate_->is_available(&why))
+    fail(ErrorCode::kUnsupported, "delegate '" + delegate_name_ + "' is not available: " + why);
   for (const Weight* w : linears) {
     std::string base = w->name;
     if (base.size() > 7 && base.compare(base.size() - 7, 7, ".weight") == 0) base.resize(base.size() - 7);
@@ -127,7 +137,9 @@ void NpuPlan::finish(const Weight& w, const float* x, const Scratch& s, float* y
     std::vector<W8A8Linear::ShadowCounts> counts(static_cast<size_t>(parts));
     cpu_pool_->run(parts, [&](int64_t p) {
       const int64_t r0 = p * per, nr = std::min(per, C - r0);
-      if (nr > 0) L.merge(x + r0 * K, s.y_q.data() + r0 * N, nr, s.delta.data() + r0 * N, s.rows.data() + r0, y + r0 * N, &counts[p]);
+      if (nr > 0)
+        L.merge(x + r0 * K, s.y_q.data() + r0 * N, nr, s.delta.data() + r0 * N, s.rows.data() + r0, y + r0 * N,
+                &counts[p]);
     });
     for (const auto& k : counts) c.shadow.output_outliers += k.output_outliers;
   }

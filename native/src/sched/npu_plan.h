@@ -32,7 +32,8 @@ class NpuPlan {
   // `linears`: every weight the model multiplies during prefill except the output head. Their
   // calibration (<name>.input_scale, .output_scale, .clip_input, .clip_output, .hot_channels) must be
   // in `file` (pyrt-convert --calibrate).
-  NpuPlan(const GgufFile& file, const std::vector<const Weight*>& linears, const PrefillOptions& opts, ThreadPool& pool);
+  NpuPlan(const GgufFile& file, const std::vector<const Weight*>& linears, const PrefillOptions& opts,
+          ThreadPool& pool);
   ~NpuPlan();
   NpuPlan(const NpuPlan&) = delete;
   NpuPlan& operator=(const NpuPlan&) = delete;
@@ -62,7 +63,7 @@ class NpuPlan {
  private:
   PrefillOptions opts_;
   std::string delegate_name_;
-  ThreadPool* cpu_pool_;  // the model's threads: shadow corrections run on them
+  ThreadPool* cpu_pool_;                       // the model's threads: shadow corrections run on them
   std::unique_ptr<ThreadPool> delegate_pool_;  // the reference delegate's own threads (it may overlap the CPU)
   std::unique_ptr<Delegate> delegate_;
   std::vector<std::unique_ptr<W8A8Linear>> linears_;

@@ -12,10 +12,13 @@
 
 namespace pyrt {
 
-int TaskGraph::add(Device device, std::string kind, int chunk, int layer, std::vector<int> deps, std::function<void()> fn) {
+int TaskGraph::add(Device device, std::string kind, int chunk, int layer, std::vector<int> deps,
+                   std::function<void()> fn) {
   const int id = static_cast<int>(tasks_.size());
   for (int d : deps) {
-    if (d < 0 || d >= id) fail(ErrorCode::kInternal, "task graph: dependency " + std::to_string(d) + " of task " + std::to_string(id) + " is not an earlier task");
+    if (d < 0 || d >= id)
+      fail(ErrorCode::kInternal, "task graph: dependency " + std::to_string(d) + " of task " + std::to_string(id) +
+                                     " is not an earlier task");
     tasks_[d].succ.push_back(id);
   }
   tasks_.push_back({device, std::move(kind), chunk, layer, std::move(deps), {}, std::move(fn)});
@@ -112,8 +115,11 @@ std::string chrome_trace_json(const std::vector<TraceEvent>& events) {
   out += "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":1,\"args\":{\"name\":\"delegate\"}}";
   char buf[256];
   for (const TraceEvent& e : events) {
-    std::snprintf(buf, sizeof buf, ",{\"name\":\"%s\",\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"chunk\":%d,\"layer\":%d}}",
-                  e.name.c_str(), static_cast<int>(e.device), e.start_s * 1e6, (e.end_s - e.start_s) * 1e6, e.chunk, e.layer);
+    std::snprintf(buf, sizeof buf,
+                  ",{\"name\":\"%s\",\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"chunk\":%d,"
+                  "\"layer\":%d}}",
+                  e.name.c_str(), static_cast<int>(e.device), e.start_s * 1e6, (e.end_s - e.start_s) * 1e6, e.chunk,
+                  e.layer);
     out += buf;
   }
   return out + "]}";

@@ -31,10 +31,16 @@ bool W8A8Graph::per_tensor() const {
 }
 
 W8A8Linear::W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal, bool per_channel)
-    : name_(std::move(name)), in_(w.cols), out_(w.rows), w_(static_cast<size_t>(w.rows * w.cols)), cal_(std::move(cal)) {
-  if (!(cal_.input_scale > 0) || !(cal_.output_scale > 0) || !std::isfinite(cal_.input_scale) || !std::isfinite(cal_.output_scale)) {
+    : name_(std::move(name)),
+      in_(w.cols),
+      out_(w.rows),
+      w_(static_cast<size_t>(w.rows * w.cols)),
+      cal_(std::move(cal)) {
+  if (!(cal_.input_scale > 0) || !(cal_.output_scale > 0) || !std::isfinite(cal_.input_scale) ||
+      !std::isfinite(cal_.output_scale)) {
     fail(ErrorCode::kFormat, name_ + ": calibrated scales must be positive and finite (input_scale " +
-                                 std::to_string(cal_.input_scale) + ", output_scale " + std::to_string(cal_.output_scale) + ")");
+                                 std::to_string(cal_.input_scale) + ", output_scale " +
+                                 std::to_string(cal_.output_scale) + ")");
   }
   std::vector<float> all(w_.size());
   for (int64_t r = 0; r < out_; ++r) dequantize_row(w.type, w.data + r * w.row_stride, &all[r * in_], in_);
@@ -50,7 +56,9 @@ W8A8Linear::W8A8Linear(const Weight& w, std::string name, W8A8Calibration cal, b
 
   hot_slot_.assign(static_cast<size_t>(in_), -1);
   for (int32_t k : cal_.hot_channels) {
-    if (k < 0 || k >= in_) fail(ErrorCode::kFormat, name_ + ": hot channel " + std::to_string(k) + " is outside 0.." + std::to_string(in_ - 1));
+    if (k < 0 || k >= in_)
+      fail(ErrorCode::kFormat,
+           name_ + ": hot channel " + std::to_string(k) + " is outside 0.." + std::to_string(in_ - 1));
     if (hot_slot_[k] >= 0) continue;
     hot_slot_[k] = static_cast<int32_t>(hot_rows_.size() / out_);
     for (int64_t n = 0; n < out_; ++n) hot_rows_.push_back(w_[n * in_ + k]);

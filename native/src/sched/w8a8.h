@@ -13,9 +13,9 @@ namespace pyrt {
 
 // Calibrated activation ranges of one linear (the converter writes them, SPEC 5.3).
 struct W8A8Calibration {
-  float input_scale = 0, output_scale = 0;  // a_in / 127, a_out / 127
+  float input_scale = 0, output_scale = 0;     // a_in / 127, a_out / 127
   bool clip_input = true, clip_output = true;  // true: values beyond the range are clipped, no shadow work
-  std::vector<int32_t> hot_channels;  // input channels that exceeded the range during calibration
+  std::vector<int32_t> hot_channels;           // input channels that exceeded the range during calibration
 };
 
 class W8A8Linear {
@@ -52,15 +52,17 @@ class W8A8Linear {
  private:
   std::string name_;
   int64_t in_ = 0, out_ = 0;
-  std::vector<int8_t> w_;  // [out][in]
+  std::vector<int8_t> w_;   // [out][in]
   std::vector<float> s_w_;  // per output channel (all equal for per-tensor)
   W8A8Calibration cal_;
-  std::vector<int8_t> hot_rows_;      // [n_hot][out]: W~[k, :] for hot input channel k
-  std::vector<int32_t> hot_slot_;     // input channel -> row of hot_rows_, or -1
+  std::vector<int8_t> hot_rows_;   // [n_hot][out]: W~[k, :] for hot input channel k
+  std::vector<int32_t> hot_slot_;  // input channel -> row of hot_rows_, or -1
 };
 
 // SPEC 5.1 arithmetic, shared by the reference delegate and the tests.
-inline int8_t saturate_i8(float r) { return static_cast<int8_t>(r < -128.f ? -128.f : (r > 127.f ? 127.f : r)); }
+inline int8_t saturate_i8(float r) {
+  return static_cast<int8_t>(r < -128.f ? -128.f : (r > 127.f ? 127.f : r));
+}
 // x~ = clamp(round-half-even(x / s), -128, 127) for n values (division, like ONNX QuantizeLinear).
 void quantize_activations(const float* x, int64_t n, float scale, int8_t* out);
 // y_q[t, n] = clamp(round-half-even(acc[t, n] * (s_x * s_w[n]) / s_y), -128, 127), evaluated left to

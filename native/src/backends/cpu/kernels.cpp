@@ -2,10 +2,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <thread>
 #include <vector>
-
-#include <cstring>
 #if defined(PYRT_HAVE_NEON_KERNELS) && defined(__linux__)
 #include <sys/auxv.h>
 #endif
@@ -45,7 +44,9 @@ KernelTable& active() {
 }
 }  // namespace
 
-const KernelTable& kernels() { return active(); }
+const KernelTable& kernels() {
+  return active();
+}
 
 bool set_kernels(const char* name) {
   if (std::strcmp(name, "generic") == 0) {
@@ -113,7 +114,9 @@ PeakRates measure_peak(int threads) {
   return out;
 }
 
-bool has_q8a_dot(GgmlType type) { return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q4_1; }
+bool has_q8a_dot(GgmlType type) {
+  return type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q4_1;
+}
 
 float dot_row_q8a(const KernelTable& k, GgmlType type, const void* row, const BlockQ8A* x, int64_t n) {
   switch (type) {
@@ -128,10 +131,12 @@ void gemm_q8a_generic(GgmlType type, const uint8_t* rows, size_t row_stride, int
                       int64_t n_tok, int64_t K, float* y, int64_t ldy) {
   const KernelTable g = generic_kernels();
   for (int64_t r = 0; r < n_rows; ++r)
-    for (int64_t t = 0; t < n_tok; ++t) y[t * ldy + r] = dot_row_q8a(g, type, rows + r * row_stride, x + t * (K / 32), K);
+    for (int64_t t = 0; t < n_tok; ++t)
+      y[t * ldy + r] = dot_row_q8a(g, type, rows + r * row_stride, x + t * (K / 32), K);
 }
 
-void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy) {
+void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
+                      int64_t ldy) {
   const KernelTable g = generic_kernels();
   for (int64_t r = 0; r < n_rows; ++r)
     for (int64_t t = 0; t < n_tok; ++t) y[t * ldy + r] = g.dot_f32(x + t * K, rows + r * K, K);

@@ -39,9 +39,8 @@ struct KernelTable {
                     int64_t sc_stride);
   // values, n tokens, token t / channel group j (channels 32 j ..) at entry t * token_stride + j:
   //   out[i * out_stride + c] += sum_t (p_it s_tj) code_tc + sum_t p_it mn_tj
-  void (*kivi_values)(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride,
-                      int64_t n, int64_t d, int bits, const float* p, int64_t p_stride, int nq, float* out,
-                      int64_t out_stride);
+  void (*kivi_values)(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride, int64_t n,
+                      int64_t d, int bits, const float* p, int64_t p_stride, int nq, float* out, int64_t out_stride);
   // x (n % 32 == 0) -> BlockQ8A: d = max|x| / 127, codes = round-half-even(x / d).
   void (*quantize_q8a)(const float* x, int64_t n, BlockQ8A* out);
   // Weight row . quantized activations with integer block dots. Every table computes, block by block,
@@ -57,8 +56,7 @@ struct KernelTable {
   // several tokens (register tiles); the generic ones are loops over the dots.
   void (*gemm_q8a)(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
                    int64_t n_tok, int64_t K, float* y, int64_t ldy);
-  void (*gemm_f32)(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
-                   int64_t ldy);
+  void (*gemm_f32)(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy);
   void (*f16_to_f32_row)(const uint16_t* src, float* dst, int64_t n);
   // out[0..d) += sum_j p[j] * row_j for n fp16 rows `stride` elements apart (attention's value sum;
   // ISA versions keep `out` in registers across the rows instead of a load/store per row).
@@ -93,8 +91,8 @@ struct KernelTable {
   // j >= n_of[i].
   void (*dot_keys_block_f16)(const float* q, int64_t q_stride, int64_t nq, const int64_t* n_of, const uint16_t* rows,
                              int64_t stride, float* scores, int64_t sc_stride, int64_t d);
-  void (*accumulate_block_f16)(const float* p, int64_t p_stride, int64_t np, const int64_t* n_of,
-                               const uint16_t* rows, int64_t stride, float* out, int64_t out_stride, int64_t d);
+  void (*accumulate_block_f16)(const float* p, int64_t p_stride, int64_t np, const int64_t* n_of, const uint16_t* rows,
+                               int64_t stride, float* out, int64_t out_stride, int64_t d);
   // fp32 -> fp16, round to nearest even: fp32_to_fp16's bits for every non-NaN input (NaNs stay NaNs).
   // The f16 KV cache stores every prompt row through it.
   void (*f32_to_f16_row)(const float* src, uint16_t* dst, int64_t n);
@@ -136,7 +134,8 @@ bool has_q8a_dot(GgmlType type);
 // The generic blocked products (also the definition the ISA versions are tested against).
 void gemm_q8a_generic(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
                       int64_t n_tok, int64_t K, float* y, int64_t ldy);
-void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy);
+void gemm_f32_generic(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
+                      int64_t ldy);
 void gemm_f16_generic(const uint16_t* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K,
                       float* y, int64_t ldy);
 void gemm_s8_generic(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,

@@ -14,7 +14,9 @@ namespace pyrt::cpu {
 namespace {
 
 // One fp16 -> fp32 with F16C (the shared table lookup is an out-of-line call in the inner loops).
-inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+inline float h2f(uint16_t h) {
+  return _cvtsh_ss(h);
+}
 
 inline float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -24,7 +26,9 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-inline __m256 load_u8x8_ps(__m128i bytes8) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes8)); }
+inline __m256 load_u8x8_ps(__m128i bytes8) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes8));
+}
 
 float a_dot_f32(const float* a, const float* b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
@@ -134,7 +138,8 @@ float a_dot_bf16(const void* row, const float* x, int64_t n) {
 void a_axpy_f32(float a, const float* x, float* y, int64_t n) {
   const __m256 av = _mm256_set1_ps(a);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
@@ -190,7 +195,8 @@ inline void unpack16_ps(const uint8_t* codes, int bits, int half, __m256 out[2])
   const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6), three = _mm256_set1_epi32(3);
   for (int v = 0; v < 2; ++v) {
     const char b0 = static_cast<char>(4 * half + 2 * v), b1 = static_cast<char>(4 * half + 2 * v + 1);
-    const __m128i rep = _mm_shuffle_epi8(raw, _mm_setr_epi8(b0, b0, b0, b0, b1, b1, b1, b1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const __m128i rep =
+        _mm_shuffle_epi8(raw, _mm_setr_epi8(b0, b0, b0, b0, b1, b1, b1, b1, -1, -1, -1, -1, -1, -1, -1, -1));
     out[v] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(rep), shifts), three));
   }
 }
@@ -262,10 +268,17 @@ void kivi_keys_bits(const uint16_t* scale, const uint16_t* mn, const uint8_t* co
     const float* qi = q + i0 * q_stride;
     float* si = sc + i0 * sc_stride;
     switch (std::min(4, nq - i0)) {
-      case 4: kivi_keys_m<4, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data()); break;
-      case 3: kivi_keys_m<3, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data()); break;
-      case 2: kivi_keys_m<2, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data()); break;
-      default: kivi_keys_m<1, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data());
+      case 4:
+        kivi_keys_m<4, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data());
+        break;
+      case 3:
+        kivi_keys_m<3, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data());
+        break;
+      case 2:
+        kivi_keys_m<2, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data());
+        break;
+      default:
+        kivi_keys_m<1, BITS>(scale, mn, codes, group_stride, n_groups, d, qi, q_stride, si, sc_stride, qs.data());
     }
   }
 }
@@ -273,16 +286,16 @@ void kivi_keys_bits(const uint16_t* scale, const uint16_t* mn, const uint8_t* co
 void a_kivi_keys(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t group_stride,
                  int64_t n_groups, int64_t d, int bits, const float* q, int64_t q_stride, int nq, float* sc,
                  int64_t sc_stride) {
-  (bits == 4 ? kivi_keys_bits<4> : kivi_keys_bits<2>)(scale, mn, codes, group_stride, n_groups, d, q, q_stride, nq,
-                                                       sc, sc_stride);
+  (bits == 4 ? kivi_keys_bits<4> : kivi_keys_bits<2>)(scale, mn, codes, group_stride, n_groups, d, q, q_stride, nq, sc,
+                                                      sc_stride);
 }
 
 // Values, M queries x one half (16 channels) of a 32-channel group: 2M sums stay in registers across all
 // n tokens, each token's codes unpacked once for the M queries. The minimum term (a scalar chain per
 // query) is summed in the first half's pass and added to both halves.
 template <int M, int BITS, int HALF>
-void kivi_values_half(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride,
-                      int64_t n, const float* p, int64_t p_stride, float* out, int64_t out_stride, float* msum) {
+void kivi_values_half(const uint16_t* scale, const uint16_t* mn, const uint8_t* codes, int64_t token_stride, int64_t n,
+                      const float* p, int64_t p_stride, float* out, int64_t out_stride, float* msum) {
   constexpr int64_t cb = 4 * BITS;
   __m256 acc[M][2];
   float m[M];
@@ -308,7 +321,8 @@ void kivi_values_half(const uint16_t* scale, const uint16_t* mn, const uint8_t* 
   for (int i = 0; i < M; ++i) {
     if (HALF == 0) msum[i] = m[i];
     const __m256 mv = _mm256_set1_ps(msum[i]);
-    for (int v = 0; v < 2; ++v) _mm256_storeu_ps(out + i * out_stride + 16 * HALF + 8 * v, _mm256_add_ps(acc[i][v], mv));
+    for (int v = 0; v < 2; ++v)
+      _mm256_storeu_ps(out + i * out_stride + 16 * HALF + 8 * v, _mm256_add_ps(acc[i][v], mv));
   }
 }
 
@@ -362,7 +376,8 @@ void a_quantize_q8a(const float* x, int64_t n, BlockQ8A* out) {
     const __m256 idv = _mm256_set1_ps(id);
     __m256i q[4];
     for (int j = 0; j < 4; ++j) {
-      q[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      q[j] =
+          _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
     const __m256i sum32 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
     __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum32), _mm256_extracti128_si256(sum32, 1));
@@ -414,8 +429,10 @@ inline __m256i block_codes(const typename QuantBlock<kType>::type& w) {
 template <GgmlType kType>
 inline void block_scale(const typename QuantBlock<kType>::type& w, float& d, float& m) {
   d = h2f(w.d);
-  if constexpr (kType == GgmlType::Q4_1) m = h2f(w.m);
-  else m = -8.0f * d;
+  if constexpr (kType == GgmlType::Q4_1)
+    m = h2f(w.m);
+  else
+    m = -8.0f * d;
 }
 
 // Products of codes w with signed bytes x, pairwise summed to int16 by maddubs (which needs an unsigned
@@ -423,8 +440,10 @@ inline void block_scale(const typename QuantBlock<kType>::type& w, float& d, flo
 // |128*127*2| are below 2^15.
 template <GgmlType kType>
 inline __m256i maddubs_codes(__m256i w, __m256i x) {
-  if constexpr (kIsQ4<kType>) return _mm256_maddubs_epi16(w, x);
-  else return _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  if constexpr (kIsQ4<kType>)
+    return _mm256_maddubs_epi16(w, x);
+  else
+    return _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 }
 
 // Eight int32 vectors -> one vector of their eight horizontal sums (lane i = sum of p[i]).
@@ -460,9 +479,15 @@ float dot_q_q8a(const void* row, const BlockQ8A* x, int64_t n) {
   return acc;
 }
 
-float a_dot_q8_0_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q_q8a<GgmlType::Q8_0>(row, x, n); }
-float a_dot_q4_0_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q_q8a<GgmlType::Q4_0>(row, x, n); }
-float a_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) { return dot_q_q8a<GgmlType::Q4_1>(row, x, n); }
+float a_dot_q8_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
+  return dot_q_q8a<GgmlType::Q8_0>(row, x, n);
+}
+float a_dot_q4_0_q8a(const void* row, const BlockQ8A* x, int64_t n) {
+  return dot_q_q8a<GgmlType::Q4_0>(row, x, n);
+}
+float a_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) {
+  return dot_q_q8a<GgmlType::Q4_1>(row, x, n);
+}
 
 // Block b's fp16 scale (and Q4_1 minimum) of 8 rows as floats: each block starts with d (then m), so
 // one 32-bit load per row and a few shuffles gather them (cheaper than 8-16 scalar inserts).
@@ -480,8 +505,10 @@ inline void gather_scales(const typename QuantBlock<kType>::type* const w[8], in
   const __m128i pick = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
   const __m128i l = _mm_shuffle_epi8(lo, pick), r = _mm_shuffle_epi8(hi, pick);
   d = _mm256_cvtph_ps(_mm_unpacklo_epi64(l, r));
-  if constexpr (kType == GgmlType::Q4_1) m = _mm256_cvtph_ps(_mm_unpackhi_epi64(l, r));
-  else m = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+  if constexpr (kType == GgmlType::Q4_1)
+    m = _mm256_cvtph_ps(_mm_unpackhi_epi64(l, r));
+  else
+    m = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
 }
 
 // Few tokens (decode): 8 rows at a time straight from the mapped weights; each row's block dot is
@@ -507,7 +534,8 @@ void gemv_q8a(const uint8_t* rows, size_t row_stride, int64_t n_rows, const Bloc
         // the next panel's bytes in order, an even share per block.
         if (t == 0 && r0 + 8 < n_rows) {
           const int64_t lo = panel_bytes * b / nb, hi = panel_bytes * (b + 1) / nb;
-          for (int64_t off = lo / 64 * 64; off < hi; off += 64) _mm_prefetch(reinterpret_cast<const char*>(next + off), _MM_HINT_T0);
+          for (int64_t off = lo / 64 * 64; off < hi; off += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(next + off), _MM_HINT_T0);
         }
         for (int i = 0; i < 8; ++i)
           p[i] = _mm256_madd_epi16(maddubs_codes<kType>(block_codes<kType>(w[i][b]), xq), _mm256_set1_epi16(1));
@@ -532,7 +560,7 @@ struct alignas(32) Reg256 {
 };
 struct Panel {
   std::vector<Reg256> codes;  // nb x kPanelRegs x 8 registers
-  std::vector<float> d, m;     // nb x kPanelRows scales and minimums
+  std::vector<float> d, m;    // nb x kPanelRows scales and minimums
 };
 
 inline void transpose8x8_epi32(__m256i u[8]) {
@@ -561,7 +589,8 @@ void pack_panel(const uint8_t* rows, size_t row_stride, int64_t n_rows, int64_t 
   panel.d.resize(static_cast<size_t>(nb * kPanelRows));
   panel.m.resize(static_cast<size_t>(nb * kPanelRows));
   const Block* w[kPanelRows];
-  for (int i = 0; i < kPanelRows; ++i) w[i] = reinterpret_cast<const Block*>(rows + std::min<int64_t>(i, n_rows - 1) * row_stride);
+  for (int i = 0; i < kPanelRows; ++i)
+    w[i] = reinterpret_cast<const Block*>(rows + std::min<int64_t>(i, n_rows - 1) * row_stride);
   for (int64_t b = 0; b < nb; ++b) {
     for (int p = 0; p < kPanelRegs; ++p) {
       __m256i u[8];
@@ -603,8 +632,10 @@ inline void panel_tile(const Panel& panel, int64_t nb, const BlockQ8A* const xs[
         const __m256i x = broadcast4(xs[j][b].qs + 4 * g);
         for (int p = 0; p < kPanelRegs; ++p) {
           const __m256i prod = maddubs_codes<kType>(w[p], x);
-          if constexpr (kIsQ4<kType>) s[p][j] = _mm256_add_epi16(s[p][j], prod);
-          else s[p][j] = _mm256_add_epi32(s[p][j], _mm256_madd_epi16(prod, ones));
+          if constexpr (kIsQ4<kType>)
+            s[p][j] = _mm256_add_epi16(s[p][j], prod);
+          else
+            s[p][j] = _mm256_add_epi32(s[p][j], _mm256_madd_epi16(prod, ones));
         }
       }
     }
@@ -657,8 +688,8 @@ void gemm_q8a_t(const uint8_t* rows, size_t row_stride, int64_t n_rows, const Bl
   }
 }
 
-void a_gemm_q8a(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x,
-                int64_t n_tok, int64_t K, float* y, int64_t ldy) {
+void a_gemm_q8a(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x, int64_t n_tok,
+                int64_t K, float* y, int64_t ldy) {
   switch (type) {
     case GgmlType::Q8_0: return gemm_q8a_t<GgmlType::Q8_0>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
     case GgmlType::Q4_0: return gemm_q8a_t<GgmlType::Q4_0>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
@@ -667,10 +698,18 @@ void a_gemm_q8a(GgmlType type, const uint8_t* rows, size_t row_stride, int64_t n
 }
 
 // 8 consecutive row elements as floats: fp16 (converted, exact) or fp32; one element likewise.
-inline __m256 load8(const uint16_t* r) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r))); }
-inline __m256 load8(const float* r) { return _mm256_loadu_ps(r); }
-inline float to_float(uint16_t h) { return h2f(h); }
-inline float to_float(float f) { return f; }
+inline __m256 load8(const uint16_t* r) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r)));
+}
+inline __m256 load8(const float* r) {
+  return _mm256_loadu_ps(r);
+}
+inline float to_float(uint16_t h) {
+  return h2f(h);
+}
+inline float to_float(float f) {
+  return f;
+}
 
 // Float prefill, BLIS-style. A panel of 16 weight rows is converted to fp32 and transposed to
 // [k][16] over kKc columns at a time (16 KiB, stays in L1), then a 6-token x 16-row register tile
@@ -731,8 +770,8 @@ void pack_panel_f32(const Elem* rows, int64_t stride, int nr, int64_t k0, int64_
 //   y[t * ldy + 8 p + l] (+)= sum_k w[k * w_stride + 8 p + l] * x[t * ldx + k]   (t < kTok, p < kRegs, l < 8)
 // one FMA chain per output in k order; `acc` is only ever indexed by constants so it stays in registers.
 template <int kTok, int kRegs, typename Elem>
-inline void outer_tile(const Elem* w, int64_t w_stride, int64_t kc, const float* x, int64_t ldx, float* y,
-                       int64_t ldy, bool accumulate) {
+inline void outer_tile(const Elem* w, int64_t w_stride, int64_t kc, const float* x, int64_t ldx, float* y, int64_t ldy,
+                       bool accumulate) {
   __m256 acc[kTok][kRegs];
 #pragma GCC unroll 8
   for (int t = 0; t < kTok; ++t)
@@ -785,8 +824,8 @@ void gemm_rows(const Elem* rows, int64_t stride, int64_t n_rows, const float* x,
       const bool accumulate = k0 > 0;
       int64_t t = 0;  // whole panels into the buffer (lanes past nr hold sums over zero rows)
       for (; t + kTileTok <= n_tok; t += kTileTok) {
-        tile_panels<kTileTok>(panels, n_panels, kc, x + t * K + k0, K, sums.data() + t * kBlockRows,
-                              kBlockRows, accumulate);
+        tile_panels<kTileTok>(panels, n_panels, kc, x + t * K + k0, K, sums.data() + t * kBlockRows, kBlockRows,
+                              accumulate);
       }
       const float* xt = x + t * K + k0;
       float* st = sums.data() + t * kBlockRows;
@@ -806,14 +845,15 @@ void gemm_rows(const Elem* rows, int64_t stride, int64_t n_rows, const float* x,
 void a_gemm_f32(const float* rows, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y, int64_t ldy) {
   gemm_rows(rows, K, n_rows, x, n_tok, K, y, ldy);
 }
-void a_gemm_f16(const uint16_t* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K, float* y,
-                int64_t ldy) {
+void a_gemm_f16(const uint16_t* rows, int64_t stride, int64_t n_rows, const float* x, int64_t n_tok, int64_t K,
+                float* y, int64_t ldy) {
   gemm_rows(rows, stride, n_rows, x, n_tok, K, y, ldy);
 }
 
 void a_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
   for (; i < n; ++i) dst[i] = h2f(src[i]);
 }
 
@@ -827,10 +867,18 @@ void a_f32_to_f16_row(const float* src, uint16_t* dst, int64_t n) {
 }
 
 // 8 consecutive row elements as floats: fp16 (converted) or fp32.
-inline void axpy_row(float a, const uint16_t* x, float* y, int64_t n) { a_axpy_f16(a, x, y, n); }
-inline void axpy_row(float a, const float* x, float* y, int64_t n) { a_axpy_f32(a, x, y, n); }
-inline float dot_row(const uint16_t* r, const float* q, int64_t n) { return a_dot_f16(r, q, n); }
-inline float dot_row(const float* r, const float* q, int64_t n) { return a_dot_f32(r, q, n); }
+inline void axpy_row(float a, const uint16_t* x, float* y, int64_t n) {
+  a_axpy_f16(a, x, y, n);
+}
+inline void axpy_row(float a, const float* x, float* y, int64_t n) {
+  a_axpy_f32(a, x, y, n);
+}
+inline float dot_row(const uint16_t* r, const float* q, int64_t n) {
+  return a_dot_f16(r, q, n);
+}
+inline float dot_row(const float* r, const float* q, int64_t n) {
+  return a_dot_f32(r, q, n);
+}
 
 template <typename Elem>
 void accumulate_rows(const float* p, const Elem* rows, int64_t stride, int64_t n, float* out, int64_t d) {
@@ -874,9 +922,11 @@ void a_accumulate_q8_0(const float* p, const uint8_t* rows, int64_t stride, int6
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[k].qs));
       const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
       acc[4 * k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), acc[4 * k]);
-      acc[4 * k + 1] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), acc[4 * k + 1]);
+      acc[4 * k + 1] =
+          _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), acc[4 * k + 1]);
       acc[4 * k + 2] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), acc[4 * k + 2]);
-      acc[4 * k + 3] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), acc[4 * k + 3]);
+      acc[4 * k + 3] =
+          _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), acc[4 * k + 3]);
     }
   }
   for (int v = 0; v < 4 * nb; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
@@ -965,8 +1015,10 @@ void dot_keys_quads(const float* q, const Elem* rows, int64_t stride, int64_t n,
   if constexpr (kQInRegs)
     for (int v = 0; v < nv; ++v) qv[v] = _mm256_loadu_ps(q + 8 * v);
   auto qvec = [&](int v) {
-    if constexpr (kQInRegs) return qv[v];
-    else return _mm256_loadu_ps(q + 8 * v);
+    if constexpr (kQInRegs)
+      return qv[v];
+    else
+      return _mm256_loadu_ps(q + 8 * v);
   };
   auto key = [&](const Elem* r) {
     __m256 acc = _mm256_mul_ps(qvec(0), load8(r));
@@ -1054,7 +1106,8 @@ void dot_keys_block_rows(const float* q, int64_t q_stride, int64_t nq, const int
   int64_t i = 0;
   if (d % 8 == 0) {  // dot_keys_rows' quad path; otherwise it goes row by row too
     for (; i + 3 <= nq; i += 3)
-      keys_for_queries<Elem, 3>(q + i * q_stride, q_stride, n_of + i, rows, stride, scores + i * sc_stride, sc_stride, d);
+      keys_for_queries<Elem, 3>(q + i * q_stride, q_stride, n_of + i, rows, stride, scores + i * sc_stride, sc_stride,
+                                d);
   }
   for (; i < nq; ++i) dot_keys_rows(q + i * q_stride, rows, stride, n_of[i], scores + i * sc_stride, d);
 }
@@ -1132,7 +1185,7 @@ void a_silu_mul(float* gate, const float* up, int64_t n) {
   for (; i + 8 <= n; i += 8) {
     const __m256 g = _mm256_loadu_ps(gate + i);
     const __m256 e = exp_nonpositive(_mm256_or_ps(g, sign));  // exp(-|g|)
-    const __m256 num = _mm256_blendv_ps(one, e, g);          // g < 0 (sign bit set): e
+    const __m256 num = _mm256_blendv_ps(one, e, g);           // g < 0 (sign bit set): e
     const __m256 sig = _mm256_div_ps(num, _mm256_add_ps(one, e));
     _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
   }
@@ -1140,7 +1193,9 @@ void a_silu_mul(float* gate, const float* up, int64_t n) {
 }
 
 // 16 int8 -> 16 int16 lanes.
-inline __m256i widen16(const int8_t* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256i widen16(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 
 inline int32_t hsum_i32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -1151,7 +1206,8 @@ inline int32_t hsum_i32(__m256i v) {
 
 // int8 x int8 products widened to int16 and paired by madd into int32: exact (|a*b + c*d| <= 2^15).
 // A tile of 4 weight rows x 2 tokens reuses every widened load twice.
-void a_gemm_s8(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc, int64_t ldy) {
+void a_gemm_s8(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_tok, int64_t K, int32_t* acc,
+               int64_t ldy) {
   const int64_t k16 = K / 16 * 16, r4 = n_rows / 4 * 4, t2 = n_tok / 2 * 2;
   auto tail = [&](const int8_t* w, const int8_t* xt) {
     int32_t s = 0;
@@ -1185,7 +1241,8 @@ void a_gemm_s8(const int8_t* rows, int64_t n_rows, const int8_t* x, int64_t n_to
     const int8_t* xt = x + t2 * K;
     for (int64_t r = 0; r < n_rows; ++r) {
       __m256i a = _mm256_setzero_si256();
-      for (int64_t k = 0; k < k16; k += 16) a = _mm256_add_epi32(a, _mm256_madd_epi16(widen16(rows + r * K + k), widen16(xt + k)));
+      for (int64_t k = 0; k < k16; k += 16)
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(widen16(rows + r * K + k), widen16(xt + k)));
       acc[t2 * ldy + r] = hsum_i32(a) + tail(rows + r * K, xt);
     }
   }
@@ -1217,12 +1274,40 @@ double avx2_probe_int8(int64_t iters) {
 }
 
 KernelTable avx2_kernels() {
-  return {"avx2",         a_dot_f32,      a_dot_q8_0,     a_dot_q4_0,     a_dot_q4_1,       a_dot_f16,
-          a_dot_bf16,     a_axpy_f32,     a_axpy_f16,     a_axpy_q8_0,    a_axpy_q4_0,      a_kivi_keys,
-          a_kivi_values, a_quantize_q8a, a_dot_q8_0_q8a, a_dot_q4_0_q8a, a_dot_q4_1_q8a,
-          a_gemm_q8a,     a_gemm_f32,     a_f16_to_f32_row, a_accumulate_f16, a_accumulate_q8_0,
-          a_dot_keys_q8_0, a_dot_keys_f16, a_exp_shift_sum, a_accumulate_q4_0, a_dot_keys_q4_0, a_gemm_s8,
-          a_silu_mul, a_accumulate_f32, a_dot_keys_f32, a_gemm_f16, a_dot_keys_block_f16, a_accumulate_block_f16,
+  return {"avx2",
+          a_dot_f32,
+          a_dot_q8_0,
+          a_dot_q4_0,
+          a_dot_q4_1,
+          a_dot_f16,
+          a_dot_bf16,
+          a_axpy_f32,
+          a_axpy_f16,
+          a_axpy_q8_0,
+          a_axpy_q4_0,
+          a_kivi_keys,
+          a_kivi_values,
+          a_quantize_q8a,
+          a_dot_q8_0_q8a,
+          a_dot_q4_0_q8a,
+          a_dot_q4_1_q8a,
+          a_gemm_q8a,
+          a_gemm_f32,
+          a_f16_to_f32_row,
+          a_accumulate_f16,
+          a_accumulate_q8_0,
+          a_dot_keys_q8_0,
+          a_dot_keys_f16,
+          a_exp_shift_sum,
+          a_accumulate_q4_0,
+          a_dot_keys_q4_0,
+          a_gemm_s8,
+          a_silu_mul,
+          a_accumulate_f32,
+          a_dot_keys_f32,
+          a_gemm_f16,
+          a_dot_keys_block_f16,
+          a_accumulate_block_f16,
           a_f32_to_f16_row};
 }
 

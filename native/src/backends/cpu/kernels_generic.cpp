@@ -1,10 +1,10 @@
 // Portable scalar kernels: the reference every ISA-specific path is tested against.
-#include "backends/cpu/kernels.h"
-
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
+
+#include "backends/cpu/kernels.h"
 
 namespace pyrt::cpu {
 namespace {
@@ -192,8 +192,10 @@ float dot_q4_q8a(const Block* w, const BlockQ8A* x, int64_t n) {
     for (int i = 0; i < 16; ++i) sum += (w[b].qs[i] & 0x0F) * x[b].qs[i] + (w[b].qs[i] >> 4) * x[b].qs[i + 16];
     const float d = fp16_to_fp32(w[b].d);
     float m;
-    if constexpr (std::is_same_v<Block, BlockQ4_1>) m = fp16_to_fp32(w[b].m);
-    else m = -8.0f * d;
+    if constexpr (std::is_same_v<Block, BlockQ4_1>)
+      m = fp16_to_fp32(w[b].m);
+    else
+      m = -8.0f * d;
     acc = std::fma(d * x[b].d, static_cast<float>(sum), acc);
     acc = std::fma(m, x[b].s, acc);
   }
@@ -207,7 +209,9 @@ float g_dot_q4_1_q8a(const void* row, const BlockQ8A* x, int64_t n) {
   return dot_q4_q8a(static_cast<const BlockQ4_1*>(row), x, n);
 }
 
-void g_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) { dequantize_row(GgmlType::F16, src, dst, n); }
+void g_f16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
+  dequantize_row(GgmlType::F16, src, dst, n);
+}
 void g_f32_to_f16_row(const float* src, uint16_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
 }
@@ -272,13 +276,41 @@ void g_accumulate_block_f16(const float* p, int64_t p_stride, int64_t np, const 
 }  // namespace
 
 KernelTable generic_kernels() {
-  return {"generic",      g_dot_f32,      g_dot_q8_0,     g_dot_q4_0,     g_dot_q4_1,       g_dot_f16,
-          g_dot_bf16,     g_axpy_f32,     g_axpy_f16,     g_axpy_q8_0,    g_axpy_q4_0,      g_kivi_keys,
-          g_kivi_values, g_quantize_q8a, g_dot_q8_0_q8a, g_dot_q4_0_q8a, g_dot_q4_1_q8a,
-          gemm_q8a_generic, gemm_f32_generic, g_f16_to_f32_row, g_accumulate_f16, g_accumulate_q8_0,
-          g_dot_keys_q8_0, g_dot_keys_f16, g_exp_shift_sum, g_accumulate_q4_0, g_dot_keys_q4_0, gemm_s8_generic,
-          g_silu_mul, g_accumulate_f32, g_dot_keys_f32, gemm_f16_generic, g_dot_keys_block_f16,
-          g_accumulate_block_f16, g_f32_to_f16_row};
+  return {"generic",
+          g_dot_f32,
+          g_dot_q8_0,
+          g_dot_q4_0,
+          g_dot_q4_1,
+          g_dot_f16,
+          g_dot_bf16,
+          g_axpy_f32,
+          g_axpy_f16,
+          g_axpy_q8_0,
+          g_axpy_q4_0,
+          g_kivi_keys,
+          g_kivi_values,
+          g_quantize_q8a,
+          g_dot_q8_0_q8a,
+          g_dot_q4_0_q8a,
+          g_dot_q4_1_q8a,
+          gemm_q8a_generic,
+          gemm_f32_generic,
+          g_f16_to_f32_row,
+          g_accumulate_f16,
+          g_accumulate_q8_0,
+          g_dot_keys_q8_0,
+          g_dot_keys_f16,
+          g_exp_shift_sum,
+          g_accumulate_q4_0,
+          g_dot_keys_q4_0,
+          gemm_s8_generic,
+          g_silu_mul,
+          g_accumulate_f32,
+          g_dot_keys_f32,
+          gemm_f16_generic,
+          g_dot_keys_block_f16,
+          g_accumulate_block_f16,
+          g_f32_to_f16_row};
 }
 
 }  // namespace pyrt::cpu

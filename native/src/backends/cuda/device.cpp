@@ -15,7 +15,8 @@ void check(cudaError_t err, const std::string& what) {
 
 void check_head_dim(const std::string& path, int d) {
   if (d != 64 && d != 80 && d != 96 && d != 128) {
-    fail(ErrorCode::kUnsupported, path + ": head dimension " + std::to_string(d) + " has no CUDA attention kernel (64, 80, 96, 128)");
+    fail(ErrorCode::kUnsupported,
+         path + ": head dimension " + std::to_string(d) + " has no CUDA attention kernel (64, 80, 96, 128)");
   }
 }
 
@@ -30,7 +31,9 @@ void upload_embeddings(const Weight& table, const int32_t* ids, int64_t n, Devic
   x.upload(rows.data(), rows.size() * 4);
 }
 
-DeviceBuffer::DeviceBuffer(size_t bytes) { reserve(bytes); }
+DeviceBuffer::DeviceBuffer(size_t bytes) {
+  reserve(bytes);
+}
 DeviceBuffer::~DeviceBuffer() {
   if (ptr_) cudaFree(ptr_);
 }
@@ -49,7 +52,8 @@ void DeviceBuffer::reserve(size_t bytes) {
   const cudaError_t err = cudaMalloc(&ptr_, std::max<size_t>(bytes, 16));
   if (err != cudaSuccess) {
     ptr_ = nullptr;
-    fail(ErrorCode::kInternal, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of device memory: " + cudaGetErrorString(err));
+    fail(ErrorCode::kInternal,
+         "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of device memory: " + cudaGetErrorString(err));
   }
   bytes_ = bytes;
 }
@@ -71,7 +75,8 @@ DeviceWeight WeightUploader::weight(const Weight& w) {
   DeviceWeight d;
   d.rows = w.rows, d.cols = w.cols;
   if (w.cols % 32 != 0) {
-    fail(ErrorCode::kUnsupported, path + ": tensor '" + w.name + "' has " + std::to_string(w.cols) + " columns; the CUDA linears need a multiple of 32");
+    fail(ErrorCode::kUnsupported, path + ": tensor '" + w.name + "' has " + std::to_string(w.cols) +
+                                      " columns; the CUDA linears need a multiple of 32");
   }
   const auto t = w.type;
   if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::F16) {

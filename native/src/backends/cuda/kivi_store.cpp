@@ -10,12 +10,13 @@ namespace pyrt::cuda {
 KiviGpuStore::KiviGpuStore(const KvSpec& spec, bool keys, int n_heads, int head_dim, int64_t capacity)
     : s_(spec), keys_(keys), row_(int64_t(n_heads) * head_dim), code_bytes_(size_t(spec.group * spec.bits / 8)) {
   if (!keys && head_dim % spec.group != 0) {
-    fail(ErrorCode::kUnsupported, "kivi values need a head dimension that is a multiple of G=" + std::to_string(spec.group));
+    fail(ErrorCode::kUnsupported,
+         "kivi values need a head dimension that is a multiple of G=" + std::to_string(spec.group));
   }
   const size_t rows = size_t(std::max<int64_t>(capacity, 1)), r = size_t(row_);
   const size_t entries = keys ? rows / size_t(spec.group) * r + r : rows * (r / size_t(spec.group));
   sink_.reserve(size_t(std::max(spec.sink, 1)) * r * 2);
-  window_.reserve(rows * r * 2);  // a whole prompt may wait in the window until its step ends
+  window_.reserve(rows * r * 2);                  // a whole prompt may wait in the window until its step ends
   shift_.reserve(size_t(spec.residual) * r * 2);  // finish_step keeps at most R tokens in the window
   scale_.reserve(entries * 2), min_.reserve(entries * 2), codes_.reserve(entries * code_bytes_);
   view_.reserve(sizeof(KiviCache));
@@ -49,7 +50,8 @@ void KiviGpuStore::finish_step() {
   n_quant_ += move, n_window_ -= move;
   if (n_window_ > 0) {  // the rest moves to the front (through a copy: the ranges may overlap)
     const size_t bytes = size_t(n_window_ * row_) * 2;
-    check(cudaMemcpy(shift_.as<void>(), window_.as<half>() + move * row_, bytes, cudaMemcpyDeviceToDevice), "kivi window");
+    check(cudaMemcpy(shift_.as<void>(), window_.as<half>() + move * row_, bytes, cudaMemcpyDeviceToDevice),
+          "kivi window");
     check(cudaMemcpy(window_.as<void>(), shift_.as<void>(), bytes, cudaMemcpyDeviceToDevice), "kivi window");
   }
 }

@@ -1,9 +1,9 @@
 // Decoder-only Llama on the GPU (see llama_cuda.h). A pass over T tokens, every step a kernel from
-// kernels/: RMSNorm -> Q/K/V linears -> RoPE -> KV append (f16 or q8_0/q4_0 blocks) -> attention (FlashAttention over the
-// cache for T > 1, causal bottom-right so a later prompt sees everything cached; split-K decode
-// attention for T = 1) -> output linear + residual -> RMSNorm -> gate/up -> SwiGLU -> down + residual.
-// Linears: the dequantizing GEMV for one row, fp16 rows (converted per use from quantized weights)
-// through the tensor-core GEMM for more. Embedding rows are gathered on the host (one row per token).
+// kernels/: RMSNorm -> Q/K/V linears -> RoPE -> KV append (f16 or q8_0/q4_0 blocks) -> attention (FlashAttention over
+// the cache for T > 1, causal bottom-right so a later prompt sees everything cached; split-K decode attention for T =
+// 1) -> output linear + residual -> RMSNorm -> gate/up -> SwiGLU -> down + residual. Linears: the dequantizing GEMV for
+// one row, fp16 rows (converted per use from quantized weights) through the tensor-core GEMM for more. Embedding rows
+// are gathered on the host (one row per token).
 #include "backends/cuda/llama_cuda.h"
 
 #include <algorithm>
@@ -23,7 +23,8 @@ LlamaGpuModel::LlamaGpuModel(const std::string& path, const std::string& arch)
   const LlamaHparams& hp = w_.hp;
   check_head_dim(path, hp.head_dim);
   if (hp.n_head / hp.n_head_kv > 8) {
-    fail(ErrorCode::kUnsupported, path + ": " + std::to_string(hp.n_head / hp.n_head_kv) + " query heads per KV head; the CUDA decode attention takes at most 8");
+    fail(ErrorCode::kUnsupported, path + ": " + std::to_string(hp.n_head / hp.n_head_kv) +
+                                      " query heads per KV head; the CUDA decode attention takes at most 8");
   }
   layers_.resize(hp.n_layer);
   for (int i = 0; i < hp.n_layer; ++i) {
@@ -62,9 +63,14 @@ KvFormat gpu_format(const KvSpec& s) {
 }  // namespace
 
 LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, const KvSpec& kv)
-    : m_(m), n_ctx_(n_ctx), kv_(gpu_format(kv)), kv_row_bytes_(size_t(kv_row_bytes(kv_, m.w_.hp.head_dim))), lin_(m.up_.max_quantized_elems) {
+    : m_(m),
+      n_ctx_(n_ctx),
+      kv_(gpu_format(kv)),
+      kv_row_bytes_(size_t(kv_row_bytes(kv_, m.w_.hp.head_dim))),
+      lin_(m.up_.max_quantized_elems) {
   const LlamaHparams& hp = m.w_.hp;
-  if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30)) fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
+  if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30))
+    fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
   // The whole context's cache up front: a GPU session is sized once, not grown per token.
   const size_t layer_bytes = size_t(hp.n_head_kv) * size_t(n_ctx) * kv_row_bytes_;
   for (int l = 0; l < hp.n_layer; ++l) {
@@ -126,7 +132,8 @@ void LlamaGpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool al
   if (n <= 0) fail(ErrorCode::kInvalidArgument, "feed needs at least one token");
   check_token_ids(ids, n, hp.n_vocab);
   if (n_past_ + n > n_ctx_) {
-    fail(ErrorCode::kContextOverflow, "feeding " + std::to_string(n) + " tokens after " + std::to_string(n_past_) + " overflows the context of " + std::to_string(n_ctx_));
+    fail(ErrorCode::kContextOverflow, "feeding " + std::to_string(n) + " tokens after " + std::to_string(n_past_) +
+                                          " overflows the context of " + std::to_string(n_ctx_));
   }
   const auto t0 = std::chrono::steady_clock::now();
   // KIVI prompts take one pass, as on the CPU: the paper's prefill reads every prompt token in fp16,
@@ -167,8 +174,12 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaGpuModel::Layer& L = m_.layers_[il];
     qkv(L, T);
-    check(rope(q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope q");
-    check(rope(k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr), "rope k");
+    check(
+        rope(q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false, nullptr),
+        "rope q");
+    check(rope(k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, m_.inv_freq_.as<float>(), false,
+               nullptr),
+          "rope k");
     const bool kivi = kv_ == KvFormat::kKivi;
     void* kc = kivi ? nullptr : k_cache_[il].as<void>();
     void* vc = kivi ? nullptr : v_cache_[il].as<void>();
@@ -179,8 +190,10 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
       kivi_p.format = KvFormat::kKivi, kivi_p.B = 1, kivi_p.Hkv = hp.n_head_kv, kivi_p.D = hp.head_dim;
       kivi_p.kivi_k = kivi_k_[il]->device_view(), kivi_p.kivi_v = kivi_v_[il]->device_view();
     } else {
-      check(kv_append(kv_, k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, kc, int(n_ctx_), pos0, nullptr), "kv append k");
-      check(kv_append(kv_, v_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, vc, int(n_ctx_), pos0, nullptr), "kv append v");
+      check(kv_append(kv_, k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, kc, int(n_ctx_), pos0, nullptr),
+            "kv append k");
+      check(kv_append(kv_, v_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, vc, int(n_ctx_), pos0, nullptr),
+            "kv append v");
     }
     check(f32_to_f16(q_.as<float>(), half_q_.as<half>(), T * qd, nullptr), "q to fp16");
     if (T == 1) {
@@ -202,8 +215,10 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
         if (kivi) {
           check(kivi_to_f16(kivi_p, Sk, k_f16_.as<half>(), v_f16_.as<half>(), nullptr), "kivi_to_f16");
         } else {
-          check(kv_to_f16(kv_, kc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, k_f16_.as<half>(), nullptr), "kv_to_f16 k");
-          check(kv_to_f16(kv_, vc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, v_f16_.as<half>(), nullptr), "kv_to_f16 v");
+          check(kv_to_f16(kv_, kc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, k_f16_.as<half>(), nullptr),
+                "kv_to_f16 k");
+          check(kv_to_f16(kv_, vc, hp.n_head_kv, int(n_ctx_), Sk, hp.head_dim, v_f16_.as<half>(), nullptr),
+                "kv_to_f16 v");
         }
         p.k = k_f16_.as<half>(), p.v = v_f16_.as<half>();
       }
@@ -223,7 +238,8 @@ void LlamaGpuSession::pass(const int32_t* ids, int64_t T, float* logits, int64_t
 
 void LlamaGpuSession::qkv(const LlamaGpuModel::Layer& L, int64_t T) {
   const LlamaHparams& hp = m_.w_.hp;
-  check(rms_norm(x_.as<float>(), L.attn_norm.as<float>(), xn_.as<float>(), int(T), hp.n_embd, hp.eps, nullptr), "rms_norm");
+  check(rms_norm(x_.as<float>(), L.attn_norm.as<float>(), xn_.as<float>(), int(T), hp.n_embd, hp.eps, nullptr),
+        "rms_norm");
   linear(L.wq, xn_.as<float>(), T, q_.as<float>());
   linear(L.wk, xn_.as<float>(), T, k_.as<float>());
   linear(L.wv, xn_.as<float>(), T, v_.as<float>());
@@ -244,7 +260,8 @@ void LlamaGpuSession::after_attention(const LlamaGpuModel::Layer& L, int64_t T) 
 
 void LlamaGpuSession::head(const float* rows, int64_t n_out, float* logits) {
   const LlamaHparams& hp = m_.w_.hp;
-  check(rms_norm(rows, m_.output_norm_.as<float>(), xn_.as<float>(), int(n_out), hp.n_embd, hp.eps, nullptr), "output norm");
+  check(rms_norm(rows, m_.output_norm_.as<float>(), xn_.as<float>(), int(n_out), hp.n_embd, hp.eps, nullptr),
+        "output norm");
   logits_.reserve(size_t(n_out * hp.n_vocab) * 4);  // only the rows asked for (usually one)
   linear(m_.output_, xn_.as<float>(), n_out, logits_.as<float>());
   check(cudaMemcpy(logits, logits_.as<float>(), size_t(n_out * hp.n_vocab) * 4, cudaMemcpyDeviceToHost), "logits");
@@ -266,11 +283,13 @@ void LlamaGpuSession::prefill_batch(const std::vector<LlamaGpuSession*>& session
     const int64_t n = int64_t(prompts[b].size());
     if (&s.m_ != &m) fail(ErrorCode::kInvalidArgument, "prefill_batch: every session must come from the same model");
     if (s.kv_ != KvFormat::kF16 || s.n_past_ != 0) {
-      fail(ErrorCode::kInvalidArgument, "prefill_batch: session " + std::to_string(b) + " must be fresh (nothing fed) with an f16 KV cache");
+      fail(ErrorCode::kInvalidArgument,
+           "prefill_batch: session " + std::to_string(b) + " must be fresh (nothing fed) with an f16 KV cache");
     }
     if (n == 0 || n > s.n_ctx_) {
       fail(n == 0 ? ErrorCode::kInvalidArgument : ErrorCode::kContextOverflow,
-           "prefill_batch: prompt " + std::to_string(b) + " has " + std::to_string(n) + " tokens (context " + std::to_string(s.n_ctx_) + ")");
+           "prefill_batch: prompt " + std::to_string(b) + " has " + std::to_string(n) + " tokens (context " +
+               std::to_string(s.n_ctx_) + ")");
     }
     check_token_ids(prompts[b].data(), n, hp.n_vocab);
     ids.insert(ids.end(), prompts[b].begin(), prompts[b].end());
@@ -290,13 +309,21 @@ void LlamaGpuSession::prefill_batch(const std::vector<LlamaGpuSession*>& session
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaGpuModel::Layer& L = m.layers_[il];
     s0.qkv(L, T);  // every prompt's rows in one GEMM each: no padding
-    check(rope_positions(s0.q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos_dev.as<int>(), m.inv_freq_.as<float>(), false, nullptr), "rope q");
-    check(rope_positions(s0.k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos_dev.as<int>(), m.inv_freq_.as<float>(), false, nullptr), "rope k");
+    check(rope_positions(s0.q_.as<float>(), int(T), hp.n_head, hp.head_dim, hp.n_rot, pos_dev.as<int>(),
+                         m.inv_freq_.as<float>(), false, nullptr),
+          "rope q");
+    check(rope_positions(s0.k_.as<float>(), int(T), hp.n_head_kv, hp.head_dim, hp.n_rot, pos_dev.as<int>(),
+                         m.inv_freq_.as<float>(), false, nullptr),
+          "rope k");
     for (int64_t b = 0; b < B; ++b) {  // each session's cache gets its own rows
       LlamaGpuSession& s = *sessions[b];
       const int n = cu[b + 1] - cu[b];
-      check(kv_append(KvFormat::kF16, s0.k_.as<float>() + cu[b] * kvd, n, hp.n_head_kv, hp.head_dim, s.k_cache_[il].as<void>(), int(s.n_ctx_), 0, nullptr), "kv append k");
-      check(kv_append(KvFormat::kF16, s0.v_.as<float>() + cu[b] * kvd, n, hp.n_head_kv, hp.head_dim, s.v_cache_[il].as<void>(), int(s.n_ctx_), 0, nullptr), "kv append v");
+      check(kv_append(KvFormat::kF16, s0.k_.as<float>() + cu[b] * kvd, n, hp.n_head_kv, hp.head_dim,
+                      s.k_cache_[il].as<void>(), int(s.n_ctx_), 0, nullptr),
+            "kv append k");
+      check(kv_append(KvFormat::kF16, s0.v_.as<float>() + cu[b] * kvd, n, hp.n_head_kv, hp.head_dim,
+                      s.v_cache_[il].as<void>(), int(s.n_ctx_), 0, nullptr),
+            "kv append v");
     }
     check(f32_to_f16(s0.q_.as<float>(), s0.half_q_.as<half>(), T * qd, nullptr), "q to fp16");
     check(f32_to_f16(s0.k_.as<float>(), s0.k_f16_.as<half>(), T * kvd, nullptr), "k to fp16");
@@ -312,7 +339,8 @@ void LlamaGpuSession::prefill_batch(const std::vector<LlamaGpuSession*>& session
   }
   for (int64_t b = 0; b < B; ++b) {  // the last row of each prompt, gathered for the head
     check(cudaMemcpy(s0.tmp_.as<float>() + b * hp.n_embd, s0.x_.as<float>() + (cu[b + 1] - 1) * int64_t(hp.n_embd),
-                     size_t(hp.n_embd) * 4, cudaMemcpyDeviceToDevice), "last rows");
+                     size_t(hp.n_embd) * 4, cudaMemcpyDeviceToDevice),
+          "last rows");
   }
   s0.head(s0.tmp_.as<float>(), B, logits);
   const double dt = seconds_since(t0);
@@ -344,7 +372,8 @@ void LlamaGpuSession::decode_batch(const std::vector<LlamaGpuSession*>& sessions
       if (sessions[a] == &s) fail(ErrorCode::kInvalidArgument, who + " is session " + std::to_string(a) + " again");
     }
     if (s.n_past_ + 1 > s.n_ctx_) {
-      fail(ErrorCode::kContextOverflow, who + ": one more token after " + std::to_string(s.n_past_) + " overflows the context of " + std::to_string(s.n_ctx_));
+      fail(ErrorCode::kContextOverflow, who + ": one more token after " + std::to_string(s.n_past_) +
+                                            " overflows the context of " + std::to_string(s.n_ctx_));
     }
     positions.push_back(int(s.n_past_));
     seqlens.push_back(int(s.n_past_) + 1);
@@ -367,7 +396,8 @@ void LlamaGpuSession::decode_batch(const std::vector<LlamaGpuSession*>& sessions
   if (!kivi) {  // every layer's caches of every session, [layer][session]
     std::vector<KvSeq> seqs;
     for (int il = 0; il < hp.n_layer; ++il)
-      for (const LlamaGpuSession* s : sessions) seqs.push_back({s->k_cache_[il].as<void>(), s->v_cache_[il].as<void>(), int(s->n_ctx_)});
+      for (const LlamaGpuSession* s : sessions)
+        seqs.push_back({s->k_cache_[il].as<void>(), s->v_cache_[il].as<void>(), int(s->n_ctx_)});
     seqs_dev.upload(seqs.data(), seqs.size() * sizeof(KvSeq));
   } else {
     kivi_dev.reserve(2 * size_t(B) * sizeof(KiviCache));
@@ -376,8 +406,12 @@ void LlamaGpuSession::decode_batch(const std::vector<LlamaGpuSession*>& sessions
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaGpuModel::Layer& L = m.layers_[il];
     s0.qkv(L, B);
-    check(rope_positions(s0.q_.as<float>(), B, hp.n_head, hp.head_dim, hp.n_rot, pos_dev.as<int>(), m.inv_freq_.as<float>(), false, nullptr), "rope q");
-    check(rope_positions(s0.k_.as<float>(), B, hp.n_head_kv, hp.head_dim, hp.n_rot, pos_dev.as<int>(), m.inv_freq_.as<float>(), false, nullptr), "rope k");
+    check(rope_positions(s0.q_.as<float>(), B, hp.n_head, hp.head_dim, hp.n_rot, pos_dev.as<int>(),
+                         m.inv_freq_.as<float>(), false, nullptr),
+          "rope q");
+    check(rope_positions(s0.k_.as<float>(), B, hp.n_head_kv, hp.head_dim, hp.n_rot, pos_dev.as<int>(),
+                         m.inv_freq_.as<float>(), false, nullptr),
+          "rope k");
     DecodeParams p{};
     std::vector<KiviCache> views;
     for (int b = 0; b < B; ++b) {  // each token into its own session's cache
@@ -388,14 +422,19 @@ void LlamaGpuSession::decode_batch(const std::vector<LlamaGpuSession*>& sessions
         s.kivi_k_[il]->append(krow, 1);
         s.kivi_v_[il]->append(vrow, 1);
       } else {
-        check(kv_append(s.kv_, krow, 1, hp.n_head_kv, hp.head_dim, s.k_cache_[il].as<void>(), int(s.n_ctx_), positions[b], nullptr), "kv append k");
-        check(kv_append(s.kv_, vrow, 1, hp.n_head_kv, hp.head_dim, s.v_cache_[il].as<void>(), int(s.n_ctx_), positions[b], nullptr), "kv append v");
+        check(kv_append(s.kv_, krow, 1, hp.n_head_kv, hp.head_dim, s.k_cache_[il].as<void>(), int(s.n_ctx_),
+                        positions[b], nullptr),
+              "kv append k");
+        check(kv_append(s.kv_, vrow, 1, hp.n_head_kv, hp.head_dim, s.v_cache_[il].as<void>(), int(s.n_ctx_),
+                        positions[b], nullptr),
+              "kv append v");
       }
     }
     if (kivi) {  // keys of every session, then values
       for (const LlamaGpuSession* s : sessions) views.push_back(s->kivi_k_[il]->view());
       for (const LlamaGpuSession* s : sessions) views.push_back(s->kivi_v_[il]->view());
-      check(cudaMemcpy(kivi_dev.as<void>(), views.data(), views.size() * sizeof(KiviCache), cudaMemcpyHostToDevice), "kivi views");
+      check(cudaMemcpy(kivi_dev.as<void>(), views.data(), views.size() * sizeof(KiviCache), cudaMemcpyHostToDevice),
+            "kivi views");
       p.kivi_k = kivi_dev.as<KiviCache>(), p.kivi_v = kivi_dev.as<KiviCache>() + B;
     } else {
       p.seqs = seqs_dev.as<KvSeq>() + size_t(il) * B;

@@ -70,16 +70,16 @@ class LlamaGpuSession {
   // One pass of T <= kMaxRows tokens at positions n_past_.. ; logits of rows [first, T) when asked.
   void pass(const int32_t* ids, int64_t T, float* logits, int64_t first);
   void linear(const DeviceWeight& w, const float* x, int64_t T, float* y) { lin_.run(w, x, T, y); }
-  void qkv(const LlamaGpuModel::Layer& L, int64_t T);                 // attention norm, Q/K/V linears
-  void after_attention(const LlamaGpuModel::Layer& L, int64_t T);     // O + residual, FFN + residual
-  void head(const float* rows, int64_t n_out, float* logits);         // final norm, output linear, to host
+  void qkv(const LlamaGpuModel::Layer& L, int64_t T);              // attention norm, Q/K/V linears
+  void after_attention(const LlamaGpuModel::Layer& L, int64_t T);  // O + residual, FFN + residual
+  void head(const float* rows, int64_t n_out, float* logits);      // final norm, output linear, to host
   void reserve(int64_t T);
 
   const LlamaGpuModel& m_;
   int64_t n_ctx_, n_past_ = 0;
   KvFormat kv_;
   size_t kv_row_bytes_;
-  std::vector<DeviceBuffer> k_cache_, v_cache_;  // per layer: [Hkv, n_ctx, kv_row_bytes_] (row formats)
+  std::vector<DeviceBuffer> k_cache_, v_cache_;                 // per layer: [Hkv, n_ctx, kv_row_bytes_] (row formats)
   std::vector<std::unique_ptr<KiviGpuStore>> kivi_k_, kivi_v_;  // per layer (KIVI)
   // Scratch, sized for the largest pass so far.
   int64_t rows_reserved_ = 0;

@@ -76,7 +76,8 @@ T5GpuModel::T5GpuModel(const std::string& path, const std::string& arch)
     D.q = up_.weight(L.self.q), D.k = up_.weight(L.self.k), D.v = up_.weight(L.self.v), D.o = up_.weight(L.self.o);
     if (decoder) {
       D.cross_norm = up_.floats(L.cross_norm, w_.E_);
-      D.cq = up_.weight(L.cross.q), D.ck = up_.weight(L.cross.k), D.cv = up_.weight(L.cross.v), D.co = up_.weight(L.cross.o);
+      D.cq = up_.weight(L.cross.q), D.ck = up_.weight(L.cross.k), D.cv = up_.weight(L.cross.v),
+      D.co = up_.weight(L.cross.o);
     }
     D.up = up_.weight(L.up), D.down = up_.weight(L.down);
     if (w_.gated_) D.gate = up_.weight(L.gate);
@@ -112,7 +113,8 @@ void T5GpuModel::encode_device(const int32_t* ids, const std::vector<int>& lengt
   const std::vector<float> bias = bias_by_distance(w_.enc_bias_, w_.n_head_, max_len, max_len);
   p.bias.upload(bias.data(), bias.size() * 4);
   for (const Layer& L : enc_) {
-    check(rms_norm(x.as<float>(), L.attn_norm.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr), "rms_norm");
+    check(rms_norm(x.as<float>(), L.attn_norm.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr),
+          "rms_norm");
     lin.run(L.q, p.xn.as<float>(), T, p.q.as<float>());
     lin.run(L.k, p.xn.as<float>(), T, p.k.as<float>());
     lin.run(L.v, p.xn.as<float>(), T, p.v.as<float>());
@@ -121,19 +123,22 @@ void T5GpuModel::encode_device(const int32_t* ids, const std::vector<int>& lengt
     check(f32_to_f16(p.v.as<float>(), vh.as<half>(), T * w_.inner_, nullptr), "v to fp16");
     // ByteTransformer-style: the packed rows [T, heads, d_kv] attend within their own sequence.
     FlashParams f{};
-    f.q = p.half_q.as<half>(), f.k = kh.as<half>(), f.v = vh.as<half>(), f.out = p.att.as<float>(), f.lse = p.lse.as<float>();
+    f.q = p.half_q.as<half>(), f.k = kh.as<half>(), f.v = vh.as<half>(), f.out = p.att.as<float>(),
+    f.lse = p.lse.as<float>();
     f.B = int(lengths.size()), f.Hq = f.Hkv = w_.n_head_, f.Sq = f.Sk = max_len, f.D = w_.d_kv_;
     f.scale = 1.0f, f.causal = false, f.rel_bias = p.bias.as<float>();
     f.cu_seqlens_q = f.cu_seqlens_k = cu_dev.as<int>(), f.total_q = int(T);
     check(flash_attn_fwd(f, nullptr), "flash_attn_fwd (varlen)");
     lin.run(L.o, p.att.as<float>(), T, p.tmp.as<float>());
     check(add_inplace(x.as<float>(), p.tmp.as<float>(), T * w_.E_, nullptr), "residual");
-    check(rms_norm(x.as<float>(), L.ffn_norm.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr), "rms_norm");
+    check(rms_norm(x.as<float>(), L.ffn_norm.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr),
+          "rms_norm");
     ffn(w_, L.up, L.gate, L.down, lin, p, T);
     check(add_inplace(x.as<float>(), p.tmp.as<float>(), T * w_.E_, nullptr), "residual");
   }
   // Final norm (rows are independent): x becomes the encoder states.
-  check(rms_norm(x.as<float>(), enc_norm_.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr), "rms_norm");
+  check(rms_norm(x.as<float>(), enc_norm_.as<float>(), p.xn.as<float>(), int(T), int(w_.E_), w_.eps_, nullptr),
+        "rms_norm");
   check(cudaMemcpy(x.as<void>(), p.xn.as<void>(), size_t(T * w_.E_) * 4, cudaMemcpyDeviceToDevice), "states");
 }
 
@@ -162,7 +167,8 @@ void T5GpuModel::encode_batch(const int32_t* ids, const std::vector<int>& length
 }
 
 T5GpuSession::T5GpuSession(const T5GpuModel& m, int64_t n_ctx) : m_(m), n_ctx_(n_ctx), lin_(m.up_.max_quantized_elems) {
-  if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30)) fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
+  if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30))
+    fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
   const size_t bytes = size_t(m.w_.inner_) * size_t(n_ctx) * 2;
   for (size_t l = 0; l < m.dec_.size(); ++l) {
     self_k_.emplace_back(bytes);
@@ -178,10 +184,14 @@ size_t T5GpuSession::kv_bytes() const {
 }
 
 std::map<std::string, double> T5GpuSession::stats() const {
-  return {{"n_past", double(n_past_)},           {"n_ctx", double(n_ctx_)},
-          {"kv_bytes", double(kv_bytes())},       {"encoder_length", double(enc_len_)},
-          {"encoder_tokens", double(encoder_tokens_)}, {"decoder_tokens", double(decoder_tokens_)},
-          {"encode_s", encode_s_},                {"decode_s", decode_s_},
+  return {{"n_past", double(n_past_)},
+          {"n_ctx", double(n_ctx_)},
+          {"kv_bytes", double(kv_bytes())},
+          {"encoder_length", double(enc_len_)},
+          {"encoder_tokens", double(encoder_tokens_)},
+          {"decoder_tokens", double(decoder_tokens_)},
+          {"encode_s", encode_s_},
+          {"decode_s", decode_s_},
           {"weight_device_bytes", double(m_.device_bytes())},
           {"weights_converted_to_f16", double(m_.up_.converted_to_f16)}};
 }
@@ -197,9 +207,13 @@ void T5GpuSession::set_encoder_input(const int32_t* ids, int64_t n) {
     cross_k_[l].reserve(bytes);
     cross_v_[l].reserve(bytes);
     lin_.run(m_.dec_[l].ck, states_.as<float>(), n, k_.as<float>());
-    check(kv_append(KvFormat::kF16, k_.as<float>(), int(n), w.n_head_, w.d_kv_, cross_k_[l].as<void>(), int(n), 0, nullptr), "cross k");
+    check(kv_append(KvFormat::kF16, k_.as<float>(), int(n), w.n_head_, w.d_kv_, cross_k_[l].as<void>(), int(n), 0,
+                    nullptr),
+          "cross k");
     lin_.run(m_.dec_[l].cv, states_.as<float>(), n, k_.as<float>());
-    check(kv_append(KvFormat::kF16, k_.as<float>(), int(n), w.n_head_, w.d_kv_, cross_v_[l].as<void>(), int(n), 0, nullptr), "cross v");
+    check(kv_append(KvFormat::kF16, k_.as<float>(), int(n), w.n_head_, w.d_kv_, cross_v_[l].as<void>(), int(n), 0,
+                    nullptr),
+          "cross v");
   }
   enc_len_ = n;
   n_past_ = 0;
@@ -213,7 +227,8 @@ void T5GpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool all_l
   if (n <= 0) fail(ErrorCode::kInvalidArgument, "feed needs at least one token");
   check_token_ids(ids, n, w.n_vocab_);
   if (n_past_ + n > n_ctx_) {
-    fail(ErrorCode::kContextOverflow, "feeding " + std::to_string(n) + " tokens after " + std::to_string(n_past_) + " overflows the context of " + std::to_string(n_ctx_));
+    fail(ErrorCode::kContextOverflow, "feeding " + std::to_string(n) + " tokens after " + std::to_string(n_past_) +
+                                          " overflows the context of " + std::to_string(n_ctx_));
   }
   const auto t0 = std::chrono::steady_clock::now();
   Pass p;
@@ -225,25 +240,30 @@ void T5GpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool all_l
     p.bias.upload(bias.data(), bias.size() * 4);
     for (size_t l = 0; l < m_.dec_.size(); ++l) {
       const T5GpuModel::Layer& L = m_.dec_[l];
-      check(rms_norm(x_.as<float>(), L.attn_norm.as<float>(), p.xn.as<float>(), int(T), int(w.E_), w.eps_, nullptr), "rms_norm");
+      check(rms_norm(x_.as<float>(), L.attn_norm.as<float>(), p.xn.as<float>(), int(T), int(w.E_), w.eps_, nullptr),
+            "rms_norm");
       lin_.run(L.q, p.xn.as<float>(), T, p.q.as<float>());
       lin_.run(L.k, p.xn.as<float>(), T, p.k.as<float>());
       lin_.run(L.v, p.xn.as<float>(), T, p.v.as<float>());
       void* kc = self_k_[l].as<void>();
       void* vc = self_v_[l].as<void>();
-      check(kv_append(KvFormat::kF16, p.k.as<float>(), int(T), w.n_head_, w.d_kv_, kc, int(n_ctx_), int(pos0), nullptr), "k");
-      check(kv_append(KvFormat::kF16, p.v.as<float>(), int(T), w.n_head_, w.d_kv_, vc, int(n_ctx_), int(pos0), nullptr), "v");
+      check(kv_append(KvFormat::kF16, p.k.as<float>(), int(T), w.n_head_, w.d_kv_, kc, int(n_ctx_), int(pos0), nullptr),
+            "k");
+      check(kv_append(KvFormat::kF16, p.v.as<float>(), int(T), w.n_head_, w.d_kv_, vc, int(n_ctx_), int(pos0), nullptr),
+            "v");
       attend(w, p, T, kc, vc, pos0 + T, n_ctx_, true, p.bias.as<float>());
       lin_.run(L.o, p.att.as<float>(), T, p.tmp.as<float>());
       check(add_inplace(x_.as<float>(), p.tmp.as<float>(), T * w.E_, nullptr), "residual");
 
-      check(rms_norm(x_.as<float>(), L.cross_norm.as<float>(), p.xn.as<float>(), int(T), int(w.E_), w.eps_, nullptr), "rms_norm");
+      check(rms_norm(x_.as<float>(), L.cross_norm.as<float>(), p.xn.as<float>(), int(T), int(w.E_), w.eps_, nullptr),
+            "rms_norm");
       lin_.run(L.cq, p.xn.as<float>(), T, p.q.as<float>());
       attend(w, p, T, cross_k_[l].as<void>(), cross_v_[l].as<void>(), enc_len_, enc_len_, false, nullptr);
       lin_.run(L.co, p.att.as<float>(), T, p.tmp.as<float>());
       check(add_inplace(x_.as<float>(), p.tmp.as<float>(), T * w.E_, nullptr), "residual");
 
-      check(rms_norm(x_.as<float>(), L.ffn_norm.as<float>(), p.xn.as<float>(), int(T), int(w.E_), w.eps_, nullptr), "rms_norm");
+      check(rms_norm(x_.as<float>(), L.ffn_norm.as<float>(), p.xn.as<float>(), int(T), int(w.E_), w.eps_, nullptr),
+            "rms_norm");
       ffn(w, L.up, L.gate, L.down, lin_, p, T);
       check(add_inplace(x_.as<float>(), p.tmp.as<float>(), T * w.E_, nullptr), "residual");
     }
@@ -251,7 +271,9 @@ void T5GpuSession::feed(const int32_t* ids, int64_t n, float* logits, bool all_l
     const bool last = c0 + T == n;
     if (!all_logits && !last) continue;
     const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
-    check(rms_norm(x_.as<float>() + first * w.E_, m_.dec_norm_.as<float>(), p.xn.as<float>(), int(n_out), int(w.E_), w.eps_, nullptr), "rms_norm");
+    check(rms_norm(x_.as<float>() + first * w.E_, m_.dec_norm_.as<float>(), p.xn.as<float>(), int(n_out), int(w.E_),
+                   w.eps_, nullptr),
+          "rms_norm");
     logits_.reserve(size_t(n_out * w.n_vocab_) * 4);
     lin_.run(m_.output_, p.xn.as<float>(), n_out, logits_.as<float>());
     float* out = all_logits ? logits + c0 * w.n_vocab_ : logits;

@@ -24,10 +24,12 @@ class ReferenceDelegate : public Delegate {
     if (g.rows <= 0 || g.in_features <= 0 || g.out_features <= 0 || !g.weight) {
       fail(ErrorCode::kInvalidArgument, "reference delegate: graph '" + g.name + "' has an empty shape or no weight");
     }
-    bool scales_ok = g.input_scale > 0 && g.output_scale > 0 && static_cast<int64_t>(g.weight_scales.size()) == g.out_features;
+    bool scales_ok =
+        g.input_scale > 0 && g.output_scale > 0 && static_cast<int64_t>(g.weight_scales.size()) == g.out_features;
     for (float s : g.weight_scales) scales_ok = scales_ok && s > 0;
     if (!scales_ok) {
-      fail(ErrorCode::kInvalidArgument, "reference delegate: graph '" + g.name + "' has a non-positive scale or the wrong number of weight scales");
+      fail(ErrorCode::kInvalidArgument,
+           "reference delegate: graph '" + g.name + "' has a non-positive scale or the wrong number of weight scales");
     }
     graphs_[next_] = g;
     return next_++;
@@ -35,7 +37,8 @@ class ReferenceDelegate : public Delegate {
 
   void execute(int handle, const float* x, int8_t* y_q) override {
     const auto it = graphs_.find(handle);
-    if (it == graphs_.end()) fail(ErrorCode::kInvalidArgument, "reference delegate: unknown graph handle " + std::to_string(handle));
+    if (it == graphs_.end())
+      fail(ErrorCode::kInvalidArgument, "reference delegate: unknown graph handle " + std::to_string(handle));
     const W8A8Graph& g = it->second;
     const int64_t C = g.rows, K = g.in_features, N = g.out_features;
     xq_.resize(static_cast<size_t>(C * K));
