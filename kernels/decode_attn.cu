@@ -3,6 +3,7 @@
 // processed in sub-blocks of kKeys with an online softmax; then a combine kernel merges splits.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common.cuh"
@@ -111,22 +112,54 @@ __device__ void attend_range(const DecodeParams& p, int row_bytes, int b, int kv
 
   for (int kb = start; kb < end; kb += kKeys) {
     const int n = min(kKeys, end - kb);
-    // Scores: a warp per key, lanes across D (coalesced), all G heads from one read of the key.
-    for (int j = warp; j < n; j += kThreads / 32) {
-      float dots[kMaxGroup];
+    if constexpr (F == KvFormat::kF16 && (D == 64 || D == 128)) {
+      // fp16 rows: a key is D / 8 lanes each loading 16 bytes (8 channels), so a warp reads 32 / (D / 8)
+      // keys per step in full 16-byte vectors and reduces each over log2(D / 8) shuffles, not 5.
+      constexpr int kLanes = D / 8, kPerWarp = 32 / kLanes;
+      const int sub = lane / kLanes, part = lane % kLanes;
+      for (int j0 = warp * kPerWarp; j0 < n; j0 += (kThreads / 32) * kPerWarp) {
+        const int j = j0 + sub;
+        float dots[kMaxGroup];
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) dots[g] = 0.0f;
-      for (int c = lane; c < D; c += 32) {
-        const float kv = rd.key(kb + j, c);
+        for (int g = 0; g < kMaxGroup; ++g) dots[g] = 0.0f;
+        if (j < n) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(rd.kbase + size_t(kb + j) * rd.row_bytes + part * 16);
+          half hv[8];
+          memcpy(hv, &raw, sizeof(raw));
 #pragma unroll
-        for (int g = 0; g < kMaxGroup; ++g)
-          if (g < G) dots[g] += sQ[g][c] * kv;
+          for (int e = 0; e < 8; ++e) {
+            const float kv = __half2float(hv[e]);
+#pragma unroll
+            for (int g = 0; g < kMaxGroup; ++g)
+              if (g < G) dots[g] += sQ[g][part * 8 + e] * kv;
+          }
+        }
+#pragma unroll
+        for (int g = 0; g < kMaxGroup; ++g) {
+          if (g >= G) break;
+          float s = dots[g];
+          for (int o = kLanes / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+          if (part == 0 && j < n) sP[g][j] = s * scale_log2;
+        }
       }
+    } else {
+      // Scores: a warp per key, lanes across D (coalesced), all G heads from one read of the key.
+      for (int j = warp; j < n; j += kThreads / 32) {
+        float dots[kMaxGroup];
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g >= G) break;
-        const float s = warp_sum(dots[g]);
-        if (lane == 0) sP[g][j] = s * scale_log2;
+        for (int g = 0; g < kMaxGroup; ++g) dots[g] = 0.0f;
+        for (int c = lane; c < D; c += 32) {
+          const float kv = rd.key(kb + j, c);
+#pragma unroll
+          for (int g = 0; g < kMaxGroup; ++g)
+            if (g < G) dots[g] += sQ[g][c] * kv;
+        }
+#pragma unroll
+        for (int g = 0; g < kMaxGroup; ++g) {
+          if (g >= G) break;
+          const float s = warp_sum(dots[g]);
+          if (lane == 0) sP[g][j] = s * scale_log2;
+        }
       }
     }
     __syncthreads();
