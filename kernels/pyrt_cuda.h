@@ -138,6 +138,11 @@ cudaError_t gemv_quant_rows(int ggml_type, const void* w, const float* x, int ro
 // Tensor-core GEMM for prefill: y[T, N] (row stride ldy) = x[T, K] . w[N, K]^T, fp16 operands, fp32
 // accumulation and output. Any T, N, K (edges are zero-padded in shared memory).
 cudaError_t gemm_f16_tc(const half* x, const half* w, float* y, int T, int N, int K, int ldy, cudaStream_t stream);
+// The same GEMM over a model's rows as stored: ggml type 1 (F16, as gemm_f16_tc) or Q8_0 = 8, Q4_0 = 2,
+// Q4_1 = 3 (K % 32 == 0), dequantized to fp16 as each tile is loaded: bit for bit dequant_rows_f16
+// followed by gemm_f16_tc, without the fp16 copy of the weights.
+cudaError_t gemm_ggml_tc(int ggml_type, const half* x, const void* w, float* y, int T, int N, int K, int ldy,
+                         cudaStream_t stream);
 // ggml-quantized rows (Q8_0 = 8, Q4_0 = 2, Q4_1 = 3; K % 32 == 0) as fp16 [N, K] for gemm_f16_tc.
 cudaError_t dequant_rows_f16(int ggml_type, const void* w, half* out, int N, int K, cudaStream_t stream);
 cudaError_t f32_to_f16(const float* x, half* y, int64_t n, cudaStream_t stream);

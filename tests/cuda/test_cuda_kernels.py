@@ -362,6 +362,28 @@ def test_dequantized_rows_for_the_gemm(cu: ModuleType, qtype: str, type_id: int)
     np.testing.assert_array_equal(cu.dequant_f16(type_id, rows, K), want.view(np.uint16))
 
 
+@pytest.mark.parametrize("qtype,type_id", [("Q8_0", 8), ("Q4_0", 2), ("Q4_1", 3)])
+@pytest.mark.parametrize("T,N,K", [(37, 100, 96), (130, 65, 256)])
+def test_gemm_dequantizes_tiles_as_it_loads_them(
+    cu: ModuleType, qtype: str, type_id: int, T: int, N: int, K: int
+) -> None:
+    """The prefill GEMM over quantized rows as stored (edges in T and N, several K blocks): bit for bit
+    the fp16 rows of dequant_f16 through the fp16 GEMM, and the float64 product within fp16 tolerance."""
+    rng = np.random.default_rng(T + N)
+    rows = np.stack(
+        [np.frombuffer(_core.quantize(qtype, r), np.uint8) for r in rng.standard_normal((N, K)).astype(np.float32)]
+    )
+    x = rng.standard_normal((T, K)).astype(np.float16)
+    got, _ = cu.gemm_ggml(type_id, x.view(np.uint16), rows)
+    w16 = cu.dequant_f16(type_id, rows, K)
+    want, _ = cu.gemm_f16(x.view(np.uint16), w16)
+    np.testing.assert_array_equal(got, want)
+    ref = x.astype(np.float64) @ w16.view(np.float16).astype(np.float64).T
+    np.testing.assert_allclose(got, ref, atol=1e-3 * np.sqrt(K), rtol=1e-3)
+    with pytest.raises(RuntimeError, match="gemm_ggml_tc"):
+        cu.gemm_ggml(type_id, x[:, :40].copy().view(np.uint16), rows)  # K % 32 != 0: not a block layout
+
+
 def test_layer_glue_matches_the_cpu(cu: ModuleType) -> None:
     """RMSNorm, RoPE (both pairings, partial rotation, positions to 4k) and SwiGLU on the GPU against
     the CPU runtime's own ops: fp32 throughout, so only summation order / sincos rounding differ."""

@@ -390,6 +390,24 @@ py::tuple run_gemm_f16(HalfArray x, HalfArray w, int iters) {
   return py::make_tuple(y, ms);
 }
 
+// x [T, K] fp16 times quantized rows [N, row_bytes] (ggml type, dequantized as tiles load) -> y [T, N].
+py::tuple run_gemm_ggml(int type, HalfArray x, ByteArray w, int iters) {
+  if (x.ndim() != 2 || w.ndim() != 2) throw std::invalid_argument("x [T, K] and w [N, row_bytes]");
+  const int T = int(x.shape(0)), K = int(x.shape(1)), N = int(w.shape(0));
+  DevBuf dx(x.data(), x.nbytes()), dw(w.data(), w.nbytes()), dy(size_t(T) * N * 4);
+  dy.poison();
+  auto launch = [&] { return gemm_ggml_tc(type, dx.as<half>(), dw.ptr, dy.as<float>(), T, N, K, N, nullptr); };
+  float ms = 0;
+  if (iters > 0)
+    ms = median_ms(launch, iters);
+  else
+    check(launch(), "gemm_ggml_tc");
+  check(cudaDeviceSynchronize(), "gemm_ggml_tc (sync)");
+  py::array_t<float> y({T, N});
+  dy.to_host(y.mutable_data());
+  return py::make_tuple(y, ms);
+}
+
 // Quantized rows [N, row_bytes] -> fp16 bits [N, K].
 py::array_t<uint16_t> run_dequant_f16(int type, ByteArray w, int K) {
   if (w.ndim() != 2) throw std::invalid_argument("w must be [N, row_bytes]");
@@ -503,6 +521,7 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
   m.def("kv_append", &run_kv_append, py::arg("x"), py::arg("format"), py::arg("capacity"), py::arg("pos0"));
   m.def("gemv", &run_gemv, py::arg("type"), py::arg("w"), py::arg("x"), py::arg("iters") = 0);
   m.def("gemm_f16", &run_gemm_f16, py::arg("x"), py::arg("w"), py::arg("iters") = 0);
+  m.def("gemm_ggml", &run_gemm_ggml, py::arg("type"), py::arg("x"), py::arg("w"), py::arg("iters") = 0);
   m.def("dequant_f16", &run_dequant_f16, py::arg("type"), py::arg("w"), py::arg("k"));
   m.def("rms_norm", &run_rms_norm, py::arg("x"), py::arg("w"), py::arg("eps"));
   m.def("rope", &run_rope, py::arg("x"), py::arg("n_heads"), py::arg("head_dim"), py::arg("n_rot"), py::arg("pos0"),

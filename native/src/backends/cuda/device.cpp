@@ -82,7 +82,6 @@ DeviceWeight WeightUploader::weight(const Weight& w) {
   if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::F16) {
     d.type = int(t);
     d.data.upload(w.data, w.row_stride * size_t(w.rows));  // rows are contiguous in the file
-    if (t != GgmlType::F16) max_quantized_elems = std::max(max_quantized_elems, size_t(w.rows * w.cols));
   } else {
     // Other types (F32, K-quants, BF16...) become fp16 rows at load; stats() counts them.
     const TypeTraits* tt = type_traits(uint32_t(t));
@@ -111,13 +110,7 @@ void Linear::run(const DeviceWeight& w, const float* x, int64_t T, float* y) {
   }
   half_in_.reserve(size_t(T) * K * 2);
   check(f32_to_f16(x, half_in_.as<half>(), T * K, nullptr), "f32_to_f16");
-  const half* wh = w.data.as<half>();
-  if (w.type != int(GgmlType::F16)) {
-    fp16_weight_.reserve(max_quantized_ * 2);
-    check(dequant_rows_f16(w.type, w.data.as<void>(), fp16_weight_.as<half>(), N, K, nullptr), "dequant_rows_f16");
-    wh = fp16_weight_.as<half>();
-  }
-  check(gemm_f16_tc(half_in_.as<half>(), wh, y, int(T), N, K, N, nullptr), "gemm_f16_tc");
+  check(gemm_ggml_tc(w.type, half_in_.as<half>(), w.data.as<void>(), y, int(T), N, K, N, nullptr), "gemm_ggml_tc");
 }
 
 }  // namespace pyrt::cuda

@@ -1,5 +1,5 @@
 // What every model on the GPU shares: device memory, linear weights uploaded from the mapped file,
-// and a linear layer's dispatch (GEMV for one row, tensor-core GEMM for more).
+// and a linear layer's dispatch (GEMV for a few rows, tensor-core GEMM for more).
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -45,8 +45,8 @@ class DeviceBuffer {
 };
 
 // A linear layer's weight on the device: Q8_0/Q4_0/Q4_1 blocks as stored (the decode GEMV reads
-// them; prefill converts them to fp16 rows for the tensor-core GEMM), F16 as stored, F32 rounded
-// to F16 (stats say how many).
+// them; the prefill GEMM dequantizes its tiles as it loads them), F16 as stored, F32 rounded to F16
+// (stats say how many).
 struct DeviceWeight {
   int type = 1;  // ggml type id: 1 F16, 8 Q8_0, 2 Q4_0, 3 Q4_1
   int64_t rows = 0, cols = 0;
@@ -60,25 +60,23 @@ void upload_embeddings(const Weight& table, const int32_t* ids, int64_t n, Devic
 struct WeightUploader {
   std::string path;  // for errors
   size_t device_bytes = 0;
-  int64_t converted_to_f16 = 0;    // weight elements of types without a GPU kernel (F32, K-quants...)
-  size_t max_quantized_elems = 0;  // the largest Q8_0/Q4_0/Q4_1 weight (prefill's fp16 scratch)
+  int64_t converted_to_f16 = 0;  // weight elements of types without a GPU kernel (F32, K-quants...)
   DeviceWeight weight(const Weight& w);
   // n floats times `scale` (norm weights; a logit scale folds into the final norm).
   DeviceBuffer floats(const float* x, int64_t n, float scale = 1.0f);
 };
 
 // y[T, w.rows] = x[T, w.cols] w^T: the dequantizing GEMV for up to kLinearGemvRows rows (fp32 activations;
-// at most two reads of the weights), else x in fp16 through the tensor-core GEMM (quantized weights
-// converted to fp16 rows per use).
+// at most two reads of the weights), else x in fp16 through the tensor-core GEMM (quantized tiles
+// dequantized in shared memory).
 constexpr int64_t kLinearGemvRows = 2 * kGemvMaxRows;
 class Linear {
  public:
-  explicit Linear(size_t max_quantized_elems = 0) : max_quantized_(max_quantized_elems) {}
+  Linear() = default;
   void run(const DeviceWeight& w, const float* x, int64_t T, float* y);
 
  private:
-  size_t max_quantized_;
-  DeviceBuffer half_in_, fp16_weight_;
+  DeviceBuffer half_in_;
 };
 
 }  // namespace pyrt::cuda

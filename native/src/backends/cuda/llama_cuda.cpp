@@ -1,9 +1,10 @@
 // Decoder-only Llama on the GPU (see llama_cuda.h). A pass over T tokens, every step a kernel from
-// kernels/: RMSNorm -> Q/K/V linears -> RoPE -> KV append (f16 or q8_0/q4_0 blocks) -> attention (FlashAttention over
-// the cache for T > 1, causal bottom-right so a later prompt sees everything cached; split-K decode attention for T =
-// 1) -> output linear + residual -> RMSNorm -> gate/up -> SwiGLU -> down + residual. Linears: the dequantizing GEMV for
-// one row, fp16 rows (converted per use from quantized weights) through the tensor-core GEMM for more. Embedding rows
-// are gathered on the host (one row per token).
+// kernels/: RMSNorm -> Q/K/V linears -> RoPE -> KV append (f16, q8_0/q4_0 blocks or KIVI) -> attention
+// (FlashAttention over the cache for T > 1, causal bottom-right so a later prompt sees everything
+// cached; split-K decode attention for T = 1, Lean Attention for a batch of sessions) -> output linear
+// + residual -> RMSNorm -> gate/up -> SwiGLU -> down + residual. Linears (device.h): the dequantizing
+// GEMV for up to 16 rows, the tensor-core GEMM (quantized tiles dequantized as they load) for more.
+// Embedding rows are gathered on the host (one row per token).
 #include "backends/cuda/llama_cuda.h"
 
 #include <algorithm>
@@ -63,11 +64,7 @@ KvFormat gpu_format(const KvSpec& s) {
 }  // namespace
 
 LlamaGpuSession::LlamaGpuSession(const LlamaGpuModel& m, int64_t n_ctx, const KvSpec& kv)
-    : m_(m),
-      n_ctx_(n_ctx),
-      kv_(gpu_format(kv)),
-      kv_row_bytes_(size_t(kv_row_bytes(kv_, m.w_.hp.head_dim))),
-      lin_(m.up_.max_quantized_elems) {
+    : m_(m), n_ctx_(n_ctx), kv_(gpu_format(kv)), kv_row_bytes_(size_t(kv_row_bytes(kv_, m.w_.hp.head_dim))), lin_() {
   const LlamaHparams& hp = m.w_.hp;
   if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30))
     fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");

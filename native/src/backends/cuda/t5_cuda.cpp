@@ -107,7 +107,7 @@ void T5GpuModel::encode_device(const int32_t* ids, const std::vector<int>& lengt
   upload_embeddings(w_.tok_embd_, ids, T, x);
   Pass p;
   p.reserve(w_, T);
-  Linear lin(up_.max_quantized_elems);
+  Linear lin;
   DeviceBuffer cu_dev, kh(size_t(T * w_.inner_) * 2), vh(size_t(T * w_.inner_) * 2);
   cu_dev.upload(cu.data(), cu.size() * sizeof(int));
   const std::vector<float> bias = bias_by_distance(w_.enc_bias_, w_.n_head_, max_len, max_len);
@@ -166,7 +166,7 @@ void T5GpuModel::encode_batch(const int32_t* ids, const std::vector<int>& length
       std::copy_n(&packed[size_t(row) * E], E, out + (b * size_t(max_len) + size_t(i)) * E);
 }
 
-T5GpuSession::T5GpuSession(const T5GpuModel& m, int64_t n_ctx) : m_(m), n_ctx_(n_ctx), lin_(m.up_.max_quantized_elems) {
+T5GpuSession::T5GpuSession(const T5GpuModel& m, int64_t n_ctx) : m_(m), n_ctx_(n_ctx), lin_() {
   if (n_ctx <= 0 || n_ctx > (int64_t(1) << 30))
     fail(ErrorCode::kInvalidArgument, "context size " + std::to_string(n_ctx) + " is out of range");
   const size_t bytes = size_t(m.w_.inner_) * size_t(n_ctx) * 2;
