@@ -371,30 +371,24 @@ int decode_auto_splits(KvFormat format, int B, int Hkv, int D, int max_len) {
 }
 
 namespace {
+template <KvFormat F, int D>
+cudaError_t launch_lean(const DecodeParams& p, const int* tile_prefix, int total_tiles, int n_ctas,
+                        cudaStream_t stream) {
+  PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, D>)(p, kv_row_bytes(F, D), tile_prefix, p.B * p.Hkv,
+                                                                     total_tiles, n_ctas);
+  return cudaGetLastError();
+}
+
 template <KvFormat F>
 cudaError_t launch_lean_format(const DecodeParams& p, const int* tile_prefix, int total_tiles, int n_ctas,
                                cudaStream_t stream) {
-  const int rb = kv_row_bytes(F, p.D), n_groups = p.B * p.Hkv;
   switch (p.D) {
-    case 64:
-      PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 64>)(p, rb, tile_prefix, n_groups, total_tiles,
-                                                                          n_ctas);
-      break;
-    case 80:
-      PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 80>)(p, rb, tile_prefix, n_groups, total_tiles,
-                                                                          n_ctas);
-      break;
-    case 96:
-      PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 96>)(p, rb, tile_prefix, n_groups, total_tiles,
-                                                                          n_ctas);
-      break;
-    case 128:
-      PYRT_LAUNCH(n_ctas, kThreads, 0, stream, decode_lean_kernel<F, 128>)(p, rb, tile_prefix, n_groups, total_tiles,
-                                                                           n_ctas);
-      break;
+    case 64: return launch_lean<F, 64>(p, tile_prefix, total_tiles, n_ctas, stream);
+    case 80: return launch_lean<F, 80>(p, tile_prefix, total_tiles, n_ctas, stream);
+    case 96: return launch_lean<F, 96>(p, tile_prefix, total_tiles, n_ctas, stream);
+    case 128: return launch_lean<F, 128>(p, tile_prefix, total_tiles, n_ctas, stream);
     default: return cudaErrorInvalidValue;
   }
-  return cudaGetLastError();
 }
 }  // namespace
 

@@ -338,6 +338,9 @@ class Model:
             return [out[i] for i in range(len(sessions))]
         return [s._feed([t], all_logits=False) for s, t in zip(sessions, toks)]
 
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        return self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+
     def generate(
         self,
         prompt: Prompt,
@@ -360,10 +363,9 @@ class Model:
         ``stop`` string (not included in the text) or ``max_new_tokens``. With ``stream=True``
         returns a :class:`Stream` of :class:`Chunk`; its ``completion`` is set when it ends.
         """
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         gen = Stream(
             self,
-            ids,
+            self._prompt_ids(prompt),
             _SamplingOptions(max_new_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, _stop_list(stop)),
         )
         if stream:
@@ -399,7 +401,7 @@ class Model:
         gens = [
             Stream(
                 self,
-                self.tokenize(p) if isinstance(p, str) else [int(i) for i in p],
+                self._prompt_ids(p),
                 _SamplingOptions(
                     max_new_tokens,
                     temperature,
