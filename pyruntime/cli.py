@@ -10,10 +10,11 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from pyruntime import registry
-from pyruntime.errors import PyruntimeError
+from pyruntime.errors import InvalidArgumentError, PyruntimeError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -108,12 +109,42 @@ def cmd_pull(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    if a.batch is not None:
+        return _run_batch(a)
     prompt = a.prompt
     if prompt is None:
         prompt = sys.stdin.read()
     model = _load(a)
     comp = _stream_out(model.generate(prompt, stream=True, **_sampling(a)))
     sys.stderr.write(_stats_line(comp.stats) + "\n")
+    return 0
+
+
+def _run_batch(a: argparse.Namespace) -> int:
+    """Every non-empty line of the --batch file is a prompt; all are generated together and each
+    completion is printed as one JSON line, in the file's order."""
+    if a.prompt is not None:
+        raise InvalidArgumentError("give either --prompt or --batch, not both")
+    try:
+        text = sys.stdin.read() if a.batch == "-" else Path(a.batch).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidArgumentError(f"--batch {a.batch}: cannot read prompts ({e})") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise InvalidArgumentError(f"--batch {a.batch}: no prompts (one per line)")
+    model = _load(a)
+    t0 = time.perf_counter()
+    completions = model.generate_batch([line for _, line in lines], **_sampling(a))
+    elapsed = time.perf_counter() - t0
+    for (n, _), c in zip(lines, completions):
+        row = {"line": n, "text": c.text, "tokens": len(c.token_ids), "finish_reason": c.stats["finish_reason"]}
+        sys.stdout.write(json.dumps(row) + "\n")
+    generated = sum(len(c.token_ids) for c in completions)
+    batched = sum(c.stats["batched_steps"] for c in completions)
+    sys.stderr.write(
+        f"[{len(lines)} prompts | generated {generated} tok in {elapsed:.2f} s, {generated / elapsed:.1f} tok/s | "
+        f"{batched} batched steps]\n"
+    )
     return 0
 
 
@@ -258,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="continue a prompt, streaming the text")
     _add_model_args(sp)
     sp.add_argument("-p", "--prompt", default=None, help="prompt text (default: read stdin)")
+    sp.add_argument(
+        "--batch",
+        default=None,
+        metavar="FILE",
+        help="one prompt per line of FILE ('-': stdin), generated together (batched steps on --device cuda); "
+        "one JSON line per prompt",
+    )
     _add_sampling_args(sp)
     sp.set_defaults(func=cmd_run)
 

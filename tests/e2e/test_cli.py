@@ -34,6 +34,38 @@ def test_run_streams_and_ends_with_stats(smollm2_path: Path) -> None:
     assert "generated 12 tok" in r.stderr and "tok/s" in r.stderr
 
 
+def test_run_batch_prints_a_json_line_per_prompt(smollm2_path: Path, tmp_path: Path) -> None:
+    """pyrt run --batch: every non-empty line a prompt, generated together; each line's completion is
+    what `pyrt run -p LINE` prints (greedy, CPU: the same steps)."""
+    prompts = ["Once upon a time", "", "The capital of France is", "1, 2, 3,"]
+    f = tmp_path / "prompts.txt"
+    f.write_text("\n".join(prompts) + "\n")
+    r = pyrt("run", "--batch", str(f), "-n", "6", "-t", "2")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["line"] for row in rows] == [1, 3, 4]
+    assert "3 prompts" in r.stderr and "tok/s" in r.stderr
+    for row in rows:
+        alone = pyrt("run", "-p", prompts[row["line"] - 1], "-n", "6", "-t", "2")
+        assert alone.returncode == 0, alone.stderr
+        assert alone.stdout.rstrip("\n") == row["text"] and row["tokens"] <= 6
+    assert pyrt("run", "--batch", "-", "-n", "2", input="hello\n").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "--batch", "/nonexistent/prompts.txt"], "--batch /nonexistent/prompts.txt: cannot read prompts"),
+        (["run", "--batch", "-", "-p", "hi"], "either --prompt or --batch"),
+    ],
+)
+def test_run_batch_bad_input(args: list[str], message: str) -> None:
+    r = pyrt(*args, input="\n\n")
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr
+    empty = pyrt("run", "--batch", "-", input="\n  \n")
+    assert empty.returncode == 1 and "no prompts" in empty.stderr
+
+
 def test_info_json(smollm2_path: Path) -> None:
     r = pyrt("info", "-m", str(smollm2_path), "--json")
     assert r.returncode == 0, r.stderr
