@@ -201,21 +201,33 @@ std::vector<float> rope_inv_freq(int n_rot, float base, const float* freq_factor
   return inv;
 }
 
-void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq,
-          RopeMode mode) {
+void rope_angles(float pos, const std::vector<float>& inv_freq, float* cos_out, float* sin_out) {
+  for (size_t i = 0; i < inv_freq.size(); ++i) {
+    const float theta = pos * inv_freq[i];
+    cos_out[i] = std::cos(theta), sin_out[i] = std::sin(theta);
+  }
+}
+
+void rope_with(float* x, int n_heads, int head_dim, int n_rot, const float* c, const float* s, RopeMode mode) {
   const int half = n_rot / 2;
   for (int i = 0; i < half; ++i) {
-    const float theta = pos * inv_freq[i];
-    const float c = std::cos(theta), s = std::sin(theta);
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + h * head_dim;
       const int a = mode == RopeMode::kNorm ? 2 * i : i;
       const int b = mode == RopeMode::kNorm ? 2 * i + 1 : i + half;
       const float x0 = v[a], x1 = v[b];
-      v[a] = x0 * c - x1 * s;
-      v[b] = x0 * s + x1 * c;
+      v[a] = x0 * c[i] - x1 * s[i];
+      v[b] = x0 * s[i] + x1 * c[i];
     }
   }
+}
+
+void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq,
+          RopeMode mode) {
+  thread_local std::vector<float> cs;
+  cs.resize(2 * inv_freq.size());
+  rope_angles(pos, inv_freq, cs.data(), cs.data() + inv_freq.size());
+  rope_with(x, n_heads, head_dim, n_rot, cs.data(), cs.data() + inv_freq.size(), mode);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n, ThreadPool* pool) {
@@ -277,8 +289,16 @@ void embed_tokens(const Weight& table, const int32_t* ids, int64_t n, float* out
     dequantize_row(table.type, table.data + ids[t] * table.row_stride, out + t * table.cols, table.cols);
 }
 
-void rms_norm_rows(const float* x, const float* w, float* out, int64_t T, int64_t n, float eps) {
-  for (int64_t t = 0; t < T; ++t) rms_norm(x + t * n, w, out + t * n, n, eps);
+void rms_norm_rows(const float* x, const float* w, float* out, int64_t T, int64_t n, float eps, ThreadPool* pool) {
+  constexpr int64_t kRowsPerTask = 32;
+  if (!pool || T <= kRowsPerTask) {
+    for (int64_t t = 0; t < T; ++t) rms_norm(x + t * n, w, out + t * n, n, eps);
+    return;
+  }
+  pool->run((T + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task) {
+    const int64_t t1 = std::min(T, (task + 1) * kRowsPerTask);
+    for (int64_t t = task * kRowsPerTask; t < t1; ++t) rms_norm(x + t * n, w, out + t * n, n, eps);
+  });
 }
 
 void linear(const Weight& w, const float* bias, const float* x, int64_t T, float* y, ThreadPool& pool) {

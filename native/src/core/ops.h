@@ -45,6 +45,10 @@ std::vector<float> rope_inv_freq(int n_rot, float base, const float* freq_factor
 enum class RopeMode { kNorm, kNeox };  // adjacent pairs (ggml NORM) vs rotate-half (NeoX)
 // Rotates each of n_heads vectors of head_dim in place for position `pos` (already scaled).
 void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq, RopeMode mode);
+// rope()'s angles for `pos`: cos / sin of pos * inv_freq[i] for every i, computed once for a token and
+// reused by its queries and keys in every layer; rope_with() rotates with them (the same bits as rope()).
+void rope_angles(float pos, const std::vector<float>& inv_freq, float* cos_out, float* sin_out);
+void rope_with(float* x, int n_heads, int head_dim, int n_rot, const float* c, const float* s, RopeMode mode);
 
 // gate = silu(gate) * up; split across the pool when given (SwiGLU over a whole prompt).
 void silu_mul(float* gate, const float* up, int64_t n, ThreadPool* pool = nullptr);
@@ -60,8 +64,9 @@ Activation activation_from_name(const std::string& name, const std::string& wher
 void check_token_ids(const int32_t* ids, int64_t n, int64_t n_vocab);
 // out[t] = row ids[t] of the embedding table (dequantized).
 void embed_tokens(const Weight& table, const int32_t* ids, int64_t n, float* out);
-// RMSNorm of T rows of n.
-void rms_norm_rows(const float* x, const float* w, float* out, int64_t T, int64_t n, float eps);
+// RMSNorm of T rows of n; rows split across the pool when given (each row's bits as alone).
+void rms_norm_rows(const float* x, const float* w, float* out, int64_t T, int64_t n, float eps,
+                   ThreadPool* pool = nullptr);
 // y[T, rows] = x @ W^T (+ bias).
 void linear(const Weight& w, const float* bias, const float* x, int64_t T, float* y, ThreadPool& pool);
 void add_inplace(float* x, const float* y, int64_t n);  // x += y

@@ -28,6 +28,10 @@ class LlamaModel;
 struct ChunkState {
   int64_t rows = 0, valid = 0, pos0 = 0;  // rows = valid tokens + padding
   std::vector<float> x, xn, q, k, v, att, gate, up, tmp;
+  // RoPE angles of the chunk's positions, [valid][cos n_rot/2, sin n_rot/2]: one sincos per token and
+  // pair for all layers. Valid for rope_pos0 / rope_n (a later chunk with other positions recomputes).
+  std::vector<float> rope_cs;
+  int64_t rope_pos0 = -1, rope_n = 0;
   enum Linear { kQ, kK, kV, kO, kGate, kUp, kDown, kLinears };
   NpuPlan::Scratch lin[kLinears];  // delegate outputs and shadow corrections per linear
 };
@@ -260,10 +264,27 @@ void LlamaSession::attention(ChunkState& cs, int il) {
   const LlamaHparams& hp = m_.hp;
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
-  for (int64_t t = 0; t < cs.valid; ++t) {
-    const float pos = static_cast<float>(cs.pos0 + t) * hp.rope_scale;
-    rope(&cs.q[t * q_dim], hp.n_head, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
-    rope(&cs.k[t * kv_dim], hp.n_head_kv, hp.head_dim, hp.n_rot, pos, m_.inv_freq, RopeMode::kNorm);
+  const int64_t half = int64_t(m_.inv_freq.size());
+  if (cs.rope_pos0 != cs.pos0 || cs.rope_n != cs.valid) {
+    cs.rope_cs.resize(size_t(cs.valid * 2 * half));
+    for (int64_t t = 0; t < cs.valid; ++t) {
+      float* c = &cs.rope_cs[size_t(t * 2 * half)];
+      rope_angles(static_cast<float>(cs.pos0 + t) * hp.rope_scale, m_.inv_freq, c, c + half);
+    }
+    cs.rope_pos0 = cs.pos0, cs.rope_n = cs.valid;
+  }
+  auto rotate = [&](int64_t t) {
+    const float* c = &cs.rope_cs[size_t(t * 2 * half)];
+    rope_with(&cs.q[t * q_dim], hp.n_head, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
+    rope_with(&cs.k[t * kv_dim], hp.n_head_kv, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
+  };
+  constexpr int64_t kTokensPerTask = 32;
+  if (cs.valid <= kTokensPerTask) {
+    for (int64_t t = 0; t < cs.valid; ++t) rotate(t);
+  } else {
+    m_.pool().run((cs.valid + kTokensPerTask - 1) / kTokensPerTask, [&](int64_t task) {
+      for (int64_t t = task * kTokensPerTask; t < std::min(cs.valid, (task + 1) * kTokensPerTask); ++t) rotate(t);
+    });
   }
   cache_.store(il, cs.pos0, cs.valid, cs.k.data(), cs.v.data());
   attend_causal(cache_, il, cs.q.data(), cs.pos0, cs.valid, AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim},
@@ -275,7 +296,7 @@ void LlamaSession::attention(ChunkState& cs, int il) {
 void LlamaSession::after_attention(ChunkState& cs, int il) const {
   const int64_t E = m_.hp.n_embd;
   add_inplace(cs.x.data(), cs.tmp.data(), cs.rows * E);
-  rms_norm_rows(cs.x.data(), m_.layers[il].ffn_norm, cs.xn.data(), cs.rows, E, m_.hp.eps);
+  rms_norm_rows(cs.x.data(), m_.layers[il].ffn_norm, cs.xn.data(), cs.rows, E, m_.hp.eps, &m_.pool());
 }
 
 void LlamaSession::after_ffn(ChunkState& cs) const {
@@ -294,7 +315,7 @@ void LlamaSession::forward_cpu(ChunkState& cs, int64_t keep_from) {
   const LlamaHparams& hp = m_.hp;
   for (int il = 0; il < hp.n_layer; ++il) {
     const LlamaLayer& L = m_.layers[il];
-    rms_norm_rows(cs.x.data(), L.attn_norm, cs.xn.data(), cs.rows, hp.n_embd, hp.eps);
+    rms_norm_rows(cs.x.data(), L.attn_norm, cs.xn.data(), cs.rows, hp.n_embd, hp.eps, &m_.pool());
     linear_cpu_shared({&L.wq, &L.wk, &L.wv}, cs, cs.xn.data(), {cs.q.data(), cs.k.data(), cs.v.data()});
     attention(cs, il);
     // The last layer's output projection and FFN for the rows the head reads only (as llama.cpp does):
