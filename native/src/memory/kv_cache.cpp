@@ -148,7 +148,10 @@ void attend(const KvStore& K, const KvStore& V, const float* q, int64_t q_pos0, 
     const int64_t n_blocks = (T + kBlockQueries - 1) / kBlockQueries;
     pool.run(n_blocks * s.n_kv_heads, [&](int64_t task) {
       thread_local std::vector<float> sc;
-      const int64_t t0 = (task / s.n_kv_heads) * kBlockQueries, nt = std::min(kBlockQueries, T - t0);
+      // Last blocks first: with a causal mask they read the most keys, and the pool hands tasks out in
+      // order, so the long ones start early and the short ones fill the gaps at the end.
+      const int64_t block = opt.causal ? n_blocks - 1 - task / s.n_kv_heads : task / s.n_kv_heads;
+      const int64_t t0 = block * kBlockQueries, nt = std::min(kBlockQueries, T - t0);
       const int g = static_cast<int>(task % s.n_kv_heads);
       int64_t n_of[kBlockQueries];
       for (int64_t r = 0; r < nt; ++r)
