@@ -320,21 +320,32 @@ class Model:
             return [out[i] for i in range(len(sessions))]
         return [s._feed(ids, all_logits=False) for s, ids in zip(sessions, id_lists)]
 
+    def _batches_decode(self) -> bool:
+        """Whether :meth:`decode` runs several sessions as one step (rather than one after the other)."""
+        if self._gpu is not None:
+            return hasattr(self._gpu, "decode_batch")
+        return bool(self._m.batches_decode)
+
     def decode(self, sessions: Sequence[Session], tokens: Sequence[int]) -> list[np.ndarray]:
         """Feed one token to each session (one decode step of several conversations); returns each
         session's logits.
 
-        With ``device="cuda"`` (Llama family, one KV format across the sessions) this is one batched
-        step: every weight is read once for up to 8 sessions, each token goes to its own cache and
-        one Lean Attention launch (stream-K) covers the caches however ragged their lengths.
-        Elsewhere the sessions are fed one after the other."""
+        Llama-family models run it as one batched step: every linear over the sessions' rows (each
+        weight read once for all of them on the CPU, for up to 8 at a time on the GPU), each token
+        into its own session's cache; on ``device="cuda"`` one Lean Attention launch (stream-K)
+        covers the caches however ragged their lengths. Other architectures feed the sessions one
+        after the other. On the CPU with quantized weights each session gets the bits of its own
+        ``feed``; elsewhere it is within the kernels' rounding."""
         if len(sessions) != len(tokens):
             raise InvalidArgumentError(f"{len(sessions)} sessions but {len(tokens)} tokens")
         if any(s._model is not self for s in sessions):
             raise InvalidArgumentError("every session must come from this model")
         toks = _id_list(tokens)
-        if self._gpu is not None and hasattr(self._gpu, "decode_batch") and sessions:
-            out = self._gpu.decode_batch([s._s for s in sessions], toks)
+        if not sessions:
+            return []
+        native = self._gpu if self._gpu is not None else self._m
+        if hasattr(native, "decode_batch"):
+            out = native.decode_batch([s._s for s in sessions], toks)
             return [out[i] for i in range(len(sessions))]
         return [s._feed([t], all_logits=False) for s, t in zip(sessions, toks)]
 
@@ -443,7 +454,7 @@ class Model:
             if steps:
                 out = self.decode([gens[i]._session for i in steps], [feeds[i].ids[0] for i in steps])
                 replies_now.update(zip(steps, out))
-                if len(steps) > 1 and self._gpu is not None and hasattr(self._gpu, "decode_batch"):
+                if len(steps) > 1 and self._batches_decode():
                     for i in steps:
                         gens[i]._batched_steps += 1
             for i in rest:

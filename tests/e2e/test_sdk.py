@@ -95,9 +95,10 @@ def test_sampling_seed_reproducible(model: pyruntime.Model) -> None:
 
 
 def test_generate_batch_equals_each_prompt_alone(model: pyruntime.Model) -> None:
-    """generate_batch drives every generation's steps together (on the CPU one after the other, so the
-    tokens are exactly generate()'s): prompts of different lengths, one stopping early at a stop
-    string, one at max_new_tokens, seeded sampling with seed + i."""
+    """generate_batch drives every generation's steps together (the CPU's batched decode step gives each
+    session its own feed's bits with this Q4_1 model, so the tokens are exactly generate()'s): prompts
+    of different lengths, one stopping early at a stop string, one at max_new_tokens, seeded sampling
+    with seed + i."""
     prompts = ["One, two, three,", "The capital of France is", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
     for kw in (dict(max_new_tokens=12), dict(max_new_tokens=10, temperature=0.8, top_k=20, seed=3)):
         got = model.generate_batch(prompts, stop=[" four"], **kw)  # type: ignore[arg-type]
@@ -108,7 +109,7 @@ def test_generate_batch_equals_each_prompt_alone(model: pyruntime.Model) -> None
             assert isinstance(want, pyruntime.Completion)
             assert c.token_ids == want.token_ids and c.text == want.text
             assert c.stats["finish_reason"] == want.stats["finish_reason"]
-            assert c.stats["batched_steps"] == 0  # the CPU feeds each session in turn
+        assert any(c.stats["batched_steps"] > 0 for c in got)  # decode steps ran as one batched pass
     assert model.generate_batch([]) == []
     with pytest.raises(TokenOutOfRangeError):
         model.generate_batch(["fine", [model.vocab_size]])

@@ -85,6 +85,12 @@ class Model {
   // The W8A8 graphs handed to the delegate (empty without one): what an exporter writes out.
   virtual std::vector<W8A8Graph> delegate_graphs() const { return {}; }
   virtual void encode(const int32_t* ids, int64_t n, float* out) const;
+  // One decode step of several sessions of this model, one token each: logits [n, vocab_size()].
+  // Architectures that batch it (Llama) run each linear once over the n rows, reading every weight once
+  // for all of them; the default feeds the sessions one after the other. Checks happen before any
+  // session is fed (same model, no session twice, room in each context, token ids).
+  virtual void decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits);
+  virtual bool batches_decode() const { return false; }  // whether decode_batch is one batched step
   virtual int32_t decoder_start_token() const { return -1; }
 
   // Speech encoder-decoders (Whisper): input sample rate (0: not a speech model), features of mono PCM
@@ -104,6 +110,8 @@ class Model {
   ThreadPool& pool() const { return *pool_; }
 
  protected:
+  // decode_batch's checks, shared by the architectures that override it.
+  void check_decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens) const;
   Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts);
   std::string arch_;
   std::shared_ptr<GgufFile> file_;

@@ -74,6 +74,9 @@ namespace {
 // panel) x 96 tokens (a multiple of the 3-token register tile) keep the activation blocks in L2 while
 // rows stream.
 constexpr int64_t kRowsPerTask = 16, kTileRows = 16, kTileTokens = 96;
+// Fewer tokens than this (decode steps, a batch of sessions' steps) take the GEMV straight from the mapped
+// rows, every token against each 8-row panel while it is in L1; more take the packed prefill tiles.
+constexpr int64_t kGemvMaxTokens = 8;
 
 // One weight's share of a matmul: `n_tasks` independent tasks over its rows.
 struct MatmulPart {
@@ -91,7 +94,7 @@ MatmulPart plan_matmul(const cpu::KernelTable& k, const Weight& w, const float* 
   const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
   if (xq) {  // integer dots of the mapped rows against the 8-bit activation blocks
     const int64_t nb = K / 32;
-    if (T < 4) {
+    if (T < kGemvMaxTokens) {
       return {chunks, [&k, &w, xq, T, y, N, K, rows_per_chunk](int64_t c) {
                 const int64_t r0 = c * rows_per_chunk, r1 = std::min(N, r0 + rows_per_chunk);
                 if (r0 < r1) k.gemm_q8a(w.type, w.data + r0 * w.row_stride, w.row_stride, r1 - r0, xq, T, K, y + r0, N);

@@ -48,8 +48,12 @@ class LlamaSession : public Session {
   void set_linear_observer(LinearObserver obs) override { observer_ = std::move(obs); }
   std::vector<float> cached_rows(int layer, bool keys) const override;
   std::string prefill_trace_json() const override { return trace_json_; }
+  // LlamaModel::decode_batch: one decode step of these sessions of one model, every linear over their
+  // rows at once (each weight read once for all), attention per session over its own cache.
+  static void decode_batch(const std::vector<LlamaSession*>& sessions, const int32_t* tokens, float* logits);
 
  private:
+  friend class LlamaModel;
   // Block stages on one chunk. Rows past `valid` pad a static-shape chunk: they go through the
   // position-wise ops but never reach attention or the KV cache.
   void prepare(ChunkState& cs, const int32_t* ids, int64_t rows, int64_t valid, int64_t pos0) const;
@@ -74,7 +78,7 @@ class LlamaSession : public Session {
   int64_t n_ctx_, n_past_ = 0;
   KvCache cache_;
   double compute_s_ = 0;
-  int64_t tokens_fed_ = 0, calls_ = 0, cpu_passes_ = 0;
+  int64_t tokens_fed_ = 0, calls_ = 0, cpu_passes_ = 0, batched_decodes_ = 0;
   LinearObserver observer_;
   PlacementCounters placement_;
   std::map<std::string, double> latency_s_;  // profiled task latencies (scheduler priorities)
@@ -95,6 +99,8 @@ class LlamaModel : public Model, public LlamaWeights {
   bool supports_chunked_prefill() const override { return true; }
   std::string delegate_runs_on() const override { return npu ? npu->runs_on() : ""; }
   std::vector<W8A8Graph> delegate_graphs() const override { return npu ? npu->graphs() : std::vector<W8A8Graph>{}; }
+  void decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) override;
+  bool batches_decode() const override { return true; }
 
   KvSpec kv_k, kv_v;
   std::unique_ptr<NpuPlan> npu;  // prefill linears on a delegate (PrefillOptions::delegate)
@@ -150,6 +156,7 @@ std::map<std::string, double> LlamaSession::stats() const {
                                     {"feed_calls", double(calls_)},
                                     {"compute_s", compute_s_},
                                     {"cpu_passes", double(cpu_passes_)},
+                                    {"batched_decodes", double(batched_decodes_)},
                                     {"threads", double(m_.pool().size())}};
   placement_.add_to(out, m_.npu ? m_.npu->delegate_name() : "");
   if (m_.npu) {
@@ -335,6 +342,74 @@ void LlamaSession::forward_cpu(ChunkState& cs, int64_t keep_from) {
     silu_mul(cs.gate.data(), cs.up.data(), cs.rows * hp.n_ff, &m_.pool());
     linear_cpu(L.w_down, cs, cs.gate.data(), cs.tmp.data());
     after_ffn(cs);
+  }
+}
+
+void LlamaModel::decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) {
+  check_decode_batch(sessions, tokens);
+  std::vector<LlamaSession*> ls;
+  for (size_t b = 0; b < sessions.size(); ++b) {
+    auto* s = dynamic_cast<LlamaSession*>(sessions[b]);
+    if (!s || &s->m_ != this) {
+      fail(ErrorCode::kInvalidArgument, "decode_batch: session " + std::to_string(b) + " comes from another model");
+    }
+    ls.push_back(s);
+  }
+  if (ls.size() == 1) return ls[0]->feed(tokens, 1, logits, false);  // alone, its heads use the whole pool
+  LlamaSession::decode_batch(ls, tokens, logits);
+}
+
+void LlamaSession::decode_batch(const std::vector<LlamaSession*>& ss, const int32_t* tokens, float* logits) {
+  LlamaSession& s0 = *ss[0];
+  const LlamaModel& m = s0.m_;
+  const LlamaHparams& hp = m.hp;
+  const int64_t B = int64_t(ss.size()), half = int64_t(m.inv_freq.size());
+  const int64_t q_dim = int64_t(hp.n_head) * hp.head_dim, kv_dim = int64_t(hp.n_head_kv) * hp.head_dim;
+  const auto t0 = std::chrono::steady_clock::now();
+  ChunkState cs;
+  s0.prepare(cs, tokens, B, B, 0);  // rows are sessions: each row's position is its session's n_past
+  std::vector<float> angles(size_t(B * 2 * half));
+  for (int64_t b = 0; b < B; ++b) {
+    rope_angles(static_cast<float>(ss[b]->n_past_) * hp.rope_scale, m.inv_freq, &angles[size_t(b * 2 * half)],
+                &angles[size_t(b * 2 * half + half)]);
+  }
+  try {
+    for (int il = 0; il < hp.n_layer; ++il) {
+      const LlamaLayer& L = m.layers[il];
+      rms_norm_rows(cs.x.data(), L.attn_norm, cs.xn.data(), B, hp.n_embd, hp.eps, &m.pool());
+      s0.linear_cpu_shared({&L.wq, &L.wk, &L.wv}, cs, cs.xn.data(), {cs.q.data(), cs.k.data(), cs.v.data()});
+      const auto ta = std::chrono::steady_clock::now();
+      // Each row into its own session's cache, attending to it alone: one pool job for all sessions
+      // (a task per session, its heads inline), not one handoff per session.
+      m.pool().run(B, [&](int64_t b) {
+        thread_local ThreadPool inline_pool(1);  // no workers: runs the heads on this thread
+        LlamaSession& s = *ss[b];
+        const float* c = &angles[size_t(b * 2 * half)];
+        float *q = &cs.q[b * q_dim], *k = &cs.k[b * kv_dim];
+        rope_with(q, hp.n_head, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
+        rope_with(k, hp.n_head_kv, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
+        s.cache_.store(il, s.n_past_, 1, k, &cs.v[b * kv_dim]);
+        attend_causal(s.cache_, il, q, s.n_past_, 1, AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim},
+                      &cs.att[b * q_dim], inline_pool);
+        s.cache_.finish_step(il);
+      });
+      s0.placement_.cpu_attention_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count();
+      s0.linear_cpu(L.wo, cs, cs.att.data(), cs.tmp.data());
+      s0.after_attention(cs, il);
+      s0.linear_cpu_shared({&L.w_gate, &L.w_up}, cs, cs.xn.data(), {cs.gate.data(), cs.up.data()});
+      silu_mul(cs.gate.data(), cs.up.data(), B * hp.n_ff, &m.pool());
+      s0.linear_cpu(L.w_down, cs, cs.gate.data(), cs.tmp.data());
+      s0.after_ffn(cs);
+    }
+    s0.head(cs, logits, true);
+  } catch (...) {
+    for (LlamaSession* s : ss) s->reset();  // caches may hold part of the step (as feed() does)
+    throw;
+  }
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (LlamaSession* s : ss) {
+    ++s->n_past_, ++s->tokens_fed_, ++s->calls_, ++s->batched_decodes_;
+    s->compute_s_ += dt / double(B);  // the step is shared: each session gets its share of the time
   }
 }
 

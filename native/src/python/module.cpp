@@ -812,6 +812,24 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("samples"), py::arg("thresholds"), "Per input channel: how often |x| exceeded the linear's threshold")
       .def("new_session", &Model::new_session, py::arg("n_ctx") = 0, py::keep_alive<0, 1>())
+      .def(
+          "decode_batch",
+          [](Model& mm, std::vector<Session*> sessions, std::vector<int32_t> tokens) {
+            if (tokens.size() != sessions.size()) {
+              throw Error(ErrorCode::kInvalidArgument, std::to_string(sessions.size()) + " sessions but " +
+                                                           std::to_string(tokens.size()) + " tokens");
+            }
+            py::array_t<float> out(
+                {static_cast<py::ssize_t>(sessions.size()), static_cast<py::ssize_t>(mm.vocab_size())});
+            float* dst = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              mm.decode_batch(sessions, tokens.data(), dst);
+            }
+            return out;
+          },
+          py::arg("sessions"), py::arg("tokens"), "One decode step of several sessions: logits [n, vocab]")
+      .def_property_readonly("batches_decode", &Model::batches_decode)
       .def_property_readonly("architecture", &Model::architecture)
       .def_property_readonly("vocab_size", &Model::vocab_size)
       .def_property_readonly("context_length", &Model::context_length)

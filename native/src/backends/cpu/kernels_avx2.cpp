@@ -653,7 +653,7 @@ inline void panel_tile(const Panel& panel, int64_t nb, const BlockQ8A* const xs[
 template <GgmlType kType>
 void gemm_q8a_t(const uint8_t* rows, size_t row_stride, int64_t n_rows, const BlockQ8A* x, int64_t n_tok, int64_t K,
                 float* y, int64_t ldy) {
-  if (n_tok < 4) return gemv_q8a<kType>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
+  if (n_tok < 8) return gemv_q8a<kType>(rows, row_stride, n_rows, x, n_tok, K, y, ldy);
   constexpr int kTok = 3;  // 16 x 3: 6 int16 sums + 6 float sums + 2 weight registers + 1 broadcast
   const int64_t nb = K / 32;
   thread_local Panel panel;
