@@ -192,3 +192,21 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def assert_decode_batch_checks(model: Any, other_model: Any, full: Any, part: Any, vocab: int) -> None:
+    """Model.decode's refusals, all before anything is fed: `full` is a session of `model` with its
+    context (8) full, `part` one of `model` with 3 tokens, `other_model` another model of the same file."""
+    import pyruntime as pr
+
+    with pytest.raises(pr.ContextOverflowError, match="session 0: one more token after 8 overflows the context of 8"):
+        model.decode([full, part], [1, 2])
+    with pytest.raises(pr.InvalidArgumentError, match="session 1 is session 0 again"):
+        model.decode([part, part], [1, 2])
+    with pytest.raises(pr.TokenOutOfRangeError, match="outside the vocabulary"):
+        model.decode([part], [vocab])
+    with pytest.raises(pr.InvalidArgumentError, match="2 sessions but 1 tokens"):
+        model.decode([full, part], [1])
+    with pytest.raises(pr.InvalidArgumentError, match="every session must come from this model"):
+        model.decode([part, other_model.session()], [1, 2])
+    assert full.n_past == 8 and part.n_past == 3 and model.decode([], []) == []

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import pyruntime as pr
+from tests.conftest import assert_decode_batch_checks
 
 VOCAB = 384
 
@@ -63,13 +64,4 @@ def test_batched_decode_checks_before_feeding(hf_dir: Path, convert: Callable[..
     a, b = model.session(), model.session()
     a.feed(prompt(8, seed=1))
     b.feed(prompt(3, seed=2))
-    with pytest.raises(pr.ContextOverflowError, match="session 0: one more token after 8 overflows the context of 8"):
-        model.decode([a, b], [1, 2])
-    with pytest.raises(pr.InvalidArgumentError, match="session 1 is session 0 again"):
-        model.decode([b, b], [1, 2])
-    with pytest.raises(pr.TokenOutOfRangeError, match="outside the vocabulary"):
-        model.decode([b], [VOCAB])
-    other = pr.load(path, threads=2, context=8).session()
-    with pytest.raises(pr.InvalidArgumentError, match="every session must come from this model"):
-        model.decode([b, other], [1, 2])
-    assert a.n_past == 8 and b.n_past == 3 and model.decode([], []) == []
+    assert_decode_batch_checks(model, pr.load(path, threads=2, context=8), a, b, VOCAB)
