@@ -65,3 +65,42 @@ def test_batched_decode_checks_before_feeding(hf_dir: Path, convert: Callable[..
     a.feed(prompt(8, seed=1))
     b.feed(prompt(3, seed=2))
     assert_decode_batch_checks(model, pr.load(path, threads=2, context=8), a, b, VOCAB)
+
+
+@pytest.mark.parametrize("quant,kv", [("q8_0", "f16"), ("q4_0", "q8_0")])
+def test_encoder_decoder_batched_decode_equals_each_session_alone(
+    tmp_path: Path, convert: Callable[..., Path], quant: str, kv: str
+) -> None:
+    """T5: a batched step runs the decoder's linears once over the sessions' rows, self-attention over
+    each session's own cache (its own relative-position bias) and cross-attention over its own encoder
+    output; quantized weights: each session gets exactly its own feed's bits. Sessions without an
+    encoder input are refused."""
+    from tests.parity.test_t5_hf import _make_t5
+
+    hf = tmp_path / "t5"
+    _make_t5(hf, seed=3, vocab_size=320, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4)
+    model = pr.load(convert(hf, tmp_path / "t5.gguf", quant), threads=2, kv_cache=kv, context=64)
+    assert model._batches_decode()
+    inputs = [[5, 17, 99, 3], [250, 7, 8, 9, 10, 11, 12, 13, 14, 2], [42]]
+    prefixes = [[0, 5, 6], [0], [0, 9, 9, 9, 9, 9]]  # decoder tokens fed before the batched steps
+    batched = [model.session() for _ in inputs]
+    alone = [model.session() for _ in inputs]
+    for group in (batched, alone):
+        for s, ids, pre in zip(group, inputs, prefixes):
+            s.set_encoder(ids)
+            s.feed(pre)
+    rng = np.random.default_rng(4)
+    for step in range(3):
+        toks = [int(t) for t in rng.integers(2, 320, len(inputs))]
+        got = model.decode(batched, toks)
+        for i, tok in enumerate(toks):
+            np.testing.assert_array_equal(got[i], alone[i].feed([tok])[0], err_msg=f"step {step} session {i}")
+    assert [s.stats()["batched_decodes"] for s in batched] == [3, 3, 3]
+    assert [s.n_past for s in batched] == [len(p) + 3 for p in prefixes]
+    fresh = model.session()
+    with pytest.raises(pr.InvalidArgumentError, match="session 1 has no encoder input"):
+        model.decode([batched[0], fresh], [1, 2])
+    together = model.generate_batch(inputs, max_new_tokens=5)  # each encodes once, decodes in one batch
+    for ids, c in zip(inputs, together):
+        want = model.generate(ids, max_new_tokens=5)
+        assert isinstance(want, pr.Completion) and c.token_ids == want.token_ids

@@ -21,6 +21,9 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
   // Runs fn(i) for every i in [0, n); returns when all are done. Rethrows the first exception.
   void run(int64_t n, const std::function<void(int64_t)>& fn);
+  // This thread's pool without workers: run() executes inline. For work that takes a pool but already
+  // runs inside another pool's task (a pool's run() must not be re-entered from its own tasks).
+  static ThreadPool& inline_pool();
 
  private:
   void worker_loop(uint64_t seen);

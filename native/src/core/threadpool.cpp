@@ -16,6 +16,11 @@ ThreadPool::ThreadPool(int n_threads) {
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(0); });
 }
 
+ThreadPool& ThreadPool::inline_pool() {
+  thread_local ThreadPool pool(1);
+  return pool;
+}
+
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lk(mu_);

@@ -71,6 +71,13 @@ class EncDecSession : public Session {
     st_.self.clear();
     st_.n_past = 0;
   }
+  // A decode step run for this session by EncDecModel::decode_batch (its share of the shared time).
+  void account_step(double seconds) {
+    ++st_.n_past, ++tokens_fed_, ++calls_, ++batched_steps_;
+    decode_s_ += seconds;
+  }
+  const EncDecModel& model() const { return m_; }
+  DecoderState& state() { return st_; }
   int64_t n_past() const override { return st_.n_past; }
   int64_t n_ctx() const override { return n_ctx_; }
   int64_t encoder_length() const override { return st_.encoder_length < 0 ? 0 : st_.encoder_length; }
@@ -88,6 +95,7 @@ class EncDecSession : public Session {
             {"cross_kv_s", cross_s_},
             {"compute_s", decode_s_},
             {"cross_kv_computations", double(cross_computations_)},
+            {"batched_decodes", double(batched_steps_)},
             {"threads", double(m_.pool().size())}};
   }
 
@@ -100,7 +108,7 @@ class EncDecSession : public Session {
   std::unique_ptr<DecoderState> state_;
   DecoderState& st_;
   double encode_s_ = 0, cross_s_ = 0, decode_s_ = 0;
-  int64_t tokens_fed_ = 0, calls_ = 0, cross_computations_ = 0;
+  int64_t tokens_fed_ = 0, calls_ = 0, cross_computations_ = 0, batched_steps_ = 0;
 };
 
 }  // namespace
@@ -108,6 +116,36 @@ class EncDecSession : public Session {
 EncDecModel::EncDecModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts) : Model(std::move(f), opts) {
   kv_k_ = parse_kv_spec(opts_.kv_k);
   kv_v_ = parse_kv_spec(opts_.kv_v);
+}
+
+void EncDecModel::decode_steps(const std::vector<DecoderState*>& states, const int32_t* ids, float* logits) const {
+  for (size_t b = 0; b < states.size(); ++b) decode(*states[b], ids + b, 1, logits + b * vocab_size(), false);
+}
+
+void EncDecModel::decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) {
+  check_decode_batch(sessions, tokens);
+  std::vector<EncDecSession*> es;
+  std::vector<DecoderState*> states;
+  for (size_t b = 0; b < sessions.size(); ++b) {
+    auto* s = dynamic_cast<EncDecSession*>(sessions[b]);
+    const std::string who = "decode_batch: session " + std::to_string(b);
+    if (!s || &s->model() != this) fail(ErrorCode::kInvalidArgument, who + " comes from another model");
+    if (s->state().encoder_length < 0) {
+      fail(ErrorCode::kInvalidArgument, who + " has no encoder input: set it before feeding decoder tokens");
+    }
+    es.push_back(s);
+    states.push_back(&s->state());
+  }
+  if (es.size() == 1) return es[0]->feed(tokens, 1, logits, false);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    decode_steps(states, tokens, logits);
+  } catch (...) {
+    for (EncDecSession* s : es) s->reset();  // a cache holding part of the step would disagree with n_past
+    throw;
+  }
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (EncDecSession* s : es) s->account_step(dt / double(es.size()));
 }
 
 std::unique_ptr<Session> EncDecModel::new_session(int64_t n_ctx) {

@@ -33,6 +33,14 @@ class EncDecModel : public Model {
   virtual void cross_kv(int layer, const float* states, int64_t n, float* k, float* v) const = 0;
   // Feeds T decoder tokens at positions st.n_past.. (the session checked ids and context).
   virtual void decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const = 0;
+  // One decoder step of several states, ids[b] at states[b]->n_past (checked; n_past is advanced by the
+  // caller): logits [n, vocab]. The default runs decode() per state; architectures that override it
+  // (and batches_decode_steps) run each linear once over the n rows.
+  virtual void decode_steps(const std::vector<DecoderState*>& states, const int32_t* ids, float* logits) const;
+  virtual bool batches_decode_steps() const { return false; }
+  // Model::decode_batch for encoder-decoder sessions (each needs its encoder input set).
+  void decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) override;
+  bool batches_decode() const override { return batches_decode_steps(); }
 
   std::unique_ptr<DecoderState> new_decoder_state() const {
     return std::make_unique<DecoderState>(n_dec_layers_, self_kv_heads_, self_head_dim_, cross_kv_heads_,

@@ -382,7 +382,6 @@ void LlamaSession::decode_batch(const std::vector<LlamaSession*>& ss, const int3
       // Each row into its own session's cache, attending to it alone: one pool job for all sessions
       // (a task per session, its heads inline), not one handoff per session.
       m.pool().run(B, [&](int64_t b) {
-        thread_local ThreadPool inline_pool(1);  // no workers: runs the heads on this thread
         LlamaSession& s = *ss[b];
         const float* c = &angles[size_t(b * 2 * half)];
         float *q = &cs.q[b * q_dim], *k = &cs.k[b * kv_dim];
@@ -390,7 +389,7 @@ void LlamaSession::decode_batch(const std::vector<LlamaSession*>& ss, const int3
         rope_with(k, hp.n_head_kv, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
         s.cache_.store(il, s.n_past_, 1, k, &cs.v[b * kv_dim]);
         attend_causal(s.cache_, il, q, s.n_past_, 1, AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim},
-                      &cs.att[b * q_dim], inline_pool);
+                      &cs.att[b * q_dim], ThreadPool::inline_pool());
         s.cache_.finish_step(il);
       });
       s0.placement_.cpu_attention_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count();

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "core/ops.h"
 #include "models/encdec.h"
@@ -37,9 +38,18 @@ class T5Model : public EncDecModel, public T5Weights {
   void encode(const int32_t* ids, int64_t n, float* out) const override;
   void cross_kv(int layer, const float* states, int64_t n, float* k, float* v) const override;
   void decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const override;
+  void decode_steps(const std::vector<DecoderState*>& states, const int32_t* ids, float* logits) const override;
+  bool batches_decode_steps() const override { return true; }
 
  private:
   void ffn(const T5Layer& L, const float* xn, int64_t T, float* out) const;
+  // The decoder over T rows of ids: every linear over all rows; each layer's self-attention (q, k, v
+  // rows in, attention rows out) and cross-attention (q rows in) through the callbacks, which know
+  // whose caches the rows belong to; logits of rows [first, T).
+  using SelfAttend = std::function<void(int layer, const float* q, const float* k, const float* v, float* att)>;
+  using CrossAttend = std::function<void(int layer, const float* q, float* att)>;
+  void run_decoder(const int32_t* ids, int64_t T, const SelfAttend& self_attend, const CrossAttend& cross_attend,
+                   float* logits, int64_t first) const;
 };
 
 T5Model::T5Model(std::shared_ptr<GgufFile> f, const ModelOptions& opts)
@@ -94,13 +104,9 @@ void T5Model::cross_kv(int layer, const float* states, int64_t n, float* k, floa
   matmul(dec_[layer].cross.v, states, n, v, pool());
 }
 
-void T5Model::decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const {
+void T5Model::run_decoder(const int32_t* ids, int64_t T, const SelfAttend& self_attend, const CrossAttend& cross_attend,
+                          float* logits, int64_t first) const {
   ThreadPool& tp = pool();
-  const AttentionShape shape{n_head_, n_head_, d_kv_};
-  const AttentionOptions self_opt = bias_options(dec_bias_, true);
-  AttentionOptions cross_opt;
-  cross_opt.scale = 1.0f;
-  cross_opt.causal = false;
   std::vector<float> x(T * E_), xn(T * E_), q(T * inner_), k(T * inner_), v(T * inner_), att(T * inner_), tmp(T * E_);
   embed_tokens(tok_embd_, ids, T, x.data());
   for (size_t il = 0; il < dec_.size(); ++il) {
@@ -110,17 +116,13 @@ void T5Model::decode(DecoderState& st, const int32_t* ids, int64_t T, float* log
     matmul(L.self.q, xn.data(), T, q.data(), tp);
     matmul(L.self.k, xn.data(), T, k.data(), tp);
     matmul(L.self.v, xn.data(), T, v.data(), tp);
-    st.self.store(layer, st.n_past, T, k.data(), v.data());
-    attend(st.self.keys(layer), st.self.values(layer), q.data(), st.n_past, T, st.n_past + T, shape, self_opt,
-           att.data(), tp);
-    st.self.finish_step(layer);
+    self_attend(layer, q.data(), k.data(), v.data(), att.data());
     matmul(L.self.o, att.data(), T, tmp.data(), tp);
     add_inplace(x.data(), tmp.data(), T * E_);
 
     rms_norm_rows(x.data(), L.cross_norm, xn.data(), T, E_, eps_);
     matmul(L.cross.q, xn.data(), T, q.data(), tp);
-    attend(st.cross.keys(layer), st.cross.values(layer), q.data(), 0, T, st.encoder_length, shape, cross_opt,
-           att.data(), tp);
+    cross_attend(layer, q.data(), att.data());
     matmul(L.cross.o, att.data(), T, tmp.data(), tp);
     add_inplace(x.data(), tmp.data(), T * E_);
 
@@ -128,12 +130,63 @@ void T5Model::decode(DecoderState& st, const int32_t* ids, int64_t T, float* log
     ffn(L, xn.data(), T, tmp.data());
     add_inplace(x.data(), tmp.data(), T * E_);
   }
-  const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
+  const int64_t n_out = T - first;
   rms_norm_rows(x.data() + first * E_, dec_norm_, xn.data(), n_out, E_, eps_);
   matmul(output_, xn.data(), n_out, logits, tp);
   if (logit_scale_ != 1.0f) {
     for (int64_t i = 0; i < n_out * n_vocab_; ++i) logits[i] *= logit_scale_;
   }
+}
+
+void T5Model::decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const {
+  ThreadPool& tp = pool();
+  const AttentionShape shape{n_head_, n_head_, d_kv_};
+  const AttentionOptions self_opt = bias_options(dec_bias_, true);
+  AttentionOptions cross_opt;
+  cross_opt.scale = 1.0f;
+  cross_opt.causal = false;
+  run_decoder(
+      ids, T,
+      [&](int layer, const float* q, const float* k, const float* v, float* att) {
+        st.self.store(layer, st.n_past, T, k, v);
+        attend(st.self.keys(layer), st.self.values(layer), q, st.n_past, T, st.n_past + T, shape, self_opt, att, tp);
+        st.self.finish_step(layer);
+      },
+      [&](int layer, const float* q, float* att) {
+        attend(st.cross.keys(layer), st.cross.values(layer), q, 0, T, st.encoder_length, shape, cross_opt, att, tp);
+      },
+      logits, all_logits ? 0 : T - 1);
+}
+
+void T5Model::decode_steps(const std::vector<DecoderState*>& states, const int32_t* ids, float* logits) const {
+  const AttentionShape shape{n_head_, n_head_, d_kv_};
+  const AttentionOptions self_opt = bias_options(dec_bias_, true);
+  AttentionOptions cross_opt;
+  cross_opt.scale = 1.0f;
+  cross_opt.causal = false;
+  const int64_t B = int64_t(states.size());
+  // Row b is states[b]'s token: attention per state over its own caches, one pool task per state (its
+  // heads inline), so a step pays one handoff per attention, not one per state.
+  run_decoder(
+      ids, B,
+      [&](int layer, const float* q, const float* k, const float* v, float* att) {
+        pool().run(B, [&](int64_t b) {
+          DecoderState& st = *states[b];
+          const int64_t o = b * inner_;
+          st.self.store(layer, st.n_past, 1, k + o, v + o);
+          attend(st.self.keys(layer), st.self.values(layer), q + o, st.n_past, 1, st.n_past + 1, shape, self_opt,
+                 att + o, ThreadPool::inline_pool());
+          st.self.finish_step(layer);
+        });
+      },
+      [&](int layer, const float* q, float* att) {
+        pool().run(B, [&](int64_t b) {
+          const DecoderState& st = *states[b];
+          attend(st.cross.keys(layer), st.cross.values(layer), q + b * inner_, 0, 1, st.encoder_length, shape,
+                 cross_opt, att + b * inner_, ThreadPool::inline_pool());
+        });
+      },
+      logits, 0);
 }
 
 }  // namespace
