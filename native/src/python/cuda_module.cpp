@@ -95,6 +95,19 @@ float median_ms(F&& launch, int iters) {
   return t[t.size() / 2];
 }
 
+// Runs `launch` once (iters == 0) or times it (median of iters after warm-ups), then waits for the
+// device, failing with `what`. Returns the median milliseconds (0 when not timed).
+template <typename F>
+float run_launch(F&& launch, int iters, const std::string& what) {
+  float ms = 0;
+  if (iters > 0)
+    ms = median_ms(launch, iters);
+  else
+    check(launch(), what.c_str());
+  check(cudaDeviceSynchronize(), (what + " (sync)").c_str());
+  return ms;
+}
+
 py::tuple run_flash(HalfArray q, HalfArray k, HalfArray v, bool causal, float scale, int iters) {
   if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4) throw std::invalid_argument("q, k, v must be [B, H, S, D]");
   FlashParams p{};
@@ -110,12 +123,7 @@ py::tuple run_flash(HalfArray q, HalfArray k, HalfArray v, bool causal, float sc
   dlse.poison();
   p.q = dq.as<half>(), p.k = dk.as<half>(), p.v = dv.as<half>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
   p.scale = scale, p.causal = causal;
-  float ms = 0;
-  if (iters > 0)
-    ms = median_ms([&] { return flash_attn_fwd(p, nullptr); }, iters);
-  else
-    check(flash_attn_fwd(p, nullptr), "flash_attn_fwd");
-  check(cudaDeviceSynchronize(), "flash_attn_fwd (sync)");
+  const float ms = run_launch([&] { return flash_attn_fwd(p, nullptr); }, iters, "flash_attn_fwd");
   py::array_t<float> out({p.B, p.Hq, p.Sq, p.D}), lse({p.B, p.Hq, p.Sq});
   dout.to_host(out.mutable_data());
   dlse.to_host(lse.mutable_data());
@@ -161,12 +169,7 @@ py::tuple run_padding_free(HalfArray q, HalfArray k, HalfArray v,
                       nullptr);
     return e;
   };
-  float ms = 0;
-  if (iters > 0)
-    ms = median_ms(pipeline, iters);
-  else
-    check(pipeline(), "padding-free pipeline");
-  check(cudaDeviceSynchronize(), "padding-free pipeline (sync)");
+  const float ms = run_launch(pipeline, iters, "padding-free pipeline");
   py::array_t<float> out({B, S, Hq, D});
   dout.to_host(out.mutable_data());
   py::array_t<int32_t> cu_out(B + 1), widx(T);
@@ -209,12 +212,7 @@ py::tuple run_decode(HalfArray q, ByteArray k, ByteArray v, const std::string& f
   dlse.poison();
   p.q = dq.as<half>(), p.k = dk.ptr, p.v = dv.ptr, p.seqlens = dlen.as<int>(), p.scale = scale;
   p.o_partial = dop.as<float>(), p.lse_partial = dlp.as<float>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
-  float ms = 0;
-  if (iters > 0)
-    ms = median_ms([&] { return decode_attn(p, nullptr); }, iters);
-  else
-    check(decode_attn(p, nullptr), "decode_attn");
-  check(cudaDeviceSynchronize(), "decode_attn (sync)");
+  const float ms = run_launch([&] { return decode_attn(p, nullptr); }, iters, "decode_attn");
   py::array_t<float> out({p.B, p.Hq, p.D}), lse({p.B, p.Hq});
   dout.to_host(out.mutable_data());
   dlse.to_host(lse.mutable_data());
@@ -240,12 +238,7 @@ py::tuple run_decode_lean(HalfArray q, ByteArray k, ByteArray v, const std::stri
   p.q = dq.as<half>(), p.k = dk.ptr, p.v = dv.ptr, p.seqlens = dlen.as<int>(), p.scale = scale;
   p.o_partial = dop.as<float>(), p.lse_partial = dlp.as<float>(), p.out = dout.as<float>(), p.lse = dlse.as<float>();
   auto launch = [&] { return decode_attn_lean(p, dprefix.as<int>(), prefix.back(), n_ctas, nullptr); };
-  float ms = 0;
-  if (iters > 0)
-    ms = median_ms(launch, iters);
-  else
-    check(launch(), "decode_attn_lean");
-  check(cudaDeviceSynchronize(), "decode_attn_lean (sync)");
+  const float ms = run_launch(launch, iters, "decode_attn_lean");
   py::array_t<float> out({p.B, p.Hq, p.D}), lse({p.B, p.Hq});
   dout.to_host(out.mutable_data());
   dlse.to_host(lse.mutable_data());
@@ -362,12 +355,7 @@ py::tuple run_gemv(int type, ByteArray w, FloatArray x, int iters) {
   DevBuf dw(w.data(), w.nbytes()), dx(x.data(), x.nbytes()), dy(size_t(rows) * N * 4);
   dy.poison();
   auto launch = [&] { return gemv_quant_rows(type, dw.ptr, dx.as<float>(), rows, dy.as<float>(), N, K, nullptr); };
-  float ms = 0;
-  if (iters > 0)
-    ms = median_ms(launch, iters);
-  else
-    check(launch(), "gemv_quant");
-  check(cudaDeviceSynchronize(), "gemv_quant (sync)");
+  const float ms = run_launch(launch, iters, "gemv_quant");
   py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({rows, N}) : py::array_t<float>(N);
   dy.to_host(y.mutable_data());
   return py::make_tuple(y, ms);
@@ -379,12 +367,7 @@ py::tuple run_gemm_f16(HalfArray x, HalfArray w, int iters) {
   DevBuf dx(x.data(), x.nbytes()), dw(w.data(), w.nbytes()), dy(size_t(T) * N * 4);
   dy.poison();
   auto launch = [&] { return gemm_f16_tc(dx.as<half>(), dw.as<half>(), dy.as<float>(), T, N, K, N, nullptr); };
-  float ms = 0;
-  if (iters > 0)
-    ms = median_ms(launch, iters);
-  else
-    check(launch(), "gemm_f16_tc");
-  check(cudaDeviceSynchronize(), "gemm_f16_tc (sync)");
+  const float ms = run_launch(launch, iters, "gemm_f16_tc");
   py::array_t<float> y({T, N});
   dy.to_host(y.mutable_data());
   return py::make_tuple(y, ms);
@@ -397,12 +380,7 @@ py::tuple run_gemm_ggml(int type, HalfArray x, ByteArray w, int iters) {
   DevBuf dx(x.data(), x.nbytes()), dw(w.data(), w.nbytes()), dy(size_t(T) * N * 4);
   dy.poison();
   auto launch = [&] { return gemm_ggml_tc(type, dx.as<half>(), dw.ptr, dy.as<float>(), T, N, K, N, nullptr); };
-  float ms = 0;
-  if (iters > 0)
-    ms = median_ms(launch, iters);
-  else
-    check(launch(), "gemm_ggml_tc");
-  check(cudaDeviceSynchronize(), "gemm_ggml_tc (sync)");
+  const float ms = run_launch(launch, iters, "gemm_ggml_tc");
   py::array_t<float> y({T, N});
   dy.to_host(y.mutable_data());
   return py::make_tuple(y, ms);
