@@ -87,8 +87,8 @@ class Model {
   virtual void encode(const int32_t* ids, int64_t n, float* out) const;
   // One decode step of several sessions of this model, one token each: logits [n, vocab_size()].
   // Architectures that batch it (Llama) run each linear once over the n rows, reading every weight once
-  // for all of them; the default feeds the sessions one after the other. Checks happen before any
-  // session is fed (same model, no session twice, room in each context, token ids).
+  // for all of them; the default feeds the sessions one after the other. Checks (core/ops.h
+  // check_decode_batch, and the same model) happen before any session is fed.
   virtual void decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits);
   virtual bool batches_decode() const { return false; }  // whether decode_batch is one batched step
   virtual int32_t decoder_start_token() const { return -1; }
@@ -110,8 +110,6 @@ class Model {
   ThreadPool& pool() const { return *pool_; }
 
  protected:
-  // decode_batch's checks, shared by the architectures that override it.
-  void check_decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens) const;
   Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts);
   std::string arch_;
   std::shared_ptr<GgufFile> file_;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "pyrt/error.h"
 #include "pyrt/ggml_types.h"
 #include "pyrt/gguf.h"
 #include "pyrt/threadpool.h"
@@ -62,6 +63,26 @@ Activation activation_from_name(const std::string& name, const std::string& wher
 
 // Fails with kOutOfRange naming the first id outside 0..n_vocab-1.
 void check_token_ids(const int32_t* ids, int64_t n, int64_t n_vocab);
+// A batch of decode steps, tokens[b] for sessions[b] (any session type with n_past() and n_ctx(), CPU or
+// GPU): at least one session, none null or repeated, room for one more token in every context, ids in
+// the vocabulary. Errors name the session ("decode_batch: session 2 ..."); nothing is fed before.
+template <typename S>
+void check_decode_batch(const std::vector<S*>& sessions, const int32_t* tokens, int64_t n_vocab) {
+  if (sessions.empty()) fail(ErrorCode::kInvalidArgument, "decode_batch needs at least one session");
+  for (size_t b = 0; b < sessions.size(); ++b) {
+    const std::string who = "decode_batch: session " + std::to_string(b);
+    if (!sessions[b]) fail(ErrorCode::kInvalidArgument, who + " is null");
+    for (size_t a = 0; a < b; ++a) {
+      if (sessions[a] == sessions[b])
+        fail(ErrorCode::kInvalidArgument, who + " is session " + std::to_string(a) + " again");
+    }
+    if (sessions[b]->n_past() + 1 > sessions[b]->n_ctx()) {
+      fail(ErrorCode::kContextOverflow, who + ": one more token after " + std::to_string(sessions[b]->n_past()) +
+                                            " overflows the context of " + std::to_string(sessions[b]->n_ctx()));
+    }
+  }
+  check_token_ids(tokens, int64_t(sessions.size()), n_vocab);
+}
 // out[t] = row ids[t] of the embedding table (dequantized).
 void embed_tokens(const Weight& table, const int32_t* ids, int64_t n, float* out);
 // RMSNorm of T rows of n; rows split across the pool when given (each row's bits as alone).

@@ -123,7 +123,7 @@ void EncDecModel::decode_steps(const std::vector<DecoderState*>& states, const i
 }
 
 void EncDecModel::decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) {
-  check_decode_batch(sessions, tokens);
+  check_decode_batch(sessions, tokens, vocab_size());
   std::vector<EncDecSession*> es;
   std::vector<DecoderState*> states;
   for (size_t b = 0; b < sessions.size(); ++b) {

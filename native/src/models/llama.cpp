@@ -346,7 +346,7 @@ void LlamaSession::forward_cpu(ChunkState& cs, int64_t keep_from) {
 }
 
 void LlamaModel::decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) {
-  check_decode_batch(sessions, tokens);
+  check_decode_batch(sessions, tokens, vocab_size());
   std::vector<LlamaSession*> ls;
   for (size_t b = 0; b < sessions.size(); ++b) {
     auto* s = dynamic_cast<LlamaSession*>(sessions[b]);

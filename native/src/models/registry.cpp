@@ -59,25 +59,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
 }
 
 void Model::decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) {
-  check_decode_batch(sessions, tokens);
+  check_decode_batch(sessions, tokens, vocab_size());
   for (size_t b = 0; b < sessions.size(); ++b) sessions[b]->feed(tokens + b, 1, logits + b * vocab_size(), false);
-}
-
-void Model::check_decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens) const {
-  if (sessions.empty()) fail(ErrorCode::kInvalidArgument, "decode_batch needs at least one session");
-  for (size_t b = 0; b < sessions.size(); ++b) {
-    const std::string who = "decode_batch: session " + std::to_string(b);
-    if (!sessions[b]) fail(ErrorCode::kInvalidArgument, who + " is null");
-    for (size_t a = 0; a < b; ++a) {
-      if (sessions[a] == sessions[b])
-        fail(ErrorCode::kInvalidArgument, who + " is session " + std::to_string(a) + " again");
-    }
-    if (sessions[b]->n_past() + 1 > sessions[b]->n_ctx()) {
-      fail(ErrorCode::kContextOverflow, who + ": one more token after " + std::to_string(sessions[b]->n_past()) +
-                                            " overflows the context of " + std::to_string(sessions[b]->n_ctx()));
-    }
-  }
-  check_token_ids(tokens, int64_t(sessions.size()), vocab_size());
 }
 
 void Model::encode(const int32_t*, int64_t, float*) const {

@@ -352,9 +352,8 @@ void LlamaGpuSession::prefill_batch(const std::vector<LlamaGpuSession*>& session
 
 void LlamaGpuSession::decode_batch(const std::vector<LlamaGpuSession*>& sessions, const std::vector<int32_t>& tokens,
                                    float* logits) {
-  if (sessions.empty() || sessions.size() != tokens.size()) {
-    fail(ErrorCode::kInvalidArgument, "decode_batch needs one token per session");
-  }
+  if (sessions.size() != tokens.size()) fail(ErrorCode::kInvalidArgument, "decode_batch needs one token per session");
+  check_decode_batch(sessions, tokens.data(), sessions.empty() ? 0 : sessions[0]->m_.w_.hp.n_vocab);
   LlamaGpuSession& s0 = *sessions[0];
   const LlamaGpuModel& m = s0.m_;
   const LlamaHparams& hp = m.w_.hp;
@@ -362,20 +361,14 @@ void LlamaGpuSession::decode_batch(const std::vector<LlamaGpuSession*>& sessions
   std::vector<int> seqlens, positions;
   for (int b = 0; b < B; ++b) {
     const LlamaGpuSession& s = *sessions[b];
-    const std::string who = "decode_batch: session " + std::to_string(b);
     if (&s.m_ != &m) fail(ErrorCode::kInvalidArgument, "decode_batch: every session must come from the same model");
-    if (s.kv_ != s0.kv_) fail(ErrorCode::kInvalidArgument, who + " has a different KV cache format from session 0");
-    for (int a = 0; a < b; ++a) {
-      if (sessions[a] == &s) fail(ErrorCode::kInvalidArgument, who + " is session " + std::to_string(a) + " again");
-    }
-    if (s.n_past_ + 1 > s.n_ctx_) {
-      fail(ErrorCode::kContextOverflow, who + ": one more token after " + std::to_string(s.n_past_) +
-                                            " overflows the context of " + std::to_string(s.n_ctx_));
+    if (s.kv_ != s0.kv_) {
+      fail(ErrorCode::kInvalidArgument,
+           "decode_batch: session " + std::to_string(b) + " has a different KV cache format from session 0");
     }
     positions.push_back(int(s.n_past_));
     seqlens.push_back(int(s.n_past_) + 1);
   }
-  check_token_ids(tokens.data(), B, hp.n_vocab);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t kvd = int64_t(hp.n_head_kv) * hp.head_dim, qd = int64_t(hp.n_head) * hp.head_dim;
   const int G = hp.n_head / hp.n_head_kv;
