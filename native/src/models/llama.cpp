@@ -267,6 +267,21 @@ void LlamaSession::linear_finish(const Weight& w, const ChunkState& cs, const fl
   if (observer_) observer_(w, in, cs.valid, out);
 }
 
+namespace {
+// RoPE angles of the token at `pos` (cos, then sin, n_rot / 2 each): computed once per token, reused by
+// its q and k in every layer (rope_qk).
+void token_angles(const LlamaModel& m, int64_t pos, float* out) {
+  const size_t half = m.inv_freq.size();
+  rope_angles(static_cast<float>(pos) * m.hp.rope_scale, m.inv_freq, out, out + half);
+}
+void rope_qk(const LlamaModel& m, const float* angles, float* q, float* k) {
+  const LlamaHparams& hp = m.hp;
+  const float* sin = angles + m.inv_freq.size();
+  rope_with(q, hp.n_head, hp.head_dim, hp.n_rot, angles, sin, RopeMode::kNorm);
+  rope_with(k, hp.n_head_kv, hp.head_dim, hp.n_rot, angles, sin, RopeMode::kNorm);
+}
+}  // namespace
+
 void LlamaSession::attention(ChunkState& cs, int il) {
   const LlamaHparams& hp = m_.hp;
   const auto t0 = std::chrono::steady_clock::now();
@@ -274,17 +289,10 @@ void LlamaSession::attention(ChunkState& cs, int il) {
   const int64_t half = int64_t(m_.inv_freq.size());
   if (cs.rope_pos0 != cs.pos0 || cs.rope_n != cs.valid) {
     cs.rope_cs.resize(size_t(cs.valid * 2 * half));
-    for (int64_t t = 0; t < cs.valid; ++t) {
-      float* c = &cs.rope_cs[size_t(t * 2 * half)];
-      rope_angles(static_cast<float>(cs.pos0 + t) * hp.rope_scale, m_.inv_freq, c, c + half);
-    }
+    for (int64_t t = 0; t < cs.valid; ++t) token_angles(m_, cs.pos0 + t, &cs.rope_cs[size_t(t * 2 * half)]);
     cs.rope_pos0 = cs.pos0, cs.rope_n = cs.valid;
   }
-  auto rotate = [&](int64_t t) {
-    const float* c = &cs.rope_cs[size_t(t * 2 * half)];
-    rope_with(&cs.q[t * q_dim], hp.n_head, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
-    rope_with(&cs.k[t * kv_dim], hp.n_head_kv, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
-  };
+  auto rotate = [&](int64_t t) { rope_qk(m_, &cs.rope_cs[size_t(t * 2 * half)], &cs.q[t * q_dim], &cs.k[t * kv_dim]); };
   constexpr int64_t kTokensPerTask = 32;
   if (cs.valid <= kTokensPerTask) {
     for (int64_t t = 0; t < cs.valid; ++t) rotate(t);
@@ -369,10 +377,7 @@ void LlamaSession::decode_batch(const std::vector<LlamaSession*>& ss, const int3
   ChunkState cs;
   s0.prepare(cs, tokens, B, B, 0);  // rows are sessions: each row's position is its session's n_past
   std::vector<float> angles(size_t(B * 2 * half));
-  for (int64_t b = 0; b < B; ++b) {
-    rope_angles(static_cast<float>(ss[b]->n_past_) * hp.rope_scale, m.inv_freq, &angles[size_t(b * 2 * half)],
-                &angles[size_t(b * 2 * half + half)]);
-  }
+  for (int64_t b = 0; b < B; ++b) token_angles(m, ss[b]->n_past_, &angles[size_t(b * 2 * half)]);
   try {
     for (int il = 0; il < hp.n_layer; ++il) {
       const LlamaLayer& L = m.layers[il];
@@ -383,10 +388,8 @@ void LlamaSession::decode_batch(const std::vector<LlamaSession*>& ss, const int3
       // (a task per session, its heads inline), not one handoff per session.
       m.pool().run(B, [&](int64_t b) {
         LlamaSession& s = *ss[b];
-        const float* c = &angles[size_t(b * 2 * half)];
         float *q = &cs.q[b * q_dim], *k = &cs.k[b * kv_dim];
-        rope_with(q, hp.n_head, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
-        rope_with(k, hp.n_head_kv, hp.head_dim, hp.n_rot, c, c + half, RopeMode::kNorm);
+        rope_qk(m, &angles[size_t(b * 2 * half)], q, k);
         s.cache_.store(il, s.n_past_, 1, k, &cs.v[b * kv_dim]);
         attend_causal(s.cache_, il, q, s.n_past_, 1, AttentionShape{hp.n_head, hp.n_head_kv, hp.head_dim},
                       &cs.att[b * q_dim], ThreadPool::inline_pool());

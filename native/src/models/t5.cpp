@@ -43,6 +43,18 @@ class T5Model : public EncDecModel, public T5Weights {
 
  private:
   void ffn(const T5Layer& L, const float* xn, int64_t T, float* out) const;
+  // The decoder's attention settings: self-attention with the causal relative-position bias, cross-
+  // attention unscaled and unmasked.
+  struct DecoderAttention {
+    AttentionShape shape;
+    AttentionOptions self, cross;
+  };
+  DecoderAttention decoder_attention() const {
+    DecoderAttention a{AttentionShape{n_head_, n_head_, d_kv_}, bias_options(dec_bias_, true), AttentionOptions{}};
+    a.cross.scale = 1.0f;
+    a.cross.causal = false;
+    return a;
+  }
   // The decoder over T rows of ids: every linear over all rows; each layer's self-attention (q, k, v
   // rows in, attention rows out) and cross-attention (q rows in) through the callbacks, which know
   // whose caches the rows belong to; logits of rows [first, T).
@@ -140,30 +152,22 @@ void T5Model::run_decoder(const int32_t* ids, int64_t T, const SelfAttend& self_
 
 void T5Model::decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const {
   ThreadPool& tp = pool();
-  const AttentionShape shape{n_head_, n_head_, d_kv_};
-  const AttentionOptions self_opt = bias_options(dec_bias_, true);
-  AttentionOptions cross_opt;
-  cross_opt.scale = 1.0f;
-  cross_opt.causal = false;
+  const DecoderAttention da = decoder_attention();
   run_decoder(
       ids, T,
       [&](int layer, const float* q, const float* k, const float* v, float* att) {
         st.self.store(layer, st.n_past, T, k, v);
-        attend(st.self.keys(layer), st.self.values(layer), q, st.n_past, T, st.n_past + T, shape, self_opt, att, tp);
+        attend(st.self.keys(layer), st.self.values(layer), q, st.n_past, T, st.n_past + T, da.shape, da.self, att, tp);
         st.self.finish_step(layer);
       },
       [&](int layer, const float* q, float* att) {
-        attend(st.cross.keys(layer), st.cross.values(layer), q, 0, T, st.encoder_length, shape, cross_opt, att, tp);
+        attend(st.cross.keys(layer), st.cross.values(layer), q, 0, T, st.encoder_length, da.shape, da.cross, att, tp);
       },
       logits, all_logits ? 0 : T - 1);
 }
 
 void T5Model::decode_steps(const std::vector<DecoderState*>& states, const int32_t* ids, float* logits) const {
-  const AttentionShape shape{n_head_, n_head_, d_kv_};
-  const AttentionOptions self_opt = bias_options(dec_bias_, true);
-  AttentionOptions cross_opt;
-  cross_opt.scale = 1.0f;
-  cross_opt.causal = false;
+  const DecoderAttention da = decoder_attention();
   const int64_t B = int64_t(states.size());
   // Row b is states[b]'s token: attention per state over its own caches, one pool task per state (its
   // heads inline), so a step pays one handoff per attention, not one per state.
@@ -174,7 +178,7 @@ void T5Model::decode_steps(const std::vector<DecoderState*>& states, const int32
           DecoderState& st = *states[b];
           const int64_t o = b * inner_;
           st.self.store(layer, st.n_past, 1, k + o, v + o);
-          attend(st.self.keys(layer), st.self.values(layer), q + o, st.n_past, 1, st.n_past + 1, shape, self_opt,
+          attend(st.self.keys(layer), st.self.values(layer), q + o, st.n_past, 1, st.n_past + 1, da.shape, da.self,
                  att + o, ThreadPool::inline_pool());
           st.self.finish_step(layer);
         });
@@ -182,8 +186,8 @@ void T5Model::decode_steps(const std::vector<DecoderState*>& states, const int32
       [&](int layer, const float* q, float* att) {
         pool().run(B, [&](int64_t b) {
           const DecoderState& st = *states[b];
-          attend(st.cross.keys(layer), st.cross.values(layer), q + b * inner_, 0, 1, st.encoder_length, shape,
-                 cross_opt, att + b * inner_, ThreadPool::inline_pool());
+          attend(st.cross.keys(layer), st.cross.values(layer), q + b * inner_, 0, 1, st.encoder_length, da.shape,
+                 da.cross, att + b * inner_, ThreadPool::inline_pool());
         });
       },
       logits, 0);
