@@ -330,12 +330,13 @@ class Model:
         """Feed one token to each session (one decode step of several conversations); returns each
         session's logits.
 
-        Llama-family models run it as one batched step: every linear over the sessions' rows (each
-        weight read once for all of them on the CPU, for up to 8 at a time on the GPU), each token
-        into its own session's cache; on ``device="cuda"`` one Lean Attention launch (stream-K)
-        covers the caches however ragged their lengths. Other architectures feed the sessions one
-        after the other. On the CPU with quantized weights each session gets the bits of its own
-        ``feed``; elsewhere it is within the kernels' rounding."""
+        Llama-family models (CPU and GPU) and T5 (CPU) run it as one batched step: every linear
+        over the sessions' rows (each weight read once for all of them on the CPU, for up to 8 at a
+        time on the GPU), each token into its own session's cache; on ``device="cuda"`` one Lean
+        Attention launch (stream-K) covers the caches however ragged their lengths. Other
+        architectures feed the sessions one after the other. On the CPU with quantized weights
+        each session gets the bits of its own ``feed``; elsewhere it is within the kernels'
+        rounding."""
         if len(sessions) != len(tokens):
             raise InvalidArgumentError(f"{len(sessions)} sessions but {len(tokens)} tokens")
         if any(s._model is not self for s in sessions):
@@ -402,12 +403,12 @@ class Model:
         """Continue several prompts together: one :class:`Completion` each, with the options of
         :meth:`generate` (given a ``seed``, prompt ``i`` samples with ``seed + i``).
 
-        With ``device="cuda"`` the prompts are prefilled in one padding-free pass (f16 caches) and
-        each decode step of the unfinished ones is one batched step (:meth:`decode`: the weights
-        read once for up to 8 of them, Lean Attention over their ragged caches). Elsewhere each step
-        of each prompt runs in turn. Each prompt gets the tokens :meth:`generate` gives it alone,
-        up to the batched kernels' rounding (a near tie can flip). Time stats are shares of the
-        batch's steps."""
+        Each decode step of the unfinished ones is one batched step where the model batches it
+        (:meth:`decode`: Llama-family models and T5 on the CPU, Llama on the GPU); with
+        ``device="cuda"`` the prompts are also prefilled in one padding-free pass (f16 caches).
+        Each prompt gets the tokens :meth:`generate` gives it alone (on the CPU with quantized
+        weights exactly; elsewhere up to the batched kernels' rounding, where a near tie can
+        flip). Time stats are shares of the batch's steps."""
         stops = _stop_list(stop)
         gens = [
             Stream(
@@ -568,7 +569,7 @@ class Stream:
         seed = opt.seed if opt.seed is not None else int.from_bytes(os.urandom(8), "little")
         self._sampler = _core.Sampler(opt.temperature, opt.top_k, opt.top_p, opt.min_p, opt.repeat_penalty, 64, seed)
         self.completion: Optional[Completion] = None
-        self._batched_steps = 0  # feeds that ran in one batched GPU step with other generations
+        self._batched_steps = 0  # feeds that ran in one batched step with other generations
         self._steps = self._run()
         self._iter = self._drive()
 
