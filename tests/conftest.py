@@ -199,7 +199,9 @@ def assert_decode_batch_checks(model: Any, other_model: Any, full: Any, part: An
     context (8) full, `part` one of `model` with 3 tokens, `other_model` another model of the same file."""
     import pyruntime as pr
 
-    with pytest.raises(pr.ContextOverflowError, match="session 0: one more token after 8 overflows the context of 8"):
+    with pytest.raises(
+        pr.ContextOverflowError, match=r"session 0: context overflow: 8 cached \+ 1 new tokens exceed the context of 8"
+    ):
         model.decode([full, part], [1, 2])
     with pytest.raises(pr.InvalidArgumentError, match="session 1 is session 0 again"):
         model.decode([part, part], [1, 2])

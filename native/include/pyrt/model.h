@@ -1,5 +1,8 @@
-// Read-only Model (memory-mapped weights, shared by all conversations) and per-conversation
-// Session (KV cache, position). Architectures register a factory in models/registry.cpp.
+// Read-only Model (weights, shared by all conversations) and per-conversation Session (caches,
+// position). An architecture states its layers once (src/models/<arch>.cpp); the device that runs
+// them is a backend chosen at load, so a CUDA model is a Model like any other. Capabilities only some
+// models have (an encoder, a speech front end, delegated prefill) are separate interfaces that a
+// model hands out, not virtuals every model carries.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -27,23 +30,34 @@ struct PrefillOptions {
 };
 
 struct ModelOptions {
-  int n_threads = 0;         // 0: default_thread_count()
+  // "cpu"; "npu" (the CPU, with prefill linears on `prefill.delegate`); "cuda" (an NVIDIA GPU with the
+  // project's kernels); "cuda-sim" (the same kernels on the CPU simulator, for tests).
+  std::string device = "cpu";
+  int n_threads = 0;         // 0: default_thread_count(); at most the machine's hardware threads
   std::string kv_k = "f16";  // key cache format (see memory/kv_store.h: f32 f16 q8_0 q4_0 kivi4 kivi2)
   std::string kv_v = "f16";  // value cache format
-  int64_t n_ctx = 0;         // 0: the model's trained context length
+  int64_t n_ctx = 0;         // 0: the model's trained context length (cuda: at most kCudaDefaultContext)
   // "q8": Q8_0/Q4_0/Q4_1 weights multiply activations quantized to 8 bits per block of 32 (integer
   // dots, llama.cpp's approach); "f32": float activations (slower; the exact reference path).
   std::string activations = "q8";
   PrefillOptions prefill;
+  // The one place options are checked: kInvalidArgument / kUnsupported naming the option and value.
+  // Model::load calls it; it fills in the device's defaults (the NPU's delegate and chunk).
+  void validate();
 };
+// A GPU session reserves its whole KV cache up front; without a context, at most this many positions.
+constexpr int64_t kCudaDefaultContext = 4096;
 
 struct Weight;
 // Sees every linear a session runs (input rows x [T, cols], output y [T, rows]); calibration uses it.
 using LinearObserver = std::function<void(const Weight& w, const float* x, int64_t T, const float* y)>;
 
+class Model;
+
 class Session {
  public:
   virtual ~Session() = default;
+  virtual const Model& model() const = 0;
   // Appends n tokens; writes logits for every fed position ([n, vocab]) or only the last ([vocab]).
   virtual void feed(const int32_t* ids, int64_t n, float* logits, bool all_logits) = 0;
   virtual void reset() = 0;
@@ -55,19 +69,51 @@ class Session {
   virtual std::string prefill_trace_json() const { return ""; }
   // Layer `layer`'s cached keys or values as float rows [n_past, kv_width] (tests; kUnsupported where absent).
   virtual std::vector<float> cached_rows(int layer, bool keys) const;
-  // Architectures that support it call `obs` for each linear of every later feed (kUnsupported otherwise).
+  // Calls `obs` for each linear of every later feed (CPU models; kUnsupported elsewhere).
   virtual void set_linear_observer(LinearObserver obs);
+};
 
-  // Encoder-decoder models only: run the encoder on `ids` (or take states from Model::encode), compute
-  // every decoder layer's cross-attention K/V once, and start a fresh decoder sequence.
-  virtual void set_encoder_input(const int32_t* ids, int64_t n);
-  virtual void set_encoder_states(const float* states, int64_t n, int64_t width);
-  virtual int64_t encoder_length() const { return 0; }
+// Sessions of encoder-decoder models: the decoder attends to one encoder input at a time.
+class EncoderDecoderSession : public Session {
+ public:
+  // Runs the encoder on `ids` (or takes states from EncoderDecoder::encode), computes every decoder
+  // layer's cross-attention K/V once, and starts a fresh decoder sequence.
+  virtual void set_encoder_input(const int32_t* ids, int64_t n) = 0;
+  virtual void set_encoder_states(const float* states, int64_t n, int64_t width) = 0;
+  virtual int64_t encoder_length() const = 0;  // 0 before any input
+};
+
+// Encoder-decoder models (T5, Mu, Whisper).
+class EncoderDecoder {
+ public:
+  virtual ~EncoderDecoder() = default;
+  // Final encoder states [n, embedding_length] of token ids; kUnsupported for speech encoders.
+  virtual void encode(const int32_t* ids, int64_t n, float* out) const = 0;
+  virtual int32_t decoder_start_token() const = 0;
+};
+
+// Speech encoders (Whisper): mono PCM at sample_rate() -> features [n_mels, n_frames] -> states.
+class SpeechEncoder {
+ public:
+  virtual ~SpeechEncoder() = default;
+  virtual int sample_rate() const = 0;
+  virtual std::vector<float> audio_features(const float* pcm, int64_t n, int64_t* n_mels, int64_t* n_frames) const = 0;
+  virtual std::vector<float> encode_audio(const float* features, int64_t n_mels, int64_t n_frames,
+                                          int64_t* n_states) const = 0;
+};
+
+// Prefill whose linears run on a delegate (device "npu").
+class DelegatedPrefill {
+ public:
+  virtual ~DelegatedPrefill() = default;
+  virtual std::string runs_on() const = 0;            // what executed the graphs ("cpu" when no accelerator did)
+  virtual std::vector<W8A8Graph> graphs() const = 0;  // the W8A8 graphs handed over: what exporters write
 };
 
 class Model {
  public:
   virtual ~Model() = default;
+  // Opens the file once, validates `opts`, builds the architecture on the device's backend.
   static std::shared_ptr<Model> load(const std::string& path, const ModelOptions& opts);
 
   virtual std::unique_ptr<Session> new_session(int64_t n_ctx) = 0;
@@ -75,30 +121,23 @@ class Model {
   virtual int64_t context_length() const = 0;
   virtual int64_t embedding_length() const = 0;
 
-  // Encoder-decoder models: encode() writes [n, embedding_length()] final encoder states; the decoder
-  // starts from decoder_start_token(). Decoder-only models raise kUnsupported / return -1.
-  virtual bool is_encoder_decoder() const { return false; }
-  // Whether PrefillOptions (chunks, delegates) apply to this architecture.
-  virtual bool supports_chunked_prefill() const { return false; }
-  // What executes the prefill delegate's graphs ("" without a delegate; "cpu" when no accelerator does).
-  virtual std::string delegate_runs_on() const { return ""; }
-  // The W8A8 graphs handed to the delegate (empty without one): what an exporter writes out.
-  virtual std::vector<W8A8Graph> delegate_graphs() const { return {}; }
-  virtual void encode(const int32_t* ids, int64_t n, float* out) const;
-  // One decode step of several sessions of this model, one token each: logits [n, vocab_size()].
-  // Architectures that batch it (Llama) run each linear once over the n rows, reading every weight once
-  // for all of them; the default feeds the sessions one after the other. Checks (core/ops.h
-  // check_decode_batch, and the same model) happen before any session is fed.
-  virtual void decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits);
-  virtual bool batches_decode() const { return false; }  // whether decode_batch is one batched step
-  virtual int32_t decoder_start_token() const { return -1; }
+  // One decode step of several sessions of this model, one token each: logits [n, vocab_size()]. Models
+  // that batch it (batches_decode()) run each linear once over the n rows, reading every weight once
+  // for all of them. Checks (models/checks.h) happen before any session is fed.
+  virtual void decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) = 0;
+  virtual bool batches_decode() const = 0;
+  // One prompt per session, packed into passes without padding where the model can: logits
+  // [n, vocab_size()], each prompt's last row.
+  virtual void prefill_batch(const std::vector<Session*>& sessions, const std::vector<std::vector<int32_t>>& prompts,
+                             float* logits);
 
-  // Speech encoder-decoders (Whisper): input sample rate (0: not a speech model), features of mono PCM
-  // at that rate ([n_mels, n_frames], row-major) and encoder states from features ([n, embedding_length]).
-  virtual int audio_sample_rate() const { return 0; }
-  virtual std::vector<float> audio_features(const float* pcm, int64_t n, int64_t* n_mels, int64_t* n_frames) const;
-  virtual std::vector<float> encode_audio(const float* features, int64_t n_mels, int64_t n_frames,
-                                          int64_t* n_states) const;
+  virtual const EncoderDecoder* encoder_decoder() const { return nullptr; }
+  virtual const SpeechEncoder* speech() const { return nullptr; }
+  virtual const DelegatedPrefill* delegated_prefill() const { return nullptr; }
+  // What runs the model: "cpu", "cuda" or "cuda-sim" (the NPU's delegate is in delegated_prefill()).
+  virtual const std::string& device() const = 0;
+  // Stats of the weights on the device (bytes, weights converted to another type), for sessions' stats.
+  virtual std::map<std::string, double> device_stats() const { return {}; }
 
   const std::string& architecture() const { return arch_; }
   const GgufFile& file() const { return *file_; }

@@ -63,6 +63,11 @@ size_t KvCache::bytes() const {
   return total;
 }
 
+void KvCache::clear_layer(int layer) {
+  k_[layer]->clear();
+  v_[layer]->clear();
+}
+
 void KvCache::clear() {
   for (size_t i = 0; i < k_.size(); ++i) {
     k_[i]->clear();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "memory/kv_store.h"
+#include "memory/sequence_cache.h"
 #include "pyrt/threadpool.h"
 
 namespace pyrt {
@@ -21,6 +22,7 @@ class KvCache {
   void finish_step(int layer);
   size_t bytes() const;
   void clear();
+  void clear_layer(int layer);
   const KvStore& keys(int layer) const { return *k_[layer]; }
   const KvStore& values(int layer) const { return *v_[layer]; }
   // The layer's keys or values as float rows [size, n_kv_heads * head_dim], read back through the
@@ -33,14 +35,6 @@ class KvCache {
   KvSpec k_spec_, v_spec_;
   std::vector<std::unique_ptr<KvStore>> k_, v_;
 };
-
-struct AttentionShape {
-  int n_heads, n_kv_heads, head_dim;
-};
-
-// Which KV head a query head reads: Llama/HF repeat_interleave groups consecutive query heads
-// (h / (n_heads / n_kv_heads)); Mu tiles the KV heads (cat([kv] * G)), so h reads h % n_kv_heads.
-enum class KvHeadMap { kGrouped, kTiled };
 
 struct AttentionOptions {
   float scale = 0.0f;  // 0: 1/sqrt(head_dim); T5 uses 1 (the scaling is folded into its weights)

@@ -2,14 +2,14 @@
 
 #include <chrono>
 
-#include "core/ops.h"
+#include "models/checks.h"
 #include "pyrt/error.h"
 
 namespace pyrt {
 
 namespace {
 
-class EncDecSession : public Session {
+class EncDecSession : public EncoderDecoderSession {
  public:
   EncDecSession(const EncDecModel& m, int64_t n_ctx)
       : m_(m), n_ctx_(n_ctx), state_(m.new_decoder_state()), st_(*state_) {
@@ -48,17 +48,11 @@ class EncDecSession : public Session {
   }
 
   void feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) override {
-    if (T <= 0) fail(ErrorCode::kInvalidArgument, "feed() needs at least one token");
     if (st_.encoder_length < 0) {
       fail(ErrorCode::kInvalidArgument,
            "encoder-decoder session has no encoder input: set it before feeding decoder tokens");
     }
-    if (st_.n_past + T > n_ctx_) {
-      fail(ErrorCode::kContextOverflow, "context overflow: " + std::to_string(st_.n_past) + " cached + " +
-                                            std::to_string(T) + " new decoder tokens exceed the context of " +
-                                            std::to_string(n_ctx_));
-    }
-    check_token_ids(ids, T, m_.vocab_size());
+    check_feed(st_.n_past, n_ctx_, ids, T, m_.vocab_size());
     const auto t0 = std::chrono::steady_clock::now();
     m_.decode(st_, ids, T, logits, all_logits);
     st_.n_past += T;
@@ -76,7 +70,7 @@ class EncDecSession : public Session {
     ++st_.n_past, ++tokens_fed_, ++calls_, ++batched_steps_;
     decode_s_ += seconds;
   }
-  const EncDecModel& model() const { return m_; }
+  const Model& model() const override { return m_; }
   DecoderState& state() { return st_; }
   int64_t n_past() const override { return st_.n_past; }
   int64_t n_ctx() const override { return n_ctx_; }
@@ -123,13 +117,12 @@ void EncDecModel::decode_steps(const std::vector<DecoderState*>& states, const i
 }
 
 void EncDecModel::decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) {
-  check_decode_batch(sessions, tokens, vocab_size());
+  check_decode_batch(*this, sessions, tokens);
   std::vector<EncDecSession*> es;
   std::vector<DecoderState*> states;
   for (size_t b = 0; b < sessions.size(); ++b) {
-    auto* s = dynamic_cast<EncDecSession*>(sessions[b]);
+    auto* s = static_cast<EncDecSession*>(sessions[b]);  // checked: this model's sessions
     const std::string who = "decode_batch: session " + std::to_string(b);
-    if (!s || &s->model() != this) fail(ErrorCode::kInvalidArgument, who + " comes from another model");
     if (s->state().encoder_length < 0) {
       fail(ErrorCode::kInvalidArgument, who + " has no encoder input: set it before feeding decoder tokens");
     }

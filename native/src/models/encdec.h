@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "memory/kv_cache.h"
+#include "models/checks.h"
 #include "pyrt/model.h"
 
 namespace pyrt {
@@ -23,11 +24,12 @@ struct DecoderState {
   int64_t encoder_length = -1;  // -1: no encoder input yet
 };
 
-class EncDecModel : public Model {
+class EncDecModel : public Model, public EncoderDecoder {
  public:
-  bool is_encoder_decoder() const override { return true; }
+  const EncoderDecoder* encoder_decoder() const override { return this; }
   std::unique_ptr<Session> new_session(int64_t n_ctx) override;
   int32_t decoder_start_token() const override { return decoder_start_; }
+  const std::string& device() const override { return device_; }
 
   // Hooks the session calls. cross_kv: layer's cross K and V ([n, kv_dim] each) from encoder states.
   virtual void cross_kv(int layer, const float* states, int64_t n, float* k, float* v) const = 0;
@@ -57,6 +59,7 @@ class EncDecModel : public Model {
   int32_t decoder_start_ = 0;
   int64_t max_enc_len_ = 0;  // 0: unlimited (relative positions)
   KvSpec kv_k_, kv_v_;
+  const std::string device_ = "cpu";
 };
 
 }  // namespace pyrt

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
 #include "pyrt/gguf.h"
 #include "pyrt/model.h"
 

@@ -4,7 +4,7 @@
 // tanh-GELU MLP, tied output without rescale.
 #include <cmath>
 
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
 #include "models/encdec.h"
 #include "models/loader.h"
 #include "models/registry.h"

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <functional>
 
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
 #include "models/encdec.h"
 #include "models/loader.h"
 #include "models/registry.h"

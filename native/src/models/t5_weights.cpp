@@ -49,6 +49,19 @@ T5Layer load_layer(const T5Weights& w, const ModelLoader& ld, const std::string&
 
 }  // namespace
 
+RelativeBias t5_relative_bias(const GgufTensorInfo& t, int heads, int num_buckets, int max_distance,
+                              bool bidirectional) {
+  RelativeBias b;
+  b.n_head = heads;
+  b.table.resize(static_cast<size_t>(heads) * num_buckets);
+  dequantize_row(t.type, t.data, b.table.data(), static_cast<int64_t>(b.table.size()));
+  for (int n = 0; n <= max_distance; ++n) {
+    b.bucket_neg.push_back(t5_relative_bucket(-n, bidirectional, num_buckets, max_distance));
+    b.bucket_pos.push_back(t5_relative_bucket(n, bidirectional, num_buckets, max_distance));
+  }
+  return b;
+}
+
 T5Weights load_t5_weights(const GgufFile& file, const std::string& arch, const ModelOptions* opts) {
   T5Weights w;
   const ModelLoader ld(file, arch, opts);
@@ -81,10 +94,10 @@ T5Weights load_t5_weights(const GgufFile& file, const std::string& arch, const M
   w.dec_norm_ = ld.f32("dec.output_norm.weight", w.E_);
   for (int i = 0; i < n_enc; ++i) w.enc_.push_back(load_layer(w, ld, "enc.blk." + std::to_string(i) + ".", false));
   for (int i = 0; i < n_dec; ++i) w.dec_.push_back(load_layer(w, ld, "dec.blk." + std::to_string(i) + ".", true));
-  w.enc_bias_.build(ld.tensor("enc.blk.0.attn_rel_b.weight", {w.n_head_, n_buckets}), w.n_head_, n_buckets,
-                    max_distance, true);
-  w.dec_bias_.build(ld.tensor("dec.blk.0.attn_rel_b.weight", {w.n_head_, n_buckets}), w.n_head_, n_buckets,
-                    max_distance, false);
+  w.enc_bias_ = t5_relative_bias(ld.tensor("enc.blk.0.attn_rel_b.weight", {w.n_head_, n_buckets}), w.n_head_, n_buckets,
+                                 max_distance, true);
+  w.dec_bias_ = t5_relative_bias(ld.tensor("dec.blk.0.attn_rel_b.weight", {w.n_head_, n_buckets}), w.n_head_, n_buckets,
+                                 max_distance, false);
   return w;
 }
 

@@ -7,7 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
+#include "memory/attention_bias.h"
 #include "models/loader.h"
 #include "models/t5.h"
 #include "pyrt/gguf.h"
@@ -24,28 +25,6 @@ struct T5Layer {
   Weight up, gate, down;  // gate only for gated FFNs (v1.1)
 };
 
-// Relative position bias of one stack: table [num_buckets][n_head] plus a bucket lookup per distance.
-struct RelativeBias {
-  std::vector<float> table;
-  std::vector<int> bucket_neg, bucket_pos;  // bucket of rel = -n and rel = +n, n in 0..max_distance
-  int n_head = 0;
-  void build(const GgufTensorInfo& t, int heads, int num_buckets, int max_distance, bool bidirectional) {
-    n_head = heads;
-    table.resize(static_cast<size_t>(heads) * num_buckets);
-    dequantize_row(t.type, t.data, table.data(), static_cast<int64_t>(table.size()));
-    for (int n = 0; n <= max_distance; ++n) {
-      bucket_neg.push_back(t5_relative_bucket(-n, bidirectional, num_buckets, max_distance));
-      bucket_pos.push_back(t5_relative_bucket(n, bidirectional, num_buckets, max_distance));
-    }
-  }
-  // Beyond max_distance every bucket is saturated, so the lookup clamps.
-  float at(int head, int64_t rel) const {
-    const int64_t last = static_cast<int64_t>(bucket_pos.size()) - 1;
-    const int b = rel < 0 ? bucket_neg[std::min(-rel, last)] : bucket_pos[std::min(rel, last)];
-    return table[static_cast<size_t>(b) * n_head + head];
-  }
-};
-
 struct T5Weights {
   int64_t E_ = 0, F_ = 0, inner_ = 0, n_vocab_ = 0, n_ctx_train_ = 0;
   int n_head_ = 0, d_kv_ = 0;
@@ -58,6 +37,10 @@ struct T5Weights {
   std::vector<T5Layer> enc_, dec_;
   RelativeBias enc_bias_, dec_bias_;
 };
+
+// One stack's relative position bias from its table tensor [n_head, num_buckets] and the bucket rules.
+RelativeBias t5_relative_bias(const GgufTensorInfo& t, int heads, int num_buckets, int max_distance,
+                              bool bidirectional);
 
 // Errors (kFormat) name the file and the key or tensor; `opts` sets the weights' activation precision.
 T5Weights load_t5_weights(const GgufFile& file, const std::string& arch, const ModelOptions* opts);

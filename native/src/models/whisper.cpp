@@ -4,8 +4,8 @@
 // self-attention and cross-attention, output tied to the token embedding.
 #include <cmath>
 
-#include "core/audio.h"
-#include "core/ops.h"
+#include "backends/cpu/audio.h"
+#include "backends/cpu/ops.h"
 #include "models/encdec.h"
 #include "models/loader.h"
 #include "models/registry.h"
@@ -26,13 +26,14 @@ struct WhisperLayer {
   const float *b_up = nullptr, *b_down = nullptr;
 };
 
-class WhisperModel : public EncDecModel {
+class WhisperModel : public EncDecModel, public SpeechEncoder {
  public:
   WhisperModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts);
   int64_t vocab_size() const override { return n_vocab_; }
   int64_t context_length() const override { return n_text_ctx_; }
   int64_t embedding_length() const override { return E_; }
-  int audio_sample_rate() const override { return sample_rate_; }
+  const SpeechEncoder* speech() const override { return this; }
+  int sample_rate() const override { return sample_rate_; }
   void encode(const int32_t*, int64_t, float*) const override {
     fail(ErrorCode::kUnsupported, "whisper encodes audio, not token ids: use the audio features (transcribe)");
   }

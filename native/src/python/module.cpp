@@ -3,9 +3,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "backends/cpu/audio.h"
 #include "backends/cpu/kernels.h"
-#include "core/audio.h"
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
 #include "memory/kv_cache.h"
 #include "memory/kv_store.h"
 #include "models/t5.h"
@@ -72,6 +72,29 @@ py::str utf8(std::string_view s) {
   PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
   if (!o) throw py::error_already_set();
   return py::reinterpret_steal<py::str>(o);
+}
+
+// The capability interfaces of a model or session, or kUnsupported saying what the model is not.
+const EncoderDecoder& encoder_decoder_of(const Model& m) {
+  if (!m.encoder_decoder()) {
+    throw Error(ErrorCode::kUnsupported,
+                "architecture '" + m.architecture() + "' has no encoder (encode() is for encoder-decoder models)");
+  }
+  return *m.encoder_decoder();
+}
+const SpeechEncoder& speech_of(const Model& m) {
+  if (!m.speech()) {
+    throw Error(ErrorCode::kUnsupported,
+                "architecture '" + m.architecture() + "' is not a speech model (no audio front end)");
+  }
+  return *m.speech();
+}
+EncoderDecoderSession& encdec_session_of(Session& s) {
+  auto* e = dynamic_cast<EncoderDecoderSession*>(&s);
+  if (!e) {
+    throw Error(ErrorCode::kUnsupported, "this model has no encoder (encoder input is for encoder-decoder models)");
+  }
+  return *e;
 }
 
 int32_t checked_id(int64_t id) {
@@ -704,8 +727,9 @@ PYBIND11_MODULE(_core, m) {
           "set_encoder_input",
           [](Session& s, const py::sequence& ids) {
             std::vector<int32_t> v = ids_from(ids);
+            EncoderDecoderSession& e = encdec_session_of(s);
             py::gil_scoped_release nogil;
-            s.set_encoder_input(v.data(), static_cast<int64_t>(v.size()));
+            e.set_encoder_input(v.data(), static_cast<int64_t>(v.size()));
           },
           py::arg("ids"))
       .def(
@@ -715,11 +739,16 @@ PYBIND11_MODULE(_core, m) {
               throw Error(ErrorCode::kInvalidArgument, "encoder states must be a 2-D array [n, embedding_length]");
             const float* src = states.data();
             const int64_t n = states.shape(0), width = states.shape(1);
+            EncoderDecoderSession& e = encdec_session_of(s);
             py::gil_scoped_release nogil;
-            s.set_encoder_states(src, n, width);
+            e.set_encoder_states(src, n, width);
           },
           py::arg("states"))
-      .def_property_readonly("encoder_length", &Session::encoder_length)
+      .def_property_readonly("encoder_length",
+                             [](Session& s) {
+                               auto* e = dynamic_cast<EncoderDecoderSession*>(&s);
+                               return e ? e->encoder_length() : int64_t(0);
+                             })
       .def("prefill_trace_json", &Session::prefill_trace_json)
       .def(
           "cached_rows",
@@ -740,8 +769,9 @@ PYBIND11_MODULE(_core, m) {
           "load",
           [](const std::string& path, int threads, const std::string& kv_k, const std::string& kv_v, int64_t n_ctx,
              const std::string& activations, int chunk, const std::string& delegate, bool outliers, int32_t pad_token,
-             bool overlap, int delegate_threads, bool per_channel_weights) {
+             bool overlap, int delegate_threads, bool per_channel_weights, const std::string& device) {
             ModelOptions o;
+            o.device = device;
             o.prefill.per_channel_weights = per_channel_weights;
             o.prefill.delegate_threads = delegate_threads;
             o.prefill.overlap = overlap;
@@ -760,15 +790,20 @@ PYBIND11_MODULE(_core, m) {
           py::arg("path"), py::arg("threads") = 0, py::arg("kv_k") = "f16", py::arg("kv_v") = "f16",
           py::arg("n_ctx") = 0, py::arg("activations") = "q8", py::arg("chunk") = 0, py::arg("delegate") = "",
           py::arg("outliers") = true, py::arg("pad_token") = 0, py::arg("overlap") = true,
-          py::arg("delegate_threads") = 0, py::arg("per_channel_weights") = true)
+          py::arg("delegate_threads") = 0, py::arg("per_channel_weights") = true, py::arg("device") = "cpu")
       .def_property_readonly("activations", [](const Model& mm) { return mm.options().activations; })
       .def_property_readonly("prefill_chunk", [](const Model& mm) { return mm.options().prefill.chunk; })
       .def_property_readonly("delegate", [](const Model& mm) { return mm.options().prefill.delegate; })
-      .def_property_readonly("delegate_runs_on", &Model::delegate_runs_on)
+      .def_property_readonly("delegate_runs_on",
+                             [](const Model& mm) {
+                               const DelegatedPrefill* d = mm.delegated_prefill();
+                               return d ? d->runs_on() : std::string();
+                             })
       .def("delegate_graphs",
            [](const Model& mm) {
              py::list out;
-             for (const W8A8Graph& g : mm.delegate_graphs()) out.append(graph_dict(g));
+             if (const DelegatedPrefill* d = mm.delegated_prefill())
+               for (const W8A8Graph& g : d->graphs()) out.append(graph_dict(g));
              return out;
            })
       .def(
@@ -834,8 +869,13 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("vocab_size", &Model::vocab_size)
       .def_property_readonly("context_length", &Model::context_length)
       .def_property_readonly("embedding_length", &Model::embedding_length)
-      .def_property_readonly("is_encoder_decoder", &Model::is_encoder_decoder)
-      .def_property_readonly("decoder_start_token", &Model::decoder_start_token)
+      .def_property_readonly("device", &Model::device)
+      .def_property_readonly("is_encoder_decoder", [](const Model& mm) { return mm.encoder_decoder() != nullptr; })
+      .def_property_readonly("decoder_start_token",
+                             [](const Model& mm) {
+                               const EncoderDecoder* e = mm.encoder_decoder();
+                               return e ? e->decoder_start_token() : int32_t(-1);
+                             })
       .def(
           "encode",
           [](const Model& mm, py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids) {
@@ -844,23 +884,26 @@ PYBIND11_MODULE(_core, m) {
             py::array_t<float> out(
                 {static_cast<py::ssize_t>(v.size()), static_cast<py::ssize_t>(mm.embedding_length())});
             float* dst = out.mutable_data();
+            const EncoderDecoder& e = encoder_decoder_of(mm);
             {
               py::gil_scoped_release nogil;
-              mm.encode(v.data(), static_cast<int64_t>(v.size()), dst);
+              e.encode(v.data(), static_cast<int64_t>(v.size()), dst);
             }
             return out;
           },
           py::arg("ids"))
-      .def_property_readonly("audio_sample_rate", &Model::audio_sample_rate)
+      .def_property_readonly("audio_sample_rate",
+                             [](const Model& mm) { return mm.speech() ? mm.speech()->sample_rate() : 0; })
       .def(
           "audio_features",
           [](const Model& mm, py::array_t<float, py::array::c_style | py::array::forcecast> pcm) {
             if (pcm.ndim() != 1) throw Error(ErrorCode::kInvalidArgument, "audio must be 1-D mono samples");
             int64_t n_mels = 0, n_frames = 0;
             std::vector<float> f;
+            const SpeechEncoder& sp = speech_of(mm);
             {
               py::gil_scoped_release nogil;
-              f = mm.audio_features(pcm.data(), pcm.shape(0), &n_mels, &n_frames);
+              f = sp.audio_features(pcm.data(), pcm.shape(0), &n_mels, &n_frames);
             }
             py::array_t<float> out({static_cast<py::ssize_t>(n_mels), static_cast<py::ssize_t>(n_frames)});
             std::copy(f.begin(), f.end(), out.mutable_data());
@@ -874,9 +917,10 @@ PYBIND11_MODULE(_core, m) {
               throw Error(ErrorCode::kInvalidArgument, "audio features must be 2-D [n_mels, n_frames]");
             int64_t n = 0;
             std::vector<float> h;
+            const SpeechEncoder& sp = speech_of(mm);
             {
               py::gil_scoped_release nogil;
-              h = mm.encode_audio(feats.data(), feats.shape(0), feats.shape(1), &n);
+              h = sp.encode_audio(feats.data(), feats.shape(0), feats.shape(1), &n);
             }
             py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(mm.embedding_length())});
             std::copy(h.begin(), h.end(), out.mutable_data());

@@ -11,7 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
 #include "pyrt/delegate.h"
 #include "pyrt/gguf.h"
 #include "pyrt/model.h"

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
 #include "pyrt/delegate.h"
 
 namespace pyrt {

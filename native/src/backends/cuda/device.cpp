@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "models/checks.h"
 #include "pyrt/error.h"
 #include "pyrt/ggml_types.h"
 

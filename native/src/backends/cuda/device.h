@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
 #include "pyrt_cuda.h"
 
 namespace pyrt::cuda {

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "models/checks.h"
 #include "pyrt/error.h"
 #include "pyrt/ggml_types.h"
 
@@ -353,7 +354,8 @@ void LlamaGpuSession::prefill_batch(const std::vector<LlamaGpuSession*>& session
 void LlamaGpuSession::decode_batch(const std::vector<LlamaGpuSession*>& sessions, const std::vector<int32_t>& tokens,
                                    float* logits) {
   if (sessions.size() != tokens.size()) fail(ErrorCode::kInvalidArgument, "decode_batch needs one token per session");
-  check_decode_batch(sessions, tokens.data(), sessions.empty() ? 0 : sessions[0]->m_.w_.hp.n_vocab);
+  check_decode_batch(sessions, tokens.data(), sessions.empty() ? 0 : sessions[0]->m_.w_.hp.n_vocab,
+                     [&](const LlamaGpuSession* s) { return &s->m_ == &sessions[0]->m_; });
   LlamaGpuSession& s0 = *sessions[0];
   const LlamaGpuModel& m = s0.m_;
   const LlamaHparams& hp = m.w_.hp;

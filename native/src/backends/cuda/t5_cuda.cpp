@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "models/checks.h"
 #include "pyrt/error.h"
 
 namespace pyrt::cuda {

@@ -1,4 +1,4 @@
-#include "core/audio.h"
+#include "backends/cpu/audio.h"
 
 #include <algorithm>
 #include <cmath>

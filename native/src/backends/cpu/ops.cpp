@@ -1,4 +1,4 @@
-#include "core/ops.h"
+#include "backends/cpu/ops.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,22 +8,6 @@
 #include "pyrt/error.h"
 
 namespace pyrt {
-
-Weight weight_from(const GgufTensorInfo& t) {
-  Weight w;
-  w.type = t.type;
-  w.data = t.data;
-  w.cols = t.ne[0];
-  w.rows = t.n_elements() / t.ne[0];
-  w.row_stride = row_bytes(t.type, w.cols);
-  w.name = t.name;
-  if (!type_traits(t.type).computable) {
-    fail(ErrorCode::kUnsupported,
-         "tensor '" + t.name + "' has type " + type_name(static_cast<uint32_t>(t.type)) +
-             ", which this runtime does not compute yet (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
-  }
-  return w;
-}
 
 void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) {
   double ss = 0;
@@ -267,23 +251,6 @@ void activate(Activation a, float* x, int64_t n) {
     case Activation::kSilu:
       for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
       return;
-  }
-}
-
-Activation activation_from_name(const std::string& name, const std::string& where) {
-  if (name == "relu") return Activation::kRelu;
-  if (name == "gelu_tanh" || name == "gelu_new" || name == "gelu_pytorch_tanh") return Activation::kGeluTanh;
-  if (name == "gelu") return Activation::kGeluErf;
-  if (name == "silu") return Activation::kSilu;
-  fail(ErrorCode::kUnsupported, where + ": activation '" + name + "' is not supported (relu, gelu_tanh, gelu, silu)");
-}
-
-void check_token_ids(const int32_t* ids, int64_t n, int64_t n_vocab) {
-  for (int64_t t = 0; t < n; ++t) {
-    if (ids[t] < 0 || ids[t] >= n_vocab) {
-      fail(ErrorCode::kOutOfRange, "token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
-                                       " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
-    }
   }
 }
 

@@ -1,28 +1,15 @@
-// Shared graph helpers (RMSNorm, RoPE, matmul over quantized weights, causal attention).
-// Model files are built from these; they hold no architecture knowledge.
+// The CPU's operations on float rows (RMSNorm, RoPE, matmul over quantized weights, activations):
+// what the CPU backend (cpu_backend.h) runs, built on the kernel tables (kernels.h).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "pyrt/error.h"
-#include "pyrt/ggml_types.h"
-#include "pyrt/gguf.h"
+#include "backends/backend.h"
+#include "core/weight.h"
 #include "pyrt/threadpool.h"
 
 namespace pyrt {
-
-// A 2-D weight used straight from the mmap: `rows` output features of `cols` inputs each.
-struct Weight {
-  GgmlType type = GgmlType::F32;
-  const uint8_t* data = nullptr;
-  int64_t rows = 0, cols = 0;
-  size_t row_stride = 0;
-  bool q8_activations = false;  // multiply 8-bit quantized activations (types with an integer kernel)
-  std::string name;
-  bool valid() const { return data != nullptr; }
-};
-Weight weight_from(const GgufTensorInfo& t);
 
 void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps);
 // LayerNorm with weight and optional bias over T rows of n (Whisper, BERT-style models).
@@ -43,7 +30,6 @@ void add_bias(float* y, const float* bias, int64_t T, int64_t n);
 
 // RoPE tables for `n_rot` dims: inv_freq[i] = base^(-2i/n_rot) / freq_factor[i], in float32 like HF.
 std::vector<float> rope_inv_freq(int n_rot, float base, const float* freq_factors);
-enum class RopeMode { kNorm, kNeox };  // adjacent pairs (ggml NORM) vs rotate-half (NeoX)
 // Rotates each of n_heads vectors of head_dim in place for position `pos` (already scaled).
 void rope(float* x, int n_heads, int head_dim, int n_rot, float pos, const std::vector<float>& inv_freq, RopeMode mode);
 // rope()'s angles for `pos`: cos / sin of pos * inv_freq[i] for every i, computed once for a token and
@@ -56,33 +42,8 @@ void silu_mul(float* gate, const float* up, int64_t n, ThreadPool* pool = nullpt
 void relu(float* x, int64_t n);
 void gelu_tanh(float* x, int64_t n);  // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), HF gelu_new / gelu_pytorch_tanh
 void gelu_erf(float* x, int64_t n);   // 0.5x(1 + erf(x/sqrt(2))), exact GELU
-enum class Activation { kRelu, kGeluTanh, kGeluErf, kSilu };
 void activate(Activation a, float* x, int64_t n);
-// Activation names as written in model files: "relu", "gelu_tanh", "gelu", "silu".
-Activation activation_from_name(const std::string& name, const std::string& where);
 
-// Fails with kOutOfRange naming the first id outside 0..n_vocab-1.
-void check_token_ids(const int32_t* ids, int64_t n, int64_t n_vocab);
-// A batch of decode steps, tokens[b] for sessions[b] (any session type with n_past() and n_ctx(), CPU or
-// GPU): at least one session, none null or repeated, room for one more token in every context, ids in
-// the vocabulary. Errors name the session ("decode_batch: session 2 ..."); nothing is fed before.
-template <typename S>
-void check_decode_batch(const std::vector<S*>& sessions, const int32_t* tokens, int64_t n_vocab) {
-  if (sessions.empty()) fail(ErrorCode::kInvalidArgument, "decode_batch needs at least one session");
-  for (size_t b = 0; b < sessions.size(); ++b) {
-    const std::string who = "decode_batch: session " + std::to_string(b);
-    if (!sessions[b]) fail(ErrorCode::kInvalidArgument, who + " is null");
-    for (size_t a = 0; a < b; ++a) {
-      if (sessions[a] == sessions[b])
-        fail(ErrorCode::kInvalidArgument, who + " is session " + std::to_string(a) + " again");
-    }
-    if (sessions[b]->n_past() + 1 > sessions[b]->n_ctx()) {
-      fail(ErrorCode::kContextOverflow, who + ": one more token after " + std::to_string(sessions[b]->n_past()) +
-                                            " overflows the context of " + std::to_string(sessions[b]->n_ctx()));
-    }
-  }
-  check_token_ids(tokens, int64_t(sessions.size()), n_vocab);
-}
 // out[t] = row ids[t] of the embedding table (dequantized).
 void embed_tokens(const Weight& table, const int32_t* ids, int64_t n, float* out);
 // RMSNorm of T rows of n; rows split across the pool when given (each row's bits as alone).
