@@ -53,6 +53,7 @@ struct Weight;
 using LinearObserver = std::function<void(const Weight& w, const float* x, int64_t T, const float* y)>;
 
 class Model;
+class EncoderDecoderSession;
 
 class Session {
  public:
@@ -71,11 +72,15 @@ class Session {
   virtual std::vector<float> cached_rows(int layer, bool keys) const;
   // Calls `obs` for each linear of every later feed (CPU models; kUnsupported elsewhere).
   virtual void set_linear_observer(LinearObserver obs);
+  // The encoder input of encoder-decoder sessions (null for decoder-only models).
+  virtual EncoderDecoderSession* encoder_decoder() { return nullptr; }
 };
 
-// Sessions of encoder-decoder models: the decoder attends to one encoder input at a time.
-class EncoderDecoderSession : public Session {
+// Sessions of encoder-decoder models (Session::encoder_decoder()): the decoder attends to one encoder
+// input at a time.
+class EncoderDecoderSession {
  public:
+  virtual ~EncoderDecoderSession() = default;
   // Runs the encoder on `ids` (or takes states from EncoderDecoder::encode), computes every decoder
   // layer's cross-attention K/V once, and starts a fresh decoder sequence.
   virtual void set_encoder_input(const int32_t* ids, int64_t n) = 0;

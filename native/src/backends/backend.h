@@ -37,9 +37,12 @@ struct RopeSpec {
   int n_rot = 0, head_dim = 0;
 };
 
+// A padding row's position (real positions may be negative: Mu centres its encoder's on 0).
+constexpr int64_t kPaddingPosition = INT64_MIN;
+
 // Positions of a pass's rows: row r is at positions[r] (rows without a position are padding).
 struct RowPositions {
-  const int64_t* pos = nullptr;  // [n_rows]; -1: padding
+  const int64_t* pos = nullptr;  // [n_rows]; kPaddingPosition: padding
   int64_t n_rows = 0;
   int64_t first_pos = 0;    // when contiguous: pos[r] = first_pos + r for every row
   bool contiguous = false;  // one sequence's consecutive positions, no padding

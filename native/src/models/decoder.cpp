@@ -1,5 +1,6 @@
 #include "models/decoder.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "models/checks.h"
@@ -29,9 +30,19 @@ DecoderModel::DecoderModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts
   // The NPU is the CPU with prefill linears on a delegate (the prefill plan, installed by sched/).
   dev_ = open_device(opts_.device == "npu" ? "cpu" : opts_.device, pool(), parse_kv_spec(opts_.kv_k),
                      parse_kv_spec(opts_.kv_v));
-  const Graph& g = arch_def_->graph();
-  dev_.backend->prepare(g.linear_weights(), g.tables(), g.vectors());
-  runner_ = std::make_unique<Runner>(g, *dev_.backend, *dev_.memory);
+  // Everything every graph reads, handed to the device once.
+  std::vector<const Weight*> weights, tables;
+  std::vector<std::pair<const float*, int64_t>> vectors;
+  for (const Graph* g : arch_def_->graphs()) {
+    for (const Weight* w : g->linear_weights())
+      if (std::find(weights.begin(), weights.end(), w) == weights.end()) weights.push_back(w);
+    for (const Weight* w : g->tables())
+      if (std::find(tables.begin(), tables.end(), w) == tables.end()) tables.push_back(w);
+    for (const auto& v : g->vectors())
+      if (std::find(vectors.begin(), vectors.end(), v) == vectors.end()) vectors.push_back(v);
+  }
+  dev_.backend->prepare(weights, tables, vectors);
+  runner_ = std::make_unique<Runner>(arch_def_->graph(), *dev_.backend, *dev_.memory);
 }
 
 std::unique_ptr<Session> DecoderModel::new_session(int64_t n_ctx) {
@@ -47,6 +58,8 @@ std::map<std::string, double> DecoderModel::device_stats() const {
 
 void DecoderModel::decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) {
   check_decode_batch(*this, sessions, tokens);
+  for (size_t b = 0; b < sessions.size(); ++b)
+    check_ready(*static_cast<DecoderSession*>(sessions[b]), "decode_batch: session " + std::to_string(b));
   // Alone, a session's step is an ordinary feed (its attention heads use the whole pool).
   if (sessions.size() == 1) return sessions[0]->feed(tokens, 1, logits, false);
   std::vector<DecoderSession*> ss;
@@ -103,6 +116,7 @@ PassRequest DecoderSession::pass(const int32_t* ids, int64_t rows, int64_t n_val
 }
 
 void DecoderSession::feed(const int32_t* ids, int64_t T, float* logits, bool all_logits) {
+  m_.check_ready(*this, "this session");
   check_feed(n_past_, n_ctx_, ids, T, m_.vocab_size());
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t V = m_.vocab_size();

@@ -22,7 +22,9 @@ namespace pyrt {
 class DecoderArch {
  public:
   virtual ~DecoderArch() = default;
-  const Graph& graph() const { return graph_; }
+  const Graph& graph() const { return graph_; }  // the decoder: token ids -> logits
+  // Every graph the device runs (encoder-decoder architectures add theirs): prepared once at load.
+  virtual std::vector<const Graph*> graphs() const { return {&graph_}; }
   int64_t n_vocab = 0, n_ctx_train = 0, n_embd = 0;
 
  protected:
@@ -65,9 +67,14 @@ class DecoderModel : public Model {
   const Runner& runner() const { return *runner_; }
   void set_prefill_plan(std::unique_ptr<PrefillPlan> plan) { plan_ = std::move(plan); }
 
+ protected:
+  const DecoderArch& arch_def() const { return *arch_def_; }
+  // Fails naming `who` when a session cannot take decoder tokens yet (encoder-decoder: no encoder input).
+  virtual void check_ready(const DecoderSession& s, const std::string& who) const {}
+  DeviceRuntime dev_;
+
  private:
   std::unique_ptr<DecoderArch> arch_def_;
-  DeviceRuntime dev_;
   std::unique_ptr<Runner> runner_;
   std::unique_ptr<PrefillPlan> plan_;
   friend class DecoderSession;

@@ -1,65 +1,73 @@
-// Shared machinery of encoder-decoder models (T5, Mu, Whisper): the read-only model encodes once; a
-// session holds the decoder's self-attention cache plus every decoder layer's cross-attention K/V,
-// computed once from the encoder states (SPEC 3.1/3.2) and reused by every step. Both caches use the
-// session's KV formats, so quantized caches cover cross-attention too.
+// Encoder-decoder models (T5, Mu, Whisper): an architecture file states three graphs once, and this
+// runs them on the device the options name. The encoder maps token ids (or a speech front end's rows)
+// to states; the cross graph computes every decoder layer's cross-attention K/V from those states once
+// per encoder input (SPEC 3.1/3.2) into the session's cache; the decoder is an ordinary decoder graph
+// whose layers also attend to that cross cache. The decoder is a DecoderModel, so prompts, batched
+// decode steps, chunked and delegated prefill, stats and checks are the decoder-only ones.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "memory/kv_cache.h"
-#include "models/checks.h"
+#include "models/decoder.h"
 #include "pyrt/model.h"
 
 namespace pyrt {
 
-struct DecoderState {
-  DecoderState(int n_layers, int n_kv_heads, int head_dim, int n_cross_kv_heads, int cross_head_dim, const KvSpec& k,
-               const KvSpec& v)
-      : self(n_layers, n_kv_heads, head_dim, k, v), cross(n_layers, n_cross_kv_heads, cross_head_dim, k, v) {}
-  KvCache self;                 // grows by the decoder tokens fed
-  KvCache cross;                // fixed once the encoder ran: encoder_length keys per layer
-  int64_t n_past = 0;           // decoder tokens cached
-  int64_t encoder_length = -1;  // -1: no encoder input yet
+// Speech front end (Whisper): PCM -> features -> the encoder graph's input rows, on the host.
+class SpeechFrontEnd {
+ public:
+  virtual ~SpeechFrontEnd() = default;
+  virtual int sample_rate() const = 0;
+  virtual std::vector<float> features(const float* pcm, int64_t n, int64_t* n_mels, int64_t* n_frames,
+                                      ThreadPool& pool) const = 0;
+  // Checks the features' shape; returns [*rows, width] rows for the encoder graph's kInput.
+  virtual std::vector<float> encoder_input(const float* features, int64_t n_mels, int64_t n_frames, int64_t* rows,
+                                           ThreadPool& pool) const = 0;
 };
 
-class EncDecModel : public Model, public EncoderDecoder {
+class EncDecArch : public DecoderArch {
  public:
-  const EncoderDecoder* encoder_decoder() const override { return this; }
-  std::unique_ptr<Session> new_session(int64_t n_ctx) override;
-  int32_t decoder_start_token() const override { return decoder_start_; }
-  const std::string& device() const override { return device_; }
-
-  // Hooks the session calls. cross_kv: layer's cross K and V ([n, kv_dim] each) from encoder states.
-  virtual void cross_kv(int layer, const float* states, int64_t n, float* k, float* v) const = 0;
-  // Feeds T decoder tokens at positions st.n_past.. (the session checked ids and context).
-  virtual void decode(DecoderState& st, const int32_t* ids, int64_t T, float* logits, bool all_logits) const = 0;
-  // One decoder step of several states, ids[b] at states[b]->n_past (checked; n_past is advanced by the
-  // caller): logits [n, vocab]. The default runs decode() per state; architectures that override it
-  // (and batches_decode_steps) run each linear once over the n rows.
-  virtual void decode_steps(const std::vector<DecoderState*>& states, const int32_t* ids, float* logits) const;
-  virtual bool batches_decode_steps() const { return false; }
-  // Model::decode_batch for encoder-decoder sessions (each needs its encoder input set).
-  void decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) override;
-  bool batches_decode() const override { return batches_decode_steps(); }
-
-  std::unique_ptr<DecoderState> new_decoder_state() const {
-    return std::make_unique<DecoderState>(n_dec_layers_, self_kv_heads_, self_head_dim_, cross_kv_heads_,
-                                          cross_head_dim_, kv_k_, kv_v_);
-  }
-  int n_decoder_layers() const { return n_dec_layers_; }
-  int64_t cross_kv_dim() const { return int64_t(cross_kv_heads_) * cross_head_dim_; }
-  int64_t max_encoder_length() const { return max_enc_len_; }
+  std::vector<const Graph*> graphs() const override { return {&graph_, &encoder_, &cross_}; }
+  const Graph& encoder() const { return encoder_; }  // kEmbed (ids) or kInput (front end rows) -> states
+  const Graph& cross() const { return cross_; }      // kInput states -> kStoreCross of every decoder layer
+  // Position of the encoder's first row (Mu centres its positions; others count from 0).
+  virtual int64_t encoder_first_position(int64_t n) const { return 0; }
+  virtual const SpeechFrontEnd* front_end() const { return nullptr; }
+  int32_t decoder_start = 0;
 
  protected:
-  EncDecModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts);
-  // Set by the architecture's constructor.
-  int n_dec_layers_ = 0, self_kv_heads_ = 0, self_head_dim_ = 0, cross_kv_heads_ = 0, cross_head_dim_ = 0;
-  int32_t decoder_start_ = 0;
-  int64_t max_enc_len_ = 0;  // 0: unlimited (relative positions)
-  KvSpec kv_k_, kv_v_;
-  const std::string device_ = "cpu";
+  Graph encoder_, cross_;
+};
+using EncDecArchFactory = std::function<std::unique_ptr<EncDecArch>(const GgufFile&, const ModelOptions&)>;
+
+class EncDecModel : public DecoderModel, public EncoderDecoder, public SpeechEncoder {
+ public:
+  EncDecModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts, const EncDecArchFactory& arch);
+  std::unique_ptr<Session> new_session(int64_t n_ctx) override;
+  const EncoderDecoder* encoder_decoder() const override { return this; }
+  const SpeechEncoder* speech() const override { return enc().front_end() ? this : nullptr; }
+
+  void encode(const int32_t* ids, int64_t n, float* out) const override;
+  int32_t decoder_start_token() const override { return enc().decoder_start; }
+  int sample_rate() const override;
+  std::vector<float> audio_features(const float* pcm, int64_t n, int64_t* n_mels, int64_t* n_frames) const override;
+  std::vector<float> encode_audio(const float* features, int64_t n_mels, int64_t n_frames,
+                                  int64_t* n_states) const override;
+
+  // The cross graph over `states` into the session's cache (the session checked the states).
+  void compute_cross(SequenceCache& cache, const float* states, int64_t n) const;
+
+ protected:
+  void check_ready(const DecoderSession& s, const std::string& who) const override;
+
+ private:
+  const EncDecArch& enc() const { return static_cast<const EncDecArch&>(arch_def()); }
+  const SpeechFrontEnd& front_end() const;
+  // The encoder graph over n rows of ids or input rows: states [n, embedding_length].
+  void run_encoder(const int32_t* ids, const float* input, int64_t n, float* out) const;
+  std::unique_ptr<Runner> encoder_, cross_;
 };
 
 }  // namespace pyrt

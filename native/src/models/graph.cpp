@@ -149,9 +149,11 @@ Graph GraphBuilder::finish(Val output) {
     }
     for (int v : g.nodes_[i].out) g.last_use_[size_t(v)] = std::max(g.last_use_[size_t(v)], i);
   }
-  if (output.id < 0 || size_t(output.id) >= n_vals || g.first_def_[size_t(output.id)] == SIZE_MAX)
-    fail(ErrorCode::kInternal, "the graph's output is never written");
-  g.last_use_[size_t(output.id)] = n_nodes;
+  if (output.id >= 0) {  // Val{}: a graph that only writes caches
+    if (size_t(output.id) >= n_vals || g.first_def_[size_t(output.id)] == SIZE_MAX)
+      fail(ErrorCode::kInternal, "the graph's output is never written");
+    g.last_use_[size_t(output.id)] = n_nodes;
+  }
   g.slot_of_.assign(n_vals, -1);
   std::multimap<int64_t, int> free_slots;  // width -> slot
   std::vector<std::vector<int>> dying(n_nodes + 1);

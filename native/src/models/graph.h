@@ -122,7 +122,7 @@ class GraphBuilder {
   Val ffn(Val x, const Ffn& f);
   // Marks the head's first node (the final norm and output linear follow).
   void head() { head_begin_ = nodes_.size(), layer_ = -1; }
-  Graph finish(Val output);
+  Graph finish(Val output);  // Val{}: no output (a graph that only fills caches)
 
  private:
   Val value(int64_t width);

@@ -43,6 +43,19 @@ AttentionWeights ModelLoader::attention(const std::string& prefix, int64_t n_emb
   return a;
 }
 
+int64_t ModelLoader::vocab_of(const std::string& name) const {
+  const GgufTensorInfo* t = f_.find_tensor(name);
+  if (!t || t->ne.size() != 2) bad("tensor '" + name + "' is missing or not 2-D");
+  return t->ne[1];
+}
+
+int32_t ModelLoader::decoder_start(int64_t n_vocab, int64_t fallback) const {
+  const int64_t start = f_.get_int(prefix_ + "decoder_start_token_id", fallback);
+  if (start < 0 || start >= n_vocab)
+    bad("decoder_start_token_id " + std::to_string(start) + " is outside the vocabulary");
+  return static_cast<int32_t>(start);
+}
+
 int ModelLoader::pos_int(const std::string& key) const {
   const int64_t v = f_.require_int(prefix_ + key);
   if (v <= 0 || v > (int64_t(1) << 31))

@@ -37,6 +37,11 @@ class ModelLoader {
   // "<prefix>_{q,k,v,o}.weight" (+ optional ".bias"): q [n_embd -> q_dim], k/v [n_embd -> kv_dim], o [q_dim -> n_embd].
   AttentionWeights attention(const std::string& prefix, int64_t n_embd, int64_t q_dim, int64_t kv_dim) const;
 
+  // Rows of the 2-D embedding table `name` (the vocabulary size).
+  int64_t vocab_of(const std::string& name) const;
+  // "<arch>.decoder_start_token_id" (or `fallback`; -1: required), checked against the vocabulary.
+  int32_t decoder_start(int64_t n_vocab, int64_t fallback) const;
+
   // "<arch>.<key>" metadata: a positive int (required, or `fallback` when given and absent), a float.
   int pos_int(const std::string& key) const;
   int pos_int(const std::string& key, int64_t fallback) const;

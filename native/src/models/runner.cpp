@@ -14,7 +14,7 @@ Runner::Pass::~Pass() {
 }
 
 void Runner::set_positions(Pass& p) const {
-  p.positions_.assign(size_t(p.rows_), -1);
+  p.positions_.assign(size_t(p.rows_), kPaddingPosition);
   for (const SeqRows& s : p.req_.seqs)
     for (int64_t r = 0; r < s.n; ++r) p.positions_[size_t(s.row0 + r)] = s.pos0 + r;
   p.pos_.pos = p.positions_.data();
@@ -46,13 +46,18 @@ std::unique_ptr<Runner::Pass> Runner::begin(const PassRequest& r) const {
     fail(ErrorCode::kUnsupported, "linear observers need a backend in host memory (the CPU)");
   }
   set_positions(*p);
-  p->pick_at_ = r.pick_rows_early && !r.observer ? g_.rows_independent_from() : g_.head_begin();
-  p->out_slot_ = g_.slot(g_.output().id);
+  const bool has_output = g_.output().id >= 0;  // graphs that only write caches (cross K/V) have none
+  if (!has_output && (r.out || !r.out_rows.empty())) fail(ErrorCode::kInternal, "this graph has no output rows");
+  p->out_slot_ = has_output ? g_.slot(g_.output().id) : -1;
+  if (!has_output)
+    p->pick_at_ = SIZE_MAX;  // every row runs to the end
+  else
+    p->pick_at_ = r.pick_rows_early && !r.observer ? g_.rows_independent_from() : g_.head_begin();
   p->slots_.assign(g_.slot_widths().size(), nullptr);
   const int64_t n_out = int64_t(r.out_rows.size());
   // The caller's buffer can be the output's slot when the output is written after rows were picked.
-  const bool bind =
-      r.out && be_.host_memory() && n_out > 0 && (p->pick_at_ <= g_.first_def(g_.output()) || n_out == r.rows);
+  const bool bind = has_output && r.out && be_.host_memory() && n_out > 0 &&
+                    (p->pick_at_ <= g_.first_def(g_.output()) || n_out == r.rows);
   for (size_t i = 0; i < p->slots_.size(); ++i) {
     if (int(i) == p->out_slot_ && bind) {
       p->bound_out_ = r.out;  // the output linear writes the caller's buffer: no copy of the logits
@@ -140,9 +145,10 @@ void Runner::run_node(Pass& p, size_t i) const {
     case OpKind::kScale: be_.scale(ptr(0), n.scale, T * width(n.in[0])); break;
     case OpKind::kPositions:
       for (int64_t r = 0; r < T; ++r) {
-        if (p.positions_[size_t(r)] >= n.n_positions) {
-          fail(ErrorCode::kOutOfRange, "position " + std::to_string(p.positions_[size_t(r)]) +
-                                           " is beyond the model's " + std::to_string(n.n_positions) + " positions");
+        const int64_t pos = p.positions_[size_t(r)];
+        if (pos != kPaddingPosition && (pos < 0 || pos >= n.n_positions)) {
+          fail(ErrorCode::kOutOfRange, "position " + std::to_string(pos) + " is outside the model's positions 0.." +
+                                           std::to_string(n.n_positions - 1));
         }
       }
       be_.add_positions(n.positions, width(n.in[0]), p.pos_, ptr(0));

@@ -80,14 +80,8 @@ T5Weights load_t5_weights(const GgufFile& file, const std::string& arch, const M
   w.gated_ = ld.has("enc.blk.0.ffn_gate.weight");
   w.act_ = activation_from_name(file.get_string(arch + ".feed_forward_activation", w.gated_ ? "gelu_tanh" : "relu"),
                                 ld.path());
-  const int64_t start = file.get_int(arch + ".decoder_start_token_id", 0);
-
-  const GgufTensorInfo* emb = file.find_tensor("token_embd.weight");
-  if (!emb || emb->ne.size() != 2) ld.bad("tensor 'token_embd.weight' is missing or not 2-D");
-  w.n_vocab_ = emb->ne[1];
-  if (start < 0 || start >= w.n_vocab_)
-    ld.bad("decoder_start_token_id " + std::to_string(start) + " is outside the vocabulary");
-  w.decoder_start_token_ = static_cast<int32_t>(start);
+  w.n_vocab_ = ld.vocab_of("token_embd.weight");
+  w.decoder_start_token_ = ld.decoder_start(w.n_vocab_, 0);
   w.tok_embd_ = ld.weight("token_embd.weight", {w.E_, w.n_vocab_});
   w.output_ = ld.has("output.weight") ? ld.weight("output.weight", {w.E_, w.n_vocab_}) : w.tok_embd_;
   w.enc_norm_ = ld.f32("enc.output_norm.weight", w.E_);

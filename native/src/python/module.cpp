@@ -90,7 +90,7 @@ const SpeechEncoder& speech_of(const Model& m) {
   return *m.speech();
 }
 EncoderDecoderSession& encdec_session_of(Session& s) {
-  auto* e = dynamic_cast<EncoderDecoderSession*>(&s);
+  EncoderDecoderSession* e = s.encoder_decoder();
   if (!e) {
     throw Error(ErrorCode::kUnsupported, "this model has no encoder (encoder input is for encoder-decoder models)");
   }
@@ -746,7 +746,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("states"))
       .def_property_readonly("encoder_length",
                              [](Session& s) {
-                               auto* e = dynamic_cast<EncoderDecoderSession*>(&s);
+                               EncoderDecoderSession* e = s.encoder_decoder();
                                return e ? e->encoder_length() : int64_t(0);
                              })
       .def("prefill_trace_json", &Session::prefill_trace_json)

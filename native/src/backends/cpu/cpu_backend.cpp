@@ -59,13 +59,13 @@ class CpuBackend : public Backend {
     if (cs.empty()) {
       cs.resize(size_t(pos.n_rows * 2 * half));
       for (int64_t r = 0; r < pos.n_rows; ++r) {
-        if (pos.pos[r] < 0) continue;
+        if (pos.pos[r] == kPaddingPosition) continue;
         float* a = &cs[size_t(r * 2 * half)];
         rope_angles(static_cast<float>(pos.pos[r]) * s.pos_scale, s.inv_freq, a, a + half);
       }
     }
     auto rotate = [&](int64_t r) {
-      if (pos.pos[r] < 0) return;  // padding
+      if (pos.pos[r] == kPaddingPosition) return;
       const float* a = &cs[size_t(r * 2 * half)];
       rope_with(x + r * stride, n_heads, s.head_dim, s.n_rot, a, a + half, s.mode);
     };
@@ -91,7 +91,7 @@ class CpuBackend : public Backend {
   }
   void add_positions(const float* table, int64_t width, const RowPositions& pos, float* x) override {
     for (int64_t r = 0; r < pos.n_rows; ++r) {
-      if (pos.pos[r] >= 0) add_inplace(x + r * width, table + pos.pos[r] * width, width);
+      if (pos.pos[r] != kPaddingPosition) add_inplace(x + r * width, table + pos.pos[r] * width, width);
     }
   }
 
