@@ -11,6 +11,22 @@ namespace {
 
 constexpr int kNormThreads = 256;
 
+// Sum of v over the CTA (kNormThreads threads), returned to every thread.
+__device__ float block_sum(float v, float* warp_sums) {
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < kNormThreads / 32 ? warp_sums[threadIdx.x] : 0.0f;
+    t = warp_sum(t);
+    if (threadIdx.x == 0) warp_sums[0] = t;
+  }
+  __syncthreads();
+  const float total = warp_sums[0];
+  __syncthreads();  // warp_sums is reused by the next reduction
+  return total;
+}
+
 // One CTA per row: each thread sums squares over a strided slice, warps reduce, then every thread
 // scales its slice. Sums in fp32 like the CPU path (the order differs: a tolerance, not bits).
 __global__ void __launch_bounds__(kNormThreads)
@@ -20,17 +36,41 @@ __global__ void __launch_bounds__(kNormThreads)
   float* yr = y + size_t(blockIdx.x) * n;
   float ss = 0.0f;
   for (int i = threadIdx.x; i < n; i += kNormThreads) ss += xr[i] * xr[i];
-  ss = warp_sum(ss);
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < kNormThreads / 32 ? warp_sums[threadIdx.x] : 0.0f;
-    t = warp_sum(t);
-    if (threadIdx.x == 0) warp_sums[0] = t;
-  }
-  __syncthreads();
-  const float inv = rsqrtf(warp_sums[0] / static_cast<float>(n) + eps);
+  const float inv = rsqrtf(block_sum(ss, warp_sums) / static_cast<float>(n) + eps);
   for (int i = threadIdx.x; i < n; i += kNormThreads) yr[i] = xr[i] * inv * w[i];
+}
+
+// LayerNorm, one CTA per row: the mean, then the variance about it (two passes, as on the CPU).
+__global__ void __launch_bounds__(kNormThreads)
+    layer_norm_kernel(const float* x, const float* w, const float* b, float* y, int n, float eps) {
+  __shared__ float warp_sums[kNormThreads / 32];
+  const float* xr = x + size_t(blockIdx.x) * n;
+  float* yr = y + size_t(blockIdx.x) * n;
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < n; i += kNormThreads) sum += xr[i];
+  const float mean = block_sum(sum, warp_sums) / static_cast<float>(n);
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < n; i += kNormThreads) ss += (xr[i] - mean) * (xr[i] - mean);
+  const float inv = rsqrtf(block_sum(ss, warp_sums) / static_cast<float>(n) + eps);
+  for (int i = threadIdx.x; i < n; i += kNormThreads) yr[i] = (xr[i] - mean) * inv * w[i] + (b ? b[i] : 0.0f);
+}
+
+__global__ void add_bias_kernel(float* y, const float* bias, int64_t rows, int n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] += bias[i % n];
+}
+
+__global__ void scale_kernel(float* x, float s, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] *= s;
+}
+
+__global__ void add_positions_kernel(float* x, const float* table, const int* positions, int rows, int width) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < int64_t(rows) * width;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int p = positions[i / width];
+    if (p >= 0) x[i] += table[int64_t(p) * width + i % width];
+  }
 }
 
 // One thread per rotated pair (token t, head h, pair i): the CPU rope()'s pairing, (2i, 2i + 1) for
@@ -114,6 +154,43 @@ cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, 
   if (rows < 0 || n <= 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   PYRT_LAUNCH(rows, kNormThreads, 0, stream, rms_norm_kernel)(x, w, y, n, eps);
+  return cudaGetLastError();
+}
+
+cudaError_t layer_norm(const float* x, const float* w, const float* b, float* y, int rows, int n, float eps,
+                       cudaStream_t stream) {
+  if (rows < 0 || n <= 0) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  PYRT_LAUNCH(rows, kNormThreads, 0, stream, layer_norm_kernel)(x, w, b, y, n, eps);
+  return cudaGetLastError();
+}
+
+namespace {
+int elementwise_grid(int64_t n) {
+  return static_cast<int>(std::min<int64_t>(blocks_for(n, 256), 65535));
+}
+}  // namespace
+
+cudaError_t add_bias(float* y, const float* bias, int64_t rows, int n, cudaStream_t stream) {
+  if (rows < 0 || n <= 0) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  PYRT_LAUNCH(elementwise_grid(rows * n), 256, 0, stream, add_bias_kernel)(y, bias, rows, n);
+  return cudaGetLastError();
+}
+
+cudaError_t scale(float* x, float s, int64_t n, cudaStream_t stream) {
+  if (n < 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  PYRT_LAUNCH(elementwise_grid(n), 256, 0, stream, scale_kernel)(x, s, n);
+  return cudaGetLastError();
+}
+
+cudaError_t add_positions(float* x, const float* table, const int* positions, int rows, int width,
+                          cudaStream_t stream) {
+  if (rows < 0 || width <= 0) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  PYRT_LAUNCH(elementwise_grid(int64_t(rows) * width), 256, 0, stream, add_positions_kernel)(x, table, positions, rows,
+                                                                                             width);
   return cudaGetLastError();
 }
 

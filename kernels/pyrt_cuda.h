@@ -150,6 +150,15 @@ cudaError_t f32_to_f16(const float* x, half* y, int64_t n, cudaStream_t stream);
 // A decoder layer's elementwise steps, fp32 rows as on the CPU:
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for `rows` rows of n;
 cudaError_t rms_norm(const float* x, const float* w, float* y, int rows, int n, float eps, cudaStream_t stream);
+// LayerNorm: y[r] = (x[r] - mean) / sqrt(var + eps) * w + b (b may be null);
+cudaError_t layer_norm(const float* x, const float* w, const float* b, float* y, int rows, int n, float eps,
+                       cudaStream_t stream);
+// y[r] += bias for `rows` rows of n (biased linears);
+cudaError_t add_bias(float* y, const float* bias, int64_t rows, int n, cudaStream_t stream);
+// x *= s over n values;
+cudaError_t scale(float* x, float s, int64_t n, cudaStream_t stream);
+// x[r] += table[positions[r]] for rows of `width` (learned positions; positions[r] < 0: padding, untouched);
+cudaError_t add_positions(float* x, const float* table, const int* positions, int rows, int width, cudaStream_t stream);
 // rotary embedding in place on x [T, n_heads, head_dim] at positions pos0.., angle (pos * inv_freq[i])
 // for pair i < n_rot / 2: (2i, 2i + 1) in ggml's normal mode, (i, i + n_rot / 2) for NeoX;
 cudaError_t rope(float* x, int T, int n_heads, int head_dim, int n_rot, int pos0, const float* inv_freq, bool neox,

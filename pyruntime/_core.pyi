@@ -141,7 +141,9 @@ class Model:
         overlap: bool = ...,
         delegate_threads: int = ...,
         per_channel_weights: bool = ...,
+        device: str = ...,
     ) -> Model: ...
+    device: str
     activations: str
     prefill_chunk: int
     delegate: str
@@ -152,6 +154,8 @@ class Model:
     def new_session(self, n_ctx: int = ...) -> Session: ...
     def decode_batch(self, sessions: list[Session], tokens: list[int]) -> npt.NDArray[np.float32]: ...
     batches_decode: bool
+    def prefill_batch(self, sessions: list[Session], prompts: list[list[int]]) -> npt.NDArray[np.float32]: ...
+    packs_prefill: bool
     architecture: str
     vocab_size: int
     context_length: int
@@ -159,6 +163,7 @@ class Model:
     is_encoder_decoder: bool
     decoder_start_token: int
     def encode(self, ids: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
+    def encode_batch(self, inputs: list[list[int]]) -> npt.NDArray[np.float32]: ...
     audio_sample_rate: int
     def audio_features(self, pcm: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
     def encode_audio(self, features: npt.ArrayLike) -> npt.NDArray[np.float32]: ...

@@ -25,7 +25,6 @@ Prompt = Union[str, Sequence[int]]
 KV_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0", "kivi4", "kivi2")
 DEVICES = ("cpu", "npu", "cuda", "cuda-sim")
 # A GPU session reserves its whole KV cache up front; without `context`, at most this many positions.
-CUDA_DEFAULT_CONTEXT = 4096
 OUTLIER_MODES = ("on", "off")
 
 
@@ -53,11 +52,7 @@ class Session:
 
     def __init__(self, model: Model, context: Optional[int] = None) -> None:
         self._model = model
-        if model._gpu is not None:
-            n_ctx = int(context or min(model.context_length, CUDA_DEFAULT_CONTEXT))
-            self._s = model._gpu.new_session(n_ctx, model.kv_cache_k)
-        else:
-            self._s = model._m.new_session(int(context or 0))
+        self._s = model._m.new_session(int(context or 0))
 
     def feed(self, ids: Sequence[int]) -> np.ndarray:
         """Append ``ids`` to the conversation; returns their logits, float32 ``[len(ids), vocab]``."""
@@ -140,25 +135,18 @@ class Session:
         s["kv_cache"] = self._model.kv_cache
         s["kv_cache_k"], s["kv_cache_v"] = self._model.kv_cache_k, self._model.kv_cache_v
         delegate = self._model.delegate
-        if self._model._gpu is not None:  # every step of every pass ran on the CUDA kernels
-            where = "cuda" if self._model.device == "cuda" else "cuda-sim (CPU simulator)"
-            placement.update(
-                {"kernels": where, "prefill_linears": where, "attention": where, "decode": where, "fallbacks": []}
-            )
-            placement["all"] = where
-            s["placement"] = placement
-            return s
+        backend = str(self._model._m.device)  # what ran every pass: "cpu", "cuda" or "cuda-sim"
         placement.update(
             {
-                "kernels": _core.kernels_name(),
-                "prefill_linears": delegate or "cpu",
-                "attention": "cpu",
-                "decode": "cpu",
+                "kernels": _core.kernels_name() if backend == "cpu" else backend,
+                "prefill_linears": delegate or backend,
+                "attention": backend,
+                "decode": backend,
                 "fallbacks": [],
             }
         )
         if not delegate:
-            placement["all"] = "cpu"
+            placement["all"] = backend
         else:
             runs_on = str(self._model._m.delegate_runs_on)
             placement["delegate_runs_on"] = runs_on
@@ -182,7 +170,6 @@ class Model:
         self.delegate: Optional[str] = str(native.delegate) or None
         self.prefill_chunk = int(native.prefill_chunk)
         self._default_context = context
-        self._gpu: Any = None  # device="cuda": the model's weights on the GPU (pyruntime._cuda.LlamaModel)
         tok = native.tokenizer
         self.tokenizer: Optional[Tokenizer] = Tokenizer(tok) if tok is not None else None
 
@@ -278,13 +265,10 @@ class Model:
 
         arr = np.asarray(ids, dtype=np.int64)
 
-        def run(row: np.ndarray) -> np.ndarray:  # device="cuda": the GPU encoder
-            return np.asarray(self._gpu.encode([int(i) for i in row]) if self._gpu is not None else self._m.encode(row))
-
         if arr.ndim == 1:
             if attention_mask is not None:
                 arr = arr[np.asarray(attention_mask).reshape(-1).astype(bool)]
-            return run(arr)
+            return np.asarray(self._m.encode(arr))
         if arr.ndim != 2:
             raise InvalidArgumentError(f"encode() takes 1-D ids or a 2-D batch, got {arr.ndim}-D")
         mask = np.ones(arr.shape, dtype=bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
@@ -292,16 +276,12 @@ class Model:
             raise InvalidArgumentError(f"attention_mask has shape {mask.shape}, ids have {arr.shape}")
         out = np.zeros((arr.shape[0], arr.shape[1], int(self._m.embedding_length)), dtype=np.float32)
         positions = [np.flatnonzero(mask[b]) for b in range(arr.shape[0])]
-        if self._gpu is not None:  # one padding-free pass: packed rows, attention by prefix sums
-            states = np.asarray(
-                self._gpu.encode_batch([[int(i) for i in arr[b, pos]] for b, pos in enumerate(positions)])
-            )
-            for b, pos in enumerate(positions):
-                out[b, pos] = states[b, : pos.size]
-            return out
+        # One padding-free pass: the rows packed, each attending within its own input.
+        states = np.asarray(self._m.encode_batch([[int(i) for i in arr[b, pos]] for b, pos in enumerate(positions)]))
+        row = 0
         for b, pos in enumerate(positions):
-            if pos.size:
-                out[b, pos] = run(arr[b, pos])
+            out[b, pos] = states[row : row + pos.size]
+            row += pos.size
         return out
 
     def prefill(self, sessions: Sequence[Session], prompts: Sequence[Sequence[int]]) -> list[np.ndarray]:
@@ -315,15 +295,15 @@ class Model:
         if any(s._model is not self for s in sessions):
             raise InvalidArgumentError("every session must come from this model")
         id_lists = [_id_list(p) for p in prompts]
-        if self._gpu is not None and hasattr(self._gpu, "prefill_batch") and sessions:
-            out = self._gpu.prefill_batch([s._s for s in sessions], id_lists)
-            return [out[i] for i in range(len(sessions))]
-        return [s._feed(ids, all_logits=False) for s, ids in zip(sessions, id_lists)]
+        if not sessions:
+            return []
+        if any(not ids for ids in id_lists):
+            raise InvalidArgumentError("every prompt needs at least one token id")
+        out = self._m.prefill_batch([s._s for s in sessions], id_lists)
+        return [out[i] for i in range(len(sessions))]
 
     def _batches_decode(self) -> bool:
         """Whether :meth:`decode` runs several sessions as one step (rather than one after the other)."""
-        if self._gpu is not None:
-            return hasattr(self._gpu, "decode_batch")
         return bool(self._m.batches_decode)
 
     def decode(self, sessions: Sequence[Session], tokens: Sequence[int]) -> list[np.ndarray]:
@@ -344,11 +324,8 @@ class Model:
         toks = _id_list(tokens)
         if not sessions:
             return []
-        native = self._gpu if self._gpu is not None else self._m
-        if hasattr(native, "decode_batch"):
-            out = native.decode_batch([s._s for s in sessions], toks)
-            return [out[i] for i in range(len(sessions))]
-        return [s._feed([t], all_logits=False) for s, t in zip(sessions, toks)]
+        out = self._m.decode_batch([s._s for s in sessions], toks)
+        return [out[i] for i in range(len(sessions))]
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         return self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
@@ -427,7 +404,7 @@ class Model:
             )
             for i, p in enumerate(prompts)
         ]
-        batch_prefill = self._gpu is not None and self.kv_cache_k == self.kv_cache_v == "f16"
+        batch_prefill = bool(self._m.packs_prefill)
         replies: list[Any] = [None] * len(gens)
         active = list(range(len(gens)))
         while active:
@@ -674,26 +651,6 @@ class Stream:
         )
 
 
-def _cuda_module(device: str) -> Any:
-    """The CUDA kernels for `device` ('cuda': the GPU build; 'cuda-sim': the CPU simulator, for tests),
-    imported only when asked for: CPU use never touches CUDA."""
-    if device == "cuda-sim":
-        try:
-            from pyruntime import _cuda_sim  # type: ignore[attr-defined]
-        except ImportError:
-            raise UnsupportedError("device 'cuda-sim': this build has no CUDA simulator (PYRT_CUDA_SIM=OFF)") from None
-        return _cuda_sim
-    try:
-        from pyruntime import _cuda  # type: ignore[attr-defined]
-    except ImportError:
-        raise UnsupportedError(
-            "device 'cuda': this build has no CUDA kernels (nvcc was not found when it was built)"
-        ) from None
-    if _cuda.device_count() == 0:
-        raise UnsupportedError("device 'cuda': no CUDA GPU or driver was found on this machine")
-    return _cuda
-
-
 def load(
     path_or_name: Union[str, os.PathLike[str]],
     *,
@@ -773,15 +730,6 @@ def load(
         raise InvalidArgumentError("delegate_threads must be >= 1")
     if chunk is not None and not 1 <= chunk <= 4096:
         raise InvalidArgumentError(f"chunk must be in 1..4096, got {chunk}")
-    gpu_module = None
-    if device in ("cuda", "cuda-sim"):
-        gpu_module = _cuda_module(device)
-        if kv_k != kv_v or not (kv_k in ("f16", "q8_0", "q4_0") or kv_k.startswith("kivi")):
-            raise UnsupportedError(
-                f"device '{device}' keeps keys and values in one of f16, q8_0, q4_0, kivi (got k={kv_k}, v={kv_v})"
-            )
-        if chunk is not None:
-            raise InvalidArgumentError(f"chunk needs device='npu' or 'cpu', not {device!r}")
     native = _core.Model.load(
         path,
         int(threads or 0),
@@ -795,14 +743,6 @@ def load(
         overlap=overlap,
         delegate_threads=int(delegate_threads or 0),
         per_channel_weights=weight_scales == "per-channel",
+        device=device,
     )
-    model = Model(native, path, (kv_k, kv_v), device, context)
-    if gpu_module is not None:
-        arch = str(native.architecture)
-        if arch == "llama":
-            model._gpu = gpu_module.LlamaModel(path, arch)  # the tokenizer and metadata come from `native`
-        elif arch == "t5":
-            model._gpu = gpu_module.T5Model(path, arch)
-        else:
-            raise UnsupportedError(f"device '{device}' runs Llama-family and T5 models; {path} is '{arch}'")
-    return model
+    return Model(native, path, (kv_k, kv_v), device, context)

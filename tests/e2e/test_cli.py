@@ -106,13 +106,13 @@ def test_errors_exit_nonzero_with_message(args: list[str], message: str, smollm2
 
 def test_device_cuda_runs_or_says_why(smollm2_path: Path) -> None:
     """--device cuda: generates on a GPU; without one, exit 1 naming what is missing (no fallback)."""
-    from pyruntime.model import _cuda_module
+    import importlib.util
 
-    try:
-        _cuda_module("cuda")
-        has_gpu = True
-    except Exception:
-        has_gpu = False
+    has_gpu = importlib.util.find_spec("pyruntime._cuda") is not None
+    if has_gpu:
+        from pyruntime import _cuda  # type: ignore[attr-defined]
+
+        has_gpu = _cuda.device_count() > 0
     bad = pyrt("run", "--device", "tpu", "-p", "hi")
     assert bad.returncode == 2 and "invalid choice: 'tpu'" in bad.stderr  # argparse's usage error
     r = pyrt("run", "--device", "cuda", "-p", "Once upon a time", "-n", "4")

@@ -94,6 +94,9 @@ class EncoderDecoder {
   virtual ~EncoderDecoder() = default;
   // Final encoder states [n, embedding_length] of token ids; kUnsupported for speech encoders.
   virtual void encode(const int32_t* ids, int64_t n, float* out) const = 0;
+  // Several inputs at once (packed, no padding: each attends within itself): states of every input's
+  // rows in order, [sum of lengths, embedding_length].
+  virtual void encode_batch(const std::vector<std::vector<int32_t>>& inputs, float* out) const = 0;
   virtual int32_t decoder_start_token() const = 0;
 };
 
@@ -135,6 +138,8 @@ class Model {
   // [n, vocab_size()], each prompt's last row.
   virtual void prefill_batch(const std::vector<Session*>& sessions, const std::vector<std::vector<int32_t>>& prompts,
                              float* logits);
+  // Whether prefill_batch packs prompts into shared passes (rather than feeding them one by one).
+  virtual bool packs_prefill() const { return false; }
 
   virtual const EncoderDecoder* encoder_decoder() const { return nullptr; }
   virtual const SpeechEncoder* speech() const { return nullptr; }
@@ -155,6 +160,9 @@ class Model {
 
  protected:
   Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts);
+  // prefill_batch's checks (one prompt per session; sessions distinct, of this model; each prompt fits).
+  void check_prefill_batch(const std::vector<Session*>& sessions,
+                           const std::vector<std::vector<int32_t>>& prompts) const;
   std::string arch_;
   std::shared_ptr<GgufFile> file_;
   std::shared_ptr<Tokenizer> tokenizer_;

@@ -10,10 +10,9 @@ namespace pyrt {
 
 namespace {
 
-// Rows of a prompt pass at once (llama.cpp's n_ubatch): the activations of a 4096-token prompt would
-// otherwise hold ~25 KB a row for SmolLM2, and any split of a prompt gives the bits of one pass
-// (test_invariants), so nothing else changes.
-constexpr int64_t kMicroBatch = 512;
+// kMicroBatch (decoder.h): the activations of a 4096-token prompt would otherwise hold ~25 KB a row
+// for SmolLM2, and any split of a prompt gives the bits of one pass (test_invariants), so nothing
+// else changes.
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -45,9 +44,15 @@ DecoderModel::DecoderModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts
   runner_ = std::make_unique<Runner>(arch_def_->graph(), *dev_.backend, *dev_.memory);
 }
 
+int64_t DecoderModel::session_context(int64_t n_ctx) const {
+  if (n_ctx > 0) return n_ctx;
+  if (opts_.n_ctx > 0) return opts_.n_ctx;
+  // A GPU session reserves its whole cache up front: without a context asked for, a bounded one.
+  return dev_.backend->host_memory() ? context_length() : std::min(context_length(), kCudaDefaultContext);
+}
+
 std::unique_ptr<Session> DecoderModel::new_session(int64_t n_ctx) {
-  const int64_t ctx = n_ctx > 0 ? n_ctx : opts_.n_ctx > 0 ? opts_.n_ctx : arch_def_->n_ctx_train;
-  return std::make_unique<DecoderSession>(*this, ctx);
+  return std::make_unique<DecoderSession>(*this, session_context(n_ctx));
 }
 
 std::map<std::string, double> DecoderModel::device_stats() const {
@@ -89,6 +94,67 @@ void DecoderModel::decode_batch(const std::vector<Session*>& sessions, const int
   }
 }
 
+void DecoderModel::prefill_batch(const std::vector<Session*>& sessions,
+                                 const std::vector<std::vector<int32_t>>& prompts, float* logits) {
+  check_prefill_batch(sessions, prompts);
+  std::vector<DecoderSession*> ss;
+  for (size_t b = 0; b < sessions.size(); ++b) {
+    ss.push_back(static_cast<DecoderSession*>(sessions[b]));  // checked: this model's sessions
+    check_ready(*ss.back(), "prefill_batch: session " + std::to_string(b));
+  }
+  const int64_t V = vocab_size();
+  std::vector<size_t> group;  // sessions whose prompts share the next pass
+  int64_t rows = 0;
+  auto flush = [&] {
+    if (group.size() == 1) ss[group[0]]->feed(prompts[group[0]].data(), rows, logits + int64_t(group[0]) * V, false);
+    if (group.size() > 1) run_packed(ss, prompts, group, rows, logits);
+    group.clear(), rows = 0;
+  };
+  for (size_t b = 0; b < ss.size(); ++b) {
+    const int64_t n = int64_t(prompts[b].size());
+    if (plan_ || ss[b]->observer() || n > kMicroBatch) {  // alone: its own chunks, observer or micro-batches
+      flush();
+      ss[b]->feed(prompts[b].data(), n, logits + int64_t(b) * V, false);
+      continue;
+    }
+    if (rows + n > kMicroBatch) flush();
+    group.push_back(b), rows += n;
+  }
+  flush();
+}
+
+void DecoderModel::run_packed(const std::vector<DecoderSession*>& ss, const std::vector<std::vector<int32_t>>& prompts,
+                              const std::vector<size_t>& group, int64_t rows, float* logits) {
+  const int64_t V = vocab_size();
+  PassRequest r;
+  std::vector<int32_t> ids;
+  for (size_t b : group) {
+    const int64_t n = int64_t(prompts[b].size());
+    r.seqs.push_back(SeqRows{ss[b]->cache_.get(), int64_t(ids.size()), n, ss[b]->n_past_});
+    r.out_rows.push_back(int64_t(ids.size()) + n - 1);
+    ids.insert(ids.end(), prompts[b].begin(), prompts[b].end());
+  }
+  std::vector<float> out(group.size() * size_t(V));
+  r.rows = rows, r.ids = ids.data(), r.out = out.data();
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    runner_->run(r, &ss[group[0]]->counters);
+  } catch (...) {
+    for (size_t b : group) ss[b]->reset();  // caches may hold part of the pass (as feed() does)
+    throw;
+  }
+  const double dt = seconds_since(t0);
+  ++ss[group[0]]->passes;
+  for (size_t i = 0; i < group.size(); ++i) {
+    DecoderSession& s = *ss[group[i]];
+    const int64_t n = int64_t(prompts[group[i]].size());
+    std::copy_n(out.data() + i * size_t(V), V, logits + int64_t(group[i]) * V);
+    s.n_past_ += n;
+    ++s.batched_prefills_;
+    s.account(n, dt * double(n) / double(rows), false);  // each prompt's share of the pass by its rows
+  }
+}
+
 DecoderSession::DecoderSession(DecoderModel& m, int64_t n_ctx) : m_(m), n_ctx_(n_ctx) {
   if (n_ctx <= 0) fail(ErrorCode::kInvalidArgument, "context size must be positive");
   const Graph& g = m.graph();
@@ -125,7 +191,8 @@ void DecoderSession::feed(const int32_t* ids, int64_t T, float* logits, bool all
       m_.plan_->prefill(*this, ids, T, logits, all_logits);
     } else {
       // Even micro-batches; one pass where the cache needs it (KIVI).
-      const int64_t n_micro = cache_->one_pass_prompts() ? 1 : (T + kMicroBatch - 1) / kMicroBatch;
+      const int64_t n_micro =
+          cache_->one_pass_prompts() ? 1 : (T + DecoderModel::kMicroBatch - 1) / DecoderModel::kMicroBatch;
       const int64_t step = (T + n_micro - 1) / n_micro;
       for (int64_t c0 = 0; c0 < T; c0 += step) {
         const int64_t n = std::min(step, T - c0);
@@ -180,6 +247,7 @@ std::map<std::string, double> DecoderSession::stats() const {
                                     {"decode_s", decode_s_},
                                     {dev == "cpu" ? "cpu_passes" : "gpu_passes", double(passes)},
                                     {"batched_decodes", double(batched_decodes_)},
+                                    {"batched_prefills", double(batched_prefills_)},
                                     {"threads", double(m_.pool().size())},
                                     {"placement." + dev + ".linear_calls", double(counters.linear_calls)},
                                     {"placement." + dev + ".linear_macs", counters.linear_macs},

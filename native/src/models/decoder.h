@@ -59,16 +59,25 @@ class DecoderModel : public Model {
   int64_t embedding_length() const override { return arch_def_->n_embd; }
   void decode_batch(const std::vector<Session*>& sessions, const int32_t* tokens, float* logits) override;
   bool batches_decode() const override { return true; }
+  // Prompts of several sessions packed into passes of up to 512 rows, without padding: each prompt's
+  // rows attend over its own session's cache (a prompt alone when it is longer, or chunks are asked for).
+  void prefill_batch(const std::vector<Session*>& sessions, const std::vector<std::vector<int32_t>>& prompts,
+                     float* logits) override;
+  bool packs_prefill() const override { return !plan_; }
   const DelegatedPrefill* delegated_prefill() const override { return plan_ ? plan_->delegated() : nullptr; }
   const std::string& device() const override { return dev_.backend->name(); }
   std::map<std::string, double> device_stats() const override;
 
   const Graph& graph() const { return arch_def_->graph(); }
+  static constexpr int64_t kMicroBatch = 512;  // rows of a prompt pass at once (llama.cpp's n_ubatch)
   const Runner& runner() const { return *runner_; }
   void set_prefill_plan(std::unique_ptr<PrefillPlan> plan) { plan_ = std::move(plan); }
 
  protected:
   const DecoderArch& arch_def() const { return *arch_def_; }
+  int64_t session_context(int64_t n_ctx) const;  // the context of a new session asking for n_ctx (0: default)
+  void run_packed(const std::vector<DecoderSession*>& ss, const std::vector<std::vector<int32_t>>& prompts,
+                  const std::vector<size_t>& group, int64_t rows, float* logits);
   // Fails naming `who` when a session cannot take decoder tokens yet (encoder-decoder: no encoder input).
   virtual void check_ready(const DecoderSession& s, const std::string& who) const {}
   DeviceRuntime dev_;

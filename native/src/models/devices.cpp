@@ -59,9 +59,9 @@ void load_plugin(const std::string& name) {
       failed[name] = why;
       fail(ErrorCode::kUnsupported, "device '" + name + "': " + why);
     }
-    auto entry = reinterpret_cast<void (*)()>(dlsym(handle, "pyrt_register_plugin_devices"));
+    auto entry = reinterpret_cast<void (*)(DeviceRegistrar)>(dlsym(handle, "pyrt_register_plugin_devices"));
     if (!entry) fail(ErrorCode::kInternal, path + " has no entry point pyrt_register_plugin_devices");
-    entry();
+    entry(&register_device);
     if (!registry().count(name)) fail(ErrorCode::kInternal, path + " did not register device '" + name + "'");
     return;
   }

@@ -24,8 +24,10 @@ struct DeviceFactory {
   std::function<bool(std::string* why)> available;  // false: *why says what is missing (no GPU, no driver)
   std::function<DeviceRuntime(ThreadPool& pool, const KvSpec& k, const KvSpec& v)> open;
 };
-// A plugin's entry point, `extern "C" void pyrt_register_plugin_devices()`, calls this for its devices.
 void register_device(const std::string& name, DeviceFactory factory);
+// A plugin's entry point, `extern "C" void pyrt_register_plugin_devices(DeviceRegistrar)`, registers its
+// devices through the function it is given (the loading library's registry, not a copy in the plugin).
+using DeviceRegistrar = void (*)(const std::string& name, DeviceFactory factory);
 // kUnsupported saying why when this build or machine cannot run `name` (before any file is opened).
 void require_device(const std::string& name);
 DeviceRuntime open_device(const std::string& name, ThreadPool& pool, const KvSpec& k, const KvSpec& v);

@@ -79,8 +79,7 @@ EncDecModel::EncDecModel(std::shared_ptr<GgufFile> f, const ModelOptions& opts, 
 }
 
 std::unique_ptr<Session> EncDecModel::new_session(int64_t n_ctx) {
-  const int64_t ctx = n_ctx > 0 ? n_ctx : opts_.n_ctx > 0 ? opts_.n_ctx : context_length();
-  return std::make_unique<EncDecSession>(*this, ctx);
+  return std::make_unique<EncDecSession>(*this, session_context(n_ctx));
 }
 
 void EncDecModel::check_ready(const DecoderSession& s, const std::string& who) const {
@@ -88,25 +87,45 @@ void EncDecModel::check_ready(const DecoderSession& s, const std::string& who) c
     fail(ErrorCode::kInvalidArgument, who + " has no encoder input: set it before feeding decoder tokens");
 }
 
-void EncDecModel::run_encoder(const int32_t* ids, const float* input, int64_t n, float* out) const {
+void EncDecModel::run_encoder(const int32_t* ids, const float* input, const std::vector<int64_t>& ns,
+                              float* out) const {
   PassRequest r;
-  r.rows = n;
-  r.seqs = {SeqRows{nullptr, 0, n, enc().encoder_first_position(n)}};  // kDense attention: no cache
+  for (int64_t n : ns) {  // kDense attention: within each sequence's rows, no cache
+    r.seqs.push_back(SeqRows{nullptr, r.rows, n, enc().encoder_first_position(n)});
+    r.rows += n;
+  }
   r.ids = ids;
   r.input = input;
-  for (int64_t t = 0; t < n; ++t) r.out_rows.push_back(t);
+  for (int64_t t = 0; t < r.rows; ++t) r.out_rows.push_back(t);
   r.out = out;
   encoder_->run(r);
 }
 
-void EncDecModel::encode(const int32_t* ids, int64_t n, float* out) const {
+void EncDecModel::check_token_input() const {
   if (enc().front_end()) {
     fail(ErrorCode::kUnsupported,
          architecture() + " encodes audio, not token ids: use the audio features (transcribe)");
   }
+}
+
+void EncDecModel::encode(const int32_t* ids, int64_t n, float* out) const {
+  check_token_input();
   if (n <= 0) fail(ErrorCode::kInvalidArgument, "the encoder input needs at least one token");
   check_token_ids(ids, n, vocab_size());
-  run_encoder(ids, nullptr, n, out);
+  run_encoder(ids, nullptr, {n}, out);
+}
+
+void EncDecModel::encode_batch(const std::vector<std::vector<int32_t>>& inputs, float* out) const {
+  check_token_input();
+  std::vector<int32_t> ids;
+  std::vector<int64_t> ns;
+  for (size_t b = 0; b < inputs.size(); ++b) {
+    if (inputs[b].empty()) continue;  // an input without tokens has no states
+    check_token_ids(inputs[b].data(), int64_t(inputs[b].size()), vocab_size());
+    ids.insert(ids.end(), inputs[b].begin(), inputs[b].end());
+    ns.push_back(int64_t(inputs[b].size()));
+  }
+  if (!ns.empty()) run_encoder(ids.data(), nullptr, ns, out);
 }
 
 void EncDecModel::compute_cross(SequenceCache& cache, const float* states, int64_t n) const {
@@ -136,7 +155,7 @@ std::vector<float> EncDecModel::encode_audio(const float* features, int64_t n_me
   int64_t rows = 0;
   const std::vector<float> input = front_end().encoder_input(features, n_mels, n_frames, &rows, pool());
   std::vector<float> out(static_cast<size_t>(rows * embedding_length()));
-  run_encoder(nullptr, input.data(), rows, out.data());
+  run_encoder(nullptr, input.data(), {rows}, out.data());
   *n_states = rows;
   return out;
 }

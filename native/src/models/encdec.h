@@ -50,6 +50,7 @@ class EncDecModel : public DecoderModel, public EncoderDecoder, public SpeechEnc
   const SpeechEncoder* speech() const override { return enc().front_end() ? this : nullptr; }
 
   void encode(const int32_t* ids, int64_t n, float* out) const override;
+  void encode_batch(const std::vector<std::vector<int32_t>>& inputs, float* out) const override;
   int32_t decoder_start_token() const override { return enc().decoder_start; }
   int sample_rate() const override;
   std::vector<float> audio_features(const float* pcm, int64_t n, int64_t* n_mels, int64_t* n_frames) const override;
@@ -65,8 +66,9 @@ class EncDecModel : public DecoderModel, public EncoderDecoder, public SpeechEnc
  private:
   const EncDecArch& enc() const { return static_cast<const EncDecArch&>(arch_def()); }
   const SpeechFrontEnd& front_end() const;
-  // The encoder graph over n rows of ids or input rows: states [n, embedding_length].
-  void run_encoder(const int32_t* ids, const float* input, int64_t n, float* out) const;
+  // The encoder graph over sequences of ids or input rows (lengths `ns`, packed): states [sum, width].
+  void run_encoder(const int32_t* ids, const float* input, const std::vector<int64_t>& ns, float* out) const;
+  void check_token_input() const;  // kUnsupported for speech encoders
   std::unique_ptr<Runner> encoder_, cross_;
 };
 

@@ -213,6 +213,7 @@ std::vector<std::pair<const float*, int64_t>> Graph::vectors() const {
   for (const Node& n : nodes_) {
     if (n.op == OpKind::kNorm) add(n.norm.w, n.norm.width), add(n.norm.b, n.norm.width);
     for (size_t i = 0; i < n.biases.size(); ++i) add(n.biases[i], n.weights[i]->rows);
+    if (n.op == OpKind::kPositions) add(n.positions, n.n_positions * widths_[size_t(n.in[0])]);
   }
   return out;
 }

@@ -68,7 +68,8 @@ class Graph {
   // Buffer slot of each value (values whose lifetimes do not overlap share one) and the slot widths.
   int slot(int value) const { return slot_of_[size_t(value)]; }
   const std::vector<int64_t>& slot_widths() const { return slot_widths_; }
-  // Everything a backend must hold: linear weights, embedding tables, float vectors (norms, biases).
+  // Everything a backend must hold: linear weights, embedding tables, float vectors (norms, biases,
+  // position tables).
   std::vector<const Weight*> linear_weights() const;
   std::vector<const Weight*> tables() const;
   std::vector<std::pair<const float*, int64_t>> vectors() const;

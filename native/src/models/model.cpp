@@ -48,8 +48,8 @@ Model::Model(std::shared_ptr<GgufFile> file, const ModelOptions& opts) : file_(s
   if (file_->find("tokenizer.ggml.model")) tokenizer_ = Tokenizer::from_gguf(*file_);
 }
 
-void Model::prefill_batch(const std::vector<Session*>& sessions, const std::vector<std::vector<int32_t>>& prompts,
-                          float* logits) {
+void Model::check_prefill_batch(const std::vector<Session*>& sessions,
+                                const std::vector<std::vector<int32_t>>& prompts) const {
   if (sessions.size() != prompts.size()) {
     fail(ErrorCode::kInvalidArgument, "prefill_batch needs one prompt per session (" + std::to_string(sessions.size()) +
                                           " sessions, " + std::to_string(prompts.size()) + " prompts)");
@@ -65,6 +65,11 @@ void Model::prefill_batch(const std::vector<Session*>& sessions, const std::vect
     check_feed(sessions[b]->n_past(), sessions[b]->n_ctx(), prompts[b].data(), int64_t(prompts[b].size()), vocab_size(),
                who + ": ");
   }
+}
+
+void Model::prefill_batch(const std::vector<Session*>& sessions, const std::vector<std::vector<int32_t>>& prompts,
+                          float* logits) {
+  check_prefill_batch(sessions, prompts);
   for (size_t b = 0; b < sessions.size(); ++b) {
     sessions[b]->feed(prompts[b].data(), int64_t(prompts[b].size()), logits + int64_t(b) * vocab_size(), false);
   }

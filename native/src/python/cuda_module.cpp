@@ -11,8 +11,6 @@
 #include <vector>
 
 #include "backends/cuda/kivi_store.h"
-#include "backends/cuda/llama_cuda.h"
-#include "backends/cuda/t5_cuda.h"
 #include "pyrt_cuda.h"
 #include "python/errors.h"
 
@@ -438,30 +436,6 @@ py::array_t<float> run_swiglu(FloatArray gate, FloatArray up) {
 
 }  // namespace
 
-// What every GPU session binds: feed (logits as numpy), reset, positions, cache bytes, stats.
-template <typename S>
-void bind_session(py::class_<S>& cls) {
-  cls.def(
-         "feed",
-         [](S& s, std::vector<int32_t> ids, bool all_logits, int64_t vocab) {
-           if (ids.empty()) throw pyrt::Error(pyrt::ErrorCode::kInvalidArgument, "feed needs at least one token");
-           const int64_t rows = all_logits ? int64_t(ids.size()) : 1;
-           py::array_t<float> out({rows, vocab});
-           {
-             py::gil_scoped_release nogil;
-             s.feed(ids.data(), int64_t(ids.size()), out.mutable_data(), all_logits);
-           }
-           return all_logits ? out : out.reshape({vocab});
-         },
-         py::arg("ids"), py::arg("all_logits"), py::arg("vocab"))
-      .def("reset", &S::reset)
-      .def_property_readonly("n_past", &S::n_past)
-      .def_property_readonly("n_ctx", &S::n_ctx)
-      .def_property_readonly("kv_bytes", &S::kv_bytes)
-      .def("stats", &S::stats)
-      .def("prefill_trace_json", [](const S&) { return std::string(); });
-}
-
 #ifndef PYRT_CUDA_MODULE_NAME
 #define PYRT_CUDA_MODULE_NAME _cuda
 #endif
@@ -505,90 +479,4 @@ PYBIND11_MODULE(PYRT_CUDA_MODULE_NAME, m) {
   m.def("rope", &run_rope, py::arg("x"), py::arg("n_heads"), py::arg("head_dim"), py::arg("n_rot"), py::arg("pos0"),
         py::arg("inv_freq"), py::arg("neox"));
   m.def("swiglu", &run_swiglu, py::arg("gate"), py::arg("up"));
-
-  // Whole decoder-only models on the device (pyruntime.load(..., device="cuda") wraps these).
-  // module_local: _cuda and _cuda_sim both bind these C++ types (different builds of them) and may be
-  // imported into one process (a GPU machine's tests run both).
-  py::class_<LlamaGpuSession> llama_session(m, "LlamaSession", py::module_local());
-  bind_session(llama_session);
-  py::class_<LlamaGpuModel>(m, "LlamaModel", py::module_local())
-      .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
-      .def("new_session", &LlamaGpuModel::new_session, py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
-      .def_property_readonly("device_bytes", &LlamaGpuModel::device_bytes)
-      .def_property_readonly("vocab_size", [](const LlamaGpuModel& m) { return m.hparams().n_vocab; })
-      .def("prefill_batch",
-           [](const LlamaGpuModel& m, std::vector<LlamaGpuSession*> sessions,
-              std::vector<std::vector<int32_t>> prompts) {
-             py::array_t<float> out({int64_t(sessions.size()), m.hparams().n_vocab});
-             {
-               py::gil_scoped_release nogil;
-               LlamaGpuSession::prefill_batch(sessions, prompts, out.mutable_data());
-             }
-             return out;
-           })
-      .def("decode_batch",
-           [](const LlamaGpuModel& m, std::vector<LlamaGpuSession*> sessions, std::vector<int32_t> tokens) {
-             py::array_t<float> out({int64_t(sessions.size()), m.hparams().n_vocab});
-             {
-               py::gil_scoped_release nogil;
-               LlamaGpuSession::decode_batch(sessions, tokens, out.mutable_data());
-             }
-             return out;
-           });
-
-  py::class_<T5GpuSession> t5_session(m, "T5Session", py::module_local());
-  bind_session(t5_session);
-  t5_session
-      .def(
-          "set_encoder_input",
-          [](T5GpuSession& s, std::vector<int32_t> ids) {
-            py::gil_scoped_release nogil;
-            s.set_encoder_input(ids.data(), int64_t(ids.size()));
-          },
-          py::arg("ids"))
-      .def("set_encoder_states",
-           [](T5GpuSession&, py::object) {
-             throw pyrt::Error(
-                 pyrt::ErrorCode::kUnsupported,
-                 "device 'cuda' encodes on the GPU: pass token ids (set_encoder), not precomputed states");
-           })
-      .def_property_readonly("encoder_length", &T5GpuSession::encoder_length);
-  py::class_<T5GpuModel>(m, "T5Model", py::module_local())
-      .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("arch"))
-      .def(
-          "new_session",
-          [](const T5GpuModel& m, int64_t n_ctx, const std::string& kv) {
-            if (kv != "f16")
-              throw pyrt::Error(pyrt::ErrorCode::kUnsupported,
-                                "T5 on the GPU keeps an f16 KV cache (got '" + kv + "')");
-            return m.new_session(n_ctx);
-          },
-          py::arg("n_ctx"), py::arg("kv") = "f16", py::keep_alive<0, 1>())
-      .def("encode",
-           [](const T5GpuModel& m, std::vector<int32_t> ids) {
-             py::array_t<float> out({int64_t(ids.size()), m.weights().E_});
-             {
-               py::gil_scoped_release nogil;
-               m.encode(ids.data(), int64_t(ids.size()), out.mutable_data());
-             }
-             return out;
-           })
-      .def("encode_batch",
-           [](const T5GpuModel& m, std::vector<std::vector<int32_t>> rows) {
-             std::vector<int32_t> flat;
-             std::vector<int> lengths;
-             size_t max_len = 0;
-             for (const auto& r : rows) {
-               flat.insert(flat.end(), r.begin(), r.end());
-               lengths.push_back(int(r.size()));
-               max_len = std::max(max_len, r.size());
-             }
-             py::array_t<float> out({int64_t(rows.size()), int64_t(max_len), m.weights().E_});
-             {
-               py::gil_scoped_release nogil;
-               m.encode_batch(flat.data(), lengths, out.mutable_data());
-             }
-             return out;
-           })
-      .def_property_readonly("device_bytes", &T5GpuModel::device_bytes);
 }

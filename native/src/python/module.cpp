@@ -864,6 +864,20 @@ PYBIND11_MODULE(_core, m) {
             return out;
           },
           py::arg("sessions"), py::arg("tokens"), "One decode step of several sessions: logits [n, vocab]")
+      .def(
+          "prefill_batch",
+          [](Model& mm, std::vector<Session*> sessions, std::vector<std::vector<int32_t>> prompts) {
+            py::array_t<float> out(
+                {static_cast<py::ssize_t>(sessions.size()), static_cast<py::ssize_t>(mm.vocab_size())});
+            float* dst = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              mm.prefill_batch(sessions, prompts, dst);
+            }
+            return out;
+          },
+          py::arg("sessions"), py::arg("prompts"), "One prompt per session: each prompt's last logits [n, vocab]")
+      .def_property_readonly("packs_prefill", &Model::packs_prefill)
       .def_property_readonly("batches_decode", &Model::batches_decode)
       .def_property_readonly("architecture", &Model::architecture)
       .def_property_readonly("vocab_size", &Model::vocab_size)
@@ -892,6 +906,21 @@ PYBIND11_MODULE(_core, m) {
             return out;
           },
           py::arg("ids"))
+      .def(
+          "encode_batch",
+          [](const Model& mm, std::vector<std::vector<int32_t>> inputs) {
+            int64_t rows = 0;
+            for (const auto& in : inputs) rows += int64_t(in.size());
+            py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(mm.embedding_length())});
+            float* dst = out.mutable_data();
+            const EncoderDecoder& e = encoder_decoder_of(mm);
+            {
+              py::gil_scoped_release nogil;
+              e.encode_batch(inputs, dst);
+            }
+            return out;
+          },
+          py::arg("inputs"), "Several encoder inputs in one pass: their states, packed [sum of lengths, width]")
       .def_property_readonly("audio_sample_rate",
                              [](const Model& mm) { return mm.speech() ? mm.speech()->sample_rate() : 0; })
       .def(
