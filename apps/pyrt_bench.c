@@ -1,7 +1,7 @@
 /* pyrt-bench: prefill / decode speed of a GGUF model through the C ABI alone, no Python in the
    process, so its peak RSS is the runtime's (the counterpart of llama.cpp's llama-bench).
 
-   pyrt-bench -m model.gguf [-t threads] [-p n_prompt] [-n n_gen] [-r reps] [--kv-cache f16] [--json]
+   pyrt-bench -m model.gguf [-t threads] [-p n_prompt] [-n n_gen] [-r reps] [--kv-cache f16] [--device cpu] [--json]
 
    Tests as in `pyrt bench`: pp<n_prompt> feeds n_prompt random ids at once, tg<n_gen> feeds one id
    and then n_gen ids one by one; each test runs reps + 1 times and the first (cold) run is dropped.
@@ -30,7 +30,7 @@ static int cmp_double(const void* a, const void* b) {
 static int usage(const char* why) {
   fprintf(stderr,
           "pyrt-bench: %s\nusage: pyrt-bench -m model.gguf [-t threads] [-p n_prompt] [-n n_gen] [-r reps] "
-          "[--kv-cache TYPE] [--json]\n",
+          "[--kv-cache TYPE] [--device cpu|cuda|cuda-sim] [--json]\n",
           why);
   return 2;
 }
@@ -78,6 +78,7 @@ static uint64_t next_random(uint64_t* s) {
 int main(int argc, char** argv) {
   const char* model_path = NULL;
   const char* kv = "f16";
+  const char* device = "cpu";
   long threads = 4, n_prompt = 512, n_gen = 128, reps = 5;
   int json = 0;
   for (int i = 1; i < argc; ++i) {
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
                   : strcmp(a, "-n") == 0 ? &n_gen
                   : strcmp(a, "-r") == 0 ? &reps
                                          : NULL;
-    if (!count && strcmp(a, "-m") != 0 && strcmp(a, "--kv-cache") != 0) {
+    if (!count && strcmp(a, "-m") != 0 && strcmp(a, "--kv-cache") != 0 && strcmp(a, "--device") != 0) {
       fprintf(stderr, "pyrt-bench: unknown option '%s'\n", a);
       return usage("see the options below");
     }
@@ -104,6 +105,8 @@ int main(int argc, char** argv) {
       model_path = v;
     else if (strcmp(a, "--kv-cache") == 0)
       kv = v;
+    else if (strcmp(a, "--device") == 0)
+      device = v;
     else if ((*count = parse_count(a, v, count == &threads || count == &reps ? 1 : 0,
                                    count == &threads ? 256 : 1 << 20)) < 0)
       return 2;
@@ -111,7 +114,7 @@ int main(int argc, char** argv) {
   if (!model_path) return usage("-m model.gguf is required");
 
   pyrt_model* model = NULL;
-  if (pyrt_model_load(model_path, (int)threads, kv, &model) != PYRT_OK) return fail("cannot load the model");
+  if (pyrt_model_load_on(model_path, (int)threads, kv, device, &model) != PYRT_OK) return fail("cannot load the model");
   const int64_t vocab = pyrt_model_vocab_size(model);
   float* logits = malloc((size_t)vocab * sizeof(float));
   int32_t* ids = malloc((size_t)(n_prompt + n_gen + 1) * sizeof(int32_t));

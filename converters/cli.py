@@ -72,7 +72,7 @@ def report(e: Exception, log: Callable[[str], None]) -> int:
 def export_onnx(a: argparse.Namespace, log: Callable[[str], None]) -> int:
     try:
         import pyruntime
-        from pyruntime.delegates.onnx_export import export_model_graphs
+        from converters.onnx_export import export_model_graphs
 
         if not a.input.is_file():
             raise FileNotFoundError(f"{a.input}: no such GGUF file")

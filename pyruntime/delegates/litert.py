@@ -1,4 +1,4 @@
-"""The ``litert`` delegate: each W8A8 graph becomes an int8 TFLite model (tflite_export.int8_linear)
+"""The ``litert`` delegate: each W8A8 graph becomes an int8 TFLite model (tflite_graph.int8_linear)
 run by LiteRT's interpreter (``pip install ai-edge-litert``; the XNNPACK CPU path here, the phone's
 NPU delegate on Android)."""
 
@@ -28,7 +28,7 @@ class LiteRtDelegate:
     def prepare(self, graph: dict[str, Any]) -> int:
         from ai_edge_litert.interpreter import Interpreter
 
-        from pyruntime.delegates.tflite_export import int8_linear
+        from pyruntime.delegates.tflite_graph import int8_linear
 
         it = Interpreter(model_content=int8_linear(graph), num_threads=self.threads)
         it.allocate_tensors()

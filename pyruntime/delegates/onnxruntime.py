@@ -1,4 +1,4 @@
-"""The ``onnxruntime`` delegate: each W8A8 graph becomes an ONNX QDQ model (onnx_export.qdq_linear)
+"""The ``onnxruntime`` delegate: each W8A8 graph becomes an ONNX QDQ model (onnx_graph.qdq_linear)
 run by an InferenceSession with the providers onnxruntime offers, CPU last.
 
 With an accelerator provider (QNN, ...) the graphs are QDQ models, the form NPU compilers take; with
@@ -57,7 +57,7 @@ class OnnxRuntimeDelegate:
     def prepare(self, graph: dict[str, Any]) -> int:
         import onnxruntime as ort
 
-        from pyruntime.delegates.onnx_export import qdq_linear
+        from pyruntime.delegates.onnx_graph import qdq_linear
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads

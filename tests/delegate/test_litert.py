@@ -33,7 +33,7 @@ def test_tflite_graph_matches_reference(rows: int, k: int, n: int, per_channel: 
 def test_tflite_model_structure() -> None:
     from ai_edge_litert import schema_py_generated as fb
 
-    from pyruntime.delegates.tflite_export import int8_linear
+    from pyruntime.delegates.tflite_graph import int8_linear
 
     graph, _, _ = random_graph(8, 32, 16, seed=5)
     blob = int8_linear(graph)

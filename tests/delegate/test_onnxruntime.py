@@ -14,7 +14,7 @@ from pyruntime import _core
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (pip install 'pyruntime[npu]')")
 
-from pyruntime.delegates.onnx_export import qdq_linear  # noqa: E402
+from pyruntime.delegates.onnx_graph import qdq_linear  # noqa: E402
 from pyruntime.delegates.onnxruntime import OnnxRuntimeDelegate  # noqa: E402
 
 from .test_chunked_prefill import prompt, tiny_calibrated, tiny_f32  # noqa: E402,F401

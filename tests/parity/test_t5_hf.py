@@ -205,6 +205,26 @@ def test_cached_decoding_equals_uncached(t5_pair: tuple[Any, Any, str]) -> None:
     assert (steps.argmax(-1) == full.argmax(-1)).all()
 
 
+def test_decoder_prompt_in_chunks_and_packed_encoder_are_bit_exact(t5_pair: tuple[Any, Any, str]) -> None:
+    """The encoder-decoder's decoder is an ordinary decoder graph: fixed-size chunked prefill (padded
+    last chunk, padding attends nowhere) gives one pass's bits; a padded batch encodes in one packed
+    pass with each row's own bits."""
+    _, ours, _ = t5_pair
+    enc_ids, mask = _inputs(ours.vocab_size, [30, 7, 18], seed=8)
+    dec, _ = _inputs(ours.vocab_size, [21], seed=9)
+    dec[0, 0] = ours.decoder_start_token
+    chunked = pyruntime.load(ours._path, kv_cache="f32", threads=2, chunk=8)
+    want = ours.session()
+    got = chunked.session()
+    want.set_encoder(enc_ids[0])
+    got.set_encoder(enc_ids[0])
+    np.testing.assert_array_equal(got.feed(dec[0]), want.feed(dec[0]))
+    assert got.stats()["placement"]["chunks"] == 3 and got.stats()["placement"]["pad_tokens"] == 3
+    packed = ours.encode(enc_ids, attention_mask=mask)
+    for b, n in enumerate([30, 7, 18]):
+        np.testing.assert_array_equal(packed[b, :n], ours.encode(enc_ids[b, :n]))
+
+
 def test_cross_attention_kv_computed_once_and_reused() -> None:
     """Cross K/V are computed once per encoder input (the session counts it) and equal K/V recomputed
     from Model.encode at step 50: the logits of both sessions are bit-identical."""

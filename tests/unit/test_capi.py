@@ -74,3 +74,38 @@ def test_tokenize_and_feed_match_python(
     assert b"outside the vocabulary" in lib.pyrt_last_error()
     lib.pyrt_session_free(sess)
     lib.pyrt_model_free(model)
+
+
+def test_load_on_a_device(
+    lib: ctypes.CDLL, make_hf_llama: Callable[..., Path], convert: Callable[..., Path], tmp_path: Path
+) -> None:
+    """pyrt_model_load_on: the C ABI reaches every device; one this build or machine lacks is a status
+    naming what is missing. cuda-sim (the CUDA kernels on the simulator) gives the GPU path's logits."""
+    import importlib.util
+
+    lib.pyrt_model_load_on.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_void_p),
+    ]
+    path = convert(make_hf_llama("capi_dev", hidden_size=128, num_attention_heads=2), tmp_path / "m.gguf", "q8_0")
+    model = ctypes.c_void_p()
+    assert lib.pyrt_model_load_on(str(path).encode(), 1, b"f16", b"tpu", ctypes.byref(model)) == 4
+    assert b"device 'tpu'" in lib.pyrt_last_error()
+    if importlib.util.find_spec("pyruntime._cuda_sim") is None:
+        pytest.skip("built with PYRT_CUDA_SIM=OFF: no cuda-sim device to load on")
+    assert lib.pyrt_model_load_on(str(path).encode(), 1, b"f16", b"cuda-sim", ctypes.byref(model)) == 0, (
+        lib.pyrt_last_error()
+    )
+    sess = ctypes.c_void_p()
+    assert lib.pyrt_session_new(model, 32, ctypes.byref(sess)) == 0
+    ids = (ctypes.c_int32 * 3)(5, 17, 99)
+    vocab = lib.pyrt_model_vocab_size(model)
+    logits = (ctypes.c_float * vocab)()
+    assert lib.pyrt_session_feed(sess, ids, 3, logits) == 0, lib.pyrt_last_error()
+    want = pyruntime.load(path, device="cuda-sim", context=32).session().feed([5, 17, 99])[-1]
+    np.testing.assert_array_equal(np.ctypeslib.as_array(logits), want)  # the same kernels, the same bits
+    lib.pyrt_session_free(sess)
+    lib.pyrt_model_free(model)

@@ -51,6 +51,36 @@ def test_clang_format() -> None:
     assert r.returncode == 0, r.stderr[-4000:]
 
 
+def test_native_layering_has_no_upward_includes() -> None:
+    """native/src layers, top to bottom: bindings (python, capi) > sched > models > memory > backends >
+    core. A file may include its own layer or lower ones only."""
+    import re
+
+    rank = {"python": 6, "capi": 6, "sched": 5, "models": 4, "memory": 3, "backends": 2, "core": 1}
+    src = ROOT / "native" / "src"
+    bad = []
+    for f in sorted(src.rglob("*")):
+        if f.suffix not in (".cpp", ".h") or f.relative_to(src).parts[0] not in rank:
+            continue
+        mine = rank[f.relative_to(src).parts[0]]
+        for inc in re.findall(r'#include "([a-z]+)/', f.read_text(encoding="utf-8")):
+            if rank.get(inc, 0) > mine:
+                bad.append(f"{f.relative_to(ROOT)} includes {inc}/")
+    assert not bad, bad
+
+
+def test_runtime_never_imports_converters() -> None:
+    """Converters may import the runtime; the runtime (pyruntime/) never imports converters."""
+    import re
+
+    bad = [
+        str(f.relative_to(ROOT))
+        for f in sorted((ROOT / "pyruntime").rglob("*.py"))
+        if re.search(r"^\s*(from|import) converters\b", f.read_text(encoding="utf-8"), re.M)
+    ]
+    assert not bad, bad
+
+
 def test_runtime_never_imports_torch_or_transformers() -> None:
     code = (
         "import sys, pyruntime, pyruntime.cli, pyruntime.chat, pyruntime.registry\n"
@@ -60,3 +90,20 @@ def test_runtime_never_imports_torch_or_transformers() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"the runtime imported {r.stdout.strip()}"
+
+
+def test_registry_finds_conversions_through_entry_points() -> None:
+    """Registry pulls that need a conversion find it as a ``pyruntime.converters`` entry point (the
+    installed package's metadata), naming the extra when none is installed."""
+    import dataclasses
+
+    import pytest
+
+    from converters.ct2_whisper import convert_ct2_whisper
+    from pyruntime.errors import DownloadError
+    from pyruntime.registry import REGISTRY, _converter
+
+    entry = next(e for e in REGISTRY.values() if e.convert == "ct2-whisper")
+    assert _converter(entry) is convert_ct2_whisper
+    with pytest.raises(DownloadError, match=r"no 'nope' converter is installed \(pip install 'pyruntime\[convert\]'\)"):
+        _converter(dataclasses.replace(entry, convert="nope"))

@@ -32,6 +32,10 @@ typedef struct pyrt_session pyrt_session;
 
 PYRT_API const char* pyrt_last_error(void);
 PYRT_API pyrt_status pyrt_model_load(const char* path, int n_threads, const char* kv_type, pyrt_model** out);
+/* The same on a device: "cpu", "cuda" (an NVIDIA GPU), "cuda-sim" (its kernels on the CPU simulator).
+   A device this build or machine lacks fails with PYRT_ERR_UNSUPPORTED saying what is missing. */
+PYRT_API pyrt_status pyrt_model_load_on(const char* path, int n_threads, const char* kv_type, const char* device,
+                                        pyrt_model** out);
 PYRT_API void pyrt_model_free(pyrt_model* model);
 PYRT_API int64_t pyrt_model_vocab_size(const pyrt_model* model);
 /* Writes up to cap ids; *n_out receives the full count (call again with a larger buffer if needed). */

@@ -46,14 +46,20 @@ const char* pyrt_last_error(void) {
   return g_last_error.c_str();
 }
 
-pyrt_status pyrt_model_load(const char* path, int n_threads, const char* kv_type, pyrt_model** out) {
+pyrt_status pyrt_model_load_on(const char* path, int n_threads, const char* kv_type, const char* device,
+                               pyrt_model** out) {
   return guarded([&] {
     require(path && out, "path and out must not be NULL");
     pyrt::ModelOptions o;
     o.n_threads = n_threads;
     if (kv_type) o.kv_k = o.kv_v = kv_type;
+    if (device) o.device = device;
     *out = new pyrt_model{pyrt::Model::load(path, o)};
   });
+}
+
+pyrt_status pyrt_model_load(const char* path, int n_threads, const char* kv_type, pyrt_model** out) {
+  return pyrt_model_load_on(path, n_threads, kv_type, nullptr, out);
 }
 
 void pyrt_model_free(pyrt_model* model) {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "backends/cuda/kivi_store.h"
+#include "memory/cuda/kivi_store.h"
 #include "pyrt_cuda.h"
 #include "python/errors.h"
 

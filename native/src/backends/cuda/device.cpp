@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "models/checks.h"
 #include "pyrt/error.h"
 #include "pyrt/ggml_types.h"
 
@@ -23,13 +22,6 @@ void check_head_dim(const std::string& path, int d) {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-void upload_embeddings(const Weight& table, const int32_t* ids, int64_t n, DeviceBuffer& x) {
-  check_token_ids(ids, n, table.rows);
-  std::vector<float> rows(size_t(n * table.cols));
-  embed_tokens(table, ids, n, rows.data());
-  x.upload(rows.data(), rows.size() * 4);
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) {

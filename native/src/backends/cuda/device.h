@@ -53,9 +53,6 @@ struct DeviceWeight {
   DeviceBuffer data;
 };
 
-// x = embedding rows of `ids` (checked against the table's rows), gathered on the host and uploaded.
-void upload_embeddings(const Weight& table, const int32_t* ids, int64_t n, DeviceBuffer& x);
-
 // Uploads a model's weights, counting device bytes and what had to become fp16.
 struct WeightUploader {
   std::string path;  // for errors

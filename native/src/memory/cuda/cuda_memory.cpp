@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include "backends/cuda/kivi_store.h"
+#include "memory/cuda/kivi_store.h"
 #include "pyrt/error.h"
 
 namespace pyrt::cuda {
@@ -116,7 +116,8 @@ class CudaMemory : public KvMemory {
 
   void attend(const AttentionSpec& s, const std::vector<SeqRows>& seqs, const float* q, const float* k, const float* v,
               float* out) override {
-    if (s.head_map == KvHeadMap::kTiled) {
+    // Tiled and grouped KV heads agree when every query head has its own KV head.
+    if (s.head_map == KvHeadMap::kTiled && s.shape.n_kv_heads != s.shape.n_heads) {
       fail(ErrorCode::kUnsupported,
            "device '" + device_ +
                "': tiled KV heads (query head h reads KV head h % n_kv) have no CUDA attention "

@@ -1,5 +1,5 @@
 // KIVI keys or values on the GPU (see kivi_store.h).
-#include "backends/cuda/kivi_store.h"
+#include "memory/cuda/kivi_store.h"
 
 #include <algorithm>
 
